@@ -1,0 +1,1 @@
+"""Site mapping profiles and the pure translation (order + event + profile -> FHIR + HL7v2)."""

@@ -1,0 +1,367 @@
+"""The domain vocabulary shared by every layer: orders, events, and the order snapshot.
+
+These are the plain data contracts that flow along the arrows of the architecture:
+the API validates request bodies into :class:`OrderIn` / :class:`EventIn`, the lifecycle
+decides, the store keeps :class:`EventRecord` rows, and ``mappings.translate`` receives an
+:class:`OrderSnapshot` plus the :class:`EventRecord` being translated.  Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "StrictModel",
+    "OrderStatus",
+    "EventType",
+    "MANUFACTURER_EVENT_TYPES",
+    "MeasurementCode",
+    "Patient",
+    "Provider",
+    "Requested",
+    "OrderIn",
+    "Measurement",
+    "EventIn",
+    "EVENT_DATA_MODELS",
+    "EventRecord",
+    "ManufacturerRef",
+    "ProductRef",
+    "SiteRef",
+    "OrderSnapshot",
+    "npi_is_valid",
+]
+
+
+class StrictModel(BaseModel):
+    """Refuses unknown fields by name and is immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+
+
+class OrderStatus(StrEnum):
+    """Lifecycle states of a CGT order, in stage order; the last three are terminal side states."""
+
+    placed = "placed"
+    confirmed = "confirmed"
+    apheresis_scheduled = "apheresis_scheduled"
+    collected = "collected"
+    manufacturing = "manufacturing"
+    manufactured = "manufactured"
+    released = "released"
+    shipped = "shipped"
+    received = "received"
+    infusion_scheduled = "infusion_scheduled"
+    infused = "infused"
+    on_hold = "on_hold"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class EventType(StrEnum):
+    order_placed = "order.placed"  # internal: the creation of the order itself
+    order_confirmed = "order.confirmed"
+    apheresis_scheduled = "apheresis.scheduled"
+    apheresis_rescheduled = "apheresis.rescheduled"
+    collection_completed = "collection.completed"
+    custody_transferred = "custody.transferred"
+    manufacturing_started = "manufacturing.started"
+    manufacturing_completed = "manufacturing.completed"
+    release_passed = "release.passed"
+    release_failed = "release.failed"
+    shipment_dispatched = "shipment.dispatched"
+    shipment_received = "shipment.received"
+    infusion_scheduled = "infusion.scheduled"
+    product_infused = "product.infused"
+    order_on_hold = "order.on_hold"
+    order_resumed = "order.resumed"
+    order_cancelled = "order.cancelled"
+
+
+MANUFACTURER_EVENT_TYPES: tuple[EventType, ...] = tuple(t for t in EventType if t is not EventType.order_placed)
+
+
+class MeasurementCode(StrEnum):
+    """Our measurement / release-result vocabulary (mapped to LOINC + UCUM in ``terminology``)."""
+
+    tnc_count = "tnc_count"
+    cd3_count = "cd3_count"
+    cd34_count = "cd34_count"
+    viability_pct = "viability_pct"
+    viable_cd3_pct = "viable_cd3_pct"
+    car_positive_pct = "car_positive_pct"
+    volume_ml = "volume_ml"
+    vcn = "vcn"
+    sterility = "sterility"
+    endotoxin_eu_ml = "endotoxin_eu_ml"
+    mycoplasma = "mycoplasma"
+
+
+# --------------------------------------------------------------------------- orders
+
+_NPI = re.compile(r"^\d{10}$")
+
+
+def npi_is_valid(npi: str) -> bool:
+    """NPI check digit: Luhn over the prefix 80840 + the first nine digits."""
+    if not _NPI.match(npi):
+        return False
+    digits = [int(c) for c in "80840" + npi[:9]]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return (10 - total % 10) % 10 == int(npi[9])
+
+
+NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
+
+
+class Patient(StrictModel):
+    mrn: Annotated[str, Field(min_length=1, max_length=64)]
+    family: NonEmpty
+    given: Annotated[list[NonEmpty], Field(min_length=1, max_length=5)]
+    birth_date: date
+    sex: Literal["male", "female", "other", "unknown"]
+
+
+class Provider(StrictModel):
+    npi: str
+    family: NonEmpty
+    given: Annotated[list[NonEmpty], Field(min_length=1, max_length=5)]
+
+    @field_validator("npi")
+    @classmethod
+    def _check_npi(cls, value: str) -> str:
+        if not npi_is_valid(value):
+            raise ValueError("must be a 10-digit NPI with a valid check digit")
+        return value
+
+
+class Requested(StrictModel):
+    apheresis_date: date | None = None
+    infusion_date: date | None = None
+
+
+class OrderIn(StrictModel):
+    """Body of ``POST /v1/orders``."""
+
+    order_id: Identifier
+    coi: Annotated[str, Field(min_length=1, max_length=64)]
+    product_code: Identifier
+    site_id: Identifier
+    patient: Patient
+    ordering_provider: Provider
+    requested: Requested = Requested()
+    priority: Literal["routine", "urgent"]
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+# --------------------------------------------------------------------------- events
+
+
+class Measurement(StrictModel):
+    """A measurement or release result. ``specification`` is e.g. ``>=80``, ``<5``, ``1-5``, ``negative``."""
+
+    code: MeasurementCode
+    value: float | str
+    unit: Annotated[str, Field(max_length=32)] | None = None
+    specification: Annotated[str, Field(max_length=64)] | None = None
+
+
+Text = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class OrderPlacedData(StrictModel):
+    pass
+
+
+class OrderConfirmedData(StrictModel):
+    slot_id: Text | None = None
+
+
+class ApheresisScheduledData(StrictModel):
+    start: AwareDatetime
+    end: AwareDatetime | None = None
+    location: Text | None = None
+
+
+class ApheresisRescheduledData(StrictModel):
+    start: AwareDatetime
+    end: AwareDatetime | None = None
+    reason: Text | None = None
+
+
+class CollectionCompletedData(StrictModel):
+    collected_at: AwareDatetime
+    din: Annotated[str, Field(min_length=1, max_length=20)] | None = None
+    measurements: list[Measurement] = []
+
+
+class CustodyTransferredData(StrictModel):
+    from_party: Text
+    to_party: Text
+    at: AwareDatetime
+    location: Text | None = None
+    temperature_c: float | None = None
+    container_id: Text | None = None
+
+
+class ManufacturingStartedData(StrictModel):
+    lot: Text | None = None
+
+
+class ManufacturingCompletedData(StrictModel):
+    lot: Text
+    expires_at: AwareDatetime
+
+
+class ReleasePassedData(StrictModel):
+    results: list[Measurement] = []
+
+
+class ReleaseFailedData(StrictModel):
+    results: list[Measurement] = []
+    reason: Text
+    disposition: Literal["remanufacture", "exception_release", "not_releasable"]
+
+
+class ShipmentDispatchedData(StrictModel):
+    carrier: Text | None = None
+    tracking_number: Text | None = None
+    expected_at: AwareDatetime | None = None
+
+
+class ShipmentReceivedData(StrictModel):
+    received_at: AwareDatetime
+    temperature_c: float | None = None
+
+
+class InfusionScheduledData(StrictModel):
+    start: AwareDatetime
+
+
+class ProductInfusedData(StrictModel):
+    infused_at: AwareDatetime
+
+
+class OrderOnHoldData(StrictModel):
+    reason: Text
+
+
+class OrderResumedData(StrictModel):
+    pass
+
+
+class OrderCancelledData(StrictModel):
+    reason: Text
+
+
+EVENT_DATA_MODELS: dict[EventType, type[StrictModel]] = {
+    EventType.order_placed: OrderPlacedData,
+    EventType.order_confirmed: OrderConfirmedData,
+    EventType.apheresis_scheduled: ApheresisScheduledData,
+    EventType.apheresis_rescheduled: ApheresisRescheduledData,
+    EventType.collection_completed: CollectionCompletedData,
+    EventType.custody_transferred: CustodyTransferredData,
+    EventType.manufacturing_started: ManufacturingStartedData,
+    EventType.manufacturing_completed: ManufacturingCompletedData,
+    EventType.release_passed: ReleasePassedData,
+    EventType.release_failed: ReleaseFailedData,
+    EventType.shipment_dispatched: ShipmentDispatchedData,
+    EventType.shipment_received: ShipmentReceivedData,
+    EventType.infusion_scheduled: InfusionScheduledData,
+    EventType.product_infused: ProductInfusedData,
+    EventType.order_on_hold: OrderOnHoldData,
+    EventType.order_resumed: OrderResumedData,
+    EventType.order_cancelled: OrderCancelledData,
+}
+
+
+class EventIn(StrictModel):
+    """Body of ``POST /v1/orders/{order_id}/events``.
+
+    ``data`` arrives as a mapping; :meth:`typed_data` validates it against the model for ``type``.
+    The API layer calls it so that errors point at ``/data/<field>``.
+    """
+
+    event_id: Identifier
+    type: EventType
+    occurred_at: AwareDatetime
+    coi: Annotated[str, Field(min_length=1, max_length=64)]
+    data: dict[str, Any] = {}
+
+    @field_validator("type")
+    @classmethod
+    def _not_internal(cls, value: EventType) -> EventType:
+        if value is EventType.order_placed:
+            raise ValueError("order.placed is created by POST /v1/orders, not posted as an event")
+        return value
+
+    def typed_data(self) -> StrictModel:
+        return EVENT_DATA_MODELS[self.type].model_validate(self.data)
+
+
+class EventRecord(StrictModel):
+    """An accepted event as stored: the posted event plus what the gateway decided about it."""
+
+    event_id: str
+    type: EventType
+    occurred_at: AwareDatetime
+    coi: str
+    data: dict[str, Any]
+    sequence: int  # 0 for order.placed, then 1, 2, ... in acceptance order
+    accepted_at: datetime
+    late: bool = False  # a stage behind the current one: recorded and translated, state unchanged
+    status_after: OrderStatus
+
+    def typed_data(self) -> StrictModel:
+        return EVENT_DATA_MODELS[self.type].model_validate(self.data)
+
+
+# --------------------------------------------------------------------------- snapshot for translation
+
+
+class ManufacturerRef(StrictModel):
+    id: str
+    name: str
+
+
+class ProductRef(StrictModel):
+    code: str
+    name: str
+    autologous: bool
+    coi_format: Literal["isbt128", "manufacturer"]
+
+
+class SiteRef(StrictModel):
+    id: str
+    name: str
+
+
+class OrderSnapshot(StrictModel):
+    """Everything translation may know about an order at the moment an event is accepted.
+
+    ``events`` holds every accepted event in acceptance order, including the one being translated
+    (``order.placed`` first).  ``status`` is the order's state after that event.
+    ``coi`` is the CoI in its stored normal form.
+    """
+
+    order: OrderIn
+    coi: str
+    manufacturer: ManufacturerRef
+    product: ProductRef
+    site: SiteRef
+    status: OrderStatus
+    created_at: datetime
+    events: tuple[EventRecord, ...]

@@ -1,0 +1,48 @@
+"""What translation returns: FHIR resources, HL7v2 messages and mapping issues (plain data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Hl7Message", "MappingIssue", "Translation"]
+
+
+@dataclass(frozen=True)
+class Hl7Message:
+    """One rendered HL7v2 message, ready for the outbox.
+
+    ``er7`` is the whole message, segments separated (and ended) by ``\\r``; ``control_id`` is MSH-10
+    (deterministic, unique, at most 20 characters); ``message_type`` is MSH-9 (``OML^O21``).
+    """
+
+    message_type: str
+    control_id: str
+    er7: str
+    version: str
+
+
+@dataclass(frozen=True)
+class MappingIssue:
+    """A problem found while mapping; at run time errors fall back to our own codes and warn."""
+
+    severity: Literal["fatal", "error", "warning", "information"]
+    code: str  # stable machine code, e.g. "unmapped-code"
+    path: str  # where: "event.data.measurements[0].code", "profile.products.CART-CD19"
+    message: str
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The new versions of every resource an event touches, and the site's HL7v2 messages.
+
+    ``resources`` are FHIR R4 JSON dicts with ``resourceType`` and a deterministic ``id`` and no
+    ``meta.versionId``/``meta.lastUpdated`` (the store assigns those).  The store keeps a new
+    version only when a resource's content differs from its latest stored version.
+    """
+
+    resources: tuple[dict[str, Any], ...]
+    messages: tuple[Hl7Message, ...] = ()
+    issues: tuple[MappingIssue, ...] = ()
+    profile_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
