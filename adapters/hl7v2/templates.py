@@ -1,0 +1,195 @@
+"""Per-field override templates of a site profile (``hl7v2.overrides``), sandboxed.
+
+A site writes, for example, ``OBR-4: "{{ product.local_code }}^{{ product.display }}^L"``.  The
+template runs in Jinja2's :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment` with
+:class:`~jinja2.StrictUndefined`, and sees only the names in :data:`CONTEXT_SCHEMA`: the order,
+the event and the mapped codes, all as plain dicts, lists and strings (dates already in HL7 form).
+Every ``{{ value }}`` is HL7-escaped on output (``finalize``), so user text can never add a field,
+component or segment; the literal text of the template supplies the structure (``^``, ``&``, ``~``).
+
+:func:`check_template` runs when the profile is loaded: a syntax error, an unknown variable or
+attribute (``product.local_cod``), or a ``|``/line break in the literal text is a profile error
+with a precise reason.  :func:`render_template` runs at translation time and raises
+:class:`TemplateRenderError` (a ``ValueError``) on failure; the renderer then keeps its default
+value and reports a mapping issue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any, Final
+
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from adapters.hl7v2.escape import escape
+
+__all__ = [
+    "ANY",
+    "CONTEXT_SCHEMA",
+    "TemplateRenderError",
+    "check_template",
+    "compile_template",
+    "render_template",
+]
+
+ANY: Final = "any"  # a free-form mapping (event.data): its keys are not checked at load time
+_STR: Final = "str"
+_LIST: Final = "list"
+
+Schema = Mapping[str, Any]
+
+#: What an override template can read.  Leaves are ``"str"`` (strings, numbers, booleans or null),
+#: ``"list"`` (of strings) or ``"any"`` (the event's own data).
+CONTEXT_SCHEMA: Final[Schema] = {
+    "order": {
+        "order_id": _STR, "coi": _STR, "product_code": _STR, "priority": _STR, "note": _STR,
+        "status": _STR, "placer_order_number": _STR, "filler_order_number": _STR, "created_at": _STR,
+        "patient": {"mrn": _STR, "family": _STR, "given": _LIST, "birth_date": _STR, "sex": _STR},
+        "ordering_provider": {"npi": _STR, "family": _STR, "given": _LIST},
+        "requested": {"apheresis_date": _STR, "infusion_date": _STR},
+    },
+    "event": {
+        "event_id": _STR, "type": _STR, "occurred_at": _STR, "sequence": _STR, "late": _STR,
+        "status_after": _STR, "data": ANY,
+    },
+    "product": {"code": _STR, "name": _STR, "local_code": _STR, "display": _STR, "system": _STR},
+    "manufacturer": {"id": _STR, "name": _STR},
+    "site": {"id": _STR, "name": _STR},
+    "codes": {
+        "order_control": _STR, "order_status": _STR,
+        "business_status": {"system": _STR, "code": _STR, "display": _STR},
+    },
+}
+
+
+class TemplateRenderError(ValueError):
+    """An override template failed at translation time (undefined value, sandbox refusal...)."""
+
+
+def _finalize(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    return escape(str(value))
+
+
+_ENV: Final = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined,
+    finalize=_finalize,
+    autoescape=False,
+    keep_trailing_newline=False,
+)
+
+
+@lru_cache(maxsize=512)
+def compile_template(source: str) -> Template:
+    """The compiled template for ``source`` (cached); raises ``TemplateSyntaxError``."""
+    return _ENV.from_string(source)
+
+
+def _chain(node: nodes.Node) -> tuple[list[str | int] | None, nodes.Node | None]:
+    """``order.patient.given[0]`` -> (['order', 'patient', 'given', 0], None).
+
+    When the chain does not end in a plain name (``(x | upper).foo``) returns (None, base node).
+    A non-constant subscript (``order[x]``) stops the chain: the part before it is checked.
+    """
+    parts: list[str | int] = []
+    current = node
+    while True:
+        if isinstance(current, nodes.Getattr):
+            parts.append(current.attr)
+            current = current.node
+        elif isinstance(current, nodes.Getitem) and isinstance(current.arg, nodes.Const) and isinstance(
+            current.arg.value, (str, int)
+        ):
+            parts.append(current.arg.value)
+            current = current.node
+        elif isinstance(current, nodes.Getitem):
+            parts.clear()  # order.data[some_var]: only the base is checked
+            current = current.node
+        elif isinstance(current, nodes.Name):
+            parts.append(current.name)
+            parts.reverse()
+            return parts, None
+        else:
+            return None, current
+
+
+def _check_chain(parts: list[str | int]) -> str | None:
+    schema: Any = CONTEXT_SCHEMA
+    walked = str(parts[0])
+    for part in parts:
+        if schema == ANY:
+            return None
+        if schema == _LIST:
+            if isinstance(part, int) or hasattr(list, part):
+                schema = _STR
+                walked += f"[{part}]" if isinstance(part, int) else f".{part}"
+                continue
+            return f"'{walked}' is a list and has no attribute '{part}'"
+        if schema == _STR:
+            if isinstance(part, str) and hasattr(str, part):
+                return None  # a string method such as upper(): the sandbox decides at render time
+            return f"'{walked}' is a value and has no attribute '{part}'"
+        if part not in schema:
+            where = "" if schema is CONTEXT_SCHEMA else f" in '{walked}'"
+            return f"unknown variable '{part}'{where}; available: {', '.join(sorted(schema))}"
+        if schema is not CONTEXT_SCHEMA:
+            walked += f".{part}"
+        schema = schema[part]
+    return None
+
+
+def _problems(node: nodes.Node, local_names: set[str], found: list[str]) -> None:
+    if isinstance(node, (nodes.Getattr, nodes.Getitem, nodes.Name)):
+        parts, base = _chain(node)
+        if parts is not None:
+            if isinstance(parts[0], str) and parts[0] not in local_names:
+                problem = _check_chain(parts)
+                if problem is not None and problem not in found:
+                    found.append(problem)
+        # visit whatever the chain did not cover: the base, and non-constant subscripts
+        current: nodes.Node | None = node
+        while isinstance(current, (nodes.Getattr, nodes.Getitem)):
+            if isinstance(current, nodes.Getitem) and not isinstance(current.arg, nodes.Const):
+                _problems(current.arg, local_names, found)
+            current = current.node
+        if base is not None:
+            _problems(base, local_names, found)
+        return
+    for child in node.iter_child_nodes():
+        _problems(child, local_names, found)
+
+
+def check_template(source: str) -> None:
+    """Raise ``ValueError`` with a precise reason if ``source`` is not a usable override template."""
+    try:
+        ast = _ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"template syntax error at line {exc.lineno}: {exc.message}") from None
+    for data in ast.find_all(nodes.TemplateData):
+        if any(c in data.data for c in "|\r\n"):
+            raise ValueError("literal text of an override must not contain '|' or a line break")
+    undeclared = meta.find_undeclared_variables(ast)
+    local_names = {n.name for n in ast.find_all(nodes.Name) if n.name not in undeclared}
+    found: list[str] = []
+    _problems(ast, local_names, found)
+    if found:
+        raise ValueError("; ".join(found))
+    compile_template(source)
+
+
+def render_template(source: str, context: Mapping[str, Any]) -> str:
+    """Render an override; the result is one HL7 field value (user values already escaped)."""
+    try:
+        value = compile_template(source).render(**context)
+    except TemplateError as exc:  # UndefinedError, SecurityError, TemplateSyntaxError
+        raise TemplateRenderError(f"override template failed: {exc.message or type(exc).__name__}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise TemplateRenderError(f"override template failed: {type(exc).__name__}") from None
+    if "|" in value or "\r" in value or "\n" in value:
+        raise TemplateRenderError("override template produced a field separator or a line break")
+    return value
