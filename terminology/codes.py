@@ -124,7 +124,7 @@ class Terminology:
         return tuple(self._measurements)
 
     def measurement(self, code: str) -> Concept:
-        """LOINC concept where one exists, else ours; ``unit`` is the UCUM unit. Raises :class:`UnknownCode`."""
+        """LOINC concept where one exists, else ours; ``unit`` is UCUM. Raises :class:`UnknownCode`."""
         return self._measurement_entry(code).concept
 
     def measurement_own(self, code: str) -> Concept:
@@ -165,7 +165,8 @@ class Terminology:
 
     def loinc_codes(self) -> frozenset[str]:
         """Every LOINC code this terminology can emit."""
-        return frozenset(e.concept.code for e in self._measurements.values() if e.concept.system == LOINC_SYSTEM)
+        entries = self._measurements.values()
+        return frozenset(e.concept.code for e in entries if e.concept.system == LOINC_SYSTEM)
 
     def _measurement_entry(self, code: str) -> _MeasurementEntry:
         try:
