@@ -14,6 +14,11 @@ __all__ = ["profile_app"]
 profile_app = typer.Typer(help="Validate and preview site mapping profiles.", no_args_is_help=True)
 
 
+@profile_app.callback()
+def _profile_group() -> None:
+    """Validate and preview site mapping profiles."""  # keeps `validate` a subcommand on its own
+
+
 def _profile_files(path: Path) -> list[Path]:
     """A file as given; a directory as every ``*.yaml``/``*.yml`` directly inside it."""
     if path.is_dir():
