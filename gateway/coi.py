@@ -32,13 +32,16 @@ def _invalid_coi(reason: str, detail: str) -> CoiError:
     return CoiError(detail, code="invalid-coi", errors=[FieldError(_COI_POINTER, reason)])
 
 
-def normalize_product_coi(raw: str, coi_format: Literal["isbt128", "manufacturer"], pattern: str | None) -> str:
+def normalize_product_coi(
+    raw: str, coi_format: Literal["isbt128", "manufacturer"], pattern: str | None
+) -> str:
     """The stored normal form of ``raw`` under the product's CoI format, or ``CoiError("invalid-coi")``."""
     if coi_format == "isbt128":
         try:
             return normalize_coi(raw)
         except ValueError as exc:
-            raise _invalid_coi(str(exc), f"coi is not a valid ISBT 128 Chain of Identity identifier: {exc}") from None
+            detail = f"coi is not a valid ISBT 128 Chain of Identity identifier: {exc}"
+            raise _invalid_coi(str(exc), detail) from None
     if coi_format == "manufacturer":
         if pattern is None:
             raise ValueError("a product with the manufacturer CoI format must declare its CoI pattern")
@@ -53,7 +56,10 @@ def normalize_product_coi(raw: str, coi_format: Literal["isbt128", "manufacturer
 
 
 def normalize_din_field(raw: str, pointer: str) -> str:
-    """The stored normal form of an ISBT 128 DIN found at JSON pointer ``pointer``, or ``CoiError("invalid-din")``."""
+    """The stored normal form of an ISBT 128 DIN found at JSON pointer ``pointer``.
+
+    Raises ``CoiError(code="invalid-din")`` naming ``pointer``.
+    """
     try:
         return normalize_din(raw)
     except ValueError as exc:
