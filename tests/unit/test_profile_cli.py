@@ -14,10 +14,10 @@ BROKEN = "fixtures/profiles/broken"
 ROOT = Path(__file__).resolve().parents[2]
 
 URI_HINT = "is not an absolute URI (expected http(s)://..., urn:oid:<digits.dots> or urn:uuid:<uuid>)"
-MEASUREMENTS = ("tnc_count, cd3_count, cd34_count, viability_pct, viable_cd3_pct, car_positive_pct, volume_ml, "
-                "vcn, sterility, endotoxin_eu_ml, mycoplasma, shipper_temperature")
-STATUSES = ("placed, confirmed, apheresis_scheduled, collected, manufacturing, manufactured, released, shipped, "
-            "received, infusion_scheduled, infused, on_hold, cancelled, failed")
+MEASUREMENTS = ("tnc_count, cd3_count, cd34_count, viability_pct, viable_cd3_pct, car_positive_pct, "
+                "volume_ml, vcn, sterility, endotoxin_eu_ml, mycoplasma, shipper_temperature")
+STATUSES = ("placed, confirmed, apheresis_scheduled, collected, manufacturing, manufactured, released, "
+            "shipped, received, infusion_scheduled, infused, on_hold, cancelled, failed")
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +44,10 @@ def test_demo_profiles_are_ok_with_their_content_hash() -> None:
     [
         ("missing", ["fixtures/profiles/broken/missing.yaml:3: patient.mrn_system: field required"]),
         ("wrong-type", [
-            "fixtures/profiles/broken/wrong-type.yaml:4: organization_identifiers: input should be a valid list",
-            "fixtures/profiles/broken/wrong-type.yaml:9: patient.demographics: input should be 'full' or 'mrn_only'",
+            "fixtures/profiles/broken/wrong-type.yaml:4: organization_identifiers: "
+            "input should be a valid list",
+            "fixtures/profiles/broken/wrong-type.yaml:9: patient.demographics: "
+            "input should be 'full' or 'mrn_only'",
             "fixtures/profiles/broken/wrong-type.yaml:16: hl7v2.enabled: "
             "input should be a valid boolean, unable to interpret input",
         ]),
@@ -56,7 +58,8 @@ def test_demo_profiles_are_ok_with_their_content_hash() -> None:
             f"unknown business status 'delivered'; expected one of: {STATUSES}",
         ]),
         ("bad-system", [
-            f"fixtures/profiles/broken/bad-system.yaml:5: organization_identifiers[0].system: 'BROKEN-ORG' {URI_HINT}",
+            "fixtures/profiles/broken/bad-system.yaml:5: organization_identifiers[0].system: "
+            f"'BROKEN-ORG' {URI_HINT}",
             f"fixtures/profiles/broken/bad-system.yaml:8: patient.mrn_system: 'urn:oid:1.2.x' {URI_HINT}",
             "fixtures/profiles/broken/bad-system.yaml:11: orders.filler_system: "
             f"'ftp://broken.example.org/sid/filler' {URI_HINT}",
@@ -67,7 +70,8 @@ def test_demo_profiles_are_ok_with_their_content_hash() -> None:
         ]),
         ("syntax", ["fixtures/profiles/broken/syntax.yaml:6: (yaml): mapping values are not allowed here"]),
         ("duplicate-key", [
-            "fixtures/profiles/broken/duplicate-key.yaml:14: products.CART-CD19: duplicate key (also on line 13)",
+            "fixtures/profiles/broken/duplicate-key.yaml:14: products.CART-CD19: "
+            "duplicate key (also on line 13)",
         ]),
     ],
 )
