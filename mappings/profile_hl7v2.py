@@ -13,7 +13,7 @@ Example (``fixtures/profiles/site-a.yaml``)::
       receiving_application: EPIC
       receiving_facility: SITE-A
       processing_id: P
-      ack_mode: enhanced          # MSH-15/16 = AL/AL unless accept_ack_type/application_ack_type say otherwise
+      ack_mode: enhanced          # MSH-15/16 = AL/AL unless accept_ack_type/application_ack_type set
       coi_location: ORC-4         # ORC-4 | OBX | ZCG
       pid3_assigning_authority: SITEA
       pid3_identifier_type: MR
@@ -54,6 +54,8 @@ _PATH = re.compile(r"^([A-Z][A-Z0-9]{2})-([1-9][0-9]?)$")
 # HD values (MSH-3..6, PID-3.4) may use components (``APP^1.2.3^ISO``) but no other delimiter.
 _HD = r"^[^|~\\&\r\n]*$"
 HdValue = Annotated[str, Field(max_length=227, pattern=_HD)]
+# PID-3.4 is an HD inside a CX component: no component separator either.
+AssigningAuthority = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^|^~\\&\r\n]+$")]
 
 
 def _check_path(path: str) -> str:
@@ -98,7 +100,7 @@ class Hl7v2Settings(BaseModel):
     accept_ack_type: AckType | None = None  # MSH-15 in enhanced mode (default AL)
     application_ack_type: AckType | None = None  # MSH-16 in enhanced mode (default AL)
     coi_location: Literal["ORC-4", "OBX", "ZCG"] = "ORC-4"
-    pid3_assigning_authority: HdValue | None = None  # PID-3.4
+    pid3_assigning_authority: AssigningAuthority | None = None  # PID-3.4
     pid3_identifier_type: Annotated[str, Field(pattern=r"^[A-Z]{1,5}$")] = "MR"  # PID-3.5, table 0203
     charset: Charset | None = "UNICODE UTF-8"  # MSH-18
     overrides: dict[OverridePath, OverrideTemplate] = Field(default_factory=dict)
@@ -107,8 +109,12 @@ class Hl7v2Settings(BaseModel):
     def _check_ack_mode(self) -> Hl7v2Settings:
         if self.ack_mode == "original" and (self.accept_ack_type or self.application_ack_type):
             raise ValueError("accept_ack_type/application_ack_type (MSH-15/16) need ack_mode: enhanced")
-        if self.charset == "UNICODE UTF-8" and self.version == "2.3":
-            raise ValueError("charset 'UNICODE UTF-8' is not in HL7 2.3 table 0211; use 'UNICODE'")
+        if self.charset == "UNICODE UTF-8" and self.version != "2.5.1":
+            raise ValueError(f"charset 'UNICODE UTF-8' is not in HL7 {self.version} table 0211: use UNICODE")
+        if self.order_message == "OML^O21" and self.version == "2.3":
+            raise ValueError("OML^O21 does not exist in HL7 2.3; use order_message: ORM^O01")
+        if self.blood_product_status and self.version != "2.5.1":
+            raise ValueError("BPS^O29/BTS^O31 (blood_product_status) need HL7 version 2.5.1")
         return self
 
     @property
