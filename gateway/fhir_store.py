@@ -1,0 +1,343 @@
+"""The persisted FHIR resource store: every version of every resource the translation produced.
+
+Tables (SQLModel; migration ``0002_fhir_store``):
+
+- ``fhir_resource_version``: every version ever written (immutable), with the site, manufacturer
+  and order whose event produced it.  Serves vread and ``_history``.
+- ``fhir_resource_current``: the latest version of each resource.  Serves read and search.
+- ``fhir_resource_access``: who may see a resource: one row per (resource, tenant), the tenant
+  being ``site:<id>`` or ``manufacturer:<id>``.  A resource shared by several orders (the
+  manufacturer Organization, a Practitioner, a Patient) gets a row for each site and manufacturer
+  with an order that references it.  ``last_updated_us`` is copied from the current version so a
+  tenant's poll walks an index ``(type, tenant, last_updated, id)`` and costs O(log n).
+- ``fhir_search_token`` / ``fhir_search_date``: the search index of the current versions, filled
+  from :data:`gateway.fhir_api.search_params.SEARCH_PARAMS`.
+- ``fhir_clock``: one row, the last ``meta.lastUpdated`` handed out.
+
+Times are integers, microseconds since the epoch (UTC): exact, index-friendly and identical on
+SQLite and PostgreSQL.  Bodies are the resource JSON as orjson bytes (``bytea`` on PostgreSQL), so
+the API serves them without re-serialising.
+
+**Watermark correctness.** A poller asking ``_lastUpdated=gt<watermark>`` must never miss a version
+that commits late with an earlier timestamp.  So ``meta.lastUpdated`` is monotonic in commit order:
+every writer first locks the clock row (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the
+caller's ``BEGIN IMMEDIATE`` (:func:`gateway.db.write_session`) already serialises writers), then
+stamps its versions ``max(now, last + 1 µs)`` and holds the lock until it commits.  A transaction
+that commits later therefore always carries a later ``lastUpdated`` than everything visible before
+it.  The cost is that FHIR-writing transactions are serialised, which they are on SQLite anyway.
+
+A new version is written only when a resource's content (ignoring ``meta.versionId`` and
+``meta.lastUpdated``) differs from its latest version, or when a tenant gains access to it (so
+the newly entitled site's ``_lastUpdated`` poll sees it).  Replays therefore write nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlmodel import Field, Session, SQLModel
+
+from gateway.fhir_api.search_params import format_instant, index_values, to_us
+
+__all__ = [
+    "FhirResourceVersion",
+    "FhirResourceCurrent",
+    "FhirResourceAccess",
+    "FhirSearchToken",
+    "FhirSearchDate",
+    "FhirClock",
+    "FHIR_TABLES",
+    "PUBLIC_TYPES",
+    "Scope",
+    "StoredVersion",
+    "save_translation",
+    "publish_shared",
+    "read_current",
+    "read_version",
+    "read_many",
+    "content_hash",
+    "visible_clause",
+]
+
+PUBLIC_TYPES = frozenset({"CodeSystem"})  # readable by every authenticated client, no tenant rows
+
+
+def _str(length: int, **kw: Any) -> Any:
+    return Field(sa_type=sa.String(length), **kw)
+
+
+def _big(**kw: Any) -> Any:
+    return Field(sa_type=sa.BigInteger(), **kw)
+
+
+class FhirResourceVersion(SQLModel, table=True):
+    __tablename__ = "fhir_resource_version"
+    __table_args__ = (
+        sa.Index("ix_fhir_version_type_updated", "resource_type", "last_updated_us", "resource_id",
+                 "version_id"),
+    )
+
+    resource_type: str = _str(64, primary_key=True)
+    resource_id: str = _str(64, primary_key=True)
+    version_id: int = Field(primary_key=True, sa_type=sa.Integer(), sa_column_kwargs={"autoincrement": False})
+    last_updated_us: int = _big()
+    body: bytes = Field(sa_type=sa.LargeBinary())
+    site_id: str | None = _str(64, default=None, nullable=True)
+    manufacturer_id: str | None = _str(64, default=None, nullable=True)
+    order_id: str | None = _str(64, default=None, nullable=True)
+
+
+class FhirResourceCurrent(SQLModel, table=True):
+    __tablename__ = "fhir_resource_current"
+    __table_args__ = (
+        sa.Index("ix_fhir_current_type_updated", "resource_type", "last_updated_us", "resource_id"),
+    )
+
+    resource_type: str = _str(64, primary_key=True)
+    resource_id: str = _str(64, primary_key=True)
+    version_id: int = Field(sa_type=sa.Integer())
+    last_updated_us: int = _big()
+    content_sha256: str = _str(64)
+    body: bytes = Field(sa_type=sa.LargeBinary())
+
+
+class FhirResourceAccess(SQLModel, table=True):
+    __tablename__ = "fhir_resource_access"
+    __table_args__ = (
+        sa.Index("ix_fhir_access_tenant_updated", "resource_type", "tenant_kind", "tenant_id",
+                 "last_updated_us", "resource_id"),
+    )
+
+    resource_type: str = _str(64, primary_key=True)
+    resource_id: str = _str(64, primary_key=True)
+    tenant_kind: str = _str(16, primary_key=True)  # "site" | "manufacturer"
+    tenant_id: str = _str(64, primary_key=True)
+    last_updated_us: int = _big()
+
+
+class FhirSearchToken(SQLModel, table=True):
+    __tablename__ = "fhir_search_token"
+    __table_args__ = (sa.Index("ix_fhir_token_value", "resource_type", "param", "value", "system"),)
+
+    resource_type: str = _str(64, primary_key=True)
+    resource_id: str = _str(64, primary_key=True)
+    param: str = _str(64, primary_key=True)
+    system: str = _str(255, primary_key=True)  # "" when the value has no system
+    value: str = _str(255, primary_key=True)
+
+
+class FhirSearchDate(SQLModel, table=True):
+    __tablename__ = "fhir_search_date"
+    __table_args__ = (sa.Index("ix_fhir_date_start", "resource_type", "param", "start_us"),)
+
+    resource_type: str = _str(64, primary_key=True)
+    resource_id: str = _str(64, primary_key=True)
+    param: str = _str(64, primary_key=True)
+    start_us: int = _big(primary_key=True)
+    end_us: int = _big(primary_key=True)
+
+
+class FhirClock(SQLModel, table=True):
+    __tablename__ = "fhir_clock"
+
+    id: int = Field(primary_key=True, sa_type=sa.Integer(), sa_column_kwargs={"autoincrement": False})
+    last_us: int = _big()
+
+
+FHIR_TABLES = tuple(
+    m.__table__ for m in (FhirResourceVersion, FhirResourceCurrent, FhirResourceAccess,  # type: ignore[attr-defined]
+                          FhirSearchToken, FhirSearchDate, FhirClock)
+)
+_V = FhirResourceVersion.__table__  # type: ignore[attr-defined]
+_C = FhirResourceCurrent.__table__  # type: ignore[attr-defined]
+_A = FhirResourceAccess.__table__  # type: ignore[attr-defined]
+_T = FhirSearchToken.__table__  # type: ignore[attr-defined]
+_D = FhirSearchDate.__table__  # type: ignore[attr-defined]
+_K = FhirClock.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose resources a reader may see: ``all`` (admin), or one site's or one manufacturer's."""
+
+    kind: Literal["all", "site", "manufacturer"]
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated_us: int
+    body: bytes  # the resource JSON (orjson), meta.versionId/lastUpdated included
+
+    @property
+    def last_updated(self) -> str:
+        return format_instant(self.last_updated_us)
+
+
+def content_hash(resource: dict[str, Any]) -> str:
+    """SHA-256 of the resource without ``meta.versionId``/``meta.lastUpdated`` (sorted keys)."""
+    content = dict(resource)
+    meta = {k: v for k, v in (content.pop("meta", None) or {}).items() if k not in ("versionId", "lastUpdated")}
+    if meta:
+        content["meta"] = meta
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _conn(session: Session | Connection) -> Connection:
+    return session if isinstance(session, Connection) else session.connection()
+
+
+def _lock_clock(conn: Connection) -> int:
+    stmt = sa.select(_K.c.last_us).where(_K.c.id == 1)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    last = conn.execute(stmt).scalar_one_or_none()
+    if last is None:  # a database created without the migration's seed row
+        conn.execute(_K.insert().values(id=1, last_us=0))
+        last = 0
+    return int(last)
+
+
+def save_translation(session: Session | Connection, *, site_id: str, manufacturer_id: str, order_id: str,
+                     resources: Sequence[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """Store the new versions of ``resources`` for one order; return the versions written.
+
+    Runs inside the caller's transaction (the caller commits).  On SQLite the caller must hold the
+    write lock from the start (:func:`gateway.db.write_session`).  Each resource needs
+    ``resourceType`` and ``id``; a resource whose content equals its latest version, and which the
+    site and manufacturer can already see, writes nothing.
+    """
+    tenants = (("site", site_id), ("manufacturer", manufacturer_id))
+    return _save(_conn(session), resources, now, tenants, (site_id, manufacturer_id, order_id))
+
+
+def publish_shared(session: Session | Connection, *, resources: Sequence[dict[str, Any]],
+                   now: datetime) -> list[dict[str, Any]]:
+    """Store resources every authenticated client may read (types in :data:`PUBLIC_TYPES`, e.g.
+    the business-status CodeSystem).  Idempotent: unchanged content writes nothing."""
+    for resource in resources:
+        if resource.get("resourceType") not in PUBLIC_TYPES:
+            raise ValueError(f"{resource.get('resourceType')} is not a shared resource type")
+    return _save(_conn(session), resources, now, (), (None, None, None))
+
+
+def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
+          tenants: Iterable[tuple[str, str]], origin: tuple[str | None, str | None, str | None]
+          ) -> list[dict[str, Any]]:
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for resource in resources:
+        rtype, rid = resource.get("resourceType"), resource.get("id")
+        if not isinstance(rtype, str) or not isinstance(rid, str) or not rtype or not rid:
+            raise ValueError("every resource needs a resourceType and an id")
+        latest[(rtype, rid)] = resource  # a later version in the same call wins
+    if not latest:
+        return []
+    tenants = tuple(tenants)
+    last = _lock_clock(conn)  # taken before reading, so the versions we read are the newest
+    plan: list[tuple[tuple[str, str], dict[str, Any], str, int | None, list[tuple[str, str]]]] = []
+    for key, resource in latest.items():
+        row = conn.execute(sa.select(_C.c.version_id, _C.c.content_sha256).where(
+            _C.c.resource_type == key[0], _C.c.resource_id == key[1])).first()
+        seen = {(r.tenant_kind, r.tenant_id) for r in conn.execute(sa.select(_A.c.tenant_kind, _A.c.tenant_id).where(
+            _A.c.resource_type == key[0], _A.c.resource_id == key[1]))}
+        missing = [t for t in tenants if t not in seen]
+        digest = content_hash(resource)
+        if row is not None and row.content_sha256 == digest and not missing:
+            continue
+        plan.append((key, resource, digest, None if row is None else int(row.version_id), missing))
+    if not plan:
+        return []
+    stamp = max(to_us(now), last + 1)
+    conn.execute(_K.update().where(_K.c.id == 1).values(last_us=stamp))
+    site_id, manufacturer_id, order_id = origin
+    written = []
+    for (rtype, rid), resource, digest, old_version, missing in plan:
+        version = 1 if old_version is None else old_version + 1
+        stored = copy.deepcopy(dict(resource))
+        stored["meta"] = {**(stored.get("meta") or {}), "versionId": str(version),
+                          "lastUpdated": format_instant(stamp)}
+        body = orjson.dumps(stored)
+        conn.execute(_V.insert().values(resource_type=rtype, resource_id=rid, version_id=version,
+                                        last_updated_us=stamp, body=body, site_id=site_id,
+                                        manufacturer_id=manufacturer_id, order_id=order_id))
+        values = {"version_id": version, "last_updated_us": stamp, "content_sha256": digest, "body": body}
+        if old_version is None:
+            conn.execute(_C.insert().values(resource_type=rtype, resource_id=rid, **values))
+        else:
+            conn.execute(_C.update().where(_C.c.resource_type == rtype, _C.c.resource_id == rid)
+                         .values(**values))
+        conn.execute(_A.update().where(_A.c.resource_type == rtype, _A.c.resource_id == rid)
+                     .values(last_updated_us=stamp))
+        if missing:
+            conn.execute(_A.insert(), [{"resource_type": rtype, "resource_id": rid, "tenant_kind": kind,
+                                        "tenant_id": tid, "last_updated_us": stamp} for kind, tid in missing])
+        _reindex(conn, rtype, rid, stored)
+        written.append(stored)
+    return written
+
+
+def _reindex(conn: Connection, rtype: str, rid: str, resource: dict[str, Any]) -> None:
+    conn.execute(_T.delete().where(_T.c.resource_type == rtype, _T.c.resource_id == rid))
+    conn.execute(_D.delete().where(_D.c.resource_type == rtype, _D.c.resource_id == rid))
+    tokens, dates = index_values(resource)
+    if tokens:
+        conn.execute(_T.insert(), [{"resource_type": rtype, "resource_id": rid, "param": p,
+                                    "system": s[:255], "value": v[:255]} for p, s, v in tokens])
+    if dates:
+        conn.execute(_D.insert(), [{"resource_type": rtype, "resource_id": rid, "param": p,
+                                    "start_us": lo, "end_us": hi} for p, lo, hi in dates])
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+def visible_clause(scope: Scope, resource_type: str, id_column: Any) -> Any:
+    """A SQL condition: the resource ``(resource_type, id_column)`` is visible in ``scope``."""
+    if scope.kind == "all" or resource_type in PUBLIC_TYPES:
+        return sa.true()
+    return sa.exists().where(_A.c.resource_type == resource_type, _A.c.resource_id == id_column,
+                             _A.c.tenant_kind == scope.kind, _A.c.tenant_id == scope.tenant_id)
+
+
+def _stored(row: Any, rtype: str | None = None) -> StoredVersion:
+    return StoredVersion(rtype or row.resource_type, row.resource_id, int(row.version_id),
+                         int(row.last_updated_us), bytes(row.body))
+
+
+def read_current(conn: Connection, scope: Scope, resource_type: str, resource_id: str) -> StoredVersion | None:
+    row = conn.execute(sa.select(_C).where(
+        _C.c.resource_type == resource_type, _C.c.resource_id == resource_id,
+        visible_clause(scope, resource_type, _C.c.resource_id))).first()
+    return None if row is None else _stored(row)
+
+
+def read_version(conn: Connection, scope: Scope, resource_type: str, resource_id: str,
+                 version_id: int) -> StoredVersion | None:
+    row = conn.execute(sa.select(_V).where(
+        _V.c.resource_type == resource_type, _V.c.resource_id == resource_id, _V.c.version_id == version_id,
+        visible_clause(scope, resource_type, _V.c.resource_id))).first()
+    return None if row is None else _stored(row)
+
+
+def read_many(conn: Connection, scope: Scope, refs: Iterable[tuple[str, str]]) -> list[StoredVersion]:
+    """The current versions of ``refs`` visible in ``scope`` (invisible or unknown ones are left out)."""
+    by_type: dict[str, set[str]] = {}
+    for rtype, rid in refs:
+        by_type.setdefault(rtype, set()).add(rid)
+    found = []
+    for rtype, ids in sorted(by_type.items()):
+        rows = conn.execute(sa.select(_C).where(
+            _C.c.resource_type == rtype, _C.c.resource_id.in_(sorted(ids)),
+            visible_clause(scope, rtype, _C.c.resource_id)).order_by(_C.c.resource_id))
+        found.extend(_stored(row) for row in rows)
+    return found
