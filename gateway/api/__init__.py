@@ -1,0 +1,1 @@
+"""The manufacturer API (``/v1``), admin views and health checks."""

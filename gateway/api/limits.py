@@ -1,0 +1,64 @@
+"""Request body limit as plain ASGI middleware: refuse by ``Content-Length`` up front, and count
+streamed (chunked) bodies as they arrive, so no request body is ever read beyond the limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.problem import PayloadTooLarge, problem_response
+
+__all__ = ["BodyLimitMiddleware"]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    def _refusal(self) -> Any:
+        return problem_response(PayloadTooLarge(
+            f"The request body exceeds the limit of {self.max_body_bytes} bytes.", status=413))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.max_body_bytes:
+                    await self._refusal()(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if started:  # pragma: no cover - handlers read the body before answering
+                raise
+            await self._refusal()(scope, receive, send)

@@ -1,0 +1,116 @@
+"""The manufacturer API: ``POST/GET /v1/orders`` and ``POST /v1/orders/{order_id}/events``.
+
+A manufacturer token sees and touches only its own orders (another's order is 404); site tokens
+read their site's orders; admin reads all; only manufacturer tokens write (403 otherwise).
+"""
+
+from __future__ import annotations
+
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+from sqlmodel import select
+
+from gateway.auth import Principal, current_principal, require_manufacturer
+from gateway.context import Context
+from gateway.db import read_session
+from gateway.errors import Conflict, FieldError, Forbidden, NotFound
+from gateway.intake import accept_event, accept_order
+from gateway.problem import PROBLEM_MEDIA_TYPE
+from gateway.store import EventRow, OrderRow
+from gateway.api.views import event_view, list_orders, order_summary, order_view
+from mappings.domain import EventIn, OrderIn, OrderStatus
+
+__all__ = ["router"]
+
+_PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "RFC 9457 problem details"}
+router = APIRouter(prefix="/v1", tags=["orders"],
+                   responses={code: _PROBLEM for code in (400, 401, 403, 404, 409, 413, 422)})
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def _context(request: Request) -> Context:
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+def _manufacturer(principal: PrincipalDep) -> str:
+    return require_manufacturer(principal)
+
+
+ManufacturerDep = Annotated[str, Depends(_manufacturer)]
+
+
+@router.post("/orders", status_code=201, summary="Place an order (idempotent by order_id)")
+def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDep) -> JSONResponse:
+    context = _context(request)
+    accepted = accept_order(context, manufacturer_id, order)
+    with read_session(context.engine) as session:
+        row = session.get(OrderRow, accepted.order_pk)
+        assert row is not None
+        body = order_view(session, row)
+    headers = {"Location": f"/v1/orders/{row.order_id}"}
+    return JSONResponse(body, status_code=201 if accepted.created else 200, headers=headers)
+
+
+@router.post("/orders/{order_id}/events", status_code=201, summary="Post a status event (idempotent by event_id)")
+def post_event(order_id: str, event: EventIn, request: Request, manufacturer_id: ManufacturerDep) -> JSONResponse:
+    context = _context(request)
+    accepted = accept_event(context, manufacturer_id, order_id, event)
+    with read_session(context.engine) as session:
+        row = session.get(EventRow, accepted.event_pk)
+        assert row is not None
+        body = event_view(row, order_id)
+    return JSONResponse(body, status_code=201 if accepted.created else 200)
+
+
+def _visible(principal: Principal, manufacturer_id: str | None) -> tuple[str | None, str | None]:
+    """(manufacturer filter, site filter) this principal is limited to."""
+    if principal.role == "manufacturer":
+        return principal.subject, None
+    if principal.role == "site":
+        return manufacturer_id, principal.subject
+    return manufacturer_id, None
+
+
+@router.get("/orders/{order_id}", summary="An order: state, timeline and the FHIR resources it produced")
+def get_order(order_id: str, request: Request, principal: PrincipalDep,
+              manufacturer_id: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+    only_manufacturer, only_site = _visible(principal, manufacturer_id)
+    with read_session(_context(request).engine) as session:
+        query = select(OrderRow).where(OrderRow.order_id == order_id)
+        if only_manufacturer is not None:
+            query = query.where(OrderRow.manufacturer_id == only_manufacturer)
+        if only_site is not None:
+            query = query.where(OrderRow.site_id == only_site)
+        rows = session.exec(query.limit(2)).all()
+        if not rows:
+            raise NotFound(f"No order {order_id}.")
+        if len(rows) > 1:
+            raise Conflict("Several manufacturers use this order_id; pass manufacturer_id.",
+                           code="ambiguous-order-id",
+                           errors=[FieldError("/query/manufacturer_id", "required for this order_id")])
+        return order_view(session, rows[0])
+
+
+@router.get("/orders", summary="Orders, oldest change first, keyset-paged")
+def get_orders(request: Request, principal: PrincipalDep,
+               site_id: Annotated[str | None, Query(max_length=64)] = None,
+               status: OrderStatus | None = None,
+               updated_since: AwareDatetime | None = None,
+               limit: Annotated[int, Query(ge=1, le=200)] = 50,
+               cursor: Annotated[str | None, Query(max_length=200)] = None,
+               manufacturer_id: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+    only_manufacturer, only_site = _visible(principal, manufacturer_id)
+    if only_site is not None and site_id is not None and site_id != only_site:
+        raise Forbidden("A site token reads only its own site's orders.")
+    with read_session(_context(request).engine) as session:
+        rows, next_cursor = list_orders(session, manufacturer_id=only_manufacturer, site_id=only_site or site_id,
+                                        status=status.value if status else None,
+                                        updated_since=updated_since, limit=limit, cursor=cursor)
+    return {"items": [order_summary(r) for r in rows], "next_cursor": next_cursor}
+
+

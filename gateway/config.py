@@ -1,0 +1,221 @@
+"""Typed configuration, read once: a YAML file plus ``CGT_GATEWAY_*`` environment overrides.
+
+Precedence (highest first): keyword arguments to :func:`load_settings`, environment variables
+(``CGT_GATEWAY_DATABASE_URL``, ``CGT_GATEWAY_PORT``, ...; nested fields with ``__``), the YAML file
+named by ``config`` / ``CGT_GATEWAY_CONFIG`` (default: the packaged demo configuration), defaults.
+Nothing else in the gateway reads ``os.environ``.
+
+Relative paths in the YAML file (site profiles) are resolved against the file's directory.
+API tokens are never stored in clear: the file holds their SHA-256 (tokens are high-entropy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "DEMO_CONFIG",
+    "ProductConfig",
+    "ManufacturerConfig",
+    "SiteConfig",
+    "ApiClientConfig",
+    "Settings",
+    "load_settings",
+    "hash_token",
+    "parse_role",
+]
+
+DEMO_CONFIG = Path(__file__).parent / "demo" / "gateway.yaml"
+_ROLE = re.compile(r"^(manufacturer|site):([A-Za-z0-9][A-Za-z0-9._\-]*)$|^admin$")
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a bearer token (hex SHA-256; tokens are random, so no salt is needed)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def parse_role(role: str) -> tuple[Literal["manufacturer", "site", "admin"], str | None]:
+    """``manufacturer:acme-bio`` -> (``manufacturer``, ``acme-bio``); ``admin`` -> (``admin``, None)."""
+    match = _ROLE.match(role)
+    if not match:
+        raise ValueError(f"role must be manufacturer:<id>, site:<id> or admin, not {role!r}")
+    if role == "admin":
+        return "admin", None
+    kind = match.group(1)
+    assert kind in ("manufacturer", "site")
+    return kind, match.group(2)
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProductConfig(_Config):
+    """A manufacturer's product. ``coi_pattern`` (a regular expression) is required for the
+    ``manufacturer`` CoI format and ignored for ``isbt128``; ``shelf_life_days`` bounds the
+    ``expires_at`` a ``manufacturing.completed`` event may declare."""
+
+    code: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$", max_length=64)
+    name: str
+    autologous: bool = True
+    coi_format: Literal["isbt128", "manufacturer"]
+    coi_pattern: str | None = None
+    shelf_life_days: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _pattern_for_manufacturer_format(self) -> ProductConfig:
+        if self.coi_format == "manufacturer":
+            if not self.coi_pattern:
+                raise ValueError("coi_pattern is required when coi_format is 'manufacturer'")
+            try:
+                re.compile(self.coi_pattern)
+            except re.error as exc:
+                raise ValueError(f"coi_pattern is not a valid regular expression: {exc}") from None
+        return self
+
+
+class ManufacturerConfig(_Config):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$", max_length=64)
+    name: str
+    products: list[ProductConfig] = Field(min_length=1)
+
+
+class SiteConfig(_Config):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$", max_length=64)
+    name: str
+    profile: Path  # the site's mapping profile (YAML); relative to the configuration file
+
+
+class ApiClientConfig(_Config):
+    """A bearer token bound to exactly one role; only its SHA-256 is configured."""
+
+    name: str
+    role: str
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("role")
+    @classmethod
+    def _valid_role(cls, value: str) -> str:
+        parse_role(value)
+        return value
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by the ``config`` setting (init kwarg, env, or the demo file)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *higher: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._higher = higher
+
+    def config_path(self) -> Path:
+        for source in self._higher:
+            value = source().get("config")
+            if value:
+                return Path(value)
+        return DEMO_CONFIG
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        raise NotImplementedError  # __call__ is overridden
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.config_path()
+        with path.open(encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the configuration must be a mapping")
+        data = dict(data)
+        data["config"] = str(path)
+        return data
+
+
+class Settings(BaseSettings):
+    """The gateway's one settings object."""
+
+    model_config = SettingsConfigDict(env_prefix="CGT_GATEWAY_", env_nested_delimiter="__", extra="forbid",
+                                      frozen=True)
+
+    config: Path = DEMO_CONFIG
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    database_url: str = "sqlite:///var/cgt-gateway.db"
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    public_base_url: str = "http://127.0.0.1:8080"
+    manufacturers: list[ManufacturerConfig] = Field(default_factory=list)
+    sites: list[SiteConfig] = Field(default_factory=list)
+    api_clients: list[ApiClientConfig] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlFileSource(settings_cls, init_settings, env_settings)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        base = self.config.parent
+        for i, site in enumerate(self.sites):
+            if not site.profile.is_absolute():
+                object.__setattr__(self.sites[i], "profile", (base / site.profile).resolve())
+        _unique("manufacturers", [m.id for m in self.manufacturers])
+        _unique("sites", [s.id for s in self.sites])
+        _unique("api_clients token_sha256", [c.token_sha256 for c in self.api_clients])
+        for manufacturer in self.manufacturers:
+            _unique(f"products of {manufacturer.id}", [p.code for p in manufacturer.products])
+        for client in self.api_clients:
+            kind, subject = parse_role(client.role)
+            known = {"manufacturer": self.manufacturer_ids(), "site": self.site_ids()}.get(kind)
+            if known is not None and subject not in known:
+                raise ValueError(f"api client {client.name!r}: role {client.role!r} names an unknown {kind}")
+        return self
+
+    # -- look-ups used by the API
+    def manufacturer_ids(self) -> set[str]:
+        return {m.id for m in self.manufacturers}
+
+    def site_ids(self) -> set[str]:
+        return {s.id for s in self.sites}
+
+    def manufacturer(self, manufacturer_id: str) -> ManufacturerConfig | None:
+        return next((m for m in self.manufacturers if m.id == manufacturer_id), None)
+
+    def site(self, site_id: str) -> SiteConfig | None:
+        return next((s for s in self.sites if s.id == site_id), None)
+
+    def product(self, manufacturer_id: str, code: str) -> ProductConfig | None:
+        manufacturer = self.manufacturer(manufacturer_id)
+        if manufacturer is None:
+            return None
+        return next((p for p in manufacturer.products if p.code == code), None)
+
+    def product_owner(self, code: str) -> str | None:
+        """The manufacturer that declares ``code``, if any."""
+        return next((m.id for m in self.manufacturers for p in m.products if p.code == code), None)
+
+    def role_for_token_hash(self, token_sha256: str) -> str | None:
+        return next((c.role for c in self.api_clients if c.token_sha256 == token_sha256), None)
+
+
+def _unique(what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what}: {value!r} appears twice")
+        seen.add(value)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings; ``config`` names the YAML file (else ``CGT_GATEWAY_CONFIG``, else the demo)."""
+    if config is not None:
+        overrides["config"] = Path(config)
+    return Settings(**overrides)

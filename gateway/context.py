@@ -1,0 +1,49 @@
+"""What every request handler and the intake service share: settings, engine, site profiles,
+terminology and the clock (injectable, so tests can fix ``now``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+
+from gateway.config import Settings
+from mappings.profile import SiteProfile
+from mappings.profile_loader import load_profile
+from terminology import Terminology, load_terminology
+
+__all__ = ["Clock", "utc_now", "Context", "load_site_profiles", "build_context"]
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    engine: Engine
+    profiles: dict[str, SiteProfile]
+    terminology: Terminology
+    now: Clock = field(default=utc_now)
+
+
+def load_site_profiles(settings: Settings) -> dict[str, SiteProfile]:
+    """Every configured site's profile, validated; raises ``ProfileInvalid`` naming file, field, reason."""
+    profiles: dict[str, SiteProfile] = {}
+    for site in settings.sites:
+        profile = load_profile(site.profile)
+        if profile.site_id != site.id:
+            raise ValueError(f"{site.profile}: site_id is {profile.site_id!r} but the configuration "
+                             f"uses this file for site {site.id!r}")
+        profiles[site.id] = profile
+    return profiles
+
+
+def build_context(settings: Settings, engine: Engine, *, now: Clock = utc_now) -> Context:
+    return Context(settings=settings, engine=engine, profiles=load_site_profiles(settings),
+                   terminology=load_terminology(), now=now)

@@ -1,0 +1,133 @@
+"""Engines, migrations and transactions for SQLite (default) and PostgreSQL (psycopg 3).
+
+SQLite runs in WAL mode with a busy timeout and foreign keys on; its transactions are begun by us
+(``BEGIN``, or ``BEGIN IMMEDIATE`` for :func:`write_session`, which takes the write lock up front
+so two writers never both read-then-insert).  On PostgreSQL, writers lock the rows they change
+(``SELECT ... FOR UPDATE``) and unique constraints settle races.
+
+Alembic lives in ``gateway/migrations``; :func:`migrate` upgrades to head.  Every module that
+defines tables is listed in :data:`TABLE_MODULES` so that migrations and the metadata check see it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel
+
+__all__ = [
+    "TABLE_MODULES",
+    "MIGRATIONS_DIR",
+    "make_engine",
+    "alembic_config",
+    "migrate",
+    "metadata",
+    "read_session",
+    "write_session",
+    "is_postgresql",
+    "ping",
+]
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Modules whose SQLModel tables belong to the schema (imported when present).
+TABLE_MODULES = ("gateway.store", "gateway.fhir_store", "gateway.outbox")
+_WRITE = "cgt_write"
+
+
+def metadata() -> sa.MetaData:
+    """SQLModel's metadata with every table module imported."""
+    for name in TABLE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return SQLModel.metadata
+
+
+def _normalise_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def is_postgresql(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``: SQLite (file, WAL, busy timeout) or PostgreSQL via psycopg 3."""
+    url = _normalise_url(url)
+    if url.startswith("sqlite"):
+        database = sa.make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return sa.create_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if engine is not None:
+        config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the database to the newest migration (``alembic upgrade head``)."""
+    command.upgrade(alembic_config(engine), "head")
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+@contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """A session whose transaction takes the write lock at once on SQLite (``BEGIN IMMEDIATE``).
+
+    Commits when the block ends normally, rolls back on an exception.
+    """
+    with Session(engine.execution_options(**{_WRITE: True}), expire_on_commit=False) as session:
+        with session.begin():
+            yield session
+
+
+def ping(engine: Engine) -> None:
+    """Raises if the database cannot answer ``SELECT 1``."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))

@@ -1,0 +1,319 @@
+"""Order and event intake: every accepted write happens in ONE transaction.
+
+``accept_order`` and ``accept_event`` validate what needs no database first (site, product, CoI
+format, DIN), then open a write transaction (``BEGIN IMMEDIATE`` on SQLite; the order row locked
+with ``SELECT ... FOR UPDATE`` on PostgreSQL), decide, append the event row, update the order's
+state, and call ``gateway.pipeline.process_event`` before committing.  Unique constraints settle
+races: on ``IntegrityError`` the transaction is retried, and the retry sees the winner's rows and
+answers "identical replay" (200) or "conflict" (409).
+
+Refused Chain-of-Identity attempts (``coi-mismatch``, ``coi-in-use``) roll back and are written to
+the safety log in a transaction of their own.  Nothing here logs patient data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from gateway import pipeline
+from gateway.coi import normalize_din_field, normalize_product_coi
+from gateway.config import ProductConfig, Settings
+from gateway.context import Context
+from gateway.db import write_session
+from gateway.errors import CoiError, Conflict, FieldError, NotFound, ValidationFailed
+from gateway.lifecycle import LifecycleState, decide, initial_state
+from gateway.problem import validation_errors
+from gateway.store import EventRow, OrderRow, PatientCoiRow, SafetyLogRow, as_utc
+from mappings.domain import (
+    CollectionCompletedData,
+    EventIn,
+    EventRecord,
+    EventType,
+    ManufacturerRef,
+    ManufacturingCompletedData,
+    OrderIn,
+    OrderSnapshot,
+    OrderStatus,
+    ProductRef,
+    SiteRef,
+    StrictModel,
+)
+
+__all__ = [
+    "OrderAccepted",
+    "EventAccepted",
+    "accept_order",
+    "accept_event",
+    "canonical_sha256",
+    "placed_event_id",
+    "event_record",
+    "build_snapshot",
+]
+
+log = logging.getLogger(__name__)
+_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class OrderAccepted:
+    order_pk: int
+    created: bool  # False: an identical replay of an existing order
+
+
+@dataclass(frozen=True)
+class EventAccepted:
+    order_pk: int
+    event_pk: int
+    created: bool  # False: an identical replay of an accepted event
+
+
+class _Refused(Exception):
+    """Carries a CoI refusal out of the write transaction (which then rolls back)."""
+
+    def __init__(self, error: CoiError, entry: SafetyLogRow) -> None:
+        self.error = error
+        self.entry = entry
+
+
+def canonical_sha256(value: Any) -> str:
+    """SHA-256 of the canonical JSON form (sorted keys) of ``value``."""
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def placed_event_id(order_id: str) -> str:
+    """The stored ``event_id`` of an order's own ``order.placed`` event."""
+    return f"{order_id}:placed"
+
+
+def event_record(row: EventRow) -> EventRecord:
+    return EventRecord(event_id=row.event_id, type=EventType(row.type), occurred_at=as_utc(row.occurred_at),
+                       coi=row.coi, data=row.data, sequence=row.sequence, accepted_at=as_utc(row.accepted_at),
+                       late=row.late, status_after=OrderStatus(row.status_after))
+
+
+def build_snapshot(settings: Settings, order: OrderRow, events: list[EventRow]) -> OrderSnapshot:
+    manufacturer = settings.manufacturer(order.manufacturer_id)
+    product = settings.product(order.manufacturer_id, order.product_code)
+    site = settings.site(order.site_id)
+    if manufacturer is None or product is None or site is None:
+        raise LookupError(f"order {order.order_id}: its manufacturer, product or site is no longer configured")
+    return OrderSnapshot(
+        order=OrderIn.model_validate(order.body),
+        coi=order.coi,
+        manufacturer=ManufacturerRef(id=manufacturer.id, name=manufacturer.name),
+        product=ProductRef(code=product.code, name=product.name, autologous=product.autologous,
+                           coi_format=product.coi_format),
+        site=SiteRef(id=site.id, name=site.name),
+        status=OrderStatus(order.status),
+        created_at=as_utc(order.created_at),
+        events=tuple(event_record(e) for e in events),
+    )
+
+
+def _retrying(action: Any) -> Any:
+    for _ in range(_RETRIES - 1):
+        try:
+            return action()
+        except IntegrityError:
+            log.info("write conflict, retrying")
+    return action()
+
+
+def _write_safety_log(context: Context, entry: SafetyLogRow) -> None:
+    with write_session(context.engine) as session:
+        session.add(entry)
+    log.warning("chain of identity refusal", extra={"code": entry.code, "manufacturer_id": entry.manufacturer_id,
+                                                    "order_id": entry.order_id, "event_id": entry.event_id})
+
+
+# --------------------------------------------------------------------------- orders
+
+
+def _product_for(settings: Settings, manufacturer_id: str, order: OrderIn) -> ProductConfig:
+    errors: list[FieldError] = []
+    if settings.site(order.site_id) is None:
+        errors.append(FieldError("/site_id", f"unknown site {order.site_id!r}", "unknown-site"))
+    product = settings.product(manufacturer_id, order.product_code)
+    if product is None:
+        owner = settings.product_owner(order.product_code)
+        reason = (f"product {order.product_code!r} is not one of {manufacturer_id}'s products" if owner
+                  else f"unknown product {order.product_code!r}")
+        errors.append(FieldError("/product_code", reason, "unknown-product"))
+    if errors:
+        raise ValidationFailed("The order names an unknown site or product.", errors=errors)
+    assert product is not None
+    return product
+
+
+def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> OrderAccepted:
+    """Create the order (201) or recognise an identical replay (200); 409 ``duplicate-order``,
+    422 ``coi-in-use`` / ``invalid-coi`` / unknown site or product."""
+    product = _product_for(context.settings, manufacturer_id, order)
+    coi = normalize_product_coi(order.coi, product.coi_format, product.coi_pattern)
+    body_sha256 = canonical_sha256(order.model_dump(mode="json"))
+
+    def attempt() -> OrderAccepted:
+        now = context.now()
+        with write_session(context.engine) as session:
+            existing = _find_order(session, manufacturer_id, order.order_id, lock=True)
+            if existing is not None:
+                if existing.body_sha256 == body_sha256:
+                    assert existing.id is not None
+                    return OrderAccepted(existing.id, created=False)
+                raise Conflict(f"Order {order.order_id} already exists with a different body.",
+                               code="duplicate-order",
+                               errors=[FieldError("/order_id", "already used for a different order")])
+            owner = session.exec(select(PatientCoiRow).where(PatientCoiRow.manufacturer_id == manufacturer_id,
+                                                             PatientCoiRow.coi == coi)).first()
+            if owner is None:
+                session.add(PatientCoiRow(manufacturer_id=manufacturer_id, coi=coi, site_id=order.site_id,
+                                          mrn=order.patient.mrn, created_at=now))
+            elif (owner.site_id, owner.mrn) != (order.site_id, order.patient.mrn):
+                detail = "This Chain of Identity identifier already belongs to another patient."
+                raise _Refused(
+                    CoiError(detail, code="coi-in-use", errors=[FieldError("/coi", "already used for another patient")]),
+                    SafetyLogRow(at=now, code="coi-in-use", manufacturer_id=manufacturer_id, order_id=order.order_id,
+                                 presented_coi=coi, detail=detail))
+            state = initial_state(now)
+            row = OrderRow(manufacturer_id=manufacturer_id, order_id=order.order_id, site_id=order.site_id,
+                           product_code=product.code, coi=coi, status=state.status.value,
+                           state=state.model_dump(mode="json"), body=order.model_dump(mode="json"),
+                           body_sha256=body_sha256, last_sequence=0, created_at=now, updated_at=now)
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            placed = EventRow(order_pk=row.id, manufacturer_id=manufacturer_id,
+                              event_id=placed_event_id(order.order_id), type=EventType.order_placed.value,
+                              occurred_at=now, coi=coi, data={}, body_sha256=body_sha256, sequence=0,
+                              accepted_at=now, late=False, status_after=state.status.value)
+            session.add(placed)
+            session.flush()
+            snapshot = build_snapshot(context.settings, row, [placed])
+            pipeline.process_event(session, snapshot, event_record(placed), context, now)
+            log.info("order accepted", extra={"manufacturer_id": manufacturer_id, "order_id": order.order_id,
+                                              "site_id": order.site_id})
+            return OrderAccepted(row.id, created=True)
+
+    try:
+        result: OrderAccepted = _retrying(attempt)
+    except _Refused as refused:
+        _write_safety_log(context, refused.entry)
+        raise refused.error from None
+    return result
+
+
+def _find_order(session: Session, manufacturer_id: str, order_id: str, *, lock: bool) -> OrderRow | None:
+    query = select(OrderRow).where(OrderRow.manufacturer_id == manufacturer_id, OrderRow.order_id == order_id)
+    if lock:
+        query = query.with_for_update()
+    return session.exec(query).first()
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _typed_data(event: EventIn) -> tuple[StrictModel, dict[str, Any]]:
+    """The event's data validated for its type (errors at ``/data/...``), DIN in normal form."""
+    try:
+        typed = event.typed_data()
+    except ValidationError as exc:
+        raise ValidationFailed(f"data is not valid for {event.type.value}.",
+                               errors=validation_errors(exc.errors(), "/data")) from None
+    if isinstance(typed, CollectionCompletedData) and typed.din is not None:
+        typed = typed.model_copy(update={"din": normalize_din_field(typed.din, "/data/din")})
+    return typed, typed.model_dump(mode="json", exclude_none=True)
+
+
+def _check_shelf_life(product: ProductConfig, event: EventIn, typed: StrictModel) -> None:
+    if isinstance(typed, ManufacturingCompletedData):
+        limit = event.occurred_at + timedelta(days=product.shelf_life_days)
+        if typed.expires_at > limit:
+            raise ValidationFailed(
+                f"expires_at is beyond {product.code}'s shelf life of {product.shelf_life_days} days.",
+                errors=[FieldError("/data/expires_at",
+                                   f"later than occurred_at + {product.shelf_life_days} days", "beyond-shelf-life")])
+
+
+def accept_event(context: Context, manufacturer_id: str, order_id: str, event: EventIn) -> EventAccepted:
+    """Append the event (201) or recognise an identical replay (200); 404 unknown order,
+    409 ``duplicate-event`` and lifecycle refusals, 422 ``coi-mismatch`` and data errors."""
+    typed, data = _typed_data(event)
+    body_sha256 = canonical_sha256({"event_id": event.event_id, "type": event.type.value,
+                                    "occurred_at": event.model_dump(mode="json")["occurred_at"],
+                                    "coi": event.coi, "data": data})
+
+    def attempt() -> EventAccepted:
+        now = context.now()
+        with write_session(context.engine) as session:
+            order = _find_order(session, manufacturer_id, order_id, lock=True)
+            if order is None:
+                raise NotFound(f"No order {order_id} for this manufacturer.")
+            assert order.id is not None
+            existing = session.exec(select(EventRow).where(EventRow.manufacturer_id == manufacturer_id,
+                                                           EventRow.event_id == event.event_id)).first()
+            if existing is not None:
+                assert existing.id is not None
+                if existing.order_pk == order.id and existing.body_sha256 == body_sha256:
+                    return EventAccepted(order.id, existing.id, created=False)
+                raise Conflict(f"Event {event.event_id} was already accepted with a different body.",
+                               code="duplicate-event",
+                               errors=[FieldError("/event_id", "already used for a different event")])
+            product = context.settings.product(manufacturer_id, order.product_code)
+            assert product is not None
+            _check_coi(event, order, product, now)
+            _check_shelf_life(product, event, typed)
+            decision = decide(LifecycleState.model_validate(order.state), event.type, event.occurred_at, typed)
+            sequence = order.last_sequence + 1
+            row = EventRow(order_pk=order.id, manufacturer_id=manufacturer_id, event_id=event.event_id,
+                           type=event.type.value, occurred_at=event.occurred_at, coi=order.coi, data=data,
+                           body_sha256=body_sha256, sequence=sequence, accepted_at=now, late=decision.late,
+                           status_after=decision.state.status.value)
+            order.status = decision.state.status.value
+            order.state = decision.state.model_dump(mode="json")
+            order.last_sequence = sequence
+            order.updated_at = now
+            session.add(row)
+            session.add(order)
+            session.flush()
+            assert row.id is not None
+            events = list(session.exec(select(EventRow).where(EventRow.order_pk == order.id)
+                                       .order_by(EventRow.sequence)).all())  # type: ignore[arg-type]
+            snapshot = build_snapshot(context.settings, order, events)
+            pipeline.process_event(session, snapshot, event_record(row), context, now)
+            log.info("event accepted", extra={"manufacturer_id": manufacturer_id, "order_id": order_id,
+                                              "event_id": event.event_id, "event_type": event.type.value,
+                                              "late": decision.late, "status": order.status})
+            return EventAccepted(order.id, row.id, created=True)
+
+    try:
+        result: EventAccepted = _retrying(attempt)
+    except _Refused as refused:
+        _write_safety_log(context, refused.entry)
+        raise refused.error from None
+    return result
+
+
+def _check_coi(event: EventIn, order: OrderRow, product: ProductConfig, now: Any) -> None:
+    """The event's CoI, normalised for the product, must equal the order's; else ``coi-mismatch``."""
+    try:
+        presented = normalize_product_coi(event.coi, product.coi_format, product.coi_pattern)
+        reason = "does not match the order's Chain of Identity identifier"
+    except CoiError as exc:
+        presented = event.coi.strip()[:64]
+        reason = f"not a valid CoI for {product.code} ({exc.errors[0].reason if exc.errors else exc.detail})"
+    if presented == order.coi:
+        return
+    detail = "The event's CoI does not match the order's; nothing was changed."
+    raise _Refused(
+        CoiError(detail, code="coi-mismatch", errors=[FieldError("/coi", reason)]),
+        SafetyLogRow(at=now, code="coi-mismatch", manufacturer_id=order.manufacturer_id, order_id=order.order_id,
+                     event_id=event.event_id, expected_coi=order.coi, presented_coi=presented, detail=reason[:500]))

@@ -1,0 +1,141 @@
+"""RFC 9457 problem details (``application/problem+json``) for every error the API returns.
+
+One function renders a :class:`gateway.errors.GatewayError`; handlers translate FastAPI's own
+errors (unknown route 404, 405, request validation) into the same shape, and anything unexpected
+becomes a bare 500 without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.errors import FieldError, GatewayError
+
+__all__ = [
+    "PROBLEM_BASE",
+    "PROBLEM_MEDIA_TYPE",
+    "problem_body",
+    "problem_response",
+    "validation_errors",
+    "MalformedJson",
+    "PayloadTooLarge",
+    "install_problem_handlers",
+]
+
+PROBLEM_BASE = "https://cgt-gateway.example.org/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger(__name__)
+
+
+class MalformedJson(GatewayError):
+    code = "malformed-json"
+    status = 400
+    title = "The request body is not valid JSON"
+    fhir_issue_code = "structure"
+
+
+class PayloadTooLarge(GatewayError):
+    code = "payload-too-large"
+    status = 413
+    title = "The request body is too large"
+    fhir_issue_code = "too-costly"
+
+
+_HTTP_CODES = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthenticated", "Missing or invalid bearer token"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("payload-too-large", "The request body is too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+def problem_body(*, code: str, title: str, status: int, detail: str,
+                 errors: list[FieldError] | None = None) -> dict[str, Any]:
+    return {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "errors": [{"pointer": e.pointer, "reason": e.reason} for e in errors or []],
+    }
+
+
+def problem_response(error: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = problem_body(code=error.code, title=error.title, status=error.status, detail=error.detail,
+                        errors=error.errors)
+    if error.status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="cgt-gateway"', **(headers or {})}
+    return JSONResponse(body, status_code=error.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _pointer(loc: tuple[Any, ...] | list[Any]) -> str:
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
+
+
+def validation_errors(errors: list[Any], prefix: str = "") -> list[FieldError]:
+    """Pydantic errors -> FieldErrors with JSON pointers (``prefix`` + the error's location)."""
+    found: list[FieldError] = []
+    for err in errors:
+        reason = "extra field not permitted" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+        if reason.startswith("Value error, "):
+            reason = reason[len("Value error, "):]
+        found.append(FieldError(prefix + _pointer(err.get("loc", ())), reason, err.get("type", "invalid")))
+    return found
+
+
+def _request_validation(exc: RequestValidationError) -> GatewayError:
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return MalformedJson("The request body could not be parsed as JSON.")
+    fields: list[FieldError] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        where, rest = (loc[0], loc[1:]) if loc else ("body", ())
+        prefix = "" if where == "body" else f"/{where}"
+        fields.extend(validation_errors([{**err, "loc": rest}], prefix))
+    n = len(fields)
+    return GatewayError(f"The request has {n} invalid field{'s' if n != 1 else ''}.", code="validation-failed",
+                        status=422, errors=fields)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_gateway_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GatewayError)
+        return problem_response(exc)
+
+    async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        error = _request_validation(exc)
+        if error.code == "validation-failed":
+            error.title = "Request failed validation"
+        return problem_response(error)
+
+    async def on_http(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        body = problem_body(code=code, title=title, status=exc.status_code, detail=detail)
+        return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM_MEDIA_TYPE,
+                            headers=getattr(exc, "headers", None))
+
+    async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", extra={"error_type": type(exc).__name__})
+        body = problem_body(code="internal-error", title="Internal server error", status=500,
+                            detail="The gateway could not complete the request.")
+        return JSONResponse(body, status_code=500, media_type=PROBLEM_MEDIA_TYPE)
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
