@@ -62,10 +62,10 @@ def _expect(data: str, position: int, allowed: frozenset[str], text: str, where:
         raise ValueError(f"character {position}{where} must be {text}, got {char!r}")
 
 
-def _verified(data: str, given_check: str | None, where: str) -> str:
+def _verified(data: str, given_check: str | None) -> str:
     expected = check_character(data)
     if given_check is not None and given_check != expected:
-        raise ValueError(f"check character{where} is {given_check!r}, expected {expected!r}")
+        raise ValueError(f"check character is {given_check!r}, expected {expected!r}")
     return data + expected
 
 
@@ -94,7 +94,7 @@ def normalize_coi(raw: str) -> str:
         _expect(data, position, _DIGITS, _DIGIT_TEXT, where)
     for position in range(10, 16):
         _expect(data, position, _ALNUM, _ALNUM_TEXT, where)
-    return _verified(data, given_check, where)
+    return _verified(data, given_check)
 
 
 def normalize_din(raw: str) -> str:
@@ -113,4 +113,4 @@ def normalize_din(raw: str) -> str:
     _expect(data, 1, _FIN_FIRST, _FIN_FIRST_TEXT, "")
     for position in range(2, 14):
         _expect(data, position, _DIGITS, _DIGIT_TEXT, "")
-    return _verified(data, given_check, "")
+    return _verified(data, given_check)
