@@ -163,7 +163,7 @@ def decide(
     if event_type is E.custody_transferred:
         if not has_material(state):
             raise _refuse("no-material", f"custody.transferred before any collection: the order is at "
-                          f"{state.stage!r}, so there are no cells to hand over", "/type",
+                          f"'{state.stage}', so there are no cells to hand over", "/type",
                           "no cells have been collected for this order yet")
         return Decision(state, late=False)
     if state.status in TERMINAL_STATUSES:
@@ -192,14 +192,14 @@ def _stage_event(state: LifecycleState, event_type: EventType, occurred_at: date
         if occurred_at > stage_at:
             raise _refuse(
                 "out-of-order",
-                f"{event_type} reports stage {target!r}, behind the order's stage {state.stage!r} reached at "
+                f"{event_type} reports stage '{target}', behind the order's stage '{state.stage}' reached at "
                 f"{_at(stage_at)}; it occurred after that ({_at(occurred_at)}), so it is neither late "
                 "nor next",
                 "/occurred_at", f"must not be after {_at(stage_at)} for a late {event_type} event")
         _check_shelf_life(state, data)
         return Decision(_late_update(state, occurred_at, data), late=True)
     if state.status is S.on_hold:
-        raise _refuse("order-on-hold", f"the order is on hold at {state.stage!r}; {event_type} is refused "
+        raise _refuse("order-on-hold", f"the order is on hold at '{state.stage}'; {event_type} is refused "
                       "until order.resumed", "/type", "refused while the order is on hold")
     if event_type is E.release_failed:
         assert isinstance(data, ReleaseFailedData)
@@ -223,11 +223,11 @@ def _stage_event(state: LifecycleState, event_type: EventType, occurred_at: date
 def _remanufacture(state: LifecycleState, occurred_at: datetime) -> Decision:
     if state.stage not in _REMANUFACTURE_FROM:
         raise _refuse("invalid-transition", "release.failed with remanufacture needs a manufactured "
-                      f"product; the order is at {state.stage!r}", "/data/disposition",
+                      f"product; the order is at '{state.stage}'", "/data/disposition",
                       "remanufacture is allowed only from manufactured or released")
     if occurred_at < state.stage_occurred_at:
         raise _refuse("out-of-order", f"the remanufacture occurred at {_at(occurred_at)}, before the order "
-                      f"reached {state.stage!r} at {_at(state.stage_occurred_at)}", "/occurred_at",
+                      f"reached '{state.stage}' at {_at(state.stage_occurred_at)}", "/occurred_at",
                       f"must not be before {_at(state.stage_occurred_at)}")
     reworked = LifecycleState(status=S.manufacturing, stage=S.manufacturing, stage_occurred_at=occurred_at,
                               remanufactured_at=occurred_at)
