@@ -1,0 +1,96 @@
+"""Observation builder: measurements, release results and shipper temperatures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.fhir.codes import INTERPRETATION_SYSTEM, OBSERVATION_CATEGORY_SYSTEM, UCUM_SYSTEM
+from adapters.fhir.model import profile_meta, validated
+from adapters.fhir.specification import Specification
+
+__all__ = ["ObservationValue", "build_observation", "INTERPRETATION_DISPLAY"]
+
+INTERPRETATION_DISPLAY = {"N": "Normal", "H": "High", "L": "Low", "A": "Abnormal"}
+
+
+@dataclass(frozen=True)
+class ObservationValue:
+    """A numeric value with a UCUM code (``ucum`` None: the unit is display text only), or a text."""
+
+    number: float | None = None
+    unit: str | None = None
+    ucum: bool = False
+    text: str | None = None
+
+    def as_fhir(self) -> dict[str, Any]:
+        if self.number is None:
+            return {"valueString": self.text or ""}
+        quantity: dict[str, Any] = {"value": self.number}
+        if self.unit:
+            quantity["unit"] = self.unit
+            if self.ucum:
+                quantity["system"] = UCUM_SYSTEM
+                quantity["code"] = self.unit
+        return {"valueQuantity": quantity}
+
+
+def _reference_range(spec: Specification, value: ObservationValue) -> dict[str, Any]:
+    ranged: dict[str, Any] = {"text": spec.text}
+    for key, bound in (("low", spec.low), ("high", spec.high)):
+        if bound is not None and value.number is not None:
+            quantity: dict[str, Any] = {"value": bound}
+            if value.unit and value.ucum:
+                quantity.update(unit=value.unit, system=UCUM_SYSTEM, code=value.unit)
+            ranged[key] = quantity
+    return ranged
+
+
+def build_observation(
+    observation_id: str,
+    *,
+    code: dict[str, Any],
+    value: ObservationValue,
+    effective: str,
+    subject: dict[str, str],
+    based_on: dict[str, str],
+    focus: dict[str, str] | None,
+    performer: Sequence[dict[str, str]] = (),
+    laboratory: bool = True,
+    specification: Specification | None = None,
+    interpretation: str | None = None,
+    profile_version: str,
+) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": observation_id,
+        "meta": profile_meta(profile_version),
+        "basedOn": [based_on],
+        "status": "final",
+        "code": code,
+        "subject": subject,
+        "effectiveDateTime": effective,
+        **value.as_fhir(),
+    }
+    if laboratory:
+        resource["category"] = [{"coding": [{"system": OBSERVATION_CATEGORY_SYSTEM, "code": "laboratory"}]}]
+    if focus:
+        resource["focus"] = [focus]
+    if performer:
+        resource["performer"] = list(performer)
+    if interpretation:
+        resource["interpretation"] = [
+            {
+                "coding": [
+                    {
+                        "system": INTERPRETATION_SYSTEM,
+                        "code": interpretation,
+                        "display": INTERPRETATION_DISPLAY[interpretation],
+                    }
+                ]
+            }
+        ]
+    if specification is not None:
+        resource["referenceRange"] = [_reference_range(specification, value)]
+    return validated(resource)

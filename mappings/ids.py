@@ -1,0 +1,73 @@
+"""Deterministic FHIR resource ids and the identifier systems the gateway itself owns.
+
+A resource id is ``uuid5(NAMESPACE, "<ResourceType>|<system>|<value>")`` of the resource's business
+identifier, so the same order, product, measurement or handoff always gets the same id and replaying
+an event cannot create a second resource.  Ids are keyed on systems the gateway owns (or on stable
+global ones such as the NPI), not on systems a site profile may rename, so editing a profile never
+re-keys stored resources.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+__all__ = [
+    "NAMESPACE",
+    "GATEWAY_BASE",
+    "NPI_SYSTEM",
+    "ISBT128_COI_SYSTEM",
+    "ISBT128_DIN_SYSTEM",
+    "SITE_SYSTEM",
+    "MANUFACTURER_SYSTEM",
+    "order_system",
+    "coi_system",
+    "lot_system",
+    "event_system",
+    "resource_id",
+    "reference",
+]
+
+GATEWAY_BASE = "https://cgt-gateway.example.org/fhir"
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, GATEWAY_BASE)
+
+NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+ISBT128_COI_SYSTEM = "https://www.isbt128.org/uri/ChainOfIdentity"
+ISBT128_DIN_SYSTEM = "https://www.isbt128.org/uri/DonationIdentificationNumber"
+SITE_SYSTEM = f"{GATEWAY_BASE}/sid/site"
+MANUFACTURER_SYSTEM = f"{GATEWAY_BASE}/sid/manufacturer"
+
+
+def order_system(manufacturer_id: str) -> str:
+    """The system of a manufacturer's order ids (order ids are unique per manufacturer)."""
+    return f"{MANUFACTURER_SYSTEM}/{manufacturer_id}/order"
+
+
+def coi_system(manufacturer_id: str, coi_format: str) -> str:
+    """ISBT 128 CoIs share one global system; manufacturer-format CoIs are scoped to the manufacturer."""
+    if coi_format == "isbt128":
+        return ISBT128_COI_SYSTEM
+    return f"{MANUFACTURER_SYSTEM}/{manufacturer_id}/coi"
+
+
+def lot_system(manufacturer_id: str) -> str:
+    return f"{MANUFACTURER_SYSTEM}/{manufacturer_id}/lot"
+
+
+def event_system(manufacturer_id: str, order_id: str) -> str:
+    """Event ids are unique within one order; resources born from one event are keyed under it."""
+    return f"{order_system(manufacturer_id)}/{order_id}/event"
+
+
+def resource_id(resource_type: str, system: str, value: str) -> str:
+    """``uuid5`` of ``type|system|value``: the same business identifier always yields the same id."""
+    if not resource_type or not system or not value:
+        raise ValueError("resource_id needs a resource type, a system and a value")
+    return str(uuid.uuid5(NAMESPACE, f"{resource_type}|{system}|{value}"))
+
+
+def reference(resource_type: str, resource_id_: str, display: str | None = None) -> dict[str, str]:
+    """A relative FHIR reference ``{"reference": "Type/id"}`` (with an optional display)."""
+    ref = {"reference": f"{resource_type}/{resource_id_}"}
+    if display:
+        ref["display"] = display
+    return ref
