@@ -91,3 +91,35 @@ def client(settings: Settings, engine: Engine, clock: FakeClock) -> Iterator[Tes
     app = create_app(settings, engine=engine, now=clock)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+# --------------------------------------------------------------------------- request bodies
+
+ACME_COI = "CHA999923A1B2C3M"  # ISBT 128 CoI with its check character
+NOVA_COI = "NC-000123"  # GT-HEM-01's pattern: ^NC-[0-9]{6}$
+
+
+def order_body(order_id: str = "ORD-1", **overrides: object) -> dict:
+    """A valid acme-bio CART-CD19 order for site-a (override any top-level field)."""
+    body: dict = {
+        "order_id": order_id,
+        "coi": ACME_COI,
+        "product_code": "CART-CD19",
+        "site_id": "site-a",
+        "patient": {"mrn": "MRN-0042", "family": "Zyxwvut", "given": ["Quillon"], "birth_date": "1971-03-09",
+                    "sex": "female"},
+        "ordering_provider": {"npi": "1234567893", "family": "Okafor", "given": ["Ada"]},
+        "requested": {"apheresis_date": "2026-12-01"},
+        "priority": "routine",
+    }
+    body.update(overrides)
+    return body
+
+
+def nova_order_body(order_id: str = "NOVA-1", **overrides: object) -> dict:
+    fields: dict = {"coi": NOVA_COI, "product_code": "GT-HEM-01", "site_id": "site-b", **overrides}
+    return order_body(order_id, **fields)
+
+
+def event_body(event_id: str, type_: str, occurred_at: str, data: dict | None = None, coi: str = ACME_COI) -> dict:
+    return {"event_id": event_id, "type": type_, "occurred_at": occurred_at, "coi": coi, "data": data or {}}

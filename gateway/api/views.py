@@ -56,12 +56,15 @@ def timeline(session: Session, row: OrderRow) -> list[dict[str, Any]]:
 
 
 def fhir_references(session: Session, row: OrderRow) -> list[dict[str, Any]]:
-    """``{reference, resourceType, id, versionId}`` for every FHIR resource the order produced."""
-    try:
-        from gateway.fhir_store import order_references  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    return list(order_references(session, manufacturer_id=row.manufacturer_id, order_id=row.order_id))
+    """``{reference, resourceType, id, versionId}`` (latest version) of every FHIR resource versioned
+    for this order, read from the FHIR store's ``fhir_resource_version`` table."""
+    from gateway.fhir_store import FhirResourceVersion as V
+
+    query = (sa.select(V.resource_type, V.resource_id, sa.func.max(V.version_id))
+             .where(V.manufacturer_id == row.manufacturer_id, V.order_id == row.order_id)
+             .group_by(V.resource_type, V.resource_id).order_by(V.resource_type, V.resource_id))
+    return [{"reference": f"{rtype}/{rid}", "resourceType": rtype, "id": rid, "versionId": str(version)}
+            for rtype, rid, version in session.execute(query).all()]
 
 
 def order_view(session: Session, row: OrderRow) -> dict[str, Any]:
