@@ -19,9 +19,26 @@ from pydantic import ValidationError
 if TYPE_CHECKING:
     from mappings.profile import SiteProfile
 
-__all__ = ["ProfileInvalid", "profile_version", "load_profile", "load_profile_text", "load_profile_dir"]
+__all__ = [
+    "MAX_PROFILE_CHARS",
+    "MAX_PROFILE_NODES",
+    "ProfileInvalid",
+    "profile_version",
+    "load_profile",
+    "load_profile_text",
+    "load_profile_dir",
+]
 
 _Path = tuple[str, ...]
+
+#: Limits that keep a hostile profile (preview API) from exhausting memory or time: characters of
+#: text, and YAML nodes visited with aliases expanded (a "billion laughs" document exceeds it fast).
+MAX_PROFILE_CHARS = 1_000_000
+MAX_PROFILE_NODES = 20_000
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class ProfileInvalid(ValueError):
@@ -89,22 +106,31 @@ def load_profile_dir(directory: str | Path) -> dict[str, SiteProfile]:
 def _parse(text: str, name: str, version: str) -> SiteProfile:
     from mappings.profile import SiteProfile
 
+    if len(text) > MAX_PROFILE_CHARS:
+        raise ProfileInvalid(name, [f"{name}:1: (file): larger than {MAX_PROFILE_CHARS} characters"])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise ProfileInvalid(name, [f"{name}:{line}: (yaml): {exc.problem or exc.context}"]) from None
     except yaml.YAMLError as exc:
-        raise ProfileInvalid(name, [f"{name}:1: (yaml): {exc}"]) from None
-    if root is None or not isinstance(data, dict):
+        raise ProfileInvalid(name, [_yaml_problem(name, exc)]) from None
+    except RecursionError:
+        raise ProfileInvalid(name, [f"{name}:1: (yaml): nested too deeply"]) from None
+    if not isinstance(root, yaml.MappingNode):
         line = root.start_mark.line + 1 if root is not None else 1
         raise ProfileInvalid(name, [f"{name}:{line}: (root): a profile must be a YAML mapping of fields"])
 
     lines: dict[_Path, int] = {}
     found: list[tuple[int, str]] = []
-    _index(root, (), lines, found)
+    try:
+        _index(root, (), lines, found, [MAX_PROFILE_NODES])
+    except (_TooLarge, RecursionError):
+        raise ProfileInvalid(name, [f"{name}:1: (yaml): more than {MAX_PROFILE_NODES} values once aliases "
+                                    "are expanded"]) from None
+    try:
+        data = yaml.safe_load(text)  # the same document again, now known to be small and well-formed
+    except yaml.YAMLError as exc:  # e.g. a tag SafeLoader cannot construct (!!python/object)
+        raise ProfileInvalid(name, [_yaml_problem(name, exc)]) from None
+    if not isinstance(data, dict):
+        raise ProfileInvalid(name, [f"{name}:1: (root): a profile must be a YAML mapping of fields"])
     if "version" in data:
         found.append((lines[("version",)],
                       "version: set by the loader (content hash of the file); remove it from the profile"))
@@ -122,8 +148,20 @@ def _parse(text: str, name: str, version: str) -> SiteProfile:
     return profile.model_copy(update={"version": version})
 
 
-def _index(node: yaml.Node, path: _Path, lines: dict[_Path, int], found: list[tuple[int, str]]) -> None:
+def _yaml_problem(name: str, exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        return f"{name}:{line}: (yaml): {exc.problem or exc.context}"
+    return f"{name}:1: (yaml): {exc}"
+
+
+def _index(node: yaml.Node, path: _Path, lines: dict[_Path, int], found: list[tuple[int, str]],
+           budget: list[int]) -> None:
     """Record the line of every field and list item; report duplicate and non-scalar keys."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
@@ -135,12 +173,12 @@ def _index(node: yaml.Node, path: _Path, lines: dict[_Path, int], found: list[tu
                 found.append((line, f"{_dotted(child)}: duplicate key (also on line {lines[child]})"))
                 continue
             lines[child] = line
-            _index(value_node, child, lines, found)
+            _index(value_node, child, lines, found, budget)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = (*path, str(i))
             lines[child] = item.start_mark.line + 1
-            _index(item, child, lines, found)
+            _index(item, child, lines, found, budget)
 
 
 def _line_of(loc: _Path, lines: dict[_Path, int]) -> int:

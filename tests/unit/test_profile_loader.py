@@ -12,6 +12,7 @@ import yaml
 
 from mappings.domain import OrderStatus
 from mappings.profile import ProfileInvalid, SiteProfile, load_profile, load_profile_dir, load_profile_text
+from mappings.profile_loader import MAX_PROFILE_CHARS, MAX_PROFILE_NODES
 from terminology import load_terminology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,3 +205,44 @@ def test_loaded_profile_equals_direct_validation() -> None:
     profile = load_profile_text(MINIMAL)
     assert profile == SiteProfile.model_validate(yaml.safe_load(MINIMAL)).model_copy(
         update={"version": profile.version})
+
+
+# ----------------------------------------------------------------------------- hostile input (preview API)
+
+
+def test_alias_bomb_is_refused_quickly() -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    text = MINIMAL + "\n".join(levels) + "\n"
+    assert _problems(text) == [
+        f"x.yaml:1: (yaml): more than {MAX_PROFILE_NODES} values once aliases are expanded"]
+
+
+def test_recursive_alias_is_refused() -> None:
+    assert _problems(MINIMAL + "loop: &loop [*loop]\n") == [
+        f"x.yaml:1: (yaml): more than {MAX_PROFILE_NODES} values once aliases are expanded"]
+
+
+def test_deep_nesting_is_refused() -> None:
+    problems = _problems(MINIMAL + "deep: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert problems in (["x.yaml:1: (yaml): nested too deeply"],
+                        [f"x.yaml:1: (yaml): more than {MAX_PROFILE_NODES} values once aliases are expanded"])
+
+
+def test_python_tags_are_not_constructed() -> None:
+    assert _problems(MINIMAL + "name2: !!python/object/apply:os.system ['true']\n") == [
+        "x.yaml:17: (yaml): could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/object/apply:os.system'"]
+
+
+def test_oversized_text_is_refused() -> None:
+    assert _problems(MINIMAL + "#" * MAX_PROFILE_CHARS) == [
+        f"x.yaml:1: (file): larger than {MAX_PROFILE_CHARS} characters"]
+
+
+def test_anchors_within_limits_are_fine() -> None:
+    text = MINIMAL.replace("    system: https://x.example.org/cs/orderables",
+                           "    system: &orderables https://x.example.org/cs/orderables")
+    text += "  GT-HEM-01: {local_code: X2, display: Gene therapy, system: *orderables}\n"
+    profile = load_profile_text(text)
+    assert profile.products["GT-HEM-01"].system == "https://x.example.org/cs/orderables"
