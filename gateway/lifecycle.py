@@ -79,13 +79,14 @@ RULES: tuple[str, ...] = (
     "*Stage time*: the `occurred_at` of the event that established the current stage "
     "(the order's placement time at first).",
     "A forward move may skip stages. A stage event behind the current stage is *late* "
-    "(accepted and recorded, state unchanged) if its `occurred_at` is not after the stage time, "
+    "(accepted and recorded; status and stage unchanged) if its `occurred_at` is not after the stage time, "
     "otherwise it is refused `out-of-order` (409). An event of the current stage is an update if it "
     "occurred at or after the stage time (e.g. `apheresis.rescheduled`), otherwise it is late.",
     "`release.failed` with `remanufacture` moves the order back to manufacturing: allowed only from "
     "manufactured or released (else `invalid-transition`) and only if it occurred at or after the stage "
     "time (else `out-of-order`). The shelf life is then forgotten, and any later forward event that "
-    "occurred before the remanufacture decision is refused `out-of-order` (it belongs to the failed run).",
+    "occurred before the remanufacture decision (including another release decision) is refused "
+    "`out-of-order`: it belongs to the failed run.",
     "`release.failed` with `exception_release` moves to released; with `not_releasable` the order fails.",
     "Terminal states accept no stage events, holds, resumes or cancellations (`terminal-state`, 409), "
     "late or not.",
@@ -201,18 +202,18 @@ def _stage_event(state: LifecycleState, event_type: EventType, occurred_at: date
     if state.status is S.on_hold:
         raise _refuse("order-on-hold", f"the order is on hold at '{state.stage}'; {event_type} is refused "
                       "until order.resumed", "/type", "refused while the order is on hold")
-    if event_type is E.release_failed:
-        assert isinstance(data, ReleaseFailedData)
-        if data.disposition == "remanufacture":
-            return _remanufacture(state, occurred_at)
-        if data.disposition == "not_releasable":
-            return Decision(state.model_copy(update={"status": S.failed}), late=False)
     if rank > current and state.remanufactured_at is not None and occurred_at < state.remanufactured_at:
         raise _refuse(
             "out-of-order",
             f"{event_type} occurred at {_at(occurred_at)}, before the remanufacture decided at "
             f"{_at(state.remanufactured_at)}; it belongs to the failed manufacturing run",
             "/occurred_at", f"must not be before {_at(state.remanufactured_at)}")
+    if event_type is E.release_failed:
+        assert isinstance(data, ReleaseFailedData)
+        if data.disposition == "remanufacture":
+            return _remanufacture(state, occurred_at)
+        if data.disposition == "not_releasable":
+            return Decision(state.model_copy(update={"status": S.failed}), late=False)
     _check_shelf_life(state, data)
     update: dict[str, object] = {"status": target, "stage": target, "stage_occurred_at": occurred_at}
     if isinstance(data, ManufacturingCompletedData):
@@ -322,13 +323,13 @@ def probe_states() -> list[LifecycleState]:
 def outcome_label(
     state: LifecycleState, event_type: EventType, occurred_at: datetime, data: StrictModel
 ) -> str:
-    """decide()'s answer in words: ``→ X``, ``update, stays X``, ``late, state unchanged``, ``refused …``."""
+    """decide()'s answer in words: ``→ X``, ``update, stays X``, ``late (recorded, no move)``, …"""
     try:
         decision = decide(state, event_type, occurred_at, data)
     except LifecycleError as exc:
         return f"refused `{exc.code}` ({exc.status})"
     if decision.late:
-        return "late, state unchanged"
+        return "late (recorded, no move)"
     if event_type is E.order_resumed and decision.state.status is state.stage:
         return "→ the stage it was held at"
     if decision.state.status is not state.status:
