@@ -488,3 +488,11 @@ def test_the_table_covers_every_event_from_every_state_exactly_once() -> None:
     assert {label for label, _, _ in probe_events()} >= {
         str(t) for t in EventType if t is not E.release_failed
     }
+
+
+@pytest.mark.parametrize("disposition", ["not_releasable", "exception_release"])
+def test_a_release_decision_from_the_failed_run_cannot_decide_the_new_run(disposition: str) -> None:
+    state = run((E.manufacturing_completed, 1), (E.release_failed, 5))
+    error = refused(state, E.release_failed, 4, disposition=disposition)
+    assert error.code == "out-of-order"
+    assert apply(state, E.release_failed, 6, disposition=disposition).state.status in (S.failed, S.released)
