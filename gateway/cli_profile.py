@@ -53,3 +53,114 @@ def validate(
     if invalid:
         typer.echo(f"{invalid} of {checked} profile(s) invalid", err=True)
         raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- preview (translation work)
+
+
+def _read_json(path: Path) -> object:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"{path}: cannot read JSON: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _events_in(raw: object) -> list[object]:
+    """A file holds one event, a list of events, or an object with an ``events`` list."""
+    if isinstance(raw, dict) and "events" in raw:
+        raw = raw["events"]
+    return list(raw) if isinstance(raw, list) else [raw]
+
+
+def _print_step(step: dict[str, object]) -> None:
+    import json
+
+    head = f"=== {step['event_id']} {step['event_type']}: "
+    refusal = step["refusal"]
+    if isinstance(refusal, dict):
+        typer.echo(f"{head}refused {refusal['code']}: {refusal['detail']}")
+        for error in refusal["errors"]:
+            typer.echo(f"    {error['pointer']}: {error['reason']}")
+        return
+    typer.echo(f"{head}accepted -> {step['status']}{' (late)' if step['late'] else ''}")
+    typer.echo("--- FHIR transaction Bundle")
+    typer.echo(json.dumps(step["bundle"], indent=2, ensure_ascii=False))
+    messages = step["hl7v2"]
+    assert isinstance(messages, list)
+    typer.echo(f"--- HL7v2 ({len(messages)} message{'s' if len(messages) != 1 else ''})")
+    for message in messages:
+        typer.echo("\n".join(message["segments"]))
+        typer.echo("")
+    issues = step["issues"]
+    assert isinstance(issues, list)
+    typer.echo(f"--- issues ({len(issues)})")
+    for issue in issues:
+        typer.echo(f"{issue['severity']} {issue['code']} {issue['path']}: {issue['message']}")
+
+
+@profile_app.command("preview")
+def preview(
+    profile_path: Annotated[Path, typer.Option("--profile", help="The site profile YAML.")],
+    order_path: Annotated[Path, typer.Option("--order", help="Order JSON or a case file.")],
+    events: Annotated[
+        list[Path] | None, typer.Option("--events", help="Event JSON files: one event or a list each.")
+    ] = None,
+    more_events: Annotated[list[Path] | None, typer.Argument(help="More event files.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Gateway configuration.")] = None,
+    placed_at: Annotated[str | None, typer.Option("--placed-at", help="Order placement time (ISO).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the preview as one JSON document.")] = False,
+) -> None:
+    """Print, per event, the FHIR transaction Bundle, the HL7v2 messages and the mapping issues.
+
+    Nothing is stored: the events are replayed through the lifecycle in memory.  Exits 1 when the
+    profile, the order or an events file is invalid.
+    """
+    import json
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+
+    from gateway.config import load_settings
+    from gateway.errors import GatewayError
+    from gateway.replay import preview_order
+    from mappings.domain import EventIn, OrderIn
+    from terminology import load_terminology
+
+    try:
+        profile = load_profile(profile_path)
+    except ProfileInvalid as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(1) from None
+    raw_order = _read_json(order_path)
+    raw_events: list[object] = []
+    if isinstance(raw_order, dict) and "order" in raw_order:
+        placed_at = placed_at or raw_order.get("placed_at")
+        if not events and not more_events:
+            raw_events = _events_in(raw_order)
+        raw_order = raw_order["order"]
+    for path in [*(events or []), *(more_events or [])]:
+        raw_events += _events_in(_read_json(path))
+    try:
+        order = OrderIn.model_validate(raw_order)
+        event_list = [EventIn.model_validate(e) for e in raw_events]
+        placed = datetime.fromisoformat(placed_at) if placed_at else None
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"invalid order or event: {exc}", err=True)
+        raise typer.Exit(1) from None
+    now = datetime.now(UTC)
+    try:
+        steps = preview_order(load_settings(config), profile, order, event_list, load_terminology(),
+                              now=now, placed_at=placed)
+    except GatewayError as exc:
+        typer.echo(f"order refused: {exc.code}: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    result = [step.to_json() for step in steps]
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    for step in result:
+        _print_step(step)

@@ -37,6 +37,8 @@ from terminology import Terminology
 
 __all__ = ["translate"]
 
+_NOT_TASK_CHANGES = frozenset({EventType.custody_transferred})
+
 
 def translate(
     order: OrderSnapshot, event: EventRecord, profile: SiteProfile, terminology: Terminology, now: datetime
@@ -270,7 +272,10 @@ def _task(journey: Journey, terminology: Terminology) -> tuple[dict[str, Any], l
     snapshot = journey.snapshot
     business_status, issues = _business_status(journey, terminology)
     inputs, outputs = _task_inputs(journey)
-    current = [r for r in journey.history if not r.late] or list(journey.history)
+    # Late events and custody handoffs add Observations/Provenance but do not modify the Task.
+    current = [r for r in journey.history if not r.late and r.type not in _NOT_TASK_CHANGES] or list(
+        journey.history[:1]
+    )
     resource = build_task(
         journey.task_id,
         status=status_row(journey.event.status_after).task_status,
