@@ -58,10 +58,6 @@ class RetryPolicy:
                   on_attempt: Callable[[int, DeliveryOutcome], None] | None = None) -> DeliveryOutcome:
         """Attempt until delivered or dead (or ``max_attempts``); exceptions from ``attempt`` propagate."""
 
-        def after(state: RetryCallState) -> None:
-            if on_attempt is not None and state.outcome is not None and not state.outcome.failed:
-                on_attempt(state.attempt_number, state.outcome.result())
-
         def last_outcome(state: RetryCallState) -> DeliveryOutcome:
             assert state.outcome is not None
             result: DeliveryOutcome = state.outcome.result()
@@ -72,10 +68,19 @@ class RetryPolicy:
             stop=stop_never if self.max_attempts is None else stop_after_attempt(self.max_attempts),
             wait=_PolicyWait(self),
             retry=retry_if_result(lambda outcome: bool(outcome.retryable)),
-            after=after,
             retry_error_callback=last_outcome,
         )
-        outcome: DeliveryOutcome = await retrying(attempt)
+        attempts = 0
+
+        async def call() -> DeliveryOutcome:  # a coroutine function, whatever ``attempt`` is
+            nonlocal attempts
+            result = await attempt()
+            attempts += 1
+            if on_attempt is not None:
+                on_attempt(attempts, result)
+            return result
+
+        outcome: DeliveryOutcome = await retrying(call)
         return outcome
 
 

@@ -129,7 +129,8 @@ _payload = st.binary(max_size=300).map(lambda b: b.replace(b"\x0b", b"").replace
 
 @settings(max_examples=200, deadline=None)
 @given(messages=st.lists(_payload, max_size=6), cuts=st.lists(st.integers(min_value=0), max_size=12))
-def test_any_messages_cut_anywhere_decode_to_the_same_messages(messages: list[bytes], cuts: list[int]) -> None:
+def test_any_messages_cut_anywhere_decode_to_the_same_messages(messages: list[bytes],
+                                                               cuts: list[int]) -> None:
     stream = b"".join(frame(m) for m in messages)
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     reader = FrameReader()
