@@ -264,9 +264,9 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
     written = []
     for (rtype, rid), resource, digest, old_version, missing in plan:
         version = 1 if old_version is None else old_version + 1
-        stored = copy.deepcopy(dict(resource))
-        stored["meta"] = {**(stored.get("meta") or {}), "versionId": str(version),
-                          "lastUpdated": format_instant(stamp)}
+        rest = copy.deepcopy(dict(resource))
+        meta = {**(rest.pop("meta", None) or {}), "versionId": str(version), "lastUpdated": format_instant(stamp)}
+        stored = {"resourceType": rest.pop("resourceType"), "id": rest.pop("id"), "meta": meta, **rest}
         body = orjson.dumps(stored)
         conn.execute(_V.insert().values(resource_type=rtype, resource_id=rid, version_id=version,
                                         last_updated_us=stamp, body=body, site_id=site_id,

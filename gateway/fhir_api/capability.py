@@ -1,0 +1,66 @@
+"""The CapabilityStatement, derived from the same tables the endpoints use, so it cannot over- or
+under-promise: resource types and search parameters from :mod:`gateway.fhir_api.search_params`,
+result parameters and paging limits from :mod:`gateway.fhir_api.params`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.fhir_api.params import DEFAULT_COUNT, MAX_COUNT
+from gateway.fhir_api.search_params import INCLUDES, RESOURCE_TYPES, SEARCH_PARAMS
+from gateway.fhir_store import PUBLIC_TYPES
+
+__all__ = ["INTERACTIONS", "FORMATS", "capability_statement"]
+
+INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
+FORMATS = ("json", "application/fhir+json")
+_SOFTWARE_VERSION = "0.1.0"
+
+
+def _resource(rtype: str) -> dict[str, Any]:
+    access = ("readable by every authenticated client" if rtype in PUBLIC_TYPES else
+              "visible to the site and manufacturer of the orders that reference it, and to admin")
+    resource: dict[str, Any] = {
+        "type": rtype,
+        "documentation": f"Read-only; {access}.",
+        "interaction": [{"code": code} for code in INTERACTIONS],
+        "versioning": "versioned",
+        "readHistory": True,
+        "updateCreate": False,
+        "conditionalRead": "full-support",
+        "searchParam": [
+            {"name": p.name, "definition": p.definition, "type": p.type, "documentation": p.documentation}
+            for p in SEARCH_PARAMS[rtype].values()
+        ],
+    }
+    if rtype in INCLUDES:
+        resource["searchInclude"] = list(INCLUDES[rtype])
+    return resource
+
+
+def capability_statement(base_url: str) -> dict[str, Any]:
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-21",
+        "publisher": "cgt-gateway",
+        "kind": "instance",
+        "software": {"name": "cgt-gateway", "version": _SOFTWARE_VERSION},
+        "implementation": {"description": "CGT order gateway: FHIR R4 read/search API for EHR pollers",
+                           "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": list(FORMATS),
+        "rest": [{
+            "mode": "server",
+            "documentation": (
+                f"Search: _count (default {DEFAULT_COUNT}, max {MAX_COUNT}), _sort=_lastUpdated or "
+                "-_lastUpdated (default _lastUpdated), _summary=count, _total=accurate, _include as listed. "
+                "Paging by opaque keyset cursor in Bundle.link[next], stable under concurrent writes; "
+                "meta.lastUpdated is monotonic in commit order, so _lastUpdated=gt<watermark> polling misses "
+                "nothing. Dates take the prefixes eq, gt, ge, lt, le. Unknown parameters are refused (400) "
+                "unless 'Prefer: handling=lenient'. History: _since, _count. JSON only (XML gets 406)."),
+            "security": {"description": "Bearer token: a site sees its own orders' resources, a manufacturer "
+                                        "its own, admin all; anything else is 404."},
+            "resource": [_resource(rtype) for rtype in RESOURCE_TYPES],
+        }],
+    }

@@ -1,0 +1,219 @@
+"""Parse and check FHIR search and history query parameters (pure).
+
+Repeated parameters are ANDed, comma-separated values ORed.  Dates take the prefixes ``eq``
+(default), ``gt``, ``ge``, ``lt``, ``le``; tokens ``code``, ``system|code``, ``|code``, ``system|``;
+references ``Type/id`` or ``id``.  Anything unknown is a 400 OperationOutcome unless the client
+sent ``Prefer: handling=lenient``, in which case it is ignored (and left out of the self link).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.fhir_api.outcome import FhirError
+from gateway.fhir_api.search_params import INCLUDES, SEARCH_PARAMS, SearchParam, date_range
+
+__all__ = [
+    "DEFAULT_COUNT",
+    "MAX_COUNT",
+    "RESULT_PARAMS",
+    "Filter",
+    "SearchQuery",
+    "HistoryQuery",
+    "parse_search",
+    "parse_history",
+    "is_lenient",
+]
+
+DEFAULT_COUNT = 50
+MAX_COUNT = 1000
+RESULT_PARAMS = ("_count", "_sort", "_include", "_summary", "_total")
+_IGNORED = ("_format",)  # handled by content negotiation
+_PREFIX_RE = re.compile(r"^([a-z]{2})(?=\d)")
+_DATE_PREFIXES = ("eq", "gt", "ge", "lt", "le")
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+Pair = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One parameter occurrence; ``values`` are alternatives (OR).
+
+    token: ``(system or None for any, code or None for any)``; reference: ``(type or None, id)``;
+    date: ``(prefix, lo_us, hi_us)``.
+    """
+
+    param: SearchParam
+    values: tuple[tuple[object, ...], ...]
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    resource_type: str
+    filters: tuple[Filter, ...]
+    count: int
+    descending: bool
+    includes: tuple[str, ...]
+    summary_count: bool
+    total: bool
+    params: tuple[Pair, ...]  # the parameters honoured, in request order (self link, cursor)
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    since_us: int | None
+    count: int
+    params: tuple[Pair, ...]
+
+
+def is_lenient(prefer: str | None) -> bool:
+    if not prefer:
+        return False
+    prefs = {p.strip().replace(" ", "").lower() for p in re.split(r"[,;]", prefer)}
+    return "handling=lenient" in prefs
+
+
+def _bad(diagnostics: str, expression: str | None = None, code: str = "invalid") -> FhirError:
+    return FhirError(400, code, diagnostics, expression=expression)
+
+
+def _split(name: str, raw: str) -> list[str]:
+    values = raw.split(",")
+    if not raw or any(not v for v in values):
+        raise _bad(f"{name}: empty value", name)
+    return values
+
+
+def _token(name: str, value: str) -> tuple[str | None, str | None]:
+    if "|" not in value:
+        return None, value
+    system, _, code = value.partition("|")
+    if not system and not code:
+        raise _bad(f"{name}: '|' alone is not a token", name)
+    return system, code or None
+
+
+def _reference(param: SearchParam, value: str) -> tuple[str | None, str]:
+    parts = value.split("/")
+    if len(parts) == 1 and _ID_RE.match(value):
+        return None, value
+    if len(parts) == 2 and _ID_RE.match(parts[1]):
+        if param.targets and parts[0] not in param.targets:
+            raise _bad(f"{param.name}: refers to {'/'.join(param.targets)}, not {parts[0]}", param.name)
+        return parts[0], parts[1]
+    raise _bad(f"{param.name}: use 'Type/id' or 'id' (got {value!r})", param.name)
+
+
+def _date(name: str, value: str) -> tuple[str, int, int]:
+    prefix = "eq"
+    match = _PREFIX_RE.match(value)
+    if match:
+        prefix, value = match.group(1), value[2:]
+        if prefix not in _DATE_PREFIXES:
+            raise _bad(f"{name}: prefix {prefix!r} is not supported (use eq, gt, ge, lt, le)", name,
+                       code="not-supported")
+    try:
+        lo, hi = date_range(value)
+    except ValueError as exc:
+        raise _bad(f"{name}: {exc}", name) from None
+    return prefix, lo, hi
+
+
+def _filter(param: SearchParam, raw: str) -> Filter:
+    values: list[tuple[object, ...]] = []
+    for value in _split(param.name, raw):
+        if param.name == "_id":
+            values.append((None, value))
+        elif param.type == "token":
+            values.append(_token(param.name, value))
+        elif param.type == "reference":
+            values.append(_reference(param, value))
+        else:
+            values.append(_date(param.name, value))
+    return Filter(param, tuple(values))
+
+
+def _count(raw: str) -> int:
+    if not raw.isdigit():
+        raise _bad(f"_count must be a non-negative integer (got {raw!r})", "_count")
+    return min(int(raw), MAX_COUNT)
+
+
+def _once(items: Sequence[Pair], name: str) -> None:
+    if sum(1 for key, _ in items if key == name) > 1:
+        raise _bad(f"{name} may appear only once", name)
+
+
+def parse_search(resource_type: str, items: Sequence[Pair], *, lenient: bool) -> SearchQuery:
+    known = SEARCH_PARAMS[resource_type]
+    filters: list[Filter] = []
+    honoured: list[Pair] = []
+    count, descending, total, summary_count = DEFAULT_COUNT, False, False, False
+    includes: list[str] = []
+    for name in ("_count", "_sort", "_summary", "_total"):
+        _once(items, name)
+    for key, value in items:
+        if key in _IGNORED:
+            continue
+        if key in known:
+            filters.append(_filter(known[key], value))
+        elif key == "_count":
+            count = _count(value)
+        elif key == "_sort":
+            if value not in ("_lastUpdated", "-_lastUpdated"):
+                raise _bad(f"_sort={value} is not supported (use _lastUpdated or -_lastUpdated)", "_sort",
+                           code="not-supported")
+            descending = value.startswith("-")
+        elif key == "_include":
+            if value not in INCLUDES.get(resource_type, ()):
+                allowed = ", ".join(INCLUDES.get(resource_type, ())) or "none"
+                raise _bad(f"_include={value} is not supported for {resource_type} (supported: {allowed})",
+                           "_include", code="not-supported")
+            if value not in includes:
+                includes.append(value)
+        elif key == "_summary":
+            if value not in ("count", "false"):
+                raise _bad(f"_summary={value} is not supported (use count)", "_summary", code="not-supported")
+            summary_count = value == "count"
+        elif key == "_total":
+            if value not in ("none", "estimate", "accurate"):
+                raise _bad(f"_total={value} is not valid (none, estimate, accurate)", "_total")
+            total = value != "none"
+        elif lenient:
+            continue
+        else:
+            raise _bad(f"Unknown or unsupported search parameter {key!r} for {resource_type} "
+                       "(send 'Prefer: handling=lenient' to ignore it)", key, code="not-supported")
+        honoured.append((key, value))
+    if count == 0:
+        summary_count = True
+    return SearchQuery(resource_type, tuple(filters), count, descending, tuple(includes), summary_count,
+                       total or summary_count, tuple(honoured))
+
+
+def parse_history(items: Sequence[Pair], *, lenient: bool) -> HistoryQuery:
+    since: int | None = None
+    count = DEFAULT_COUNT
+    honoured: list[Pair] = []
+    for name in ("_since", "_count"):
+        _once(items, name)
+    for key, value in items:
+        if key in _IGNORED:
+            continue
+        if key == "_since":
+            try:
+                since = date_range(value)[0]
+            except ValueError as exc:
+                raise _bad(f"_since: {exc}", "_since") from None
+        elif key == "_count":
+            count = max(_count(value), 1)
+        elif lenient:
+            continue
+        else:
+            raise _bad(f"Unknown or unsupported history parameter {key!r} (supported: _since, _count)", key,
+                       code="not-supported")
+        honoured.append((key, value))
+    return HistoryQuery(since, count, tuple(honoured))

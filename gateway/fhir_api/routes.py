@@ -1,0 +1,212 @@
+"""The ``/fhir`` endpoints: metadata, read, vread, instance/type history and type search.
+
+Every endpoint but ``metadata`` needs a bearer token (``gateway.auth.current_principal``).  A site
+token sees the resources of its own site's orders, a manufacturer token its own orders', admin
+everything; whatever the caller may not see is answered exactly like what does not exist (404).
+"""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy.engine import Connection
+
+from gateway.auth import Principal, current_principal
+from gateway.fhir_api import query
+from gateway.fhir_api.bundle import (
+    CURSOR_PARAM,
+    decode_cursor,
+    encode_cursor,
+    entry_etag,
+    history_bundle,
+    http_date,
+    searchset,
+)
+from gateway.fhir_api.capability import capability_statement
+from gateway.fhir_api.outcome import FhirError, FhirRoute, check_format, fhir_response
+from gateway.fhir_api.params import SearchQuery, is_lenient, parse_history, parse_search
+from gateway.fhir_api.search_params import RESOURCE_TYPES, SEARCH_PARAMS, to_us
+from gateway.fhir_store import Scope, StoredVersion, read_current, read_many, read_version
+
+__all__ = ["router", "scope_for"]
+
+router = APIRouter(prefix="/fhir", route_class=FhirRoute, tags=["fhir"])
+Pair = tuple[str, str]
+
+
+def scope_for(principal: Principal) -> Scope:
+    if principal.is_admin:
+        return Scope("all")
+    if principal.role in ("site", "manufacturer") and principal.subject:
+        return Scope(principal.role, principal.subject)
+    raise FhirError(403, "forbidden", "This token may not read FHIR resources")
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + router.prefix
+
+
+def _connect(request: Request) -> Connection:
+    return request.app.state.context.engine.connect()  # type: ignore[no-any-return]
+
+
+def _type(resource_type: str) -> str:
+    if resource_type not in RESOURCE_TYPES:
+        raise FhirError(404, "not-supported", f"Resource type {resource_type!r} is not served here")
+    return resource_type
+
+
+def _not_found(resource_type: str, resource_id: str, version: str | None = None) -> FhirError:
+    what = f"{resource_type}/{resource_id}" + (f"/_history/{version}" if version else "")
+    return FhirError(404, "not-found", f"{what} is not known")
+
+
+def _items(request: Request) -> list[Pair]:
+    return list(request.query_params.multi_items())
+
+
+def _serve(request: Request, stored: StoredVersion) -> Response:
+    etag = entry_etag(stored.version_id)
+    headers = {"ETag": etag, "Last-Modified": http_date(stored.last_updated_us)}
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = {t.strip().removeprefix("W/").strip('"') for t in if_none_match.split(",")}
+        if "*" in tags or str(stored.version_id) in tags:
+            return Response(status_code=304, headers=headers)
+    else:
+        since = request.headers.get("if-modified-since")
+        if since:
+            try:
+                modified_since = parsedate_to_datetime(since)
+            except (TypeError, ValueError):
+                modified_since = None
+            if modified_since is not None and stored.last_updated_us // 1_000_000 <= to_us(modified_since) // 1_000_000:
+                return Response(status_code=304, headers=headers)
+    return fhir_response(orjson.Fragment(stored.body), headers=headers)
+
+
+@router.get("/metadata", name="fhir_metadata")
+def metadata(request: Request) -> Response:
+    check_format(request)
+    return fhir_response(capability_statement(_base(request)))
+
+
+@router.get("/{resource_type}/_history", name="fhir_type_history")
+def type_history(resource_type: str, request: Request,
+                 principal: Principal = Depends(current_principal)) -> Response:
+    check_format(request)
+    return _history(request, principal, _type(resource_type), None)
+
+
+@router.get("/{resource_type}/{resource_id}/_history", name="fhir_instance_history")
+def instance_history(resource_type: str, resource_id: str, request: Request,
+                     principal: Principal = Depends(current_principal)) -> Response:
+    check_format(request)
+    return _history(request, principal, _type(resource_type), resource_id)
+
+
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}", name="fhir_vread")
+def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
+          principal: Principal = Depends(current_principal)) -> Response:
+    check_format(request)
+    scope = scope_for(principal)
+    _type(resource_type)
+    if not version_id.isdigit():
+        raise _not_found(resource_type, resource_id, version_id)
+    with _connect(request) as conn:
+        stored = read_version(conn, scope, resource_type, resource_id, int(version_id))
+    if stored is None:
+        raise _not_found(resource_type, resource_id, version_id)
+    return _serve(request, stored)
+
+
+@router.get("/{resource_type}/{resource_id}", name="fhir_read")
+def read(resource_type: str, resource_id: str, request: Request,
+         principal: Principal = Depends(current_principal)) -> Response:
+    check_format(request)
+    scope = scope_for(principal)
+    _type(resource_type)
+    with _connect(request) as conn:
+        stored = read_current(conn, scope, resource_type, resource_id)
+    if stored is None:
+        raise _not_found(resource_type, resource_id)
+    return _serve(request, stored)
+
+
+@router.get("/{resource_type}", name="fhir_search")
+def search(resource_type: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    check_format(request)
+    scope = scope_for(principal)
+    _type(resource_type)
+    lenient = is_lenient(request.headers.get("prefer"))
+    items = _items(request)
+    after: query.SearchKey | None = None
+    cursor = [v for k, v in items if k == CURSOR_PARAM]
+    if cursor:
+        if len(cursor) > 1 or any(k not in (CURSOR_PARAM, "_format") for k, _ in items):
+            raise FhirError(400, "invalid", "_cursor comes alone: follow Bundle.link[next] as given",
+                            expression=CURSOR_PARAM)
+        params, key = decode_cursor(cursor[0], (int, str))
+        q = parse_search(resource_type, params, lenient=False)
+        after = (key[0], key[1])
+    else:
+        q = parse_search(resource_type, items, lenient=lenient)
+    with _connect(request) as conn:
+        total = query.search_count(conn, scope, q) if q.total else None
+        if q.summary_count:
+            return fhir_response(searchset(_base(request), resource_type, self_params=q.params, matches=(),
+                                           includes=(), total=total, next_params=None))
+        matches, next_key = query.search_page(conn, scope, q, after)
+        includes = _includes(conn, scope, q, matches)
+    self_params = [(CURSOR_PARAM, cursor[0])] if cursor else list(q.params)
+    next_params = None if next_key is None else [(CURSOR_PARAM, encode_cursor(q.params, next_key))]
+    return fhir_response(searchset(_base(request), resource_type, self_params=self_params, matches=matches,
+                                   includes=includes, total=total, next_params=next_params))
+
+
+def _includes(conn: Connection, scope: Scope, q: SearchQuery, matches: list[StoredVersion]) -> list[StoredVersion]:
+    if not q.includes or not matches:
+        return []
+    refs: list[tuple[str, str]] = []
+    for stored in matches:
+        resource = orjson.loads(stored.body)
+        for include in q.includes:
+            param = SEARCH_PARAMS[q.resource_type][include.split(":")[1]]
+            assert param.extract is not None
+            refs.extend(param.extract(resource))
+    seen = {(s.resource_type, s.resource_id) for s in matches}
+    wanted = [ref for ref in dict.fromkeys(refs) if ref not in seen]
+    return read_many(conn, scope, wanted)
+
+
+def _history(request: Request, principal: Principal, resource_type: str, resource_id: str | None) -> Response:
+    scope = scope_for(principal)
+    items = _items(request)
+    before: query.HistoryKey | None = None
+    cursor = [v for k, v in items if k == CURSOR_PARAM]
+    if cursor:
+        if len(cursor) > 1 or any(k not in (CURSOR_PARAM, "_format") for k, _ in items):
+            raise FhirError(400, "invalid", "_cursor comes alone: follow Bundle.link[next] as given",
+                            expression=CURSOR_PARAM)
+        params, key = decode_cursor(cursor[0], (int, str, int))
+        h = parse_history(params, lenient=False)
+        before = (key[0], key[1], key[2])
+    else:
+        h = parse_history(items, lenient=is_lenient(request.headers.get("prefer")))
+    path = resource_type if resource_id is None else f"{resource_type}/{resource_id}"
+    with _connect(request) as conn:
+        if resource_id is not None and read_current(conn, scope, resource_type, resource_id) is None:
+            raise _not_found(resource_type, resource_id)
+        versions, next_key = query.history_page(conn, scope, resource_type, resource_id, since_us=h.since_us,
+                                                count=h.count, before=before)
+    self_params = [(CURSOR_PARAM, cursor[0])] if cursor else list(h.params)
+    next_params = None if next_key is None else [(CURSOR_PARAM, encode_cursor(h.params, next_key))]
+    return fhir_response(history_bundle(_base(request), f"{path}/_history", self_params=self_params,
+                                        versions=versions, next_params=next_params))
+
+
+@router.api_route("/{path:path}", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def not_supported(path: str, request: Request) -> Response:
+    raise FhirError(405, "not-supported", f"{request.method} is not supported: this FHIR API is read-only",
+                    headers={"Allow": "GET"})
