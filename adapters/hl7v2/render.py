@@ -192,7 +192,7 @@ def _results_message(common: seg.Common, event: EventRecord, data: d.StrictModel
     segments = [
         list(common.pid),
         seg.build_orc(common, ORDER_CONTROL_RESULTS, order_status(event.type, event.status_after),
-                      with_quantity_timing=False),
+                      with_quantity_timing=legacy),
         seg.build_obr(common, observed_at=observed, result_status=RESULT_STATUS_FINAL,
                       with_quantity_timing=legacy),
     ]
@@ -219,11 +219,12 @@ def _product_status_message(common: seg.Common, order: OrderSnapshot, event: Eve
     status_time = common.transaction_time
     status = order_status(event.type, event.status_after)
     orc = seg.build_orc(common, ORDER_CONTROL_PRODUCT_STATUS, status, with_quantity_timing=False)
+    din = _latest_din(order, event)
     if event.type in DISPENSE_STATUS_BY_EVENT:
-        bpx = seg.build_bpx(common, DISPENSE_STATUS_BY_EVENT[event.type], status_time, _latest_din(order, event))
+        bpx = seg.build_bpx(common, DISPENSE_STATUS_BY_EVENT[event.type], status_time, din)
         return _Draft("BPS^O29", "BPS_O29", [list(common.pid), orc, seg.build_bpo(common), bpx])
     if event.type in TRANSFUSION_STATUS_BY_EVENT:
-        btx = seg.build_btx(common, TRANSFUSION_STATUS_BY_EVENT[event.type], status_time, _latest_din(order, event))
+        btx = seg.build_btx(common, TRANSFUSION_STATUS_BY_EVENT[event.type], status_time, din)
         return _Draft("BTS^O31", "BTS_O31", [list(common.pid), orc, seg.build_bpo(common), btx])
     return None
 

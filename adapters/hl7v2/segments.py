@@ -137,7 +137,7 @@ def build_sch(common: Common, *, appointment_id: str, filler_appointment_id: str
     duration = f"{duration_minutes}" if duration_minutes is not None else ""
     fields = {
         1: appointment_id, 2: filler_appointment_id, 6: event_reason, 7: appointment_reason,
-        9: duration, 10: "min" if duration else "", 11: f"^^{duration}^{start}^{end}",
+        9: duration, 10: "min" if duration else "", 11: f"^^{duration}^{start}^{end}".rstrip("^"),
         16: common.provider, 20: common.provider, 25: filler_status,
     }
     if common.settings.version != "2.3":
@@ -172,8 +172,8 @@ def build_bpx(common: Common, dispense_status: str, status_time: str, din: str |
 
 
 def build_btx(common: Common, transfusion_status: str, status_time: str, din: str | None) -> Segment:
-    """BTX: DIN (BTX-2), product (BTX-5), quantity (BTX-10), status (BTX-11, table 0513), final."""
-    fields = {1: "1", 5: common.product, 10: "1", 11: transfusion_status, 12: "F", 13: status_time}
+    """BTX: DIN (BTX-2), product (BTX-5), quantity (BTX-8), status (BTX-11, table 0513), final."""
+    fields = {1: "1", 5: common.product, 8: "1", 11: transfusion_status, 12: "F", 13: status_time}
     if din:
         fields[2] = escape(din)
     return segment("BTX", fields)
