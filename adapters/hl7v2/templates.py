@@ -122,6 +122,8 @@ def _check_chain(parts: list[str | int]) -> str | None:
     schema: Any = CONTEXT_SCHEMA
     walked = str(parts[0])
     for part in parts:
+        if isinstance(part, str) and part.startswith("_"):
+            return f"attribute '{part}' is not allowed in an override template"
         if schema == ANY:
             return None
         if schema == _LIST:
