@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
@@ -32,11 +33,26 @@ class Context:
     now: Clock = field(default=utc_now)
 
 
+_loaded: dict[tuple[str, int, int], SiteProfile] = {}
+
+
+def _load_profile_once(path: Path) -> SiteProfile:
+    """Profiles are immutable: reuse one already loaded from the same unchanged file."""
+    stat = path.stat() if path.exists() else None
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size) if stat else None
+    if key is not None and key in _loaded:
+        return _loaded[key]
+    profile = load_profile(path)
+    if key is not None:
+        _loaded[key] = profile
+    return profile
+
+
 def load_site_profiles(settings: Settings) -> dict[str, SiteProfile]:
     """Every configured site's profile, validated; raises ``ProfileInvalid`` naming file, field, reason."""
     profiles: dict[str, SiteProfile] = {}
     for site in settings.sites:
-        profile = load_profile(site.profile)
+        profile = _load_profile_once(site.profile)
         if profile.site_id != site.id:
             raise ValueError(f"{site.profile}: site_id is {profile.site_id!r} but the configuration "
                              f"uses this file for site {site.id!r}")
