@@ -190,7 +190,8 @@ def _status_reason(journey: Journey) -> str | None:
 
 
 def _execution(journey: Journey) -> Period:
-    start = journey.collections[0].collected_at if journey.collections else None
+    collected = [c.collected_at for c in journey.collections if not c.event.late]
+    start = collected[0] if collected else None
     terminal = next((r for r in journey.history if r.status_after in TERMINAL_STATUSES and not r.late), None)
     if start is None and terminal is not None and terminal.type is not EventType.order_cancelled:
         start = terminal.occurred_at
@@ -211,10 +212,14 @@ def _restriction(journey: Journey) -> Period:
 def _task_inputs(journey: Journey) -> tuple[list[TaskInput], list[TaskInput]]:
     """Schedule, shipment and lot facts as Task inputs; the final product as the Task output."""
     inputs = []
-    confirmed = typed_data(r) if (r := journey.latest(EventType.order_confirmed)) else None
+    confirmed = (
+        typed_data(r) if (r := journey.latest(EventType.order_confirmed, include_late=False)) else None
+    )
     if isinstance(confirmed, OrderConfirmedData) and confirmed.slot_id:
         inputs.append(TaskInput("manufacturing-slot", "Manufacturing slot", string=confirmed.slot_id))
-    scheduled = journey.latest(EventType.apheresis_scheduled, EventType.apheresis_rescheduled)
+    scheduled = journey.latest(
+        EventType.apheresis_scheduled, EventType.apheresis_rescheduled, include_late=False
+    )
     apheresis = typed_data(scheduled) if scheduled else None
     if isinstance(apheresis, ApheresisScheduledData | ApheresisRescheduledData):
         inputs.append(
@@ -224,11 +229,11 @@ def _task_inputs(journey: Journey) -> tuple[list[TaskInput], list[TaskInput]]:
             inputs.append(
                 TaskInput("apheresis-end", "Apheresis scheduled end", date_time=fhir_instant(apheresis.end))
             )
-    first_schedule = journey.first(EventType.apheresis_scheduled)
+    first_schedule = journey.first(EventType.apheresis_scheduled, include_late=False)
     location = typed_data(first_schedule) if first_schedule else None
     if isinstance(location, ApheresisScheduledData) and location.location:
         inputs.append(TaskInput("apheresis-location", "Apheresis location", string=location.location))
-    lot = journey.current_lot
+    lot = journey.task_lot
     outputs = []
     if lot is not None:
         inputs.append(TaskInput("product-lot", "Product lot", string=lot.lot))
@@ -244,7 +249,9 @@ def _task_inputs(journey: Journey) -> tuple[list[TaskInput], list[TaskInput]]:
                     reference=reference("BiologicallyDerivedProduct", lot.product_id),
                 )
             )
-    dispatched = typed_data(r) if (r := journey.latest(EventType.shipment_dispatched)) else None
+    dispatched = (
+        typed_data(r) if (r := journey.latest(EventType.shipment_dispatched, include_late=False)) else None
+    )
     if isinstance(dispatched, ShipmentDispatchedData):
         if dispatched.carrier:
             inputs.append(TaskInput("shipment-carrier", "Shipment carrier", string=dispatched.carrier))
@@ -260,7 +267,9 @@ def _task_inputs(journey: Journey) -> tuple[list[TaskInput], list[TaskInput]]:
                     date_time=fhir_instant(dispatched.expected_at),
                 )
             )
-    infusion = typed_data(r) if (r := journey.latest(EventType.infusion_scheduled)) else None
+    infusion = (
+        typed_data(r) if (r := journey.latest(EventType.infusion_scheduled, include_late=False)) else None
+    )
     if isinstance(infusion, InfusionScheduledData):
         inputs.append(
             TaskInput("infusion-start", "Infusion scheduled start", date_time=fhir_instant(infusion.start))

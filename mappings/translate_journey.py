@@ -87,7 +87,9 @@ class Journey:
 
         self.issues: list[MappingIssue] = []
         self.collections = self._collections()
-        self.lots = self._lots()
+        self.lots = self._lots(include_late=True)
+        # What the Task shows comes from events that are not late: a late event never changes the Task.
+        self.task_lots = self._lots(include_late=False)
 
     # ------------------------------------------------------------------ references
 
@@ -126,8 +128,8 @@ class Journey:
                 return record
         return None
 
-    def first(self, *types: EventType) -> EventRecord | None:
-        return next((r for r in self.history if r.type in types), None)
+    def first(self, *types: EventType, include_late: bool = True) -> EventRecord | None:
+        return next((r for r in self.history if r.type in types and (include_late or not r.late)), None)
 
     def _collections(self) -> tuple[Collection, ...]:
         found = []
@@ -164,10 +166,12 @@ class Journey:
                 )
             return raw
 
-    def _lots(self) -> tuple[Lot, ...]:
+    def _lots(self, *, include_late: bool) -> tuple[Lot, ...]:
         lots: dict[str, Lot] = {}
         current: str | None = None
         for record in self.history:
+            if record.late and not include_late:
+                continue
             if record.type in (EventType.manufacturing_started, EventType.manufacturing_completed):
                 lot = record.data.get("lot")
                 if not lot:
@@ -188,6 +192,10 @@ class Journey:
     @property
     def current_lot(self) -> Lot | None:
         return self.lots[-1] if self.lots else None
+
+    @property
+    def task_lot(self) -> Lot | None:
+        return self.task_lots[-1] if self.task_lots else None
 
     def lot_at(self, record: EventRecord) -> Lot | None:
         """The lot a release result belongs to: the latest lot begun before ``record``."""
