@@ -54,6 +54,8 @@ def classify_response(response: httpx.Response, *, now: datetime | None = None,
 
 def classify_exception(exc: httpx.HTTPError | httpx.InvalidURL, *, latency_ms: float | None = None,
                        what: str = "") -> DeliveryOutcome:
+    if isinstance(exc, httpx.HTTPStatusError):  # from raise_for_status(): judge the response itself
+        return classify_response(exc.response, latency_ms=latency_ms, what=what)
     prefix = f"{what}: " if what else ""
     detail = f"{prefix}{type(exc).__name__}: {exc}"
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.TooManyRedirects | httpx.InvalidURL):

@@ -4,13 +4,18 @@ on demand."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import hl7
 import hl7.mllp
+import pytest
 
 from adapters.delivery_result import DeliveryOutcome
 from adapters.mllp.client import MllpEndpoint, MllpSender
@@ -339,4 +344,40 @@ def test_nagle_regression_one_write_per_message_and_tcp_nodelay_set() -> None:
         assert all(o.delivered for o in outcomes)
         assert len(writers) == 1 and len(writers[0].writes) == 20
         assert all(w.startswith(b"\x0bMSH") and w.endswith(b"\x1c\x0d") for w in writers[0].writes)
+    run(scenario)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "peer.crt", tmp_path / "peer.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+                    "-subj", "/CN=site-engine", "-addext", "subjectAltName=DNS:site-engine,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_delivery_verifies_the_peer_certificate(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    untrusting = ssl.create_default_context()  # system roots only: our self-signed peer fails
+
+    async def scenario() -> None:
+        peer = Peer()
+        peer.server = await hl7.mllp.start_hl7_server(peer._handle, "127.0.0.1", 0, encoding="utf-8",
+                                                      ssl=server_ctx)
+        port = peer.server.sockets[0].getsockname()[1]
+        slow = {"read_timeout_s": 1.0, "connect_timeout_s": 1.0}
+        async with MllpSender(endpoint(port, ssl=trusting, **slow)) as sender:
+            ok = await sender.send(message("T1"))
+            assert sender.endpoint.destination == f"mllps://127.0.0.1:{port}"
+        async with MllpSender(endpoint(port, ssl=untrusting, **slow)) as sender:
+            refused = await sender.send(message("T2"))
+        await peer.stop()
+        assert ok.delivered
+        assert refused.status == "retry" and refused.detail is not None and "connect failed" in refused.detail
+        assert [c for _, c in peer.received] == ["T1"]
     run(scenario)
