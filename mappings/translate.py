@@ -16,6 +16,7 @@ from typing import Any
 from adapters.fhir.model import fhir_date, fhir_instant
 from adapters.fhir.order import Period, TaskInput, build_service_request, build_task
 from adapters.fhir.parties import build_organization, build_patient, build_practitioner, identifier
+from adapters.hl7v2.render import render_messages
 from mappings.domain import (
     ApheresisRescheduledData,
     ApheresisScheduledData,
@@ -29,7 +30,7 @@ from mappings.domain import (
 )
 from mappings.ids import MANUFACTURER_SYSTEM, SITE_SYSTEM, reference
 from mappings.profile import SiteProfile
-from mappings.result import MappingIssue, Translation
+from mappings.result import Hl7Message, MappingIssue, Translation
 from mappings.task_status import TERMINAL_STATUSES, status_row
 from mappings.translate_journey import Journey, typed_data
 from mappings.translate_products import build_event_resources, build_products, product_coding
@@ -45,12 +46,15 @@ def translate(
 ) -> Translation:
     """Translate one accepted ``event`` of ``order`` for the site described by ``profile``.
 
-    ``now`` is not used for any resource field (all times come from the events, so replays are
-    identical); it is passed on to the HL7v2 renderer.
+    ``now`` is not used for any FHIR field (all times come from the events, so replays are
+    identical); it is passed on to the HL7v2 renderer (``adapters.hl7v2.render.render_messages``).
+    Event data that no longer validates is an ``error`` issue: the order resources are still
+    returned, nothing event-specific and no HL7v2 message.
     """
     journey = Journey(order, event, profile)
     issues: list[MappingIssue] = list(journey.issues)
-    if typed_data(event) is None:
+    valid_data = typed_data(event) is not None
+    if not valid_data:
         issues.append(
             MappingIssue(
                 "error",
@@ -68,9 +72,13 @@ def translate(
     event_resources, found = build_event_resources(journey, terminology)
     resources += event_resources
     issues += found
+    messages: tuple[Hl7Message, ...] = ()
+    if valid_data:
+        messages, hl7_issues = render_messages(order, event, profile, terminology, now)
+        issues += hl7_issues
     return Translation(
         resources=tuple(resources),
-        messages=(),
+        messages=messages,
         issues=tuple(issues),
         profile_version=profile.version,
         extra={

@@ -437,6 +437,12 @@ def test_late_event_adds_its_results_without_touching_the_task() -> None:
 # --------------------------------------------------------------------------- problems become issues
 
 
+def fhir_only(site: str) -> SiteProfile:
+    """The site's profile with HL7v2 off, so that only the FHIR mapping's issues are seen."""
+    base = profile(site)
+    return base.model_copy(update={"hl7v2": base.hl7v2.model_copy(update={"enabled": False})})
+
+
 def _measurements_without(code: str) -> Terminology:
     data = resources.files("terminology").joinpath("data")
     codesystem = json.loads(data.joinpath("cgt-business-status.codesystem.json").read_text(encoding="utf-8"))
@@ -449,7 +455,7 @@ def test_unknown_measurement_code_falls_back_to_our_code_with_a_warning() -> Non
     step = next(s for s, _ in translations("journey-autologous", "site-a") if s.event_id == "evt-012")
     assert step.snapshot is not None and step.record is not None
     translation = translate(
-        step.snapshot, step.record, profile("site-a"), _measurements_without("vcn"), GOLDEN_NOW
+        step.snapshot, step.record, fhir_only("site-a"), _measurements_without("vcn"), GOLDEN_NOW
     )
     vcn = next(o for o in of_type(translation, "Observation") if o["code"]["coding"][0]["code"] == "vcn")
     assert (
@@ -471,7 +477,7 @@ def test_unmapped_product_and_odd_units_are_issues_not_crashes() -> None:
         {"code": "viability_pct", "value": "n/a", "specification": ">=80"},
     ]
     record = step.record.model_copy(update={"data": data})
-    bare = profile("site-a").model_copy(update={"products": {}})
+    bare = fhir_only("site-a").model_copy(update={"products": {}})
     translation = translate(step.snapshot, record, bare, load_terminology(), GOLDEN_NOW)
     found = {(i.severity, i.code, i.path) for i in translation.issues}
     assert found == {
@@ -493,9 +499,22 @@ def test_invalid_event_data_still_updates_the_order() -> None:
     record = step.record.model_copy(update={"data": {"from_party": "x"}})
     translation = translate(step.snapshot, record, profile("site-a"), load_terminology(), GOLDEN_NOW)
     assert [(i.severity, i.code) for i in translation.issues] == [("error", "invalid-event-data")]
+    assert translation.messages == ()
     assert of_type(translation, "Provenance") == [] and one(translation, "Task")["status"] == "in-progress"
 
 
 def test_event_type_enum_is_fully_exercised_by_the_journeys() -> None:
     seen = {s.event_type for case in CASES for s in steps(case, "site-a") if s.record is not None}
     assert seen == set(EventType)
+
+
+def test_hl7v2_messages_come_from_the_renderer_per_profile() -> None:
+    with_hl7 = at("journey-autologous", "site-b", "ACME-ORD-1001:placed")
+    assert [m.message_type for m in with_hl7.messages] == ["ORM^O01"]
+    assert with_hl7.messages[0].er7.startswith("MSH|")
+    step = next(
+        s for s, _ in translations("journey-autologous", "site-b") if s.event_id == "ACME-ORD-1001:placed"
+    )
+    assert step.snapshot is not None and step.record is not None
+    without = translate(step.snapshot, step.record, fhir_only("site-b"), load_terminology(), GOLDEN_NOW)
+    assert without.messages == () and without.resources == with_hl7.resources
