@@ -31,6 +31,7 @@ __all__ = ["ConnectionFactory", "MllpEndpoint", "MllpSender", "StreamReaderLike"
 
 logger = logging.getLogger(__name__)
 _READ_CHUNK = 64 * 1024
+_CLOSE_TIMEOUT_S = 1.0
 
 
 class StreamReaderLike(Protocol):
@@ -112,9 +113,10 @@ class MllpSender:
         self._frames = FrameReader(self.endpoint.max_message_size)
         if writer is not None:
             writer.close()
-            try:
-                await writer.wait_closed()
-            except (OSError, ssl_module.SSLError):
+            try:  # a peer that stopped reading must not hold us here
+                async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                    await writer.wait_closed()
+            except (OSError, ssl_module.SSLError, TimeoutError):
                 pass
 
     async def send(self, message: str | bytes, *, control_id: str | None = None) -> DeliveryOutcome:
@@ -124,10 +126,11 @@ class MllpSender:
             try:
                 payload = message.encode(self.endpoint.encoding) if isinstance(message, str) else message
                 framed = frame(payload)
-                sent_id = control_id if control_id is not None else read_header(payload).control_id
+                sent_id = control_id if control_id is not None else read_header(
+                    payload, encoding=self.endpoint.encoding).control_id
             except (UnicodeEncodeError, FramingError, AckParseError) as exc:
                 # the message itself can never go out as it is: no point retrying it
-                return self._finish(DeliveryOutcome("dead", detail=f"message cannot be framed: {exc}"),
+                return self._finish(DeliveryOutcome("dead", detail=f"message cannot be sent: {exc}"),
                                     control_id or "?", started)
             try:
                 outcome = await self._exchange(framed, sent_id)

@@ -33,6 +33,7 @@ class RawPeer:
     def __init__(self, respond: Respond) -> None:
         self.respond = respond
         self.received: list[tuple[int, str]] = []
+        self.last_raw: bytes | None = None
         self.connections = 0
         self.server: Any = None
         self.port = 0
@@ -57,6 +58,7 @@ class RawPeer:
                 for raw in frames.messages():
                     control_id = raw.decode().split("\r")[0].split("|")[9]
                     self.received.append((conn, control_id))
+                    self.last_raw = raw
                     await self.respond(conn, control_id, writer)
         except (ConnectionError, OSError):
             pass
@@ -171,4 +173,32 @@ def test_end_block_without_carriage_return_drops_the_connection() -> None:
             fixed = await sender.send(message("F1"))
         assert broken.status == "retry" and broken.warning is not None and "framing" in broken.warning
         assert fixed.delivered
+    run(scenario)
+
+
+def raw_is_ack(control_id: str) -> bool:
+    return not control_id.startswith("E")
+
+
+def test_application_ack_asking_for_a_commit_ack_gets_one() -> None:
+    async def respond(conn: int, control_id: str, writer: asyncio.StreamWriter) -> None:
+        if raw_is_ack(control_id):  # our commit ACK for the application ACK: nothing to answer
+            return
+        app_ack = (f"MSH|^~\\&|SITE_EHR|SITE_B|CGT_GW|CGT|20261121120002||ACK^O01^ACK|APP{control_id}|P|2.4"
+                   f"|||AL|NE\rMSA|AA|{control_id}\r").encode()
+        writer.write(framed(ack(control_id, "CA")) + framed(app_ack))
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with RawPeer(respond) as peer, \
+                MllpSender(endpoint(peer.port, wait_for_application_ack=True)) as sender:
+            outcome = await sender.send(message("E7", enhanced=True))
+            for _ in range(50):  # the peer reads our commit ACK
+                if peer.received[1:]:
+                    break
+                await asyncio.sleep(0.01)
+        assert (outcome.status, outcome.ack_code) == ("delivered", "AA")
+        assert len(peer.received) == 2 and peer.received[0] == (1, "E7")
+        assert peer.last_raw is not None
+        assert b"MSA|CA|APPE7\r" in peer.last_raw
     run(scenario)
