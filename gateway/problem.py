@@ -98,6 +98,8 @@ def _request_validation(exc: RequestValidationError) -> GatewayError:
     errors = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in errors):
         return MalformedJson("The request body could not be parsed as JSON.")
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return MalformedJson("The request body is empty; send a JSON object.")
     fields: list[FieldError] = []
     for err in errors:
         loc = tuple(err.get("loc", ()))

@@ -133,6 +133,14 @@ ACME_COI = "CHA999923A1B2C3M"  # ISBT 128 CoI with its check character
 NOVA_COI = "NC-000123"  # GT-HEM-01's pattern: ^NC-[0-9]{6}$
 
 
+def isbt_coi(n: int) -> str:
+    """A distinct valid ISBT 128 CoI (facility A9999, year 23, sequence n) with its check character."""
+    from terminology.isbt128 import check_character
+
+    data = f"CHA999923{n:06d}"
+    return data + check_character(data)
+
+
 def order_body(order_id: str = "ORD-1", **overrides: object) -> dict:
     """A valid acme-bio CART-CD19 order for site-a (override any top-level field)."""
     body: dict = {

@@ -39,26 +39,32 @@ class BodyLimitMiddleware:
                     await self._refusal()(scope, receive, send)
                     return
         received = 0
+        exceeded = False
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    exceeded = True
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
+            # Once the body overflowed, whatever the app answers (FastAPI turns a failed body read
+            # into a 400) is replaced by the 413 below.
             nonlocal started
+            if exceeded:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, guarded_send)
         except _TooLarge:
-            if started:  # pragma: no cover - handlers read the body before answering
-                raise
+            pass
+        if exceeded and not started:
             await self._refusal()(scope, receive, send)
