@@ -518,3 +518,43 @@ def test_hl7v2_messages_come_from_the_renderer_per_profile() -> None:
     assert step.snapshot is not None and step.record is not None
     without = translate(step.snapshot, step.record, fhir_only("site-b"), load_terminology(), GOLDEN_NOW)
     assert without.messages == () and without.resources == with_hl7.resources
+
+
+def test_not_releasable_release_fails_the_task_with_its_reason() -> None:
+    case = load_case(FIXTURES / "events" / "journey-autologous.json")
+    events = [e for e in case.events if e.event_id <= "evt-008"]
+    failed = events[-1].model_copy(
+        update={
+            "event_id": "evt-x",
+            "type": EventType.release_failed,
+            "occurred_at": datetime(2026, 3, 30, 12, tzinfo=UTC),
+            "data": {
+                "reason": "Sterility failure",
+                "disposition": "not_releasable",
+                "results": [{"code": "sterility", "value": "positive", "specification": "negative"}],
+            },
+        }
+    )
+    last = replay_journey(settings(), case.order, [*events, failed], placed_at=case.placed_at)[-1]
+    assert last.snapshot is not None and last.record is not None
+    t = translate(last.snapshot, last.record, profile("site-a"), load_terminology(), GOLDEN_NOW)
+    task = one(t, "Task")
+    assert (task["status"], task["statusReason"]["text"]) == ("failed", "Sterility failure")
+    assert task["executionPeriod"]["end"] == "2026-03-30T12:00:00Z"
+    assert one(t, "ServiceRequest")["status"] == "revoked"
+    (sterility,) = of_type(t, "Observation")
+    assert sterility["interpretation"][0]["coding"][0]["code"] == "A"
+
+
+def test_custody_without_known_material_targets_the_order_with_a_warning() -> None:
+    step = next(s for s, _ in translations("journey-autologous", "site-a") if s.event_id == "evt-003")
+    custody = next(s for s, _ in translations("journey-autologous", "site-a") if s.event_id == "evt-005")
+    assert step.snapshot is not None and step.record is not None and custody.record is not None
+    record = custody.record.model_copy(update={"sequence": step.record.sequence + 1})
+    snapshot = step.snapshot.model_copy(update={"events": (*step.snapshot.events, record)})
+    t = translate(snapshot, record, fhir_only("site-a"), load_terminology(), GOLDEN_NOW)
+    assert one(t, "Provenance")["target"] == [
+        {"reference": f"ServiceRequest/{one(t, 'ServiceRequest')['id']}"}
+    ]
+    assert [(i.code, i.path) for i in t.issues] == [("no-product", "event.data")]
+    assert "focus" not in one(t, "Observation")
