@@ -277,7 +277,7 @@ def render_messages(order: OrderSnapshot, event: EventRecord, profile: SiteProfi
         results = _results_message(common, event, data, profile, terminology, issues)
         if results is not None:
             drafts.append(results)
-    if settings.scheduling:
+    if settings.scheduling and not event.late:  # a late booking is history, not an appointment
         drafts.extend(_scheduling_messages(common, order, event, data))
     if settings.blood_product_status:
         product_status = _product_status_message(common, order, event)

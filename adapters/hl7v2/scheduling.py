@@ -63,10 +63,13 @@ def render_siu(common: seg.Common, appointment: Appointment, trigger: str, *, st
 
 def pending_appointments(order: OrderSnapshot, event: EventRecord
                          ) -> list[tuple[Appointment, datetime, datetime | None]]:
-    """Appointments booked before ``event`` and not yet done (collection / infusion), in booking order."""
+    """Appointments booked before ``event`` and not yet done (collection / infusion), in booking order.
+
+    Late events (a stage behind the order) neither book nor complete an appointment.
+    """
     booked: dict[Appointment, tuple[datetime, datetime | None]] = {}
     for record in order.events:
-        if record.sequence >= event.sequence:
+        if record.sequence >= event.sequence or record.late:
             continue
         if record.type in (EventType.apheresis_scheduled, EventType.apheresis_rescheduled):
             data = record.typed_data()

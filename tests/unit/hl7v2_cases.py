@@ -13,7 +13,7 @@ from typing import Any
 
 import hl7
 from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.parser import parse_message
+from hl7apy.parser import parse_message, parse_segment
 
 from adapters.hl7v2.render import render_messages
 from adapters.hl7v2.structure import check_segment_order
@@ -51,8 +51,9 @@ def journey(site_id: str, case: str) -> tuple[tuple[OrderSnapshot, EventRecord],
     return tuple((s.snapshot, s.record) for s in steps if s.record is not None and s.snapshot is not None)
 
 
-def render(snapshot: OrderSnapshot, record: EventRecord, site_profile: SiteProfile
-           ) -> tuple[tuple[Hl7Message, ...], tuple[MappingIssue, ...]]:
+def render(
+    snapshot: OrderSnapshot, record: EventRecord, site_profile: SiteProfile
+) -> tuple[tuple[Hl7Message, ...], tuple[MappingIssue, ...]]:
     return render_messages(snapshot, record, site_profile, load_terminology(), NOW)
 
 
@@ -64,12 +65,12 @@ def render_journey(site_profile: SiteProfile, case: str) -> list[tuple[EventReco
     return out
 
 
-def validate_hl7apy(message: Hl7Message) -> None:
+def validate_hl7apy(message: Hl7Message) -> tuple[Any, str]:
     """STRICT parse + validate for the declared version; ORM^O01: TOLERANT + our segment-order check."""
     check_segment_order(message.er7)
     if message.message_type == "ORM^O01":
-        parse_message(message.er7, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=True)
-        return
+        tolerant = parse_message(message.er7, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=True)
+        return tolerant, message.er7
     er7 = message.er7
     if message.version == "2.3" and message.message_type in ("SIU^S13", "SIU^S14", "SIU^S15"):
         # HL7 2.3 has no message-structure ids; S13-S15 share S12's syntax (chapter 10), but hl7apy's
@@ -78,20 +79,38 @@ def validate_hl7apy(message: Hl7Message) -> None:
     parsed = parse_message(er7, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
     assert parsed.version == message.version
     parsed.validate()
+    return parsed, er7
+
+
+def _segments(node: Any) -> list[Any]:
+    found = []
+    for child in node.children:
+        found.extend([child] if child.classname == "Segment" else _segments(child))
+    return found
 
 
 def same_fields_in_both_parsers(message: Hl7Message) -> None:
     """Valid for hl7apy, and python-hl7 and hl7apy read every field of every segment as rendered."""
-    validate_hl7apy(message)
-    flat = parse_message(message.er7, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
-    # (TOLERANT, flat: reads every segment, Z-segments included, for the field comparison)
+    parsed, apy_er7 = validate_hl7apy(message)
+    by_name: dict[str, list[Any]] = {}
+    for seg in _segments(parsed):
+        by_name.setdefault(seg.name, []).append(seg)
     parsed_py = hl7.parse(message.er7)
     lines = [line for line in message.er7.split("\r") if line]
-    assert len(parsed_py) == len(lines) == len(flat.children)
-    for line, py_seg, apy_seg in zip(lines, parsed_py, flat.children, strict=True):
+    apy_lines = [line for line in apy_er7.split("\r") if line]
+    assert len(parsed_py) == len(lines)
+    seen: dict[str, int] = {}
+    for line, apy_line, py_seg in zip(lines, apy_lines, parsed_py, strict=True):
         name = line[:3]
         assert str(py_seg) == line
-        assert apy_seg.name == name and apy_seg.to_er7() == line
+        index = seen[name] = seen.get(name, -1) + 1
+        if name.startswith("Z"):  # hl7apy keeps Z-segments outside the grouped tree
+            apy_seg = parse_segment(line, version=message.version)
+        else:
+            apy_seg = by_name[name][index]
+        assert apy_seg.to_er7() == apy_line
         apy_fields = {f.name: f.to_er7() for f in apy_seg.children}
+        py_fields = hl7.parse(apy_line)[0] if apy_line != line else py_seg  # (relabelled 2.3 MSH)
         for number in range(2 if name == "MSH" else 1, len(py_seg)):
-            assert str(py_seg[number]) == apy_fields.get(f"{name}_{number}", ""), (name, number)
+            assert str(py_fields[number]) == apy_fields.get(f"{name}_{number}", ""), (name, number)
+    assert sum(seen.values()) + len(seen) == len(lines)
