@@ -303,7 +303,7 @@ def build_ack(message_er7: str, code: str, *, text: str | None = None, error_cod
     commit ACK; only for a message in enhanced mode, i.e. with MSH-15 or MSH-16 valued).  MSH-3/4 and
     MSH-5/6 are swapped, MSH-9 is ``ACK^<trigger>^ACK`` (``ACK^<trigger>`` up to 2.3), MSA-2 is the
     received MSH-10, MSH-11/12/18 are copied.  ``text`` is escaped; it goes to MSA-3 (cut to 80) and,
-    for an error, to ERR-8 (2.5+) .  An error ACK carries ERR with ``error_code`` (table 0357, default
+    for an error, to ERR-8 (2.5+).  An error ACK carries ERR with ``error_code`` (table 0357, default
     207).  ``control_id`` (the ACK's MSH-10, at most 20 characters) and ``now`` (MSH-7, UTC) are
     generated when not given.  Segments end with ``\\r``.
     """

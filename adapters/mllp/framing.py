@@ -96,7 +96,8 @@ class FrameReader:
                 return None
 
     def messages(self) -> list[bytes]:
-        """Every complete message available now."""
+        """Every complete message available now.  Raises as :meth:`next_message` does, and the messages
+        taken before the error are then lost: use :meth:`next_message` where that matters."""
         found: list[bytes] = []
         while (message := self.next_message()) is not None:
             found.append(message)
