@@ -1,0 +1,78 @@
+"""Prometheus metrics: queue depth and oldest-message age per destination, attempts by outcome,
+delivery latency.
+
+Depth, age and outcome counts are read from the outbox tables at scrape time, so they are right
+whichever process (``serve`` or standalone ``worker``) did the delivering.  Latency is a histogram
+fed by the in-process worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from adapters.delivery_result import DeliveryOutcome
+from gateway.outbox import DeliveryAttempt, MessageState, OutboxMessage, queue_stats
+
+__all__ = ["GatewayMetrics"]
+
+
+class _OutboxCollector(Collector):
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        depth = GaugeMetricFamily("cgt_outbox_messages", "Outbox messages by destination and state",
+                                  labels=["destination", "state"])
+        age = GaugeMetricFamily("cgt_outbox_oldest_pending_age_seconds",
+                                "Age of the oldest pending message per destination", labels=["destination"])
+        outcomes = CounterMetricFamily("cgt_delivery_attempts", "Delivery attempts by destination and outcome",
+                                       labels=["destination", "outcome"])
+        up = GaugeMetricFamily("cgt_outbox_database_up", "1 if the outbox could be read at scrape time")
+        try:
+            with Session(self._engine) as session:
+                stats = queue_stats(session)
+                rows = session.execute(
+                    select(OutboxMessage.destination, DeliveryAttempt.outcome, func.count())
+                    .join(OutboxMessage, OutboxMessage.id == DeliveryAttempt.message_id)  # type: ignore[arg-type]
+                    .group_by(OutboxMessage.destination, DeliveryAttempt.outcome)).all()
+        except SQLAlchemyError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        now = self._clock()
+        for destination, state, count, oldest in stats:
+            depth.add_metric([destination, state], count)
+            if state == MessageState.pending and oldest is not None:
+                oldest_aware = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
+                age.add_metric([destination], max(0.0, (now - oldest_aware).total_seconds()))
+        for destination, outcome, count in rows:
+            outcomes.add_metric([destination, outcome], int(count))
+        yield from (depth, age, outcomes, up)
+
+
+class GatewayMetrics:
+    """One registry per app (tests build many apps; the global registry would collide)."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_OutboxCollector(engine, clock or (lambda: datetime.now(UTC))))
+        self.latency = Histogram("cgt_delivery_latency_seconds", "Latency of one delivery attempt",
+                                 ["destination", "outcome"], registry=self.registry,
+                                 buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+    def observe(self, message: OutboxMessage, outcome: DeliveryOutcome) -> None:
+        if outcome.latency_ms is not None:
+            self.latency.labels(message.destination, outcome.status).observe(outcome.latency_ms / 1000.0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,242 @@
+"""The outbox: one row per (event output, destination), written in the event's own transaction.
+
+A *destination* is one FIFO queue (``site-a/mllp``, ``site-a/fhir``, ``acme-bio/webhook``).
+Rows are delivered strictly in ``id`` order per destination: a message waiting for a retry holds
+the queue; a dead-lettered or skipped message lets it move on.  Every attempt is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, func, select
+from sqlmodel import Field, Session, SQLModel
+
+from gateway.errors import Conflict, NotFound
+
+__all__ = [
+    "MessageState",
+    "OutboxMessage",
+    "DeliveryAttempt",
+    "DestinationLease",
+    "DeliveryAlert",
+    "NewMessage",
+    "enqueue",
+    "head_of_queue",
+    "pending_destinations",
+    "list_messages",
+    "attempts_for",
+    "queue_stats",
+    "get_message",
+    "replay",
+    "skip",
+    "message_view",
+]
+
+
+class MessageState(StrEnum):
+    pending = "pending"  # waiting to be (re)sent; holds its destination's queue
+    delivered = "delivered"
+    dead = "dead"  # permanent failure (AE/CE, 4xx); kept for inspection and replay
+    skipped = "skipped"  # an operator chose not to deliver it, with a reason
+
+
+class OutboxMessage(SQLModel, table=True):
+    __tablename__ = "outbox_message"
+    __table_args__ = (
+        Index("ix_outbox_destination_state_id", "destination", "state", "id"),
+        Index("ix_outbox_order", "manufacturer_id", "order_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                                          primary_key=True, autoincrement=True))
+    destination: str = Field(max_length=200)
+    channel: str = Field(max_length=16)  # mllp | fhir | webhook
+    site_id: str = Field(max_length=64)
+    manufacturer_id: str = Field(max_length=64)
+    order_id: str = Field(max_length=64)
+    event_id: str = Field(max_length=64)
+    control_id: str = Field(max_length=64)  # MSH-10, Bundle id or webhook delivery id: same on every retry
+    message_type: str = Field(max_length=32)  # OML^O21, transaction, order.status ...
+    content_type: str = Field(max_length=64)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(default=MessageState.pending, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime
+    created_at: datetime
+    finished_at: datetime | None = None
+    last_outcome: str | None = Field(default=None, max_length=32)
+    last_detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    skip_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    __tablename__ = "delivery_attempt"
+    __table_args__ = (Index("ix_attempt_message", "message_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                                          primary_key=True, autoincrement=True))
+    message_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    attempted_at: datetime
+    outcome: str = Field(max_length=32)  # delivered | retry | dead | warning
+    ack_code: str | None = Field(default=None, max_length=8)
+    http_status: int | None = None
+    latency_ms: float | None = None
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    worker_id: str | None = Field(default=None, max_length=128)
+
+
+class DestinationLease(SQLModel, table=True):
+    """One worker delivers a destination at a time; the lease expires if the worker dies."""
+
+    __tablename__ = "destination_lease"
+
+    destination: str = Field(primary_key=True, max_length=200)
+    owner: str = Field(max_length=128)
+    expires_at: datetime
+
+
+class DeliveryAlert(SQLModel, table=True):
+    __tablename__ = "delivery_alert"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime
+    destination: str = Field(max_length=200)
+    message_id: int | None = None
+    kind: str = Field(max_length=32)  # dead-letter | ack-mismatch | retries-exceeded
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class NewMessage(SQLModel):
+    """What the pipeline asks to enqueue (no id/state yet)."""
+
+    destination: str
+    channel: str
+    control_id: str
+    message_type: str
+    content_type: str
+    payload: str
+
+
+def enqueue(session: Session, messages: Sequence[NewMessage], *, site_id: str, manufacturer_id: str,
+            order_id: str, event_id: str, now: datetime) -> list[OutboxMessage]:
+    """Add rows in the caller's transaction (the caller commits with the event)."""
+    rows = [
+        OutboxMessage(destination=m.destination, channel=m.channel, site_id=site_id,
+                      manufacturer_id=manufacturer_id, order_id=order_id, event_id=event_id,
+                      control_id=m.control_id, message_type=m.message_type, content_type=m.content_type,
+                      payload=m.payload, next_attempt_at=now, created_at=now)
+        for m in messages
+    ]
+    session.add_all(rows)
+    return rows
+
+
+def pending_destinations(session: Session) -> list[str]:
+    stmt = select(OutboxMessage.destination).where(OutboxMessage.state == MessageState.pending).distinct()
+    return sorted(session.execute(stmt).scalars())
+
+
+def head_of_queue(session: Session, destination: str) -> OutboxMessage | None:
+    """The oldest message still pending for ``destination`` (FIFO head), or None."""
+    stmt = (select(OutboxMessage)
+            .where(OutboxMessage.destination == destination, OutboxMessage.state == MessageState.pending)
+            .order_by(OutboxMessage.id).limit(1))  # type: ignore[arg-type]
+    return session.execute(stmt).scalars().first()
+
+
+def list_messages(session: Session, *, destination: str | None = None, state: str | None = None,
+                  after_id: int | None = None, limit: int = 100) -> list[OutboxMessage]:
+    stmt = select(OutboxMessage).order_by(OutboxMessage.id).limit(limit)  # type: ignore[arg-type]
+    if destination:
+        stmt = stmt.where(OutboxMessage.destination == destination)
+    if state:
+        stmt = stmt.where(OutboxMessage.state == state)
+    if after_id is not None:
+        stmt = stmt.where(OutboxMessage.id > after_id)  # type: ignore[operator]
+    return list(session.execute(stmt).scalars())
+
+
+def attempts_for(session: Session, message_id: int) -> list[DeliveryAttempt]:
+    stmt = (select(DeliveryAttempt).where(DeliveryAttempt.message_id == message_id)
+            .order_by(DeliveryAttempt.id))  # type: ignore[arg-type]
+    return list(session.execute(stmt).scalars())
+
+
+def queue_stats(session: Session) -> list[tuple[str, str, int, datetime | None]]:
+    """(destination, state, count, oldest created_at) for every destination and state."""
+    stmt = (select(OutboxMessage.destination, OutboxMessage.state, func.count(),
+                   func.min(OutboxMessage.created_at))
+            .group_by(OutboxMessage.destination, OutboxMessage.state))
+    return [(d, s, int(n), oldest) for d, s, n, oldest in session.execute(stmt).all()]
+
+
+
+
+def get_message(session: Session, message_id: int) -> OutboxMessage:
+    message = session.get(OutboxMessage, message_id)
+    if message is None:
+        raise NotFound(f"outbox message {message_id} does not exist", code="message-not-found")
+    return message
+
+
+def replay(session: Session, message_id: int, *, now: datetime) -> OutboxMessage:
+    """Put a dead-lettered or skipped message back at its place in the queue (same control id).
+
+    It keeps its id, so it is delivered before anything queued after it: FIFO holds for replays.
+    """
+    message = get_message(session, message_id)
+    if message.state not in (MessageState.dead, MessageState.skipped):
+        raise Conflict(f"message {message_id} is {message.state}; only dead or skipped messages can be replayed",
+                       code="not-replayable")
+    message.state = MessageState.pending
+    message.next_attempt_at = now
+    message.finished_at = None
+    session.add(message)
+    session.commit()
+    session.refresh(message)
+    return message
+
+
+def skip(session: Session, message_id: int, *, reason: str, now: datetime) -> OutboxMessage:
+    """Take a pending or dead message out of the queue for good, recording who-knows-why."""
+    if not reason.strip():
+        raise Conflict("a reason is required to skip a message", code="reason-required")
+    message = get_message(session, message_id)
+    if message.state not in (MessageState.pending, MessageState.dead):
+        raise Conflict(f"message {message_id} is {message.state}; only pending or dead messages can be skipped",
+                       code="not-skippable")
+    message.state = MessageState.skipped
+    message.skip_reason = reason
+    message.finished_at = now
+    session.add(message)
+    session.commit()
+    session.refresh(message)
+    return message
+
+
+def message_view(message: OutboxMessage, attempts: Sequence[DeliveryAttempt] | None = None,
+                 *, with_payload: bool = False) -> dict[str, object]:
+    """JSON-ready view for the admin API and CLI. The payload (PHI) only when asked for."""
+    view: dict[str, object] = {
+        "id": message.id, "destination": message.destination, "channel": message.channel,
+        "site_id": message.site_id, "manufacturer_id": message.manufacturer_id, "order_id": message.order_id,
+        "event_id": message.event_id, "control_id": message.control_id, "message_type": message.message_type,
+        "state": message.state, "attempts": message.attempts,
+        "next_attempt_at": message.next_attempt_at.isoformat(), "created_at": message.created_at.isoformat(),
+        "finished_at": message.finished_at.isoformat() if message.finished_at else None,
+        "last_outcome": message.last_outcome, "last_detail": message.last_detail,
+        "skip_reason": message.skip_reason,
+    }
+    if attempts is not None:
+        view["attempt_log"] = [
+            {"at": a.attempted_at.isoformat(), "outcome": a.outcome, "ack_code": a.ack_code,
+             "http_status": a.http_status, "latency_ms": a.latency_ms, "detail": a.detail, "worker": a.worker_id}
+            for a in attempts
+        ]
+    if with_payload:
+        view["payload"] = message.payload
+        view["content_type"] = message.content_type
+    return view
