@@ -1,0 +1,89 @@
+"""The README's curl examples, run verbatim (port aside) against a real `cgt-gateway serve`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRST_RUN = [201, 201, 201, 201, 200, 200, 422, 200, 422, 400, 404, 403, 401, 201]
+REPEAT_RUN = [200, 200, 200, 200, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "CGT_GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.db'}",
+           "CGT_GATEWAY_PORT": str(port)}
+    env.pop("CGT_GATEWAY_CONFIG", None)
+    cli = Path(sys.executable).parent / "cgt-gateway"
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen([str(cli), "serve"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "server.log").read_text())
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+    text = (tmp_path / "server.log").read_text()
+    for secret in ("Doe", "Jane", "MRN-0042", "1980-04-12", "Roe", "B-7781"):
+        assert secret not in text, f"{secret!r} appeared in the server log"
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    commands: list[str] = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        if "make run" in block or "token create" in block:
+            continue
+        current = ""
+        for line in block.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            current += line + "\n"
+            if not line.rstrip().endswith("\\") and current.count("'") % 2 == 0:
+                commands.append(current)
+                current = ""
+    return commands
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_curl_examples_work_verbatim(server):
+    commands = _readme_commands()
+    assert len(commands) == len(FIRST_RUN)
+    for expected in (FIRST_RUN, REPEAT_RUN):
+        statuses = []
+        for command in commands:
+            assert "http://127.0.0.1:8080" in command
+            command = command.replace("http://127.0.0.1:8080", server).replace("curl -s ", "curl -s -o /dev/null "
+                                                                                "-w '%{http_code}' ", 1)
+            out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True)
+            statuses.append(int(out.stdout.strip()))
+        assert statuses == expected
