@@ -42,6 +42,8 @@ from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, Session, SQLModel
 
@@ -152,16 +154,13 @@ class FhirClock(SQLModel, table=True):
     last_us: int = _big()
 
 
-FHIR_TABLES = tuple(
-    m.__table__ for m in (FhirResourceVersion, FhirResourceCurrent, FhirResourceAccess,  # type: ignore[attr-defined]
-                          FhirSearchToken, FhirSearchDate, FhirClock)
-)
-_V = FhirResourceVersion.__table__  # type: ignore[attr-defined]
-_C = FhirResourceCurrent.__table__  # type: ignore[attr-defined]
-_A = FhirResourceAccess.__table__  # type: ignore[attr-defined]
-_T = FhirSearchToken.__table__  # type: ignore[attr-defined]
-_D = FhirSearchDate.__table__  # type: ignore[attr-defined]
-_K = FhirClock.__table__  # type: ignore[attr-defined]
+_V: sa.Table = FhirResourceVersion.__table__  # type: ignore[attr-defined]
+_C: sa.Table = FhirResourceCurrent.__table__  # type: ignore[attr-defined]
+_A: sa.Table = FhirResourceAccess.__table__  # type: ignore[attr-defined]
+_T: sa.Table = FhirSearchToken.__table__  # type: ignore[attr-defined]
+_D: sa.Table = FhirSearchDate.__table__  # type: ignore[attr-defined]
+_K: sa.Table = FhirClock.__table__  # type: ignore[attr-defined]
+FHIR_TABLES: tuple[sa.Table, ...] = (_V, _C, _A, _T, _D, _K)
 
 
 @dataclass(frozen=True)
@@ -188,7 +187,8 @@ class StoredVersion:
 def content_hash(resource: dict[str, Any]) -> str:
     """SHA-256 of the resource without ``meta.versionId``/``meta.lastUpdated`` (sorted keys)."""
     content = dict(resource)
-    meta = {k: v for k, v in (content.pop("meta", None) or {}).items() if k not in ("versionId", "lastUpdated")}
+    meta = {k: v for k, v in (content.pop("meta", None) or {}).items()
+            if k not in ("versionId", "lastUpdated")}
     if meta:
         content["meta"] = meta
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -199,13 +199,15 @@ def _conn(session: Session | Connection) -> Connection:
 
 
 def _lock_clock(conn: Connection) -> int:
+    """Lock the clock row until commit and return the last stamp handed out."""
     stmt = sa.select(_K.c.last_us).where(_K.c.id == 1)
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     last = conn.execute(stmt).scalar_one_or_none()
-    if last is None:  # a database created without the migration's seed row
-        conn.execute(_K.insert().values(id=1, last_us=0))
-        last = 0
+    if last is None:  # the migration seeds the row; recreate it if someone emptied the table
+        dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(dialect_insert(_K).values(id=1, last_us=0).on_conflict_do_nothing())
+        last = conn.execute(stmt).scalar_one()
     return int(last)
 
 
@@ -249,8 +251,9 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
     for key, resource in latest.items():
         row = conn.execute(sa.select(_C.c.version_id, _C.c.content_sha256).where(
             _C.c.resource_type == key[0], _C.c.resource_id == key[1])).first()
-        seen = {(r.tenant_kind, r.tenant_id) for r in conn.execute(sa.select(_A.c.tenant_kind, _A.c.tenant_id).where(
-            _A.c.resource_type == key[0], _A.c.resource_id == key[1]))}
+        access = conn.execute(sa.select(_A.c.tenant_kind, _A.c.tenant_id).where(
+            _A.c.resource_type == key[0], _A.c.resource_id == key[1]))
+        seen = {(r.tenant_kind, r.tenant_id) for r in access}
         missing = [t for t in tenants if t not in seen]
         digest = content_hash(resource)
         if row is not None and row.content_sha256 == digest and not missing:
@@ -265,7 +268,8 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
     for (rtype, rid), resource, digest, old_version, missing in plan:
         version = 1 if old_version is None else old_version + 1
         rest = copy.deepcopy(dict(resource))
-        meta = {**(rest.pop("meta", None) or {}), "versionId": str(version), "lastUpdated": format_instant(stamp)}
+        meta = {**(rest.pop("meta", None) or {}), "versionId": str(version),
+                "lastUpdated": format_instant(stamp)}
         stored = {"resourceType": rest.pop("resourceType"), "id": rest.pop("id"), "meta": meta, **rest}
         body = orjson.dumps(stored)
         conn.execute(_V.insert().values(resource_type=rtype, resource_id=rid, version_id=version,
@@ -314,7 +318,8 @@ def _stored(row: Any, rtype: str | None = None) -> StoredVersion:
                          int(row.last_updated_us), bytes(row.body))
 
 
-def read_current(conn: Connection, scope: Scope, resource_type: str, resource_id: str) -> StoredVersion | None:
+def read_current(conn: Connection, scope: Scope, resource_type: str,
+                 resource_id: str) -> StoredVersion | None:
     row = conn.execute(sa.select(_C).where(
         _C.c.resource_type == resource_type, _C.c.resource_id == resource_id,
         visible_clause(scope, resource_type, _C.c.resource_id))).first()
@@ -334,7 +339,7 @@ def read_many(conn: Connection, scope: Scope, refs: Iterable[tuple[str, str]]) -
     by_type: dict[str, set[str]] = {}
     for rtype, rid in refs:
         by_type.setdefault(rtype, set()).add(rid)
-    found = []
+    found: list[StoredVersion] = []
     for rtype, ids in sorted(by_type.items()):
         rows = conn.execute(sa.select(_C).where(
             _C.c.resource_type == rtype, _C.c.resource_id.in_(sorted(ids)),

@@ -1,6 +1,20 @@
 """The FHIR R4 API (``/fhir``) that EHR engines poll: read, vread, history and search over the
-resource store (:mod:`gateway.fhir_store`).  ``router`` is included by the app factory."""
+resource store (:mod:`gateway.fhir_store`).  ``router`` is included by the app factory.
 
-from gateway.fhir_api.routes import router
+``router`` is resolved on first access (PEP 562) so that :mod:`gateway.fhir_store` can import the
+pure :mod:`gateway.fhir_api.search_params` without importing the routes (which import the store).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["router"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "router":
+        from gateway.fhir_api.routes import router
+
+        return router
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -90,12 +90,13 @@ def history_bundle(base: str, path: str, *, self_params: Sequence[Pair], version
     entries = []
     for stored in versions:
         created = stored.version_id == 1
+        path = stored.resource_type if created else f"{stored.resource_type}/{stored.resource_id}"
         entries.append({
             **_resource_entry(base, stored),
             "request": {"method": "POST" if created else "PUT",
-                        "url": stored.resource_type if created else f"{stored.resource_type}/{stored.resource_id}"},
-            "response": {"status": "201 Created" if created else "200 OK", "etag": entry_etag(stored.version_id),
-                         "lastModified": stored.last_updated},
+                        "url": path},
+            "response": {"status": "201 Created" if created else "200 OK",
+                         "etag": entry_etag(stored.version_id), "lastModified": stored.last_updated},
         })
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "link": links}
     if entries:

@@ -8,6 +8,7 @@ everything; whatever the caller may not see is answered exactly like what does n
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
+
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.engine import Connection
@@ -27,7 +28,8 @@ from gateway.fhir_api.capability import capability_statement
 from gateway.fhir_api.outcome import FhirError, FhirRoute, check_format, fhir_response
 from gateway.fhir_api.params import SearchQuery, is_lenient, parse_history, parse_search
 from gateway.fhir_api.search_params import RESOURCE_TYPES, SEARCH_PARAMS, to_us
-from gateway.fhir_store import Scope, StoredVersion, read_current, read_many, read_version
+from gateway.fhir_api.shared import ensure_published
+from gateway.fhir_store import PUBLIC_TYPES, Scope, StoredVersion, read_current, read_many, read_version
 
 __all__ = ["router", "scope_for"]
 
@@ -51,9 +53,11 @@ def _connect(request: Request) -> Connection:
     return request.app.state.context.engine.connect()  # type: ignore[no-any-return]
 
 
-def _type(resource_type: str) -> str:
+def _type(request: Request, resource_type: str) -> str:
     if resource_type not in RESOURCE_TYPES:
         raise FhirError(404, "not-supported", f"Resource type {resource_type!r} is not served here")
+    if resource_type in PUBLIC_TYPES:
+        ensure_published(request.app.state.context)
     return resource_type
 
 
@@ -81,7 +85,8 @@ def _serve(request: Request, stored: StoredVersion) -> Response:
                 modified_since = parsedate_to_datetime(since)
             except (TypeError, ValueError):
                 modified_since = None
-            if modified_since is not None and stored.last_updated_us // 1_000_000 <= to_us(modified_since) // 1_000_000:
+            seconds = stored.last_updated_us // 1_000_000
+            if modified_since is not None and seconds <= to_us(modified_since) // 1_000_000:
                 return Response(status_code=304, headers=headers)
     return fhir_response(orjson.Fragment(stored.body), headers=headers)
 
@@ -96,14 +101,14 @@ def metadata(request: Request) -> Response:
 def type_history(resource_type: str, request: Request,
                  principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
-    return _history(request, principal, _type(resource_type), None)
+    return _history(request, principal, _type(request, resource_type), None)
 
 
 @router.get("/{resource_type}/{resource_id}/_history", name="fhir_instance_history")
 def instance_history(resource_type: str, resource_id: str, request: Request,
                      principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
-    return _history(request, principal, _type(resource_type), resource_id)
+    return _history(request, principal, _type(request, resource_type), resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", name="fhir_vread")
@@ -111,7 +116,7 @@ def vread(resource_type: str, resource_id: str, version_id: str, request: Reques
           principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
     scope = scope_for(principal)
-    _type(resource_type)
+    _type(request, resource_type)
     if not version_id.isdigit():
         raise _not_found(resource_type, resource_id, version_id)
     with _connect(request) as conn:
@@ -126,7 +131,7 @@ def read(resource_type: str, resource_id: str, request: Request,
          principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
     scope = scope_for(principal)
-    _type(resource_type)
+    _type(request, resource_type)
     with _connect(request) as conn:
         stored = read_current(conn, scope, resource_type, resource_id)
     if stored is None:
@@ -135,10 +140,11 @@ def read(resource_type: str, resource_id: str, request: Request,
 
 
 @router.get("/{resource_type}", name="fhir_search")
-def search(resource_type: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+def search(resource_type: str, request: Request,
+           principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
     scope = scope_for(principal)
-    _type(resource_type)
+    _type(request, resource_type)
     lenient = is_lenient(request.headers.get("prefer"))
     items = _items(request)
     after: query.SearchKey | None = None
@@ -165,7 +171,8 @@ def search(resource_type: str, request: Request, principal: Principal = Depends(
                                    includes=includes, total=total, next_params=next_params))
 
 
-def _includes(conn: Connection, scope: Scope, q: SearchQuery, matches: list[StoredVersion]) -> list[StoredVersion]:
+def _includes(conn: Connection, scope: Scope, q: SearchQuery,
+              matches: list[StoredVersion]) -> list[StoredVersion]:
     if not q.includes or not matches:
         return []
     refs: list[tuple[str, str]] = []

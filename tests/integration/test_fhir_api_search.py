@@ -21,8 +21,8 @@ def orders(engine) -> dict[str, dict[str, dict]]:
     """o1, o3 at site-a/acme (o3 completed, modified two days later), o2 at site-b/nova."""
     specs = {"o1": {"now": T0},
              "o2": {"now": T0 + timedelta(minutes=1), "site_id": "site-b", "manufacturer_id": "nova-cell"},
-             "o3": {"now": T0 + timedelta(minutes=2), "task_status": "completed", "business_status": "infused",
-                    "modified": T0 + timedelta(days=2)}}
+             "o3": {"now": T0 + timedelta(minutes=2), "task_status": "completed",
+                    "business_status": "infused", "modified": T0 + timedelta(days=2)}}
     made = {}
     for order_id, spec in specs.items():
         seed_order(engine, order_id, **spec)
@@ -86,23 +86,27 @@ def test_last_updated_prefixes(client, orders):
     for prefix, expected in [("gt", [o3]), ("ge", [o2, o3]), ("lt", [o1]), ("le", [o1, o2]), ("eq", [o2]),
                              ("", [o2])]:
         assert ids(search(client, "Task", {"_lastUpdated": f"{prefix}{at}"})) == expected, prefix
-    assert ids(search(client, "Task", {"_lastUpdated": ["gt2026-11-01T09:00:00Z", "lt2026-11-01T09:02:00Z"]})) == [o2]
-    assert ids(search(client, "Task", {"_lastUpdated": "2026-11-01T09:01"})) == [o2]  # minute precision = range
+    window = {"_lastUpdated": ["gt2026-11-01T09:00:00Z", "lt2026-11-01T09:02:00Z"]}
+    assert ids(search(client, "Task", window)) == [o2]
+    minute = {"_lastUpdated": "2026-11-01T09:01"}  # minute precision: the whole minute
+    assert ids(search(client, "Task", minute)) == [o2]
 
 
 def test_other_resource_parameters(client, orders):
     o1 = orders["o1"]
     sr, patient = o1["ServiceRequest"], o1["Patient"]
-    assert ids(search(client, "ServiceRequest", {"status": "active", "patient": f"Patient/{patient['id']}"})) == [sr["id"]]
+    by_patient = {"status": "active", "patient": f"Patient/{patient['id']}"}
+    assert ids(search(client, "ServiceRequest", by_patient)) == [sr["id"]]
     assert ids(search(client, "ServiceRequest", {"identifier": "urn:site-a:placer|o1"})) == [sr["id"]]
     assert ids(search(client, "ServiceRequest", {"status": "revoked"})) == []
     obs = o1["Observation"]
     assert ids(search(client, "Observation", {"based-on": sr["id"]})) == [obs["id"]]
     assert ids(search(client, "Observation", {"patient": patient["id"]})) == [obs["id"]]
     assert len(ids(search(client, "Observation", {"code": "http://loinc.org|26464-8"}))) == 3
-    assert ids(search(client, "Observation", {"date": "lt2026-11-01T08:30:00Z"})) == [obs["id"], orders["o2"]["Observation"]["id"]]
-    assert ids(search(client, "Observation", {"focus": f"BiologicallyDerivedProduct/{o1['BiologicallyDerivedProduct']['id']}"})) == [obs["id"]]
+    early = ids(search(client, "Observation", {"date": "lt2026-11-01T08:30:00Z"}))
+    assert early == [obs["id"], orders["o2"]["Observation"]["id"]]
     target = f"BiologicallyDerivedProduct/{o1['BiologicallyDerivedProduct']['id']}"
+    assert ids(search(client, "Observation", {"focus": target})) == [obs["id"]]
     assert ids(search(client, "Provenance", {"target": target})) == [o1["Provenance"]["id"]]
     assert len(ids(search(client, "Patient", {}))) == 3
 
@@ -114,7 +118,8 @@ def test_include_focus_and_patient_without_leaking(client, orders):
     expected = {orders[o][rt]["id"] for o in ("o1", "o3") for rt in ("ServiceRequest", "Patient")}
     assert set(included) == expected and len(included) == 4
     assert "total" not in bundle
-    only_focus = search(client, "Task", {"_include": "Task:focus", "_id": orders["o1"]["Task"]["id"]}, headers=SITE_A)
+    only_focus = search(client, "Task", {"_include": "Task:focus", "_id": orders["o1"]["Task"]["id"]},
+                        headers=SITE_A)
     assert ids(only_focus, "include") == [orders["o1"]["ServiceRequest"]["id"]]
 
 
@@ -191,8 +196,8 @@ def test_lenient_handling_ignores_unknown_parameters(client, orders):
                     headers={**ADMIN, "Prefer": "handling=lenient"})
     assert ids(bundle) == [orders["o3"]["Task"]["id"]]
     assert bundle["link"][0]["url"] == "http://testserver/fhir/Task?status=completed"
-    outcome(client.get("/fhir/Task", params={"colour": "red"}, headers={**ADMIN, "Prefer": "handling=strict"}),
-            400, "not-supported")
+    strict = {**ADMIN, "Prefer": "handling=strict"}
+    outcome(client.get("/fhir/Task", params={"colour": "red"}, headers=strict), 400, "not-supported")
 
 
 _SAMPLES = {"token": "x", "reference": "Organization/x", "date": "ge2026-01-01"}
@@ -203,8 +208,8 @@ def test_capability_statement_matches_the_implementation(client, orders):
     cs = ok(client.get("/fhir/metadata"))
     assert cs["fhirVersion"] == "4.0.1" and set(cs["format"]) == {"json", "application/fhir+json"}
     resources = {r["type"]: r for r in cs["rest"][0]["resource"]}
-    assert set(resources) == {"Task", "ServiceRequest", "Observation", "Provenance", "BiologicallyDerivedProduct",
-                              "Patient", "Organization", "Practitioner", "CodeSystem"}
+    assert set(resources) == {"Task", "ServiceRequest", "Observation", "Provenance", "Patient",
+                              "BiologicallyDerivedProduct", "Organization", "Practitioner", "CodeSystem"}
     for rtype, resource in resources.items():
         assert {i["code"] for i in resource["interaction"]} == {"read", "vread", "history-instance",
                                                                "history-type", "search-type"}

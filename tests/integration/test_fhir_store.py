@@ -23,9 +23,7 @@ from gateway.fhir_store import (
     read_version,
     save_translation,
 )
-from tests.integration.test_fhir_store_support import T0, fhir_engine, order_resources, seed_order
-
-__all__ = ["fhir_engine"]
+from tests.integration.test_fhir_store_support import T0, order_resources, seed_order
 
 SITE_A = Scope("site", "site-a")
 SITE_B = Scope("site", "site-b")
@@ -37,27 +35,27 @@ def _task(resources: list[dict]) -> dict:
     return next(r for r in resources if r["resourceType"] == "Task")
 
 
-def test_first_save_writes_version_1_with_meta(fhir_engine):
-    written = seed_order(fhir_engine, "o1", now=T0)
+def test_first_save_writes_version_1_with_meta(engine):
+    written = seed_order(engine, "o1", now=T0)
     assert len(written) == 9
     for resource in written:
         assert resource["meta"] == {"versionId": "1", "lastUpdated": format_instant(to_us(T0))}
     task = _task(written)
-    with fhir_engine.connect() as conn:
+    with engine.connect() as conn:
         stored = read_current(conn, SITE_A, "Task", task["id"])
     assert stored is not None and stored.version_id == 1
     assert orjson.loads(stored.body) == task
 
 
-def test_replay_writes_nothing_and_change_writes_version_2(fhir_engine):
-    seed_order(fhir_engine, "o1", now=T0)
-    assert seed_order(fhir_engine, "o1", now=T0 + timedelta(seconds=5)) == []
-    written = seed_order(fhir_engine, "o1", now=T0 + timedelta(seconds=9), task_status="in-progress",
+def test_replay_writes_nothing_and_change_writes_version_2(engine):
+    seed_order(engine, "o1", now=T0)
+    assert seed_order(engine, "o1", now=T0 + timedelta(seconds=5)) == []
+    written = seed_order(engine, "o1", now=T0 + timedelta(seconds=9), task_status="in-progress",
                          business_status="manufacturing")
     # only the Task changed (lastModified is the same): one new version
     assert [(r["resourceType"], r["meta"]["versionId"]) for r in written] == [("Task", "2")]
     task_id = written[0]["id"]
-    with fhir_engine.connect() as conn:
+    with engine.connect() as conn:
         v1 = read_version(conn, SITE_A, "Task", task_id, 1)
         v2 = read_current(conn, SITE_A, "Task", task_id)
         count = conn.execute(sa.select(sa.func.count()).select_from(FhirResourceVersion)).scalar_one()
@@ -67,36 +65,36 @@ def test_replay_writes_nothing_and_change_writes_version_2(fhir_engine):
     assert count == 10
 
 
-def test_meta_version_fields_in_input_are_ignored_for_change_detection(fhir_engine):
+def test_meta_version_fields_in_input_are_ignored_for_change_detection(engine):
     resources = order_resources("o1")
-    with write_session(fhir_engine) as session:
+    with write_session(engine) as session:
         save_translation(session, site_id="site-a", manufacturer_id="acme-bio", order_id="o1",
                          resources=resources, now=T0)
     for r in resources:
         r["meta"] = {"versionId": "77", "lastUpdated": "2020-01-01T00:00:00Z"}
-    with write_session(fhir_engine) as session:
+    with write_session(engine) as session:
         assert save_translation(session, site_id="site-a", manufacturer_id="acme-bio", order_id="o1",
                                 resources=resources, now=T0 + timedelta(seconds=1)) == []
 
 
-def test_last_updated_is_strictly_monotonic_even_when_now_goes_backwards(fhir_engine):
-    first = seed_order(fhir_engine, "o1", now=T0)
-    second = seed_order(fhir_engine, "o2", now=T0 - timedelta(hours=1))  # a slow writer's clock
+def test_last_updated_is_strictly_monotonic_even_when_now_goes_backwards(engine):
+    first = seed_order(engine, "o1", now=T0)
+    second = seed_order(engine, "o2", now=T0 - timedelta(hours=1))  # a slow writer's clock
     lu1 = date_range(first[0]["meta"]["lastUpdated"])[0]
     lu2 = date_range(second[-1]["meta"]["lastUpdated"])[0]
     assert lu2 == lu1 + 1
 
 
-def test_access_rows_share_resources_between_tenants_and_hide_the_rest(fhir_engine):
-    a = seed_order(fhir_engine, "o1", now=T0)  # site-a / acme-bio
-    b = seed_order(fhir_engine, "o2", now=T0 + timedelta(seconds=1), site_id="site-b",
+def test_access_rows_share_resources_between_tenants_and_hide_the_rest(engine):
+    a = seed_order(engine, "o1", now=T0)  # site-a / acme-bio
+    b = seed_order(engine, "o2", now=T0 + timedelta(seconds=1), site_id="site-b",
                    manufacturer_id="nova-cell")
     mfr_acme = a[0]
     practitioner = a[2]
     assert b[2]["id"] == practitioner["id"]  # same NPI: one shared Practitioner
     # site-b gaining access to the shared Practitioner writes a version so its pollers see it
     assert b[2]["meta"]["versionId"] == "2"
-    with fhir_engine.connect() as conn:
+    with engine.connect() as conn:
         assert read_current(conn, SITE_A, "Task", _task(a)["id"]) is not None
         assert read_current(conn, ACME, "Task", _task(a)["id"]) is not None
         assert read_current(conn, SITE_B, "Task", _task(a)["id"]) is None
@@ -113,20 +111,20 @@ def test_access_rows_share_resources_between_tenants_and_hide_the_rest(fhir_engi
                              ("site", "site-a"), ("site", "site-b")]
 
 
-def test_second_order_of_same_tenants_adds_no_version_to_shared_resources(fhir_engine):
-    seed_order(fhir_engine, "o1", now=T0)
-    written = seed_order(fhir_engine, "o2", now=T0 + timedelta(seconds=1))
+def test_second_order_of_same_tenants_adds_no_version_to_shared_resources(engine):
+    seed_order(engine, "o1", now=T0)
+    written = seed_order(engine, "o2", now=T0 + timedelta(seconds=1))
     types = sorted(r["resourceType"] for r in written)
     assert "Practitioner" not in types and "Organization" not in types
     assert "Task" in types
 
 
-def test_search_index_follows_current_version(fhir_engine):
-    seed_order(fhir_engine, "o1", now=T0)
-    written = seed_order(fhir_engine, "o1", now=T0 + timedelta(seconds=3), task_status="completed",
+def test_search_index_follows_current_version(engine):
+    seed_order(engine, "o1", now=T0)
+    written = seed_order(engine, "o1", now=T0 + timedelta(seconds=3), task_status="completed",
                          modified=T0 + timedelta(days=2))
     task_id = _task(written)["id"]
-    with fhir_engine.connect() as conn:
+    with engine.connect() as conn:
         tokens = conn.execute(sa.select(FhirSearchToken.param, FhirSearchToken.system, FhirSearchToken.value)
                               .where(FhirSearchToken.resource_id == task_id)).all()
         dates = conn.execute(sa.select(FhirSearchDate.param, FhirSearchDate.start_us)
@@ -137,8 +135,8 @@ def test_search_index_follows_current_version(fhir_engine):
     assert dates == [("modified", to_us(T0 + timedelta(days=2)))]
 
 
-def test_bad_input_is_refused_and_empty_input_writes_nothing(fhir_engine):
-    with write_session(fhir_engine) as session:
+def test_bad_input_is_refused_and_empty_input_writes_nothing(engine):
+    with write_session(engine) as session:
         assert save_translation(session, site_id="s", manufacturer_id="m", order_id="o", resources=[],
                                 now=T0) == []
         with pytest.raises(ValueError, match="resourceType and an id"):
@@ -148,18 +146,19 @@ def test_bad_input_is_refused_and_empty_input_writes_nothing(fhir_engine):
             publish_shared(session, resources=[{"resourceType": "Task", "id": "x"}], now=T0)
 
 
-def test_shared_codesystem_is_public_and_idempotent(fhir_engine):
-    cs = {"resourceType": "CodeSystem", "id": "cgt-business-status", "status": "active", "content": "complete",
+def test_shared_codesystem_is_public_and_idempotent(engine):
+    cs = {"resourceType": "CodeSystem", "id": "cgt-business-status", "status": "active",
+          "content": "complete",
           "url": "https://cgt-gateway.example.org/fhir/CodeSystem/cgt-business-status"}
-    with write_session(fhir_engine) as session:
+    with write_session(engine) as session:
         assert len(publish_shared(session, resources=[cs], now=T0)) == 1
-    with write_session(fhir_engine) as session:
+    with write_session(engine) as session:
         assert publish_shared(session, resources=[cs], now=T0) == []
-    with fhir_engine.connect() as conn:
+    with engine.connect() as conn:
         assert read_current(conn, NOVA, "CodeSystem", "cgt-business-status").version_id == 1
 
 
-def test_concurrent_writers_get_distinct_increasing_stamps_in_commit_order(fhir_engine):
+def test_concurrent_writers_get_distinct_increasing_stamps_in_commit_order(engine):
     """Many threads write at the same ``now``; every transaction gets its own stamp, and the
     order of stamps equals the order of commits (the clock row serialises writers)."""
     commit_order: list[int] = []
@@ -170,7 +169,7 @@ def test_concurrent_writers_get_distinct_increasing_stamps_in_commit_order(fhir_
         try:
             for i in range(5):
                 order_id = f"w{n}-{i}"
-                with write_session(fhir_engine) as session:
+                with write_session(engine) as session:
                     written = save_translation(session, site_id="site-a", manufacturer_id="acme-bio",
                                                order_id=order_id, resources=order_resources(order_id)[3:],
                                                now=T0)

@@ -1,45 +1,23 @@
-"""Shared by the FHIR store/API/poller tests: engines, hand-built valid R4 resources, seeding.
+"""Shared by the FHIR store/API/poller tests: hand-built valid R4 resources and seeding.
 
 (Named ``test_*`` only so it sits with the files it serves; it holds no tests.)
 """
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.db import make_engine, migrate, write_session
+from gateway.db import write_session
 from gateway.fhir_store import save_translation
 
-__all__ = ["fhir_engine", "order_resources", "seed_order", "T0", "BS_SYSTEM"]
+__all__ = ["order_resources", "seed_order", "T0", "BS_SYSTEM"]
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 BS_SYSTEM = "https://cgt-gateway.example.org/fhir/CodeSystem/cgt-business-status"
-_PG_URL = os.environ.get("CGT_GATEWAY_TEST_DATABASE_URL")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def fhir_engine(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Engine]:
-    """A migrated, empty database (SQLite file, or PostgreSQL when the test URL is set)."""
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path}/fhir.db")
-    else:
-        if not _PG_URL:
-            pytest.skip("CGT_GATEWAY_TEST_DATABASE_URL is not set")
-        engine = make_engine(_PG_URL)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            conn.execute(sa.text("CREATE SCHEMA public"))
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def _id(*parts: str) -> str:
@@ -52,7 +30,8 @@ def order_resources(order_id: str, *, site_id: str = "site-a", manufacturer_id: 
     """The resources one order produces: shared Organizations/Practitioner, its own Patient, order,
     Task, product, Observation and Provenance.  All valid R4 (checked by the API tests)."""
     mfr = {"resourceType": "Organization", "id": _id("org", manufacturer_id), "name": manufacturer_id,
-           "identifier": [{"system": "https://cgt-gateway.example.org/manufacturer", "value": manufacturer_id}]}
+           "identifier": [{"system": "https://cgt-gateway.example.org/manufacturer",
+                           "value": manufacturer_id}]}
     site = {"resourceType": "Organization", "id": _id("org", site_id), "name": site_id}
     practitioner = {"resourceType": "Practitioner", "id": _id("npi", npi),
                     "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": npi}]}
