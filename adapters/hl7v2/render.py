@@ -129,7 +129,7 @@ def _common(order: OrderSnapshot, event: EventRecord, profile: SiteProfile, term
 
 
 def _event_notes(order: OrderSnapshot, event: EventRecord, data: d.StrictModel) -> list[tuple[str, str]]:
-    """(source, text) notes for the order message: the order note, reasons and event details."""
+    """(source, text) notes for the order message: the order note, reasons (first) and event details."""
     if isinstance(data, d.OrderPlacedData):
         return [("P", order.order.note)] if order.order.note else []
     if isinstance(data, d.OrderOnHoldData | d.OrderCancelledData):
@@ -166,7 +166,7 @@ def _order_message(common: seg.Common, order: OrderSnapshot, event: EventRecord,
         segments.append(seg.build_tq1(common))
     segments.append(seg.build_obr(common, with_quantity_timing=not with_tq1))
     for set_id, (source, text) in enumerate(_event_notes(order, event, data), start=1):
-        segments.append(seg.build_nte(set_id, text, source))
+        segments.append(seg.build_nte(common, set_id, text, source, "1R" if text == reason else "RE"))
     if settings.coi_location == "OBX":
         segments.append(seg.build_coi_obx(common, 1))
     structure = "OML_O21" if oml else "ORM_O01"
@@ -197,7 +197,7 @@ def _results_message(common: seg.Common, event: EventRecord, data: d.StrictModel
                       with_quantity_timing=legacy),
     ]
     if isinstance(data, d.ReleaseFailedData):
-        segments.append(seg.build_nte(1, data.reason))
+        segments.append(seg.build_nte(common, 1, data.reason, comment_type="1R"))
     observations = render_observations(
         measurements, path=path, observed_at=observed_at, first_set_id=1, profile=profile,
         terminology=terminology, zone=common.zone, issues=issues)

@@ -52,7 +52,7 @@ def render_siu(common: seg.Common, appointment: Appointment, trigger: str, *, st
     if common.settings.version == "2.5.1":
         segments.append(seg.build_tq1(common, start=start_ts, end=end_ts))
     if reason:
-        segments.append(seg.build_nte(1, reason))
+        segments.append(seg.build_nte(common, 1, reason, comment_type="1R"))
     segments.append(list(common.pid))
     if common.settings.coi_location == "OBX":
         segments.append(seg.build_coi_obx(common, 1))

@@ -116,9 +116,16 @@ def build_tq1(common: Common, *, start: str = "", end: str = "") -> Segment:
     return segment("TQ1", {1: "1", 7: start, 8: end, 9: common.priority})
 
 
-def build_nte(set_id: int, text: str, source: str = "L") -> Segment:
-    """NTE with escaped free text; NTE-2 source of comment (table 0105)."""
-    return segment("NTE", {1: str(set_id), 2: source, 3: escape(text)})
+#: NTE-4 comment type (table 0364, HL7 2.4+): reasons and remarks.
+COMMENT_TYPES = {"1R": "1R^Primary Reason^HL70364", "RE": "RE^Remark^HL70364"}
+
+
+def build_nte(common: Common, set_id: int, text: str, source: str = "L", comment_type: str = "RE") -> Segment:
+    """NTE with escaped free text; NTE-2 source of comment (table 0105), NTE-4 comment type (2.4+)."""
+    fields = {1: str(set_id), 2: source, 3: escape(text)}
+    if common.settings.version != "2.3":
+        fields[4] = COMMENT_TYPES[comment_type]
+    return segment("NTE", fields)
 
 
 def build_coi_obx(common: Common, set_id: int) -> Segment:

@@ -252,6 +252,7 @@ def test_results_carry_codes_units_and_out_of_specification_flags() -> None:
     assert rows[2][:3] == ["CWE", "sterility^Sterility test result^99CGT", "^negative"] and rows[2][5] == ""
     assert rows[3][2:6] == ["0.4", "{EU}/mL^{EU}/mL^UCUM", "<5", ""]
     assert _field(failed, "NTE", 3) == "Viability below specification"
+    assert _field(failed, "NTE", 4) == "1R^Primary Reason^HL70364"
     assert _field(oru["evt-004"], "OBX", 3, 1) == "95836-3^CD3 cells [#] in Blood product unit^LN"
     assert (_field(failed, "OBR", 25), _field(failed, "ORC", 1)) == ("F", "RE")
     local = {
