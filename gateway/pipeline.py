@@ -2,21 +2,85 @@
 
 Called by ``gateway.intake`` right after the event row and the order state are written, in the
 same database transaction, so an event, its FHIR resource versions and its outbox rows commit
-together or not at all.
+together or not at all.  Translation is pure; this module is the only place its outputs meet I/O.
+
+Outbox rows are written for each endpoint configured in the site profile's ``delivery`` section:
+one row per HL7v2 message for ``<site>/mllp``, one transaction Bundle per event for ``<site>/fhir``.
+A site without endpoints gets no rows; its EHR polls ``/fhir`` instead.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
+import orjson
+from sqlmodel import Session
+
+from adapters.fhir.bundle import transaction_bundle
+from gateway.context import Context
+from gateway.fhir_store import save_translation
+from gateway.outbox import NewMessage, enqueue
 from mappings.domain import EventRecord, OrderSnapshot
+from mappings.ids import event_system, resource_id
+from mappings.profile import SiteProfile
 from mappings.result import Translation
+from mappings.translate import translate
 
-__all__ = ["process_event"]
+__all__ = ["process_event", "outbox_messages", "mllp_destination", "fhir_destination"]
+
+log = logging.getLogger("cgt_gateway.pipeline")
 
 
-def process_event(session: Any, snapshot: OrderSnapshot, record: EventRecord, context: Any,
+def mllp_destination(site_id: str) -> str:
+    return f"{site_id}/mllp"
+
+
+def fhir_destination(site_id: str) -> str:
+    return f"{site_id}/fhir"
+
+
+def outbox_messages(translation: Translation, profile: SiteProfile, snapshot: OrderSnapshot,
+                    record: EventRecord) -> list[NewMessage]:
+    """The rows one event puts in the site's queues (pure: decided by the profile alone)."""
+    messages: list[NewMessage] = []
+    mllp = profile.delivery.mllp
+    if mllp is not None and mllp.enabled:
+        messages.extend(
+            NewMessage(destination=mllp_destination(profile.site_id), channel="mllp", control_id=m.control_id,
+                       message_type=m.message_type, content_type="application/hl7-v2", payload=m.er7)
+            for m in translation.messages)
+    push = profile.delivery.fhir_push
+    if push is not None and push.enabled and translation.resources:
+        bundle = transaction_bundle(translation.resources)
+        bundle_id = resource_id("Bundle", event_system(snapshot.manufacturer.id, snapshot.order.order_id),
+                                record.event_id)
+        bundle = {**bundle, "id": bundle_id}
+        messages.append(NewMessage(destination=fhir_destination(profile.site_id), channel="fhir",
+                                   control_id=bundle_id, message_type="transaction",
+                                   content_type="application/fhir+json", payload=orjson.dumps(bundle).decode()))
+    return messages
+
+
+def process_event(session: Session, snapshot: OrderSnapshot, record: EventRecord, context: Context,
                   now: datetime) -> Translation | None:
-    """Translate ``record`` for the order's site and persist the outputs (wired as parts land)."""
-    return None
+    """Translate ``record`` for the order's site, store the resource versions, enqueue deliveries."""
+    profile = context.profiles.get(snapshot.site.id)
+    if profile is None:  # configuration is validated at start-up; a site without a profile cannot occur
+        raise LookupError(f"no mapping profile loaded for site {snapshot.site.id!r}")
+    translation = translate(snapshot, record, profile, context.terminology, now)
+    ids = {"site_id": snapshot.site.id, "manufacturer_id": snapshot.manufacturer.id,
+           "order_id": snapshot.order.order_id}
+    save_translation(session, resources=translation.resources, now=now, **ids)
+    rows = outbox_messages(translation, profile, snapshot, record)
+    if rows:
+        enqueue(session, rows, event_id=record.event_id, now=now, **ids)
+    for issue in translation.issues:  # codes and paths only: never values (PHI)
+        log.warning("mapping issue", extra={**_ids(ids, record), "severity": issue.severity,
+                                            "issue_code": issue.code, "path": issue.path})
+    return translation
+
+
+def _ids(ids: dict[str, str], record: EventRecord) -> dict[str, Any]:
+    return {**ids, "event_id": record.event_id, "event_type": record.type.value}
