@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
-from gateway import fhir_api
+from gateway import fhir_api, outbox_api, preview_api
 from gateway.api import admin, health, orders
 from gateway.api.limits import BodyLimitMiddleware
 from gateway.config import Settings, load_settings
 from gateway.context import Clock, build_context, utc_now
 from gateway.db import make_engine
+from gateway.metrics import GatewayMetrics
 from gateway.problem import install_problem_handlers
 
 __all__ = ["create_app"]
@@ -26,10 +27,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         description="Cell and gene therapy orders and events in; FHIR R4 resources and HL7v2 messages out.",
     )
     app.state.context = build_context(settings, engine, now=now)
+    app.state.metrics = GatewayMetrics(engine, clock=now)
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(orders.router)
     app.include_router(admin.router)
+    app.include_router(preview_api.router)
+    app.include_router(outbox_api.router)
+    app.include_router(outbox_api.metrics_router)
     app.include_router(fhir_api.router)
     return app
