@@ -3,6 +3,7 @@ tables, the event -> ORC table, identifiers, timestamps, patient identity and Co
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import hl7
@@ -368,3 +369,29 @@ def test_unmapped_product_falls_back_to_the_manufacturer_code_with_a_warning() -
     (message,), issues = render(snapshot, record, site)
     assert _field(message, "OBR", 4).startswith("CART-CD19^")
     assert [(i.severity, i.code) for i in issues] == [("warning", "unmapped-code")]
+
+
+def test_a_specification_that_cannot_be_evaluated_is_reported() -> None:
+    snapshot, record = next(
+        (s, r) for s, r in journey("site-a", "journey-autologous") if r.type is EventType.release_passed
+    )
+    data = {"results": [{"code": "viability_pct", "value": 91, "unit": "%", "specification": "about 80"}]}
+    messages, issues = render(snapshot, record.model_copy(update={"data": data}), profile("site-a"))
+    oru = next(m for m in messages if m.message_type == "ORU^R01")
+    assert (_field(oru, "OBX", 7), _field(oru, "OBX", 8)) == ("about 80", "")
+    assert [(i.code, i.path) for i in issues] == [
+        ("specification-not-evaluated", "event.data.results[0].specification")
+    ]
+
+
+def test_rendering_is_fast() -> None:
+    """The translation benchmark needs >= 1,000 events/s for FHIR + HL7v2; HL7v2 alone must be far faster."""
+    terminology = load_terminology()
+    steps = [(s, r, profile(site)) for site in SITES for s, r in journey(site, "journey-autologous")]
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for snapshot, record, site in steps:
+            render_messages(snapshot, record, site, terminology, NOW)
+        best = min(best, time.perf_counter() - start)
+    assert len(steps) / best >= 1000
