@@ -2,8 +2,9 @@
 
 Every route of the ``/fhir`` router runs through :class:`FhirRoute`, which renders any
 :class:`gateway.errors.GatewayError` (including the 401 of ``current_principal``), Starlette
-``HTTPException`` and request validation errors as an OperationOutcome with the matching
-``issue.code``, so FHIR clients never see problem+json.
+``HTTPException``, request validation errors and SQLAlchemy errors (503 ``transient`` when the
+database is unreachable or locked, else 500; only the exception class is logged, never data) as an
+OperationOutcome with the matching ``issue.code``, so FHIR clients never see problem+json.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from gateway.errors import GatewayError
@@ -69,6 +71,13 @@ def _as_fhir_error(exc: Exception) -> FhirError:
         return FhirError(exc.status_code, _HTTP_CODES.get(exc.status_code, "exception"), str(exc.detail))
     if isinstance(exc, RequestValidationError):
         return FhirError(400, "invalid", "; ".join(str(e.get("msg")) for e in exc.errors()))
+    if isinstance(exc, OperationalError):  # database unreachable, locked, out of space: try later
+        _log.error("FHIR API database error: %s", type(exc.orig).__name__)
+        return FhirError(503, "transient", "The resource store is unavailable; retry later",
+                         headers={"Retry-After": "5"})
+    if isinstance(exc, SQLAlchemyError):
+        _log.error("FHIR API database error: %s", type(exc).__name__)
+        return FhirError(500, "exception", "The resource store failed to answer")
     raise exc
 
 
@@ -81,7 +90,7 @@ class FhirRoute(APIRoute):
         async def fhir_handler(request: Request) -> Response:
             try:
                 return await handler(request)
-            except (FhirError, GatewayError, HTTPException, RequestValidationError) as exc:
+            except (FhirError, GatewayError, HTTPException, RequestValidationError, SQLAlchemyError) as exc:
                 return _error_response(_as_fhir_error(exc))
 
         return fhir_handler

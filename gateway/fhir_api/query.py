@@ -55,12 +55,26 @@ def _date_clause(prefix: str, lo: int, hi: int, start: Any, end: Any) -> Any:
     return sa.and_(start >= lo, end <= hi)
 
 
+def _instant_clause(prefix: str, lo: int, hi: int, column: Any) -> Any:
+    """:func:`_date_clause` for a point in time (``[t, t + 1 µs)``), written so an index on the
+    column serves it: ``_lastUpdated=gt<watermark>`` is one index range."""
+    if prefix == "gt":
+        return column >= hi
+    if prefix == "ge":
+        return column >= lo
+    if prefix == "lt":
+        return column < lo
+    if prefix == "le":
+        return column < hi
+    return sa.and_(column >= lo, column < hi)
+
+
 def _filter_clause(rtype: str, flt: Filter, id_col: Any, lu_col: Any) -> Any:
     param = flt.param
     if param.name == "_id":
         return id_col.in_([value for _, value in flt.values])
     if param.name == "_lastUpdated":
-        return sa.or_(*(_date_clause(str(p), int(lo), int(hi), lu_col, lu_col + 1)  # type: ignore[call-overload]
+        return sa.or_(*(_instant_clause(str(p), int(lo), int(hi), lu_col)  # type: ignore[call-overload]
                         for p, lo, hi in flt.values))
     if param.type == "date":
         alternatives = [_date_clause(str(p), int(lo), int(hi), _D.c.start_us, _D.c.end_us)  # type: ignore[call-overload]

@@ -213,7 +213,9 @@ def _history(request: Request, principal: Principal, resource_type: str, resourc
                                         versions=versions, next_params=next_params))
 
 
-@router.api_route("/{path:path}", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
 def not_supported(path: str, request: Request) -> Response:
+    if request.method == "GET":
+        raise FhirError(404, "not-found", f"/fhir/{path} is not a FHIR interaction served here")
     raise FhirError(405, "not-supported", f"{request.method} is not supported: this FHIR API is read-only",
                     headers={"Allow": "GET"})

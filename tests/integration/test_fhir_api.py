@@ -7,6 +7,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fhir.resources.R4B import get_fhir_model_class
 
 from gateway.db import write_session
@@ -151,6 +152,17 @@ def test_errors_are_operation_outcomes(client, seeded):
     outcome(client.get("/fhir/Medication", headers=ADMIN), 404, "not-supported")
     outcome(client.post("/fhir/Task", json={}, headers=ADMIN), 405, "not-supported")
     outcome(client.delete("/fhir/Task/x", headers=ADMIN), 405, "not-supported")
+    outcome(client.get("/fhir/Task/x/_history/1/extra", headers=ADMIN), 404, "not-found")
+
+
+def test_database_failure_is_an_operation_outcome_without_details(client, engine):
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE fhir_search_token"))
+    response = client.get("/fhir/Task", params={"status": "x"}, headers=ADMIN)
+    # SQLite reports a missing table as an OperationalError (503, retry later); PostgreSQL as a
+    # ProgrammingError (500).  Either way: an OperationOutcome that names no table or column.
+    status, code = (503, "transient") if response.status_code == 503 else (500, "exception")
+    assert "fhir_search_token" not in outcome(response, status, code)
 
 
 @pytest.mark.parametrize("kwargs", [
