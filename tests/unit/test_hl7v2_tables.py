@@ -77,3 +77,16 @@ def test_tables_lookups_and_coding_systems() -> None:
         TABLES.table("9999")
     assert TABLES.coding_system("http://loinc.org") == "LN"
     assert TABLES.coding_system("urn:oid:2.16.840.1.113883.19.2.20") == "L"
+
+
+def test_our_tables_agree_with_hl7apys_copy_of_the_2_5_1_tables() -> None:
+    """An independent source: every code we hold is in hl7apy's 2.5.1 table of the same number,
+    except local ``99...`` codes and the 0396 coding systems SCT and UCUM (named by later versions and
+    the 2.5.1 lab implementation guides)."""
+    import hl7apy
+
+    allowed_extra = {("0396", "SCT"), ("0396", "UCUM")}
+    for number, codes in TABLES.tables.items():
+        reference = hl7apy.load_reference(f"HL7{number}", "Table", "2.5.1")[1]
+        extra = {c for c in codes if c not in reference and not c.startswith("99")}
+        assert {(number, c) for c in extra} <= allowed_extra, number
