@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hl7apy
 import pytest
 
 from adapters.hl7v2.event_map import (
@@ -83,8 +84,6 @@ def test_our_tables_agree_with_hl7apys_copy_of_the_2_5_1_tables() -> None:
     """An independent source: every code we hold is in hl7apy's 2.5.1 table of the same number,
     except local ``99...`` codes and the 0396 coding systems SCT and UCUM (named by later versions and
     the 2.5.1 lab implementation guides)."""
-    import hl7apy
-
     allowed_extra = {("0396", "SCT"), ("0396", "UCUM")}
     for number, codes in TABLES.tables.items():
         reference = hl7apy.load_reference(f"HL7{number}", "Table", "2.5.1")[1]
