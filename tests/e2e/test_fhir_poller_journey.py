@@ -36,8 +36,9 @@ def test_site_ehr_reads_the_translated_journey(fhir_base, journey):
     site = fhir_client(fhir_base, "site-a")
     everything = site.resources("Task").include("Task", "focus").include("Task", "patient").fetch_raw()
     valid(everything)
-    tasks = [e["resource"] for e in everything["entry"] if e["search"]["mode"] == "match"]
-    included = {e["resource"]["resourceType"] for e in everything["entry"] if e["search"]["mode"] == "include"}
+    entries = everything["entry"]
+    tasks = [e["resource"] for e in entries if e["search"]["mode"] == "match"]
+    included = {e["resource"]["resourceType"] for e in entries if e["search"]["mode"] == "include"}
     assert tasks and {"ServiceRequest", "Patient"} <= included
     task = next(t for t in tasks if t.get("groupIdentifier"))
     coi = task["groupIdentifier"]
