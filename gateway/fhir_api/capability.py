@@ -55,7 +55,9 @@ def capability_statement(base_url: str) -> dict[str, Any]:
             "documentation": (
                 f"Search: _count (default {DEFAULT_COUNT}, max {MAX_COUNT}), _sort=_lastUpdated or "
                 "-_lastUpdated (default _lastUpdated), _summary=count, _total=accurate, _include as listed. "
-                "Paging by opaque keyset cursor in Bundle.link[next], stable under concurrent writes; "
+                "Paging by opaque keyset cursor in Bundle.link[next]: an ascending walk misses nothing and "
+                "never repeats a version under concurrent writes (a resource updated mid-walk reappears "
+                "later with its new version); "
                 "meta.lastUpdated is monotonic in commit order, so _lastUpdated=gt<watermark> polling misses "
                 "nothing. Dates take the prefixes eq, gt, ge, lt, le. Unknown parameters are refused (400) "
                 "unless 'Prefer: handling=lenient'. History: _since, _count. JSON only (XML gets 406)."),
