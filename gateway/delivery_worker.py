@@ -1,19 +1,26 @@
 """The delivery worker: drains each destination's outbox queue in FIFO order.
 
-One worker at a time holds a destination (a lease row that expires if the worker dies), so order
-holds and nothing is sent twice concurrently, on SQLite and on PostgreSQL with several workers.
-The queue's head is the only row read per destination, so memory stays flat however long the
-backlog.  A database error never kills the worker: it waits and resumes.
+One worker at a time holds a destination (a lease row that expires if the worker dies, renewed
+while a send is under way), so order holds and nothing is sent twice concurrently, on SQLite and on
+PostgreSQL with several workers.  Only the queue's head is read per destination, so memory stays
+flat however long the backlog.  A database error never kills the worker: it waits and resumes.
+A message is marked only after its attempt: a worker killed mid-send leaves it pending, and the
+next worker resends it with the same control id.
+
+Database calls run in a thread (``asyncio.to_thread``) so a slow or locked database never stalls
+the MLLP read deadlines of other destinations.  Logs carry ids and outcomes, never payloads or ACK text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -23,17 +30,19 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
 from adapters.delivery_result import DeliveryOutcome
+from adapters.retry import RetryPolicy
 from gateway.outbox import (
     DeliveryAlert,
     DeliveryAttempt,
     DestinationLease,
     MessageState,
     OutboxMessage,
+    has_pending,
     head_of_queue,
     pending_destinations,
 )
 
-__all__ = ["Sender", "WorkerSettings", "DeliveryWorker", "acquire_lease", "release_lease", "backoff_delay"]
+__all__ = ["Sender", "WorkerSettings", "DeliveryWorker", "acquire_lease", "release_lease"]
 
 log = logging.getLogger("cgt_gateway.delivery")
 
@@ -43,38 +52,39 @@ class Sender(Protocol):
 
     async def send(self, message: OutboxMessage) -> DeliveryOutcome: ...
 
-    async def aclose(self) -> None: ...
-
 
 @dataclass(frozen=True)
 class WorkerSettings:
+    """``lease_seconds`` must exceed the longest single send (connect + read deadlines): the lease
+    is also renewed every third of it while a send is under way."""
+
     lease_seconds: float = 30.0
     poll_interval_s: float = 0.2
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 300.0
+    retry: RetryPolicy = RetryPolicy()  # backoff between attempts of one message (the queue waits)
     db_error_pause_s: float = 1.0
     max_attempts_before_alert: int = 10
-
-
-def backoff_delay(attempts: int, settings: WorkerSettings, retry_after_s: float | None = None) -> float:
-    """Exponential backoff capped at ``backoff_max_s``; a peer's Retry-After wins when longer."""
-    delay = min(settings.backoff_max_s, settings.backoff_base_s * (2 ** max(0, attempts - 1)))
-    if retry_after_s is not None:
-        delay = max(delay, min(retry_after_s, settings.backoff_max_s))
-    return delay
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 def acquire_lease(session: Session, destination: str, owner: str, now: datetime, seconds: float) -> bool:
-    """Take or renew the lease on ``destination``; False if another live worker holds it."""
+    """Take or renew the lease on ``destination``; False if another live worker holds it.
+
+    The conditional UPDATE is atomic on both databases (PostgreSQL re-checks the WHERE clause after
+    a concurrent writer commits); a first lease is an INSERT that the primary key lets only one win.
+    """
     expires = now + timedelta(seconds=seconds)
     result = session.execute(
         update(DestinationLease)
         .where(DestinationLease.destination == destination)  # type: ignore[arg-type]
-        .where((DestinationLease.owner == owner) | (DestinationLease.expires_at < now))  # type: ignore[arg-type,operator]
+        .where((DestinationLease.owner == owner)  # type: ignore[arg-type]
+               | (DestinationLease.expires_at < now))  # type: ignore[arg-type,operator]
         .values(owner=owner, expires_at=expires))
     if result.rowcount == 1:  # type: ignore[attr-defined]
         session.commit()
@@ -90,48 +100,92 @@ def acquire_lease(session: Session, destination: str, owner: str, now: datetime,
 
 
 def release_lease(session: Session, destination: str, owner: str) -> None:
-    session.execute(delete(DestinationLease).where(DestinationLease.destination == destination,  # type: ignore[arg-type]
-                                                   DestinationLease.owner == owner))  # type: ignore[arg-type]
+    session.execute(delete(DestinationLease).where(
+        DestinationLease.destination == destination,  # type: ignore[arg-type]
+        DestinationLease.owner == owner))  # type: ignore[arg-type]
     session.commit()
+
+
+class _LeaseLost(Exception):
+    pass
 
 
 @dataclass
 class DeliveryWorker:
     engine: Engine
     sender_for: Callable[[str], Sender | None]  # destination -> sender (cached by the factory)
-    settings: WorkerSettings = WorkerSettings()
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{id(object())}")
+    settings: WorkerSettings = field(default_factory=WorkerSettings)
+    worker_id: str = field(default_factory=_default_worker_id)
     clock: Callable[[], datetime] = _utcnow
     on_outcome: Callable[[OutboxMessage, DeliveryOutcome], None] | None = None
+    close_senders: Callable[[], Awaitable[None]] | None = None  # awaited when the worker stops
+    alert_after: Callable[[str], int | None] | None = None  # per-destination alert threshold
     _stop: asyncio.Event | None = None
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _unconfigured: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------------ one step
 
     async def deliver_head(self, destination: str) -> bool:
         """Send the head of ``destination`` if it is due and we hold the lease; True if attempted."""
-        now = self.clock()
-        with Session(self.engine) as session:
-            if not acquire_lease(session, destination, self.worker_id, now, self.settings.lease_seconds):
-                return False
-            message = head_of_queue(session, destination)
-            if message is None:
-                release_lease(session, destination, self.worker_id)
-                return False
-            if _aware(message.next_attempt_at) > now:
-                return False
-            session.expunge(message)
         sender = self.sender_for(destination)
         if sender is None:
             return False  # destination no longer configured: leave the rows for an operator
-        outcome = await sender.send(message)
-        self._record(message, outcome)
+        message = await asyncio.to_thread(self._claim_head, destination)
+        if message is None:
+            return False
+        try:
+            outcome = await self._send_holding_lease(destination, sender, message)
+        except _LeaseLost:
+            log.warning("lease lost during a send; another worker will resend",
+                        extra={"destination": destination, "message_id": message.id,
+                               "control_id": message.control_id})
+            return False
+        await asyncio.to_thread(self._record, message, outcome)
         if self.on_outcome is not None:
             self.on_outcome(message, outcome)
         return True
 
+    def _claim_head(self, destination: str) -> OutboxMessage | None:
+        now = self.clock()
+        with Session(self.engine, expire_on_commit=False) as session:
+            if not acquire_lease(session, destination, self.worker_id, now, self.settings.lease_seconds):
+                return None
+            message = head_of_queue(session, destination)
+            if message is None:
+                release_lease(session, destination, self.worker_id)
+                return None
+            if _aware(message.next_attempt_at) > now:
+                return None  # keep the lease: the queue waits for its head's retry
+            session.expunge(message)
+            return message
+
+    async def _send_holding_lease(self, destination: str, sender: Sender,
+                                  message: OutboxMessage) -> DeliveryOutcome:
+        send = asyncio.ensure_future(sender.send(message))
+        every = self.settings.lease_seconds / 3
+        while True:
+            done, _ = await asyncio.wait({send}, timeout=every)
+            if done:
+                return send.result()
+            try:
+                held = await asyncio.to_thread(self._renew, destination)
+            except SQLAlchemyError:
+                held = True  # cannot tell; the lease still runs for two thirds of its time
+            if not held:
+                send.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await send
+                raise _LeaseLost(destination)
+
+    def _renew(self, destination: str) -> bool:
+        with Session(self.engine) as session:
+            return acquire_lease(session, destination, self.worker_id, self.clock(),
+                                 self.settings.lease_seconds)
+
     def _record(self, message: OutboxMessage, outcome: DeliveryOutcome) -> None:
         now = self.clock()
+        destination = message.destination
         with Session(self.engine) as session:
             attempts = message.attempts + 1
             values: dict[str, object] = {"attempts": attempts, "last_outcome": outcome.status,
@@ -140,16 +194,17 @@ class DeliveryWorker:
                 values.update(state=MessageState.delivered, finished_at=now)
             elif outcome.status == "dead":
                 values.update(state=MessageState.dead, finished_at=now)
-                session.add(DeliveryAlert(at=now, destination=message.destination, message_id=message.id,
+                session.add(DeliveryAlert(at=now, destination=destination, message_id=message.id,
                                           kind="dead-letter", detail=outcome.detail or ""))
             else:  # retry: not delivered; the same message (same control id) goes again later
-                delay = backoff_delay(attempts, self.settings, outcome.retry_after_s)
+                delay = self.settings.retry.delay(attempts, outcome.retry_after_s)
                 values.update(next_attempt_at=now + timedelta(seconds=delay))
-                if attempts == self.settings.max_attempts_before_alert:
-                    session.add(DeliveryAlert(at=now, destination=message.destination, message_id=message.id,
+                threshold = self.alert_after(destination) if self.alert_after is not None else None
+                if attempts == (threshold or self.settings.max_attempts_before_alert):
+                    session.add(DeliveryAlert(at=now, destination=destination, message_id=message.id,
                                               kind="retries-exceeded", detail=outcome.detail or ""))
             if outcome.warning:  # e.g. an ACK whose MSA-2 does not match: an operator should look
-                session.add(DeliveryAlert(at=now, destination=message.destination, message_id=message.id,
+                session.add(DeliveryAlert(at=now, destination=destination, message_id=message.id,
                                           kind="warning", detail=outcome.warning))
             session.execute(update(OutboxMessage).where(OutboxMessage.id == message.id)  # type: ignore[arg-type]
                             .where(OutboxMessage.state == MessageState.pending)  # type: ignore[arg-type]
@@ -159,9 +214,10 @@ class DeliveryWorker:
                                         latency_ms=outcome.latency_ms, detail=outcome.detail,
                                         worker_id=self.worker_id))
             session.commit()
-        log.info("delivery attempt", extra={"destination": message.destination, "message_id": message.id,
+        log.info("delivery attempt", extra={"destination": destination, "message_id": message.id,
                                             "control_id": message.control_id, "outcome": outcome.status,
-                                            "ack_code": outcome.ack_code, "http_status": outcome.http_status})
+                                            "ack_code": outcome.ack_code, "http_status": outcome.http_status,
+                                            "attempt": attempts, "warning": outcome.warning is not None})
 
     # ------------------------------------------------------------------ loops
 
@@ -170,73 +226,98 @@ class DeliveryWorker:
         while not self._stop.is_set():
             try:
                 attempted = await self.deliver_head(destination)
+                if attempted:
+                    continue
+                if not await asyncio.to_thread(self._has_pending, destination):
+                    return
             except SQLAlchemyError as exc:  # database down or locked: survive and retry
                 log.warning("database error in delivery loop", extra={"destination": destination,
                                                                       "error": type(exc).__name__})
                 await self._sleep(self.settings.db_error_pause_s)
                 continue
-            if not attempted:
-                if not await self._has_pending(destination):
-                    return
-                await self._sleep(self.settings.poll_interval_s)
+            await self._sleep(self.settings.poll_interval_s)
 
-    async def _has_pending(self, destination: str) -> bool:
-        try:
-            with Session(self.engine) as session:
-                return head_of_queue(session, destination) is not None
-        except SQLAlchemyError:
-            return True
+    def _has_pending(self, destination: str) -> bool:
+        with Session(self.engine) as session:
+            return has_pending(session, destination)
+
+    def _pending_destinations(self) -> list[str]:
+        with Session(self.engine) as session:
+            return pending_destinations(session)
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stop is not None
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set: one task per destination with pending messages."""
         self._stop = stop or asyncio.Event()
+        log.info("delivery worker started", extra={"worker_id": self.worker_id})
         try:
             while not self._stop.is_set():
                 try:
-                    with Session(self.engine) as session:
-                        destinations = pending_destinations(session)
+                    destinations = await asyncio.to_thread(self._pending_destinations)
                 except SQLAlchemyError as exc:
                     log.warning("database error listing destinations", extra={"error": type(exc).__name__})
                     await self._sleep(self.settings.db_error_pause_s)
                     continue
                 for destination in destinations:
                     task = self._tasks.get(destination)
-                    if task is None or task.done():
-                        self._tasks[destination] = asyncio.create_task(self._destination_loop(destination))
+                    if task is not None and not task.done():
+                        continue
+                    if self.sender_for(destination) is None:
+                        if destination not in self._unconfigured:
+                            self._unconfigured.add(destination)
+                            log.warning("messages queued for a destination with no endpoint configured",
+                                        extra={"destination": destination})
+                        continue
+                    self._tasks[destination] = asyncio.create_task(self._destination_loop(destination))
                 await self._sleep(self.settings.poll_interval_s)
         finally:
             for task in self._tasks.values():
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             self._tasks.clear()
+            await asyncio.to_thread(self._release_all)
+            if self.close_senders is not None:
+                await self.close_senders()
+            log.info("delivery worker stopped", extra={"worker_id": self.worker_id})
+
+    def _release_all(self) -> None:
+        """Give our leases back on a clean stop, so another worker need not wait for them to expire."""
+        try:
+            with Session(self.engine) as session:
+                session.execute(delete(DestinationLease).where(
+                    DestinationLease.owner == self.worker_id))  # type: ignore[arg-type]
+                session.commit()
+        except SQLAlchemyError:
+            pass  # they expire on their own
 
     def run_in_thread(self) -> Callable[[], None]:
         """Start the worker on its own event loop in a daemon thread; returns a stop function."""
         loop = asyncio.new_event_loop()
         stop = asyncio.Event()
-        thread = threading.Thread(target=lambda: loop.run_until_complete(self._run_with(stop)),
+        started = threading.Event()
+
+        async def main() -> None:
+            started.set()
+            await self.run(stop)
+
+        thread = threading.Thread(target=lambda: loop.run_until_complete(main()),
                                   name="cgt-delivery-worker", daemon=True)
         thread.start()
+        started.wait(timeout=10)
 
         def stop_worker() -> None:
             loop.call_soon_threadsafe(stop.set)
-            thread.join(timeout=10)
+            thread.join(timeout=30)
+            if not thread.is_alive():
+                loop.close()
 
         return stop_worker
-
-    async def _run_with(self, stop: asyncio.Event) -> None:
-        await self.run(stop)
 
 
 def _aware(value: datetime) -> datetime:
     """SQLite returns naive datetimes: they were stored as UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-

@@ -34,7 +34,8 @@ class _OutboxCollector(Collector):
                                   labels=["destination", "state"])
         age = GaugeMetricFamily("cgt_outbox_oldest_pending_age_seconds",
                                 "Age of the oldest pending message per destination", labels=["destination"])
-        outcomes = CounterMetricFamily("cgt_delivery_attempts", "Delivery attempts by destination and outcome",
+        outcomes = CounterMetricFamily("cgt_delivery_attempts",
+                                       "Delivery attempts by destination and outcome",
                                        labels=["destination", "outcome"])
         up = GaugeMetricFamily("cgt_outbox_database_up", "1 if the outbox could be read at scrape time")
         try:

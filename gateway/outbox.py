@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Text, func, select
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Text, func, select
 from sqlmodel import Field, Session, SQLModel
 
 from gateway.errors import Conflict, NotFound
@@ -26,6 +27,7 @@ __all__ = [
     "enqueue",
     "head_of_queue",
     "pending_destinations",
+    "has_pending",
     "list_messages",
     "attempts_for",
     "queue_stats",
@@ -34,6 +36,11 @@ __all__ = [
     "skip",
     "message_view",
 ]
+
+
+def _ts(nullable: bool = False) -> Any:
+    """A timestamp column: TIMESTAMPTZ on PostgreSQL; SQLite keeps the UTC wall time (we write UTC)."""
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
 
 
 class MessageState(StrEnum):
@@ -64,9 +71,9 @@ class OutboxMessage(SQLModel, table=True):
     payload: str = Field(sa_column=Column(Text, nullable=False))
     state: str = Field(default=MessageState.pending, max_length=16)
     attempts: int = 0
-    next_attempt_at: datetime
-    created_at: datetime
-    finished_at: datetime | None = None
+    next_attempt_at: datetime = _ts()
+    created_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True)
     last_outcome: str | None = Field(default=None, max_length=32)
     last_detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     skip_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -79,7 +86,7 @@ class DeliveryAttempt(SQLModel, table=True):
     id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
                                                           primary_key=True, autoincrement=True))
     message_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    attempted_at: datetime
+    attempted_at: datetime = _ts()
     outcome: str = Field(max_length=32)  # delivered | retry | dead | warning
     ack_code: str | None = Field(default=None, max_length=8)
     http_status: int | None = None
@@ -95,14 +102,14 @@ class DestinationLease(SQLModel, table=True):
 
     destination: str = Field(primary_key=True, max_length=200)
     owner: str = Field(max_length=128)
-    expires_at: datetime
+    expires_at: datetime = _ts()
 
 
 class DeliveryAlert(SQLModel, table=True):
     __tablename__ = "delivery_alert"
 
     id: int | None = Field(default=None, primary_key=True)
-    at: datetime
+    at: datetime = _ts()
     destination: str = Field(max_length=200)
     message_id: int | None = None
     kind: str = Field(max_length=32)  # dead-letter | ack-mismatch | retries-exceeded
@@ -139,6 +146,14 @@ def pending_destinations(session: Session) -> list[str]:
     return sorted(session.execute(stmt).scalars())
 
 
+def has_pending(session: Session, destination: str) -> bool:
+    """True if ``destination`` has a pending message (reads one id, never a payload)."""
+    stmt = (select(OutboxMessage.id)
+            .where(OutboxMessage.destination == destination, OutboxMessage.state == MessageState.pending)
+            .limit(1))
+    return session.execute(stmt).first() is not None
+
+
 def head_of_queue(session: Session, destination: str) -> OutboxMessage | None:
     """The oldest message still pending for ``destination`` (FIFO head), or None."""
     stmt = (select(OutboxMessage)
@@ -173,8 +188,6 @@ def queue_stats(session: Session) -> list[tuple[str, str, int, datetime | None]]
     return [(d, s, int(n), oldest) for d, s, n, oldest in session.execute(stmt).all()]
 
 
-
-
 def get_message(session: Session, message_id: int) -> OutboxMessage:
     message = session.get(OutboxMessage, message_id)
     if message is None:
@@ -189,8 +202,8 @@ def replay(session: Session, message_id: int, *, now: datetime) -> OutboxMessage
     """
     message = get_message(session, message_id)
     if message.state not in (MessageState.dead, MessageState.skipped):
-        raise Conflict(f"message {message_id} is {message.state}; only dead or skipped messages can be replayed",
-                       code="not-replayable")
+        raise Conflict(f"message {message_id} is {message.state}; "
+                       "only dead or skipped messages can be replayed", code="not-replayable")
     message.state = MessageState.pending
     message.next_attempt_at = now
     message.finished_at = None
@@ -206,8 +219,8 @@ def skip(session: Session, message_id: int, *, reason: str, now: datetime) -> Ou
         raise Conflict("a reason is required to skip a message", code="reason-required")
     message = get_message(session, message_id)
     if message.state not in (MessageState.pending, MessageState.dead):
-        raise Conflict(f"message {message_id} is {message.state}; only pending or dead messages can be skipped",
-                       code="not-skippable")
+        raise Conflict(f"message {message_id} is {message.state}; "
+                       "only pending or dead messages can be skipped", code="not-skippable")
     message.state = MessageState.skipped
     message.skip_reason = reason
     message.finished_at = now
@@ -233,7 +246,8 @@ def message_view(message: OutboxMessage, attempts: Sequence[DeliveryAttempt] | N
     if attempts is not None:
         view["attempt_log"] = [
             {"at": a.attempted_at.isoformat(), "outcome": a.outcome, "ack_code": a.ack_code,
-             "http_status": a.http_status, "latency_ms": a.latency_ms, "detail": a.detail, "worker": a.worker_id}
+             "http_status": a.http_status, "latency_ms": a.latency_ms, "detail": a.detail,
+             "worker": a.worker_id}
             for a in attempts
         ]
     if with_payload:

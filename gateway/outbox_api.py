@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, select
 
 from gateway.auth import Principal, current_principal, require_admin
+from gateway.metrics import GatewayMetrics
 from gateway.outbox import (
     DeliveryAlert,
     MessageState,
@@ -78,7 +79,8 @@ def outbox_retry(request: Request, principal: AdminPrincipal, message_id: int) -
 
 
 @router.post("/outbox/{message_id}/skip", summary="Skip a message with a recorded reason (admin only)")
-def outbox_skip(request: Request, principal: AdminPrincipal, message_id: int, body: SkipBody) -> dict[str, Any]:
+def outbox_skip(request: Request, principal: AdminPrincipal, message_id: int,
+                body: SkipBody) -> dict[str, Any]:
     require_admin(principal)
     now = request.app.state.context.now()
     with Session(_engine(request)) as session:
@@ -97,5 +99,8 @@ def alerts(request: Request, principal: AdminPrincipal,
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    body = request.app.state.metrics.render()
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is None:  # the app did not set one up: read the outbox tables all the same
+        metrics = request.app.state.metrics = GatewayMetrics(_engine(request), request.app.state.context.now)
+    body = metrics.render()
     return Response(content=body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -15,6 +15,7 @@ branch_labels = None
 depends_on = None
 
 _BIGID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
@@ -33,9 +34,9 @@ def upgrade() -> None:
         sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", sa.DateTime(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("finished_at", sa.DateTime(), nullable=True),
+        sa.Column("next_attempt_at", _TS, nullable=False),
+        sa.Column("created_at", _TS, nullable=False),
+        sa.Column("finished_at", _TS, nullable=True),
         sa.Column("last_outcome", sa.String(32), nullable=True),
         sa.Column("last_detail", sa.Text(), nullable=True),
         sa.Column("skip_reason", sa.Text(), nullable=True),
@@ -46,7 +47,7 @@ def upgrade() -> None:
         "delivery_attempt",
         sa.Column("id", _BIGID, primary_key=True, autoincrement=True),
         sa.Column("message_id", sa.BigInteger(), nullable=False),
-        sa.Column("attempted_at", sa.DateTime(), nullable=False),
+        sa.Column("attempted_at", _TS, nullable=False),
         sa.Column("outcome", sa.String(32), nullable=False),
         sa.Column("ack_code", sa.String(8), nullable=True),
         sa.Column("http_status", sa.Integer(), nullable=True),
@@ -59,12 +60,12 @@ def upgrade() -> None:
         "destination_lease",
         sa.Column("destination", sa.String(200), primary_key=True),
         sa.Column("owner", sa.String(128), nullable=False),
-        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", _TS, nullable=False),
     )
     op.create_table(
         "delivery_alert",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-        sa.Column("at", sa.DateTime(), nullable=False),
+        sa.Column("at", _TS, nullable=False),
         sa.Column("destination", sa.String(200), nullable=False),
         sa.Column("message_id", sa.Integer(), nullable=True),
         sa.Column("kind", sa.String(32), nullable=False),
