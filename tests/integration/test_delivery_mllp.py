@@ -22,7 +22,6 @@ from tests.integration.test_delivery_support import (
     attempts,
     enqueue_mllp,
     messages,
-    received_in_order_allowing_resends,
     site_profile,
     wait_until,
 )
@@ -40,7 +39,8 @@ def start_worker(engine: Engine) -> Iterator[Callable[..., DeliveryWorker]]:
     stops: list[Callable[[], None]] = []
 
     def start(peer: Peer, settings: WorkerSettings = FAST, read_timeout_s: float = 0.3) -> DeliveryWorker:
-        senders = DestinationSenders({"site-a": site_profile(mllp_port=peer.port, read_timeout_s=read_timeout_s)})
+        profile = site_profile(mllp_port=peer.port, read_timeout_s=read_timeout_s)
+        senders = DestinationSenders({"site-a": profile})
         worker = DeliveryWorker(engine, senders, settings=settings, close_senders=senders.aclose,
                                 alert_after=senders.alert_after)
         stops.append(worker.run_in_thread())
@@ -103,7 +103,8 @@ def test_ar_then_aa_is_retried_then_delivered_once(engine, peers, start_worker) 
     assert peer.received == ["M1", "M1", "M2"]  # the same MSH-10 resent, nothing after it meanwhile
     m1, m2 = messages(engine)
     assert m1.state == m2.state == MessageState.delivered
-    assert [(a.outcome, a.ack_code) for a in attempts(engine, m1.id)] == [("retry", "AR"), ("delivered", "AA")]
+    tried = attempts(engine, m1.id)
+    assert [(a.outcome, a.ack_code) for a in tried] == [("retry", "AR"), ("delivered", "AA")]
     assert m1.attempts == 2 and m2.attempts == 1
 
 

@@ -44,8 +44,8 @@ def site_profile(site_id: str = "site-a", *, mllp_port: int | None = None, read_
                  fhir_url: str | None = None, auth: dict[str, Any] | None = None) -> SiteProfile:
     """The demo profile for ``site_id`` with a ``delivery`` section pointing at test endpoints."""
     base = load_profile(ROOT / "fixtures" / "profiles" / "site-a.yaml")
-    mllp = (MllpEndpoint(host="127.0.0.1", port=mllp_port, connect_timeout_s=0.3, read_timeout_s=read_timeout_s)
-            if mllp_port else None)
+    mllp = (MllpEndpoint(host="127.0.0.1", port=mllp_port, connect_timeout_s=0.3,
+                         read_timeout_s=read_timeout_s) if mllp_port else None)
     push = FhirPushEndpoint(base_url=fhir_url, timeout_s=2, **({"auth": auth} if auth else {})) \
         if fhir_url else None
     return base.model_copy(update={"site_id": site_id, "delivery": DeliverySettings(mllp=mllp, fhir_push=push,
