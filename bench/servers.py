@@ -1,0 +1,148 @@
+"""Servers under test, each a real uvicorn in a subprocess on a loopback socket; peak RSS from /proc."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+__all__ = ["Server", "free_port", "gateway_server", "baseline_server", "peak_rss_mb", "database_urls",
+           "reset_postgres", "pg_available"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM (the peak resident set) of a live process, in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class Server:
+    kind: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    rss_samples: list[float] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def peak_rss_mb(self) -> float | None:
+        return peak_rss_mb(self.process.pid)
+
+
+def _wait_ready(server: Server, path: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.kind} server exited: {server.log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(server.base_url + path, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.kind} server not ready after {timeout_s}s")
+
+
+@contextmanager
+def _running(kind: str, cmd: list[str], env: dict[str, str], port: int, workdir: Path,
+             ready_path: str) -> Iterator[Server]:
+    log_path = workdir / f"{kind}-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=ROOT)
+    server = Server(kind, port, process, log_path)
+    try:
+        _wait_ready(server, ready_path)
+        yield server
+    finally:
+        server.rss_samples.append(server.peak_rss_mb() or 0.0)
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def gateway_server(database_url: str, workdir: Path, *, config: Path | None = None) -> Iterator[Server]:
+    """``cgt-gateway serve`` (migrates, then uvicorn) on the demo configuration (or ``config``)."""
+    port = free_port()
+    script = Path(sys.executable).parent / "cgt-gateway"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from gateway.cli import app; app()"]
+    env = {"CGT_GATEWAY_DATABASE_URL": database_url, "CGT_GATEWAY_LOG_LEVEL": "WARNING",
+           "CGT_GATEWAY_PORT": str(port)}
+    if config is not None:
+        env["CGT_GATEWAY_CONFIG"] = str(config)
+    with _running("gateway", [*cmd, "serve"], env, port, workdir, "/healthz") as server:
+        yield server
+
+
+@contextmanager
+def baseline_server(database_url: str, workdir: Path) -> Iterator[Server]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.baseline_app", "--database-url", database_url, "--port", str(port)]
+    with _running("baseline", cmd, {}, port, workdir, "/healthz") as server:
+        yield server
+
+
+def pg_available(url: str) -> str | None:
+    """None when PostgreSQL at ``url`` answers, else why not."""
+    import sqlalchemy as sa
+
+    from gateway.db import make_engine
+
+    try:
+        engine = make_engine(url, pool_pre_ping=False)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means: skip the PostgreSQL figures
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def reset_postgres(url: str) -> None:
+    """Drop and recreate schema ``public`` of the benchmark database (it is ours alone)."""
+    import sqlalchemy as sa
+
+    from gateway.db import make_engine
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def database_urls(workdir: Path, pg_url: str | None, name: str) -> dict[str, str]:
+    """A fresh SQLite file, and the PostgreSQL database when given."""
+    urls = {"sqlite": f"sqlite:///{workdir / (name + '.db')}"}
+    if pg_url:
+        urls["postgresql"] = pg_url
+    return urls
