@@ -235,3 +235,41 @@ def _ack(msg: hl7.Message, code: str, *, msa2: str | None = None, text: str | No
     if text:
         ack += f"|{text}\rERR|||207^Application internal error^HL70357|E||||{text}"
     return hl7.parse(ack)
+
+
+# --------------------------------------------------------------------------- worker subprocesses
+
+
+def write_config(directory: Path, database_url: str, mllp_ports: dict[str, int], *,
+                 read_timeout_s: float = 5.0) -> Path:
+    """A gateway configuration whose sites (one per entry) deliver over MLLP to the given ports."""
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "gateway" / "demo" / "gateway.yaml").read_text(encoding="utf-8"))
+    template = (ROOT / "fixtures" / "profiles" / "site-a.yaml").read_text(encoding="utf-8")
+    assert "\ndelivery:" not in template
+    sites = []
+    for site_id, port in mllp_ports.items():
+        profile = directory / f"{site_id}.yaml"
+        profile.write_text(template.replace("site_id: site-a", f"site_id: {site_id}") + (
+            f"\ndelivery:\n  mllp:\n    host: 127.0.0.1\n    port: {port}\n"
+            f"    connect_timeout_s: 1\n    read_timeout_s: {read_timeout_s}\n"), encoding="utf-8")
+        sites.append({"id": site_id, "name": site_id, "profile": str(profile)})
+    config = {"database_url": database_url, "log_level": "INFO", "manufacturers": demo["manufacturers"],
+              "sites": sites, "api_clients": []}
+    path = directory / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def start_worker_process(config: Path, log: Path, *, lease_seconds: float = 1.0) -> Any:
+    """``python -m gateway.cli_outbox worker`` (what ``cgt-gateway worker`` runs) with fast settings."""
+    import subprocess
+    import sys
+
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli_outbox", "worker", "--config", str(config),
+             "--lease-seconds", str(lease_seconds), "--poll-interval", "0.01", "--retry-initial", "0.02",
+             "--retry-max", "0.1", "--retry-jitter", "0"],
+            cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
