@@ -87,6 +87,8 @@ def test_every_event_type_on_the_happy_path(acme, engine, clock):
     collected = order["timeline"][4]
     assert collected["data"]["din"] == "A9999211234563"  # normal form: with check character
     assert order["state"]["expires_at"].startswith("2027-05-20")
+    task = next(ref for ref in order["fhir_resources"] if ref["resourceType"] == "Task")
+    assert int(task["versionId"]) > 1  # the Task followed the events
 
 
 def test_event_answer_and_identical_replay(acme, engine):
@@ -267,3 +269,13 @@ def test_infusion_after_expiry_is_beyond_shelf_life(acme, engine):
 
 def test_event_for_unknown_order_is_404(acme):
     problem(post(acme, event_body("E", "order.confirmed", at(hours=1)), "NOPE"), 404, "not-found")
+
+
+def test_event_and_its_outputs_commit_together_or_not_at_all(acme, engine, monkeypatch):
+    from gateway import pipeline
+
+    before = snapshot(engine)
+    monkeypatch.setattr(pipeline, "process_event", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    r = post(acme, event_body("E1", "order.confirmed", at(hours=1)))
+    assert r.status_code == 500
+    assert snapshot(engine) == before

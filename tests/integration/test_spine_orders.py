@@ -44,7 +44,9 @@ def test_create_returns_201_with_the_order(client, engine):
     assert [e["type"] for e in order["timeline"]] == ["order.placed"]
     assert order["timeline"][0]["sequence"] == 0 and order["timeline"][0]["late"] is False
     assert order["order"]["patient"]["mrn"] == "MRN-0042"
-    assert isinstance(order["fhir_resources"], list)
+    produced = {ref["resourceType"] for ref in order["fhir_resources"]}
+    assert {"Task", "ServiceRequest", "Patient"} <= produced
+    assert all(ref["reference"] == f"{ref['resourceType']}/{ref['id']}" for ref in order["fhir_resources"])
     assert _count(engine, OrderRow) == 1 and _count(engine, EventRow) == 1
 
 
@@ -183,3 +185,16 @@ def test_body_must_be_an_object(client):
 
 def test_get_unknown_order_is_404(client):
     _problem(client.get("/v1/orders/NOPE", headers=ACME), 404, "not-found")
+
+
+def test_order_and_its_outputs_commit_together_or_not_at_all(client, engine, monkeypatch):
+    from gateway import pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("translation blew up")
+
+    monkeypatch.setattr(pipeline, "process_event", broken)
+    r = client.post("/v1/orders", json=order_body(), headers=ACME)
+    assert r.status_code == 500 and r.json()["code"] == "internal-error"
+    assert "blew up" not in r.text
+    assert _count(engine, OrderRow) == 0 and _count(engine, EventRow) == 0 and _count(engine, PatientCoiRow) == 0
