@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 
 from adapters.fhir.codes import PROFILE_VERSION_TAG_SYSTEM
@@ -14,12 +16,38 @@ __all__ = ["validated", "fhir_instant", "fhir_date", "profile_meta", "UNVERSIONE
 UNVERSIONED = "unversioned"
 
 
+#: Distinct resource contents whose validated dump is kept (about 3 KiB each, both ways).
+VALIDATED_CACHE_SIZE = 4096
+_PLAIN_JSON = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+               | orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
 def validated(resource: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``resource`` against its R4B model and return the model's JSON dump.
+    """Validate ``resource`` against its R4B model and return the model's JSON dump (a new dict).
+
+    The dump is a pure function of the resource's JSON content, and most resources repeat from one
+    event of an order to the next (Organizations, Practitioner, Patient, ServiceRequest, products),
+    so each distinct content is validated once and its dump kept in a bounded LRU cache keyed by
+    that content; repeats cost one ``orjson`` round trip.  Content that is not plain JSON
+    (datetimes, dataclasses, subclasses of str/int/dict/list) is validated every time.
 
     Raises ``pydantic.ValidationError`` for a structurally invalid resource: that is a bug in a
     builder, never a data problem (data problems are caught before and reported as issues).
+    Invalid content is never cached, so it raises every time.
     """
+    try:
+        content = orjson.dumps(resource, option=_PLAIN_JSON)
+    except TypeError:
+        return _validate(resource)
+    return orjson.loads(_validated_json(content))  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=VALIDATED_CACHE_SIZE)
+def _validated_json(content: bytes) -> bytes:
+    return orjson.dumps(_validate(orjson.loads(content)))
+
+
+def _validate(resource: dict[str, Any]) -> dict[str, Any]:
     model = get_fhir_model_class(resource["resourceType"])
     dumped: dict[str, Any] = model.model_validate(resource).model_dump(mode="json", exclude_none=True)
     return dumped
