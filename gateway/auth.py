@@ -53,8 +53,11 @@ def principal_for_token(token: str, settings: Settings, engine: Engine) -> Princ
     role = settings.role_for_token_hash(digest)
     if role is None:
         with Session(engine) as session:
-            row = session.exec(select(ApiClientRow).where(ApiClientRow.token_sha256 == digest,
-                                                          ApiClientRow.revoked_at.is_(None))).first()  # type: ignore[union-attr]
+            row = session.exec(
+                select(ApiClientRow).where(
+                    ApiClientRow.token_sha256 == digest, ApiClientRow.revoked_at.is_(None)
+                )
+            ).first()  # type: ignore[union-attr]
             role = row.role if row is not None else None
     return Principal.from_role(role) if role is not None else None
 

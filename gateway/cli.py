@@ -16,8 +16,14 @@ token_app = typer.Typer(help="Create API tokens (only their hash is stored).", n
 app.add_typer(token_app, name="token")
 app.add_typer(profile_app, name="profile")
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file "
-                                                   "(default: $CGT_GATEWAY_CONFIG, else the demo configuration)")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML configuration file (default: $CGT_GATEWAY_CONFIG, else the demo configuration)",
+    ),
+]
 
 
 def _settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
@@ -27,9 +33,11 @@ def _settings(config: Path | None, **overrides: object):  # type: ignore[no-unty
 
 
 @app.command()
-def serve(config: ConfigOption = None,
-          host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1)")] = None,
-          port: Annotated[int | None, typer.Option(help="Listen port (default 8080)")] = None) -> None:
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default 8080)")] = None,
+) -> None:
     """Migrate the database, load every site profile, and serve the API."""
     import uvicorn
 
@@ -42,8 +50,13 @@ def serve(config: ConfigOption = None,
     engine = make_engine(settings.database_url)
     migrate(engine)
     application = create_app(settings, engine=engine)
-    uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
-                log_level=settings.log_level.lower())
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+    )
 
 
 @app.command()
@@ -57,9 +70,11 @@ def migrate(config: ConfigOption = None) -> None:
 
 
 @token_app.command("create")
-def token_create(role: Annotated[str, typer.Option(help="manufacturer:<id>, site:<id> or admin")],
-                 name: Annotated[str | None, typer.Option(help="Who holds the token")] = None,
-                 config: ConfigOption = None) -> None:
+def token_create(
+    role: Annotated[str, typer.Option(help="manufacturer:<id>, site:<id> or admin")],
+    name: Annotated[str | None, typer.Option(help="Who holds the token")] = None,
+    config: ConfigOption = None,
+) -> None:
     """Create a token for ROLE, print it once, and store only its SHA-256."""
     from gateway.auth import create_token
     from gateway.context import utc_now

@@ -138,8 +138,9 @@ class _YamlFileSource(PydanticBaseSettingsSource):
 class Settings(BaseSettings):
     """The gateway's one settings object."""
 
-    model_config = SettingsConfigDict(env_prefix="CGT_GATEWAY_", env_nested_delimiter="__", extra="forbid",
-                                      frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CGT_GATEWAY_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     config: Path = DEMO_CONFIG
     host: str = "127.0.0.1"
@@ -153,12 +154,14 @@ class Settings(BaseSettings):
     api_clients: list[ApiClientConfig] = Field(default_factory=list)
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
-                                   init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _YamlFileSource(settings_cls, init_settings, env_settings)
 
     @model_validator(mode="after")

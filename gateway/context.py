@@ -54,12 +54,19 @@ def load_site_profiles(settings: Settings) -> dict[str, SiteProfile]:
     for site in settings.sites:
         profile = _load_profile_once(site.profile)
         if profile.site_id != site.id:
-            raise ValueError(f"{site.profile}: site_id is {profile.site_id!r} but the configuration "
-                             f"uses this file for site {site.id!r}")
+            raise ValueError(
+                f"{site.profile}: site_id is {profile.site_id!r} but the configuration "
+                f"uses this file for site {site.id!r}"
+            )
         profiles[site.id] = profile
     return profiles
 
 
 def build_context(settings: Settings, engine: Engine, *, now: Clock = utc_now) -> Context:
-    return Context(settings=settings, engine=engine, profiles=load_site_profiles(settings),
-                   terminology=load_terminology(), now=now)
+    return Context(
+        settings=settings,
+        engine=engine,
+        profiles=load_site_profiles(settings),
+        terminology=load_terminology(),
+        now=now,
+    )

@@ -95,9 +95,17 @@ def placed_event_id(order_id: str) -> str:
 
 
 def event_record(row: EventRow) -> EventRecord:
-    return EventRecord(event_id=row.event_id, type=EventType(row.type), occurred_at=as_utc(row.occurred_at),
-                       coi=row.coi, data=row.data, sequence=row.sequence, accepted_at=as_utc(row.accepted_at),
-                       late=row.late, status_after=OrderStatus(row.status_after))
+    return EventRecord(
+        event_id=row.event_id,
+        type=EventType(row.type),
+        occurred_at=as_utc(row.occurred_at),
+        coi=row.coi,
+        data=row.data,
+        sequence=row.sequence,
+        accepted_at=as_utc(row.accepted_at),
+        late=row.late,
+        status_after=OrderStatus(row.status_after),
+    )
 
 
 def build_snapshot(settings: Settings, order: OrderRow, events: list[EventRow]) -> OrderSnapshot:
@@ -105,13 +113,16 @@ def build_snapshot(settings: Settings, order: OrderRow, events: list[EventRow]) 
     product = settings.product(order.manufacturer_id, order.product_code)
     site = settings.site(order.site_id)
     if manufacturer is None or product is None or site is None:
-        raise LookupError(f"order {order.order_id}: its manufacturer, product or site is no longer configured")
+        raise LookupError(
+            f"order {order.order_id}: its manufacturer, product or site is no longer configured"
+        )
     return OrderSnapshot(
         order=OrderIn.model_validate(order.body),
         coi=order.coi,
         manufacturer=ManufacturerRef(id=manufacturer.id, name=manufacturer.name),
-        product=ProductRef(code=product.code, name=product.name, autologous=product.autologous,
-                           coi_format=product.coi_format),
+        product=ProductRef(
+            code=product.code, name=product.name, autologous=product.autologous, coi_format=product.coi_format
+        ),
         site=SiteRef(id=site.id, name=site.name),
         status=OrderStatus(order.status),
         created_at=as_utc(order.created_at),
@@ -131,8 +142,15 @@ def _retrying(action: Any) -> Any:
 def _write_safety_log(context: Context, entry: SafetyLogRow) -> None:
     with write_session(context.engine) as session:
         session.add(entry)
-    log.warning("chain of identity refusal", extra={"code": entry.code, "manufacturer_id": entry.manufacturer_id,
-                                                    "order_id": entry.order_id, "event_id": entry.event_id})
+    log.warning(
+        "chain of identity refusal",
+        extra={
+            "code": entry.code,
+            "manufacturer_id": entry.manufacturer_id,
+            "order_id": entry.order_id,
+            "event_id": entry.event_id,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- orders
@@ -145,8 +163,11 @@ def _product_for(settings: Settings, manufacturer_id: str, order: OrderIn) -> Pr
     product = settings.product(manufacturer_id, order.product_code)
     if product is None:
         owner = settings.product_owner(order.product_code)
-        reason = (f"product {order.product_code!r} is not one of {manufacturer_id}'s products" if owner
-                  else f"unknown product {order.product_code!r}")
+        reason = (
+            f"product {order.product_code!r} is not one of {manufacturer_id}'s products"
+            if owner
+            else f"unknown product {order.product_code!r}"
+        )
         errors.append(FieldError("/product_code", reason, "unknown-product"))
     if errors:
         raise ValidationFailed("The order names an unknown site or product.", errors=errors)
@@ -169,38 +190,87 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
                 if existing.body_sha256 == body_sha256:
                     assert existing.id is not None
                     return OrderAccepted(existing.id, created=False)
-                raise Conflict(f"Order {order.order_id} already exists with a different body.",
-                               code="duplicate-order",
-                               errors=[FieldError("/order_id", "already used for a different order")])
-            owner = session.exec(select(PatientCoiRow).where(PatientCoiRow.manufacturer_id == manufacturer_id,
-                                                             PatientCoiRow.coi == coi)).first()
+                raise Conflict(
+                    f"Order {order.order_id} already exists with a different body.",
+                    code="duplicate-order",
+                    errors=[FieldError("/order_id", "already used for a different order")],
+                )
+            owner = session.exec(
+                select(PatientCoiRow).where(
+                    PatientCoiRow.manufacturer_id == manufacturer_id, PatientCoiRow.coi == coi
+                )
+            ).first()
             if owner is None:
-                session.add(PatientCoiRow(manufacturer_id=manufacturer_id, coi=coi, site_id=order.site_id,
-                                          mrn=order.patient.mrn, created_at=now))
+                session.add(
+                    PatientCoiRow(
+                        manufacturer_id=manufacturer_id,
+                        coi=coi,
+                        site_id=order.site_id,
+                        mrn=order.patient.mrn,
+                        created_at=now,
+                    )
+                )
             elif (owner.site_id, owner.mrn) != (order.site_id, order.patient.mrn):
                 detail = "This Chain of Identity identifier already belongs to another patient."
                 raise _Refused(
-                    CoiError(detail, code="coi-in-use", errors=[FieldError("/coi", "already used for another patient")]),
-                    SafetyLogRow(at=now, code="coi-in-use", manufacturer_id=manufacturer_id, order_id=order.order_id,
-                                 presented_coi=coi, detail=detail))
+                    CoiError(
+                        detail,
+                        code="coi-in-use",
+                        errors=[FieldError("/coi", "already used for another patient")],
+                    ),
+                    SafetyLogRow(
+                        at=now,
+                        code="coi-in-use",
+                        manufacturer_id=manufacturer_id,
+                        order_id=order.order_id,
+                        presented_coi=coi,
+                        detail=detail,
+                    ),
+                )
             state = initial_state(now)
-            row = OrderRow(manufacturer_id=manufacturer_id, order_id=order.order_id, site_id=order.site_id,
-                           product_code=product.code, coi=coi, status=state.status.value,
-                           state=state.model_dump(mode="json"), body=order.model_dump(mode="json"),
-                           body_sha256=body_sha256, last_sequence=0, created_at=now, updated_at=now)
+            row = OrderRow(
+                manufacturer_id=manufacturer_id,
+                order_id=order.order_id,
+                site_id=order.site_id,
+                product_code=product.code,
+                coi=coi,
+                status=state.status.value,
+                state=state.model_dump(mode="json"),
+                body=order.model_dump(mode="json"),
+                body_sha256=body_sha256,
+                last_sequence=0,
+                created_at=now,
+                updated_at=now,
+            )
             session.add(row)
             session.flush()
             assert row.id is not None
-            placed = EventRow(order_pk=row.id, manufacturer_id=manufacturer_id,
-                              event_id=placed_event_id(order.order_id), type=EventType.order_placed.value,
-                              occurred_at=now, coi=coi, data={}, body_sha256=body_sha256, sequence=0,
-                              accepted_at=now, late=False, status_after=state.status.value)
+            placed = EventRow(
+                order_pk=row.id,
+                manufacturer_id=manufacturer_id,
+                event_id=placed_event_id(order.order_id),
+                type=EventType.order_placed.value,
+                occurred_at=now,
+                coi=coi,
+                data={},
+                body_sha256=body_sha256,
+                sequence=0,
+                accepted_at=now,
+                late=False,
+                status_after=state.status.value,
+            )
             session.add(placed)
             session.flush()
             snapshot = build_snapshot(context.settings, row, [placed])
             pipeline.process_event(session, snapshot, event_record(placed), context, now)
-            log.info("order accepted", extra={"manufacturer_id": manufacturer_id, "order_id": order.order_id,
-                                              "site_id": order.site_id})
+            log.info(
+                "order accepted",
+                extra={
+                    "manufacturer_id": manufacturer_id,
+                    "order_id": order.order_id,
+                    "site_id": order.site_id,
+                },
+            )
             return OrderAccepted(row.id, created=True)
 
     try:
@@ -226,8 +296,9 @@ def _typed_data(event: EventIn) -> tuple[StrictModel, dict[str, Any]]:
     try:
         typed = event.typed_data()
     except ValidationError as exc:
-        raise ValidationFailed(f"data is not valid for {event.type.value}.",
-                               errors=validation_errors(exc.errors(), "/data")) from None
+        raise ValidationFailed(
+            f"data is not valid for {event.type.value}.", errors=validation_errors(exc.errors(), "/data")
+        ) from None
     if isinstance(typed, CollectionCompletedData) and typed.din is not None:
         typed = typed.model_copy(update={"din": normalize_din_field(typed.din, "/data/din")})
     return typed, typed.model_dump(mode="json", exclude_none=True)
@@ -239,17 +310,29 @@ def _check_shelf_life(product: ProductConfig, event: EventIn, typed: StrictModel
         if typed.expires_at > limit:
             raise ValidationFailed(
                 f"expires_at is beyond {product.code}'s shelf life of {product.shelf_life_days} days.",
-                errors=[FieldError("/data/expires_at",
-                                   f"later than occurred_at + {product.shelf_life_days} days", "beyond-shelf-life")])
+                errors=[
+                    FieldError(
+                        "/data/expires_at",
+                        f"later than occurred_at + {product.shelf_life_days} days",
+                        "beyond-shelf-life",
+                    )
+                ],
+            )
 
 
 def accept_event(context: Context, manufacturer_id: str, order_id: str, event: EventIn) -> EventAccepted:
     """Append the event (201) or recognise an identical replay (200); 404 unknown order,
     409 ``duplicate-event`` and lifecycle refusals, 422 ``coi-mismatch`` and data errors."""
     typed, data = _typed_data(event)
-    body_sha256 = canonical_sha256({"event_id": event.event_id, "type": event.type.value,
-                                    "occurred_at": event.model_dump(mode="json")["occurred_at"],
-                                    "coi": event.coi, "data": data})
+    body_sha256 = canonical_sha256(
+        {
+            "event_id": event.event_id,
+            "type": event.type.value,
+            "occurred_at": event.model_dump(mode="json")["occurred_at"],
+            "coi": event.coi,
+            "data": data,
+        }
+    )
 
     def attempt() -> EventAccepted:
         now = context.now()
@@ -258,25 +341,42 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             if order is None:
                 raise NotFound(f"No order {order_id} for this manufacturer.")
             assert order.id is not None
-            existing = session.exec(select(EventRow).where(EventRow.manufacturer_id == manufacturer_id,
-                                                           EventRow.event_id == event.event_id)).first()
+            existing = session.exec(
+                select(EventRow).where(
+                    EventRow.manufacturer_id == manufacturer_id, EventRow.event_id == event.event_id
+                )
+            ).first()
             if existing is not None:
                 assert existing.id is not None
                 if existing.order_pk == order.id and existing.body_sha256 == body_sha256:
                     return EventAccepted(order.id, existing.id, created=False)
-                raise Conflict(f"Event {event.event_id} was already accepted with a different body.",
-                               code="duplicate-event",
-                               errors=[FieldError("/event_id", "already used for a different event")])
+                raise Conflict(
+                    f"Event {event.event_id} was already accepted with a different body.",
+                    code="duplicate-event",
+                    errors=[FieldError("/event_id", "already used for a different event")],
+                )
             product = context.settings.product(manufacturer_id, order.product_code)
             assert product is not None
             _check_coi(event, order, product, now)
             _check_shelf_life(product, event, typed)
-            decision = decide(LifecycleState.model_validate(order.state), event.type, event.occurred_at, typed)
+            decision = decide(
+                LifecycleState.model_validate(order.state), event.type, event.occurred_at, typed
+            )
             sequence = order.last_sequence + 1
-            row = EventRow(order_pk=order.id, manufacturer_id=manufacturer_id, event_id=event.event_id,
-                           type=event.type.value, occurred_at=event.occurred_at, coi=order.coi, data=data,
-                           body_sha256=body_sha256, sequence=sequence, accepted_at=now, late=decision.late,
-                           status_after=decision.state.status.value)
+            row = EventRow(
+                order_pk=order.id,
+                manufacturer_id=manufacturer_id,
+                event_id=event.event_id,
+                type=event.type.value,
+                occurred_at=event.occurred_at,
+                coi=order.coi,
+                data=data,
+                body_sha256=body_sha256,
+                sequence=sequence,
+                accepted_at=now,
+                late=decision.late,
+                status_after=decision.state.status.value,
+            )
             order.status = decision.state.status.value
             order.state = decision.state.model_dump(mode="json")
             order.last_sequence = sequence
@@ -285,13 +385,24 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             session.add(order)
             session.flush()
             assert row.id is not None
-            events = list(session.exec(select(EventRow).where(EventRow.order_pk == order.id)
-                                       .order_by(EventRow.sequence)).all())  # type: ignore[arg-type]
+            events = list(
+                session.exec(
+                    select(EventRow).where(EventRow.order_pk == order.id).order_by(EventRow.sequence)
+                ).all()
+            )  # type: ignore[arg-type]
             snapshot = build_snapshot(context.settings, order, events)
             pipeline.process_event(session, snapshot, event_record(row), context, now)
-            log.info("event accepted", extra={"manufacturer_id": manufacturer_id, "order_id": order_id,
-                                              "event_id": event.event_id, "event_type": event.type.value,
-                                              "late": decision.late, "status": order.status})
+            log.info(
+                "event accepted",
+                extra={
+                    "manufacturer_id": manufacturer_id,
+                    "order_id": order_id,
+                    "event_id": event.event_id,
+                    "event_type": event.type.value,
+                    "late": decision.late,
+                    "status": order.status,
+                },
+            )
             return EventAccepted(order.id, row.id, created=True)
 
     try:
@@ -315,5 +426,14 @@ def _check_coi(event: EventIn, order: OrderRow, product: ProductConfig, now: Any
     detail = "The event's CoI does not match the order's; nothing was changed."
     raise _Refused(
         CoiError(detail, code="coi-mismatch", errors=[FieldError("/coi", reason)]),
-        SafetyLogRow(at=now, code="coi-mismatch", manufacturer_id=order.manufacturer_id, order_id=order.order_id,
-                     event_id=event.event_id, expected_coi=order.coi, presented_coi=presented, detail=reason[:500]))
+        SafetyLogRow(
+            at=now,
+            code="coi-mismatch",
+            manufacturer_id=order.manufacturer_id,
+            order_id=order.order_id,
+            event_id=event.event_id,
+            expected_coi=order.coi,
+            presented_coi=presented,
+            detail=reason[:500],
+        ),
+    )

@@ -59,8 +59,9 @@ _HTTP_CODES = {
 }
 
 
-def problem_body(*, code: str, title: str, status: int, detail: str,
-                 errors: list[FieldError] | None = None) -> dict[str, Any]:
+def problem_body(
+    *, code: str, title: str, status: int, detail: str, errors: list[FieldError] | None = None
+) -> dict[str, Any]:
     return {
         "type": PROBLEM_BASE + code,
         "title": title,
@@ -72,8 +73,9 @@ def problem_body(*, code: str, title: str, status: int, detail: str,
 
 
 def problem_response(error: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = problem_body(code=error.code, title=error.title, status=error.status, detail=error.detail,
-                        errors=error.errors)
+    body = problem_body(
+        code=error.code, title=error.title, status=error.status, detail=error.detail, errors=error.errors
+    )
     if error.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="cgt-gateway"', **(headers or {})}
     return JSONResponse(body, status_code=error.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
@@ -87,9 +89,11 @@ def validation_errors(errors: list[Any], prefix: str = "") -> list[FieldError]:
     """Pydantic errors -> FieldErrors with JSON pointers (``prefix`` + the error's location)."""
     found: list[FieldError] = []
     for err in errors:
-        reason = "extra field not permitted" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+        reason = (
+            "extra field not permitted" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+        )
         if reason.startswith("Value error, "):
-            reason = reason[len("Value error, "):]
+            reason = reason[len("Value error, ") :]
         found.append(FieldError(prefix + _pointer(err.get("loc", ())), reason, err.get("type", "invalid")))
     return found
 
@@ -107,8 +111,12 @@ def _request_validation(exc: RequestValidationError) -> GatewayError:
         prefix = "" if where == "body" else f"/{where}"
         fields.extend(validation_errors([{**err, "loc": rest}], prefix))
     n = len(fields)
-    return GatewayError(f"The request has {n} invalid field{'s' if n != 1 else ''}.", code="validation-failed",
-                        status=422, errors=fields)
+    return GatewayError(
+        f"The request has {n} invalid field{'s' if n != 1 else ''}.",
+        code="validation-failed",
+        status=422,
+        errors=fields,
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -128,13 +136,21 @@ def install_problem_handlers(app: FastAPI) -> None:
         code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else title
         body = problem_body(code=code, title=title, status=exc.status_code, detail=detail)
-        return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM_MEDIA_TYPE,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            body,
+            status_code=exc.status_code,
+            media_type=PROBLEM_MEDIA_TYPE,
+            headers=getattr(exc, "headers", None),
+        )
 
     async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", extra={"error_type": type(exc).__name__})
-        body = problem_body(code="internal-error", title="Internal server error", status=500,
-                            detail="The gateway could not complete the request.")
+        body = problem_body(
+            code="internal-error",
+            title="Internal server error",
+            status=500,
+            detail="The gateway could not complete the request.",
+        )
         return JSONResponse(body, status_code=500, media_type=PROBLEM_MEDIA_TYPE)
 
     app.add_exception_handler(GatewayError, on_gateway_error)

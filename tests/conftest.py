@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import warnings
 
 import pytest
 import sqlalchemy as sa
@@ -67,8 +66,10 @@ def _reset_postgres(engine: Engine) -> None:
     tables = {t.name for t in metadata().sorted_tables}
     with engine.begin() as conn:
         existing = set(sa.inspect(conn).get_table_names())
-        at_head = "alembic_version" in existing and conn.execute(
-            sa.text("SELECT version_num FROM alembic_version")).scalar() == _head()
+        at_head = (
+            "alembic_version" in existing
+            and conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == _head()
+        )
         if at_head and tables <= existing:
             for table in reversed(metadata().sorted_tables):  # DELETE: far cheaper than TRUNCATE here
                 conn.execute(table.delete())
@@ -148,8 +149,13 @@ def order_body(order_id: str = "ORD-1", **overrides: object) -> dict:
         "coi": ACME_COI,
         "product_code": "CART-CD19",
         "site_id": "site-a",
-        "patient": {"mrn": "MRN-0042", "family": "Zyxwvut", "given": ["Quillon"], "birth_date": "1971-03-09",
-                    "sex": "female"},
+        "patient": {
+            "mrn": "MRN-0042",
+            "family": "Zyxwvut",
+            "given": ["Quillon"],
+            "birth_date": "1971-03-09",
+            "sex": "female",
+        },
         "ordering_provider": {"npi": "1234567893", "family": "Okafor", "given": ["Ada"]},
         "requested": {"apheresis_date": "2026-12-01"},
         "priority": "routine",
@@ -163,5 +169,7 @@ def nova_order_body(order_id: str = "NOVA-1", **overrides: object) -> dict:
     return order_body(order_id, **fields)
 
 
-def event_body(event_id: str, type_: str, occurred_at: str, data: dict | None = None, coi: str = ACME_COI) -> dict:
+def event_body(
+    event_id: str, type_: str, occurred_at: str, data: dict | None = None, coi: str = ACME_COI
+) -> dict:
     return {"event_id": event_id, "type": type_, "occurred_at": occurred_at, "coi": coi, "data": data or {}}

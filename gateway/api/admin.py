@@ -18,15 +18,31 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 @router.get("/safety-log", summary="Refused Chain-of-Identity attempts (admin only)")
-def safety_log(request: Request, principal: Annotated[Principal, Depends(current_principal)],
-               limit: Annotated[int, Query(ge=1, le=500)] = 100,
-               before_id: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+def safety_log(
+    request: Request,
+    principal: Annotated[Principal, Depends(current_principal)],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
     require_admin(principal)
     with read_session(request.app.state.context.engine) as session:
         query = select(SafetyLogRow)
         if before_id is not None:
             query = query.where(SafetyLogRow.id < before_id)  # type: ignore[operator]
         rows = session.exec(query.order_by(SafetyLogRow.id.desc()).limit(limit)).all()  # type: ignore[union-attr]
-    return {"items": [{"id": r.id, "at": iso(r.at), "code": r.code, "manufacturer_id": r.manufacturer_id,
-                       "order_id": r.order_id, "event_id": r.event_id, "expected_coi": r.expected_coi,
-                       "presented_coi": r.presented_coi, "detail": r.detail} for r in rows]}
+    return {
+        "items": [
+            {
+                "id": r.id,
+                "at": iso(r.at),
+                "code": r.code,
+                "manufacturer_id": r.manufacturer_id,
+                "order_id": r.order_id,
+                "event_id": r.event_id,
+                "expected_coi": r.expected_coi,
+                "presented_coi": r.presented_coi,
+                "detail": r.detail,
+            }
+            for r in rows
+        ]
+    }

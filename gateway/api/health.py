@@ -23,6 +23,8 @@ def readyz(request: Request) -> dict[str, str] | JSONResponse:
     try:
         ping(request.app.state.context.engine)
     except Exception:  # any database failure means "not ready"
-        body = problem_body(code="not-ready", title="Not ready", status=503, detail="The database is not reachable.")
+        body = problem_body(
+            code="not-ready", title="Not ready", status=503, detail="The database is not reachable."
+        )
         return JSONResponse(body, status_code=503, media_type=PROBLEM_MEDIA_TYPE)
     return {"status": "ready", "database": "ok"}

@@ -22,8 +22,9 @@ class BodyLimitMiddleware:
         self.max_body_bytes = max_body_bytes
 
     def _refusal(self) -> Any:
-        return problem_response(PayloadTooLarge(
-            f"The request body exceeds the limit of {self.max_body_bytes} bytes.", status=413))
+        return problem_response(
+            PayloadTooLarge(f"The request body exceeds the limit of {self.max_body_bytes} bytes.", status=413)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

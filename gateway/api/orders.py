@@ -6,7 +6,6 @@ read their site's orders; admin reads all; only manufacturer tokens write (403 o
 
 from __future__ import annotations
 
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -14,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from sqlmodel import select
 
+from gateway.api.views import event_view, list_orders, order_summary, order_view
 from gateway.auth import Principal, current_principal, require_manufacturer
 from gateway.context import Context
 from gateway.db import read_session
@@ -21,14 +21,14 @@ from gateway.errors import Conflict, FieldError, Forbidden, NotFound
 from gateway.intake import accept_event, accept_order
 from gateway.problem import PROBLEM_MEDIA_TYPE
 from gateway.store import EventRow, OrderRow
-from gateway.api.views import event_view, list_orders, order_summary, order_view
 from mappings.domain import EventIn, OrderIn, OrderStatus
 
 __all__ = ["router"]
 
 _PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "RFC 9457 problem details"}
-router = APIRouter(prefix="/v1", tags=["orders"],
-                   responses={code: _PROBLEM for code in (400, 401, 403, 404, 409, 413, 422)})
+router = APIRouter(
+    prefix="/v1", tags=["orders"], responses={code: _PROBLEM for code in (400, 401, 403, 404, 409, 413, 422)}
+)
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
@@ -56,8 +56,12 @@ def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDe
     return JSONResponse(body, status_code=201 if accepted.created else 200, headers=headers)
 
 
-@router.post("/orders/{order_id}/events", status_code=201, summary="Post a status event (idempotent by event_id)")
-def post_event(order_id: str, event: EventIn, request: Request, manufacturer_id: ManufacturerDep) -> JSONResponse:
+@router.post(
+    "/orders/{order_id}/events", status_code=201, summary="Post a status event (idempotent by event_id)"
+)
+def post_event(
+    order_id: str, event: EventIn, request: Request, manufacturer_id: ManufacturerDep
+) -> JSONResponse:
     context = _context(request)
     accepted = accept_event(context, manufacturer_id, order_id, event)
     with read_session(context.engine) as session:
@@ -77,8 +81,12 @@ def _visible(principal: Principal, manufacturer_id: str | None) -> tuple[str | N
 
 
 @router.get("/orders/{order_id}", summary="An order: state, timeline and the FHIR resources it produced")
-def get_order(order_id: str, request: Request, principal: PrincipalDep,
-              manufacturer_id: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+def get_order(
+    order_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    manufacturer_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
     only_manufacturer, only_site = _visible(principal, manufacturer_id)
     with read_session(_context(request).engine) as session:
         query = select(OrderRow).where(OrderRow.order_id == order_id)
@@ -90,27 +98,36 @@ def get_order(order_id: str, request: Request, principal: PrincipalDep,
         if not rows:
             raise NotFound(f"No order {order_id}.")
         if len(rows) > 1:
-            raise Conflict("Several manufacturers use this order_id; pass manufacturer_id.",
-                           code="ambiguous-order-id",
-                           errors=[FieldError("/query/manufacturer_id", "required for this order_id")])
+            raise Conflict(
+                "Several manufacturers use this order_id; pass manufacturer_id.",
+                code="ambiguous-order-id",
+                errors=[FieldError("/query/manufacturer_id", "required for this order_id")],
+            )
         return order_view(session, rows[0])
 
 
 @router.get("/orders", summary="Orders, oldest change first, keyset-paged")
-def get_orders(request: Request, principal: PrincipalDep,
-               site_id: Annotated[str | None, Query(max_length=64)] = None,
-               status: OrderStatus | None = None,
-               updated_since: AwareDatetime | None = None,
-               limit: Annotated[int, Query(ge=1, le=200)] = 50,
-               cursor: Annotated[str | None, Query(max_length=200)] = None,
-               manufacturer_id: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+def get_orders(
+    request: Request,
+    principal: PrincipalDep,
+    site_id: Annotated[str | None, Query(max_length=64)] = None,
+    status: OrderStatus | None = None,
+    updated_since: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    manufacturer_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
     only_manufacturer, only_site = _visible(principal, manufacturer_id)
     if only_site is not None and site_id is not None and site_id != only_site:
         raise Forbidden("A site token reads only its own site's orders.")
     with read_session(_context(request).engine) as session:
-        rows, next_cursor = list_orders(session, manufacturer_id=only_manufacturer, site_id=only_site or site_id,
-                                        status=status.value if status else None,
-                                        updated_since=updated_since, limit=limit, cursor=cursor)
+        rows, next_cursor = list_orders(
+            session,
+            manufacturer_id=only_manufacturer,
+            site_id=only_site or site_id,
+            status=status.value if status else None,
+            updated_since=updated_since,
+            limit=limit,
+            cursor=cursor,
+        )
     return {"items": [order_summary(r) for r in rows], "next_cursor": next_cursor}
-
-

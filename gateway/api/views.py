@@ -13,8 +13,17 @@ from sqlmodel import Session, select
 from gateway.errors import FieldError, ValidationFailed
 from gateway.store import EventRow, OrderRow, as_utc
 
-__all__ = ["iso", "order_summary", "order_view", "event_view", "timeline", "encode_cursor", "decode_cursor",
-           "list_orders", "fhir_references"]
+__all__ = [
+    "iso",
+    "order_summary",
+    "order_view",
+    "event_view",
+    "timeline",
+    "encode_cursor",
+    "decode_cursor",
+    "list_orders",
+    "fhir_references",
+]
 
 
 def iso(value: datetime) -> str:
@@ -50,9 +59,12 @@ def event_view(row: EventRow, order_id: str) -> dict[str, Any]:
 
 
 def timeline(session: Session, row: OrderRow) -> list[dict[str, Any]]:
-    events = session.exec(select(EventRow).where(EventRow.order_pk == row.id)
-                          .order_by(EventRow.sequence)).all()  # type: ignore[arg-type]
-    return [{k: v for k, v in event_view(e, row.order_id).items() if k not in ("order_id", "coi")} for e in events]
+    events = session.exec(
+        select(EventRow).where(EventRow.order_pk == row.id).order_by(EventRow.sequence)
+    ).all()  # type: ignore[arg-type]
+    return [
+        {k: v for k, v in event_view(e, row.order_id).items() if k not in ("order_id", "coi")} for e in events
+    ]
 
 
 def fhir_references(session: Session, row: OrderRow) -> list[dict[str, Any]]:
@@ -60,11 +72,16 @@ def fhir_references(session: Session, row: OrderRow) -> list[dict[str, Any]]:
     for this order, read from the FHIR store's ``fhir_resource_version`` table."""
     from gateway.fhir_store import FhirResourceVersion as V
 
-    query = (sa.select(V.resource_type, V.resource_id, sa.func.max(V.version_id))
-             .where(V.manufacturer_id == row.manufacturer_id, V.order_id == row.order_id)
-             .group_by(V.resource_type, V.resource_id).order_by(V.resource_type, V.resource_id))
-    return [{"reference": f"{rtype}/{rid}", "resourceType": rtype, "id": rid, "versionId": str(version)}
-            for rtype, rid, version in session.execute(query).all()]
+    query = (
+        sa.select(V.resource_type, V.resource_id, sa.func.max(V.version_id))
+        .where(V.manufacturer_id == row.manufacturer_id, V.order_id == row.order_id)
+        .group_by(V.resource_type, V.resource_id)
+        .order_by(V.resource_type, V.resource_id)
+    )
+    return [
+        {"reference": f"{rtype}/{rid}", "resourceType": rtype, "id": rid, "versionId": str(version)}
+        for rtype, rid, version in session.execute(query).all()
+    ]
 
 
 def order_view(session: Session, row: OrderRow) -> dict[str, Any]:
@@ -88,12 +105,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         updated, pk = orjson.loads(raw)
         return as_utc(datetime.fromisoformat(updated)), int(pk)
     except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise ValidationFailed("The cursor is not one this API returned.",
-                               errors=[FieldError("/query/cursor", "not a valid cursor")]) from None
+        raise ValidationFailed(
+            "The cursor is not one this API returned.",
+            errors=[FieldError("/query/cursor", "not a valid cursor")],
+        ) from None
 
 
-def list_orders(session: Session, *, manufacturer_id: str | None, site_id: str | None, status: str | None,
-                updated_since: datetime | None, limit: int, cursor: str | None) -> tuple[list[OrderRow], str | None]:
+def list_orders(
+    session: Session,
+    *,
+    manufacturer_id: str | None,
+    site_id: str | None,
+    status: str | None,
+    updated_since: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[OrderRow], str | None]:
     """Orders by (updated_at, id) ascending, keyset-paged; returns the page and the next cursor."""
     query = select(OrderRow)
     if manufacturer_id is not None:
@@ -106,8 +133,12 @@ def list_orders(session: Session, *, manufacturer_id: str | None, site_id: str |
         query = query.where(OrderRow.updated_at >= as_utc(updated_since))
     if cursor is not None:
         after_updated, after_id = decode_cursor(cursor)
-        query = query.where(sa.or_(OrderRow.updated_at > after_updated,
-                                   sa.and_(OrderRow.updated_at == after_updated, OrderRow.id > after_id)))
+        query = query.where(
+            sa.or_(
+                OrderRow.updated_at > after_updated,
+                sa.and_(OrderRow.updated_at == after_updated, OrderRow.id > after_id),
+            )
+        )
     query = query.order_by(OrderRow.updated_at, OrderRow.id).limit(limit + 1)  # type: ignore[arg-type]
     rows = list(session.exec(query).all())
     if len(rows) > limit:

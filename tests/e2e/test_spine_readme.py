@@ -29,12 +29,17 @@ def _free_port() -> int:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     port = _free_port()
-    env = {**os.environ, "CGT_GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.db'}",
-           "CGT_GATEWAY_PORT": str(port)}
+    env = {
+        **os.environ,
+        "CGT_GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.db'}",
+        "CGT_GATEWAY_PORT": str(port),
+    }
     env.pop("CGT_GATEWAY_CONFIG", None)
     cli = Path(sys.executable).parent / "cgt-gateway"
     log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen([str(cli), "serve"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(cli), "serve"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -82,8 +87,11 @@ def test_readme_curl_examples_work_verbatim(server):
         statuses = []
         for command in commands:
             assert "http://127.0.0.1:8080" in command
-            command = command.replace("http://127.0.0.1:8080", server).replace("curl -s ", "curl -s -o /dev/null "
-                                                                                "-w '%{http_code}' ", 1)
-            out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True)
+            command = command.replace("http://127.0.0.1:8080", server).replace(
+                "curl -s ", "curl -s -o /dev/null -w '%{http_code}' ", 1
+            )
+            out = subprocess.run(
+                ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True
+            )
             statuses.append(int(out.stdout.strip()))
         assert statuses == expected

@@ -24,10 +24,20 @@ def _code(response) -> str:
     return response.json()["code"]
 
 
-BAD_HEADERS = [{}, {"Authorization": "Bearer nope"}, {"Authorization": "demo-acme-token"},
-               {"Authorization": "Basic ZGVtbzpkZW1v"}, {"Authorization": "Bearer "}]
-ROUTES = [("POST", "/v1/orders"), ("GET", "/v1/orders"), ("GET", "/v1/orders/ACME-1"),
-          ("POST", "/v1/orders/ACME-1/events"), ("GET", "/v1/admin/safety-log")]
+BAD_HEADERS = [
+    {},
+    {"Authorization": "Bearer nope"},
+    {"Authorization": "demo-acme-token"},
+    {"Authorization": "Basic ZGVtbzpkZW1v"},
+    {"Authorization": "Bearer "},
+]
+ROUTES = [
+    ("POST", "/v1/orders"),
+    ("GET", "/v1/orders"),
+    ("GET", "/v1/orders/ACME-1"),
+    ("POST", "/v1/orders/ACME-1/events"),
+    ("GET", "/v1/admin/safety-log"),
+]
 
 
 def test_missing_or_wrong_token_is_401(orders):
@@ -71,12 +81,16 @@ def test_sites_read_only_their_orders_and_admin_reads_all(orders):
     assert orders.get("/v1/orders/ACME-1", headers=SITE_A).status_code == 200
     assert orders.get("/v1/orders/ACME-1", headers=SITE_B).status_code == 404
     assert orders.get("/v1/orders?site_id=site-b", headers=SITE_A).status_code == 403
-    assert {o["order_id"] for o in orders.get("/v1/orders", headers=ADMIN).json()["items"]} == {"ACME-1", "NOVA-1"}
+    assert {o["order_id"] for o in orders.get("/v1/orders", headers=ADMIN).json()["items"]} == {
+        "ACME-1",
+        "NOVA-1",
+    }
 
 
 def test_created_token_works_and_only_its_hash_is_stored(orders, engine, settings):
-    token = create_token(engine, settings, role="manufacturer:nova-cell", name="nova prod",
-                         now=datetime.now(UTC))
+    token = create_token(
+        engine, settings, role="manufacturer:nova-cell", name="nova prod", now=datetime.now(UTC)
+    )
     with engine.connect() as conn:
         stored = [tuple(r) for r in conn.exec_driver_sql("SELECT role, token_sha256 FROM api_client")]
     assert len(stored) == 1 and stored[0][0] == "manufacturer:nova-cell" and token not in stored[0][1]

@@ -47,8 +47,13 @@ def test_16_identical_concurrent_creates_yield_one_order(settings, engine):
 
 
 def test_16_concurrent_creates_over_http_yield_one_201(client, engine):
-    results = _race(lambda i: client.post("/v1/orders", json=order_body("RACE-2"),
-                                          headers={"Authorization": "Bearer demo-acme-token"}).status_code)
+    results = _race(
+        lambda i: (
+            client.post(
+                "/v1/orders", json=order_body("RACE-2"), headers={"Authorization": "Bearer demo-acme-token"}
+            ).status_code
+        )
+    )
     assert Counter(results) == {201: 1, 200: N - 1}
     with Session(engine) as session:
         assert len(session.exec(select(OrderRow)).all()) == 1
@@ -80,14 +85,22 @@ def test_concurrent_events_get_distinct_sequences_and_duplicates_collapse(settin
     t0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
     context = build_context(settings, engine, now=lambda: t0)
     accept_order(context, "acme-bio", OrderIn.model_validate(order_body("RACE-4")))
-    confirm = EventIn.model_validate(event_body("C1", "order.confirmed",
-                                                (t0 + timedelta(hours=1)).isoformat()))
+    confirm = EventIn.model_validate(
+        event_body("C1", "order.confirmed", (t0 + timedelta(hours=1)).isoformat())
+    )
     results = _race(lambda i: accept_event(context, "acme-bio", "RACE-4", confirm))
     assert sum(1 for r in results if r.created) == 1 and len({r.event_pk for r in results}) == 1
-    holds = [EventIn.model_validate(event_body(f"H{i}", "apheresis.rescheduled",
-                                               (t0 + timedelta(hours=2, minutes=i)).isoformat(),
-                                               {"start": (t0 + timedelta(days=3)).isoformat()}))
-             for i in range(8)]
+    holds = [
+        EventIn.model_validate(
+            event_body(
+                f"H{i}",
+                "apheresis.rescheduled",
+                (t0 + timedelta(hours=2, minutes=i)).isoformat(),
+                {"start": (t0 + timedelta(days=3)).isoformat()},
+            )
+        )
+        for i in range(8)
+    ]
     results = _race(lambda i: accept_event(context, "acme-bio", "RACE-4", holds[i]), n=8)
     assert all(not isinstance(r, str) or r in ("out-of-order",) for r in results), results
     with Session(engine) as session:

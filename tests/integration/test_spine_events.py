@@ -9,7 +9,17 @@ import pytest
 from sqlmodel import Session, select
 
 from gateway.store import EventRow, OrderRow, SafetyLogRow
-from tests.conftest import ACME, ACME_COI, ADMIN, NOVA, NOVA_COI, SITE_A, event_body, nova_order_body, order_body
+from tests.conftest import (
+    ACME,
+    ACME_COI,
+    ADMIN,
+    NOVA,
+    NOVA_COI,
+    SITE_A,
+    event_body,
+    nova_order_body,
+    order_body,
+)
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
@@ -18,25 +28,56 @@ def at(**delta: float) -> str:
     return (T0 + timedelta(**delta)).isoformat().replace("+00:00", "Z")
 
 
-MEAS = [{"code": "tnc_count", "value": 5.2, "unit": "10*9"}, {"code": "viability_pct", "value": 96, "unit": "%"}]
-RESULTS = [{"code": "sterility", "value": "negative", "specification": "negative"},
-           {"code": "car_positive_pct", "value": 41.5, "unit": "%", "specification": ">=20"}]
+MEAS = [
+    {"code": "tnc_count", "value": 5.2, "unit": "10*9"},
+    {"code": "viability_pct", "value": 96, "unit": "%"},
+]
+RESULTS = [
+    {"code": "sterility", "value": "negative", "specification": "negative"},
+    {"code": "car_positive_pct", "value": 41.5, "unit": "%", "specification": ">=20"},
+]
 
 HAPPY_PATH = [
     ("order.confirmed", at(hours=1), {"slot_id": "SLOT-7"}, "confirmed"),
-    ("apheresis.scheduled", at(hours=2), {"start": at(days=5), "end": at(days=5, hours=4), "location": "Apheresis unit"},
-     "apheresis_scheduled"),
-    ("apheresis.rescheduled", at(hours=3), {"start": at(days=6), "reason": "patient request"}, "apheresis_scheduled"),
-    ("collection.completed", at(days=6, hours=5), {"collected_at": at(days=6, hours=4), "din": "A999921123456",
-                                                  "measurements": MEAS}, "collected"),
-    ("custody.transferred", at(days=6, hours=6), {"from_party": "site-a", "to_party": "acme-bio courier",
-                                                 "at": at(days=6, hours=6), "temperature_c": -150.5,
-                                                 "container_id": "DEWAR-1"}, "collected"),
+    (
+        "apheresis.scheduled",
+        at(hours=2),
+        {"start": at(days=5), "end": at(days=5, hours=4), "location": "Apheresis unit"},
+        "apheresis_scheduled",
+    ),
+    (
+        "apheresis.rescheduled",
+        at(hours=3),
+        {"start": at(days=6), "reason": "patient request"},
+        "apheresis_scheduled",
+    ),
+    (
+        "collection.completed",
+        at(days=6, hours=5),
+        {"collected_at": at(days=6, hours=4), "din": "A999921123456", "measurements": MEAS},
+        "collected",
+    ),
+    (
+        "custody.transferred",
+        at(days=6, hours=6),
+        {
+            "from_party": "site-a",
+            "to_party": "acme-bio courier",
+            "at": at(days=6, hours=6),
+            "temperature_c": -150.5,
+            "container_id": "DEWAR-1",
+        },
+        "collected",
+    ),
     ("manufacturing.started", at(days=7), {"lot": "LOT-1"}, "manufacturing"),
     ("manufacturing.completed", at(days=20), {"lot": "LOT-1", "expires_at": at(days=200)}, "manufactured"),
     ("release.passed", at(days=21), {"results": RESULTS}, "released"),
-    ("shipment.dispatched", at(days=22), {"carrier": "CryoPort", "tracking_number": "TRK1",
-                                         "expected_at": at(days=23)}, "shipped"),
+    (
+        "shipment.dispatched",
+        at(days=22),
+        {"carrier": "CryoPort", "tracking_number": "TRK1", "expected_at": at(days=23)},
+        "shipped",
+    ),
     ("shipment.received", at(days=23), {"received_at": at(days=23), "temperature_c": -160}, "received"),
     ("infusion.scheduled", at(days=23, hours=1), {"start": at(days=25)}, "infusion_scheduled"),
     ("product.infused", at(days=25, hours=2), {"infused_at": at(days=25, hours=1)}, "infused"),
@@ -151,32 +192,46 @@ def test_coi_is_compared_in_normal_form(acme):
 def test_manufacturer_format_coi_must_match_the_order(client, clock):
     clock.set(T0)
     assert client.post("/v1/orders", json=nova_order_body(), headers=NOVA).status_code == 201
-    ok = client.post("/v1/orders/NOVA-1/events", json=event_body("N1", "order.confirmed", at(hours=1), coi=NOVA_COI),
-                     headers=NOVA)
+    ok = client.post(
+        "/v1/orders/NOVA-1/events",
+        json=event_body("N1", "order.confirmed", at(hours=1), coi=NOVA_COI),
+        headers=NOVA,
+    )
     assert ok.status_code == 201
-    bad = client.post("/v1/orders/NOVA-1/events", json=event_body("N2", "order.confirmed", at(hours=2),
-                                                                  coi="NC-000124"), headers=NOVA)
+    bad = client.post(
+        "/v1/orders/NOVA-1/events",
+        json=event_body("N2", "order.confirmed", at(hours=2), coi="NC-000124"),
+        headers=NOVA,
+    )
     problem(bad, 422, "coi-mismatch")
 
 
 @pytest.mark.parametrize("din", ["A9999211234569", "A99992112345", "A999921123456XX"])
 def test_invalid_din_is_refused_at_data_din(acme, engine, din):
     before = snapshot(engine)
-    r = post(acme, event_body("E1", "collection.completed", at(days=1), {"collected_at": at(days=1), "din": din}))
+    r = post(
+        acme, event_body("E1", "collection.completed", at(days=1), {"collected_at": at(days=1), "din": din})
+    )
     body = problem(r, 422, "invalid-din")
     assert body["errors"][0]["pointer"] == "/data/din"
     assert snapshot(engine) == before
 
 
-@pytest.mark.parametrize("type_, data, pointer", [
-    ("apheresis.scheduled", {}, "/data/start"),
-    ("apheresis.scheduled", {"start": "2026-11-05T09:00:00"}, "/data/start"),  # no time zone
-    ("collection.completed", {"collected_at": at(days=1), "measurements": [{"code": "bogus", "value": 1}]},
-     "/data/measurements/0/code"),
-    ("release.failed", {"reason": "x", "disposition": "shrug"}, "/data/disposition"),
-    ("order.confirmed", {"slot": "x"}, "/data/slot"),
-    ("order.on_hold", {}, "/data/reason"),
-])
+@pytest.mark.parametrize(
+    "type_, data, pointer",
+    [
+        ("apheresis.scheduled", {}, "/data/start"),
+        ("apheresis.scheduled", {"start": "2026-11-05T09:00:00"}, "/data/start"),  # no time zone
+        (
+            "collection.completed",
+            {"collected_at": at(days=1), "measurements": [{"code": "bogus", "value": 1}]},
+            "/data/measurements/0/code",
+        ),
+        ("release.failed", {"reason": "x", "disposition": "shrug"}, "/data/disposition"),
+        ("order.confirmed", {"slot": "x"}, "/data/slot"),
+        ("order.on_hold", {}, "/data/reason"),
+    ],
+)
 def test_event_data_errors_point_into_data(acme, engine, type_, data, pointer):
     before = snapshot(engine)
     body = problem(post(acme, event_body("E1", type_, at(hours=1), data)), 422, "validation-failed")
@@ -184,22 +239,59 @@ def test_event_data_errors_point_into_data(acme, engine, type_, data, pointer):
     assert snapshot(engine) == before
 
 
-@pytest.mark.parametrize("event, pointer", [
-    ({"event_id": "E1", "type": "order.placed", "occurred_at": "2026-11-01T10:00:00Z", "coi": ACME_COI}, "/type"),
-    ({"event_id": "E1", "type": "order.teleported", "occurred_at": "2026-11-01T10:00:00Z", "coi": ACME_COI}, "/type"),
-    ({"event_id": "E1", "type": "order.confirmed", "occurred_at": "2026-11-01T10:00:00", "coi": ACME_COI},
-     "/occurred_at"),
-    ({"event_id": "E1", "type": "order.confirmed", "occurred_at": "2026-11-01T10:00:00Z"}, "/coi"),
-    ({"event_id": "E1", "type": "order.confirmed", "occurred_at": "2026-11-01T10:00:00Z", "coi": ACME_COI,
-      "extra": 1}, "/extra"),
-])
+@pytest.mark.parametrize(
+    "event, pointer",
+    [
+        (
+            {
+                "event_id": "E1",
+                "type": "order.placed",
+                "occurred_at": "2026-11-01T10:00:00Z",
+                "coi": ACME_COI,
+            },
+            "/type",
+        ),
+        (
+            {
+                "event_id": "E1",
+                "type": "order.teleported",
+                "occurred_at": "2026-11-01T10:00:00Z",
+                "coi": ACME_COI,
+            },
+            "/type",
+        ),
+        (
+            {
+                "event_id": "E1",
+                "type": "order.confirmed",
+                "occurred_at": "2026-11-01T10:00:00",
+                "coi": ACME_COI,
+            },
+            "/occurred_at",
+        ),
+        ({"event_id": "E1", "type": "order.confirmed", "occurred_at": "2026-11-01T10:00:00Z"}, "/coi"),
+        (
+            {
+                "event_id": "E1",
+                "type": "order.confirmed",
+                "occurred_at": "2026-11-01T10:00:00Z",
+                "coi": ACME_COI,
+                "extra": 1,
+            },
+            "/extra",
+        ),
+    ],
+)
 def test_event_envelope_errors(acme, event, pointer):
     body = problem(post(acme, event), 422, "validation-failed")
     assert pointer in {e["pointer"] for e in body["errors"]}
 
 
 def test_expiry_beyond_the_products_shelf_life_is_refused(acme):
-    r = post(acme, event_body("E1", "manufacturing.completed", at(days=20), {"lot": "L", "expires_at": at(days=400)}))
+    r = post(
+        acme,
+        event_body("E1", "manufacturing.completed", at(days=20), {"lot": "L", "expires_at": at(days=400)}),
+    )
     body = problem(r, 422, "validation-failed")
     assert body["errors"][0]["pointer"] == "/data/expires_at"
 
@@ -225,40 +317,82 @@ def test_stale_event_after_the_stage_time_is_out_of_order(acme, engine):
 
 
 def test_terminal_state_refuses_stage_events(acme):
-    assert post(acme, event_body("C", "order.cancelled", at(hours=1), {"reason": "patient withdrew"})).status_code == 201
+    assert (
+        post(
+            acme, event_body("C", "order.cancelled", at(hours=1), {"reason": "patient withdrew"})
+        ).status_code
+        == 201
+    )
     problem(post(acme, event_body("X", "order.confirmed", at(hours=2))), 409, "terminal-state")
 
 
 def test_hold_resume_and_refusals(acme):
     walk(acme, HAPPY_PATH[:1])
-    assert post(acme, event_body("H", "order.on_hold", at(hours=2), {"reason": "insurance"})).json()["status_after"] == "on_hold"
-    problem(post(acme, event_body("H2", "order.on_hold", at(hours=3), {"reason": "again"})), 409, "order-on-hold")
-    problem(post(acme, event_body("S", "apheresis.scheduled", at(hours=3), {"start": at(days=5)})), 409, "order-on-hold")
+    assert (
+        post(acme, event_body("H", "order.on_hold", at(hours=2), {"reason": "insurance"})).json()[
+            "status_after"
+        ]
+        == "on_hold"
+    )
+    problem(
+        post(acme, event_body("H2", "order.on_hold", at(hours=3), {"reason": "again"})), 409, "order-on-hold"
+    )
+    problem(
+        post(acme, event_body("S", "apheresis.scheduled", at(hours=3), {"start": at(days=5)})),
+        409,
+        "order-on-hold",
+    )
     assert post(acme, event_body("R", "order.resumed", at(hours=4))).json()["status_after"] == "confirmed"
     problem(post(acme, event_body("R2", "order.resumed", at(hours=5))), 409, "not-on-hold")
 
 
 def test_custody_before_collection_is_no_material(acme):
-    r = post(acme, event_body("C", "custody.transferred", at(hours=1),
-                              {"from_party": "a", "to_party": "b", "at": at(hours=1)}))
+    r = post(
+        acme,
+        event_body(
+            "C", "custody.transferred", at(hours=1), {"from_party": "a", "to_party": "b", "at": at(hours=1)}
+        ),
+    )
     problem(r, 409, "no-material")
 
 
 def test_remanufacture_and_not_releasable(acme):
-    problem(post(acme, event_body("F0", "release.failed", at(hours=1),
-                                  {"reason": "x", "disposition": "remanufacture"})), 409, "invalid-transition")
+    problem(
+        post(
+            acme,
+            event_body("F0", "release.failed", at(hours=1), {"reason": "x", "disposition": "remanufacture"}),
+        ),
+        409,
+        "invalid-transition",
+    )
     walk(acme, HAPPY_PATH[:7])
-    r = post(acme, event_body("F1", "release.failed", at(days=21), {"results": RESULTS, "reason": "low CAR+",
-                                                                     "disposition": "remanufacture"}))
+    r = post(
+        acme,
+        event_body(
+            "F1",
+            "release.failed",
+            at(days=21),
+            {"results": RESULTS, "reason": "low CAR+", "disposition": "remanufacture"},
+        ),
+    )
     assert r.json()["status_after"] == "manufacturing"
-    r = post(acme, event_body("F2", "release.failed", at(days=40), {"reason": "contaminated",
-                                                                     "disposition": "not_releasable"}))
+    r = post(
+        acme,
+        event_body(
+            "F2", "release.failed", at(days=40), {"reason": "contaminated", "disposition": "not_releasable"}
+        ),
+    )
     assert r.json()["status_after"] == "failed"
 
 
 def test_infusion_after_expiry_is_beyond_shelf_life(acme, engine):
     steps = [s for s in HAPPY_PATH[:10]]
-    steps[6] = ("manufacturing.completed", at(days=20), {"lot": "LOT-1", "expires_at": at(days=24)}, "manufactured")
+    steps[6] = (
+        "manufacturing.completed",
+        at(days=20),
+        {"lot": "LOT-1", "expires_at": at(days=24)},
+        "manufactured",
+    )
     walk(acme, steps)
     before = snapshot(engine)
     r = post(acme, event_body("I", "infusion.scheduled", at(days=23, hours=1), {"start": at(days=25)}))
@@ -275,7 +409,9 @@ def test_event_and_its_outputs_commit_together_or_not_at_all(acme, engine, monke
     from gateway import pipeline
 
     before = snapshot(engine)
-    monkeypatch.setattr(pipeline, "process_event", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(
+        pipeline, "process_event", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
+    )
     r = post(acme, event_body("E1", "order.confirmed", at(hours=1)))
     assert r.status_code == 500
     assert snapshot(engine) == before

@@ -77,8 +77,9 @@ def test_bad_query_parameters_are_422_naming_them(client):
     assert {e["pointer"] for e in body["errors"]} == {"/query/limit", "/query/status"}
     body = _problem(client.get("/v1/orders?cursor=!!!", headers=ACME), 422, "validation-failed")
     assert body["errors"][0]["pointer"] == "/query/cursor"
-    body = _problem(client.get("/v1/orders?updated_since=2026-01-01T00:00:00", headers=ACME), 422,
-                    "validation-failed")
+    body = _problem(
+        client.get("/v1/orders?updated_since=2026-01-01T00:00:00", headers=ACME), 422, "validation-failed"
+    )
     assert body["errors"][0]["pointer"] == "/query/updated_since"
 
 

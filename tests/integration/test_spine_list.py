@@ -13,8 +13,14 @@ def test_paging_filters_and_updated_since(client, clock):
     clock.set(T0)
     for i in range(7):
         clock.advance(minutes=1)
-        assert client.post("/v1/orders", json=order_body(f"P-{i}", coi=isbt_coi(i), site_id="site-a" if i % 2 else "site-b"),
-                           headers=ACME).status_code == 201
+        assert (
+            client.post(
+                "/v1/orders",
+                json=order_body(f"P-{i}", coi=isbt_coi(i), site_id="site-a" if i % 2 else "site-b"),
+                headers=ACME,
+            ).status_code
+            == 201
+        )
     seen, cursor = [], None
     while True:
         url = "/v1/orders?limit=3" + (f"&cursor={cursor}" if cursor else "")

@@ -29,15 +29,22 @@ def test_full_flow_logs_no_phi(client, clock, caplog):
         assert client.post("/v1/orders", json=other, headers=ACME).status_code == 422  # coi-in-use
         bad = {**body, "order_id": "LOG-3", "patient": {**body["patient"], "nickname": GIVEN}}
         assert client.post("/v1/orders", json=bad, headers=ACME).status_code == 422
-        steps = [("order.confirmed", at(hours=1), {}),
-                 ("collection.completed", at(days=5), {"collected_at": at(days=5), "din": "A999921123456"}),
-                 ("manufacturing.started", at(days=6), {}),
-                 ("manufacturing.completed", at(days=9), {"lot": "L1", "expires_at": at(days=90)}),
-                 ("release.passed", at(days=10), {})]
+        steps = [
+            ("order.confirmed", at(hours=1), {}),
+            ("collection.completed", at(days=5), {"collected_at": at(days=5), "din": "A999921123456"}),
+            ("manufacturing.started", at(days=6), {}),
+            ("manufacturing.completed", at(days=9), {"lot": "L1", "expires_at": at(days=90)}),
+            ("release.passed", at(days=10), {}),
+        ]
         for i, (type_, occurred, data) in enumerate(steps):
-            r = client.post("/v1/orders/LOG-1/events", json=event_body(f"L{i}", type_, occurred, data), headers=ACME)
+            r = client.post(
+                "/v1/orders/LOG-1/events", json=event_body(f"L{i}", type_, occurred, data), headers=ACME
+            )
             assert r.status_code == 201, r.text
-        mismatch = {**event_body("LX", "order.on_hold", at(days=11), {"reason": "x"}), "coi": "CHA999923A1B2C4"}
+        mismatch = {
+            **event_body("LX", "order.on_hold", at(days=11), {"reason": "x"}),
+            "coi": "CHA999923A1B2C4",
+        }
         assert client.post("/v1/orders/LOG-1/events", json=mismatch, headers=ACME).status_code == 422
         assert client.get("/v1/orders/LOG-1", headers=ACME).status_code == 200
         assert client.get("/v1/admin/safety-log", headers=ADMIN).status_code == 200

@@ -24,20 +24,32 @@ def test_spine_revision_is_the_root():
 
 
 def test_events_are_append_only_and_unique(engine):
-    import sqlalchemy as sa
     import pytest
+    import sqlalchemy as sa
 
     tables = metadata().tables
-    order_uniques = {tuple(c.name for c in u.columns) for u in tables["cgt_order"].constraints
-                     if isinstance(u, sa.UniqueConstraint)}
-    event_uniques = {tuple(c.name for c in u.columns) for u in tables["order_event"].constraints
-                     if isinstance(u, sa.UniqueConstraint)}
-    coi_uniques = {tuple(c.name for c in u.columns) for u in tables["patient_coi"].constraints
-                   if isinstance(u, sa.UniqueConstraint)}
+    order_uniques = {
+        tuple(c.name for c in u.columns)
+        for u in tables["cgt_order"].constraints
+        if isinstance(u, sa.UniqueConstraint)
+    }
+    event_uniques = {
+        tuple(c.name for c in u.columns)
+        for u in tables["order_event"].constraints
+        if isinstance(u, sa.UniqueConstraint)
+    }
+    coi_uniques = {
+        tuple(c.name for c in u.columns)
+        for u in tables["patient_coi"].constraints
+        if isinstance(u, sa.UniqueConstraint)
+    }
     assert ("manufacturer_id", "order_id") in order_uniques
     assert {("manufacturer_id", "event_id"), ("order_pk", "sequence")} <= event_uniques
     assert ("manufacturer_id", "coi") in coi_uniques
     with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):
         for _ in range(2):
-            conn.execute(tables["patient_coi"].insert().values(
-                manufacturer_id="m", coi="C", site_id="s", mrn="x", created_at=sa.func.now()))
+            conn.execute(
+                tables["patient_coi"]
+                .insert()
+                .values(manufacturer_id="m", coi="C", site_id="s", mrn="x", created_at=sa.func.now())
+            )

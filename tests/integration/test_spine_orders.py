@@ -6,7 +6,7 @@ import pytest
 from sqlmodel import Session, select
 
 from gateway.store import EventRow, OrderRow, PatientCoiRow, SafetyLogRow
-from tests.conftest import ACME, ACME_COI, ADMIN, NOVA, NOVA_COI, order_body, nova_order_body
+from tests.conftest import ACME, ACME_COI, ADMIN, NOVA, NOVA_COI, nova_order_body, order_body
 
 PROBLEM = "application/problem+json"
 
@@ -50,11 +50,14 @@ def test_create_returns_201_with_the_order(client, engine):
     assert _count(engine, OrderRow) == 1 and _count(engine, EventRow) == 1
 
 
-@pytest.mark.parametrize("raw, stored", [
-    ("CHA999923A1B2C3M", "CHA999923A1B2C3M"),
-    ("CHA999923A1B2C3", "CHA999923A1B2C3M"),  # check character optional
-    ("&/CHA999923A1B2C3M", "CHA999923A1B2C3M"),  # data identifier optional
-])
+@pytest.mark.parametrize(
+    "raw, stored",
+    [
+        ("CHA999923A1B2C3M", "CHA999923A1B2C3M"),
+        ("CHA999923A1B2C3", "CHA999923A1B2C3M"),  # check character optional
+        ("&/CHA999923A1B2C3M", "CHA999923A1B2C3M"),  # data identifier optional
+    ],
+)
 def test_isbt_coi_is_stored_in_one_normal_form(client, raw, stored):
     r = client.post("/v1/orders", json=order_body(coi=raw), headers=ACME)
     assert r.status_code == 201, r.text
@@ -64,8 +67,11 @@ def test_isbt_coi_is_stored_in_one_normal_form(client, raw, stored):
 def test_identical_replay_is_200_and_same_order(client, engine):
     first = client.post("/v1/orders", json=order_body(), headers=ACME)
     # same content, different key order and whitespace
-    replay = client.post("/v1/orders", content=_reordered_json(order_body()),
-                         headers={**ACME, "content-type": "application/json"})
+    replay = client.post(
+        "/v1/orders",
+        content=_reordered_json(order_body()),
+        headers={**ACME, "content-type": "application/json"},
+    )
     assert replay.status_code == 200, replay.text
     assert replay.json() == first.json()
     assert _count(engine, OrderRow) == 1 and _count(engine, EventRow) == 1
@@ -106,17 +112,21 @@ def test_unknown_site_and_product_are_422_naming_the_fields(client, engine):
 def test_another_manufacturers_product_is_refused(client):
     r = client.post("/v1/orders", json=order_body(product_code="GT-HEM-01", coi=NOVA_COI), headers=ACME)
     body = _problem(r, 422, "validation-failed")
-    assert body["errors"] == [{"pointer": "/product_code",
-                               "reason": "product 'GT-HEM-01' is not one of acme-bio's products"}]
+    assert body["errors"] == [
+        {"pointer": "/product_code", "reason": "product 'GT-HEM-01' is not one of acme-bio's products"}
+    ]
 
 
-@pytest.mark.parametrize("coi", [
-    "CHA999923A1B2C3X",  # wrong check character
-    "CHA99992",  # too short
-    "XXA999923A1B2C3",  # not CH
-    "CHO999923A1B2C3",  # O is not a valid FIN letter
-    "NC-000123",
-])
+@pytest.mark.parametrize(
+    "coi",
+    [
+        "CHA999923A1B2C3X",  # wrong check character
+        "CHA99992",  # too short
+        "XXA999923A1B2C3",  # not CH
+        "CHO999923A1B2C3",  # O is not a valid FIN letter
+        "NC-000123",
+    ],
+)
 def test_invalid_isbt_coi_is_422_invalid_coi(client, engine, coi):
     body = _problem(client.post("/v1/orders", json=order_body(coi=coi), headers=ACME), 422, "invalid-coi")
     assert _pointers(body) == {"/coi"}
@@ -158,15 +168,19 @@ def test_unknown_field_is_refused_by_name(client, engine):
     assert _count(engine, OrderRow) == 0
 
 
-@pytest.mark.parametrize("field, value, pointer", [
-    ("ordering_provider", {"npi": "1234567890", "family": "X", "given": ["Y"]}, "/ordering_provider/npi"),
-    ("priority", "stat", "/priority"),
-    ("order_id", "bad id!", "/order_id"),
-    ("requested", {"apheresis_date": "yesterday"}, "/requested/apheresis_date"),
-])
+@pytest.mark.parametrize(
+    "field, value, pointer",
+    [
+        ("ordering_provider", {"npi": "1234567890", "family": "X", "given": ["Y"]}, "/ordering_provider/npi"),
+        ("priority", "stat", "/priority"),
+        ("order_id", "bad id!", "/order_id"),
+        ("requested", {"apheresis_date": "yesterday"}, "/requested/apheresis_date"),
+    ],
+)
 def test_field_errors_name_the_field(client, field, value, pointer):
-    problem = _problem(client.post("/v1/orders", json=order_body(**{field: value}), headers=ACME),
-                       422, "validation-failed")
+    problem = _problem(
+        client.post("/v1/orders", json=order_body(**{field: value}), headers=ACME), 422, "validation-failed"
+    )
     assert pointer in _pointers(problem)
 
 
@@ -197,4 +211,6 @@ def test_order_and_its_outputs_commit_together_or_not_at_all(client, engine, mon
     r = client.post("/v1/orders", json=order_body(), headers=ACME)
     assert r.status_code == 500 and r.json()["code"] == "internal-error"
     assert "blew up" not in r.text
-    assert _count(engine, OrderRow) == 0 and _count(engine, EventRow) == 0 and _count(engine, PatientCoiRow) == 0
+    assert (
+        _count(engine, OrderRow) == 0 and _count(engine, EventRow) == 0 and _count(engine, PatientCoiRow) == 0
+    )

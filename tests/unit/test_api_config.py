@@ -20,11 +20,23 @@ def test_demo_configuration_has_the_documented_names():
     assert cart and cart.autologous and cart.coi_format == "isbt128"
     assert hem and hem.autologous and hem.coi_format == "manufacturer" and hem.coi_pattern == "^NC-[0-9]{6}$"
     assert s.product("acme-bio", "GT-HEM-01") is None and s.product_owner("GT-HEM-01") == "nova-cell"
-    roles = {t: s.role_for_token_hash(hash_token(t)) for t in
-             ("demo-acme-token", "demo-nova-token", "demo-site-a-token", "demo-site-b-token", "demo-admin-token")}
-    assert roles == {"demo-acme-token": "manufacturer:acme-bio", "demo-nova-token": "manufacturer:nova-cell",
-                     "demo-site-a-token": "site:site-a", "demo-site-b-token": "site:site-b",
-                     "demo-admin-token": "admin"}
+    roles = {
+        t: s.role_for_token_hash(hash_token(t))
+        for t in (
+            "demo-acme-token",
+            "demo-nova-token",
+            "demo-site-a-token",
+            "demo-site-b-token",
+            "demo-admin-token",
+        )
+    }
+    assert roles == {
+        "demo-acme-token": "manufacturer:acme-bio",
+        "demo-nova-token": "manufacturer:nova-cell",
+        "demo-site-a-token": "site:site-a",
+        "demo-site-b-token": "site:site-b",
+        "demo-admin-token": "admin",
+    }
     assert s.role_for_token_hash(hash_token("guess")) is None
     for site in s.sites:  # resolved against the configuration file's directory
         assert site.profile.is_absolute() and site.profile.exists()
@@ -59,17 +71,33 @@ def _write(tmp_path: Path, mutate) -> Path:
     return path
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["api_clients"].append({"name": "x", "role": "manufacturer:ghost", "token_sha256": "a" * 64}),
-     "unknown manufacturer"),
-    (lambda d: d["api_clients"].append({"name": "x", "role": "root", "token_sha256": "b" * 64}), "role must be"),
-    (lambda d: d["api_clients"].append({"name": "x", "role": "admin", "token_sha256": "plaintext"}), "token_sha256"),
-    (lambda d: d["manufacturers"][1]["products"][0].pop("coi_pattern"), "coi_pattern is required"),
-    (lambda d: d["manufacturers"][1]["products"][0].update(coi_pattern="(["), "not a valid regular expression"),
-    (lambda d: d["manufacturers"][0]["products"][0].update(coi_format="barcode"), "coi_format"),
-    (lambda d: d["sites"].append(dict(d["sites"][0])), "appears twice"),
-    (lambda d: d.update(colour="blue"), "colour"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda d: d["api_clients"].append(
+                {"name": "x", "role": "manufacturer:ghost", "token_sha256": "a" * 64}
+            ),
+            "unknown manufacturer",
+        ),
+        (
+            lambda d: d["api_clients"].append({"name": "x", "role": "root", "token_sha256": "b" * 64}),
+            "role must be",
+        ),
+        (
+            lambda d: d["api_clients"].append({"name": "x", "role": "admin", "token_sha256": "plaintext"}),
+            "token_sha256",
+        ),
+        (lambda d: d["manufacturers"][1]["products"][0].pop("coi_pattern"), "coi_pattern is required"),
+        (
+            lambda d: d["manufacturers"][1]["products"][0].update(coi_pattern="(["),
+            "not a valid regular expression",
+        ),
+        (lambda d: d["manufacturers"][0]["products"][0].update(coi_format="barcode"), "coi_format"),
+        (lambda d: d["sites"].append(dict(d["sites"][0])), "appears twice"),
+        (lambda d: d.update(colour="blue"), "colour"),
+    ],
+)
 def test_invalid_configuration_is_refused_with_a_reason(tmp_path, mutate, message):
     with pytest.raises(ValidationError, match=message):
         load_settings(_write(tmp_path, mutate))

@@ -15,8 +15,13 @@ def test_problem_response_shape():
     r = problem_response(CoiError("bad", code="coi-mismatch", errors=[FieldError("/coi", "differs")]))
     assert r.status_code == 422 and r.media_type == "application/problem+json"
     assert orjson.loads(r.body) == {
-        "type": "https://cgt-gateway.example.org/problems/coi-mismatch", "title": "Chain of Identity check failed",
-        "status": 422, "detail": "bad", "code": "coi-mismatch", "errors": [{"pointer": "/coi", "reason": "differs"}]}
+        "type": "https://cgt-gateway.example.org/problems/coi-mismatch",
+        "title": "Chain of Identity check failed",
+        "status": 422,
+        "detail": "bad",
+        "code": "coi-mismatch",
+        "errors": [{"pointer": "/coi", "reason": "differs"}],
+    }
 
 
 def test_status_override_is_rendered():
