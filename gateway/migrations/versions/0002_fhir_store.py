@@ -16,10 +16,8 @@ depends_on = None
 
 
 def _key() -> list[sa.Column]:
-    return [
-        sa.Column("resource_type", sa.String(64), primary_key=True, nullable=False),
-        sa.Column("resource_id", sa.String(64), primary_key=True, nullable=False),
-    ]
+    return [sa.Column("resource_type", sa.String(64), primary_key=True, nullable=False),
+            sa.Column("resource_id", sa.String(64), primary_key=True, nullable=False)]
 
 
 def upgrade() -> None:
@@ -33,11 +31,8 @@ def upgrade() -> None:
         sa.Column("manufacturer_id", sa.String(64), nullable=True),
         sa.Column("order_id", sa.String(64), nullable=True),
     )
-    op.create_index(
-        "ix_fhir_version_type_updated",
-        "fhir_resource_version",
-        ["resource_type", "last_updated_us", "resource_id", "version_id"],
-    )
+    op.create_index("ix_fhir_version_type_updated", "fhir_resource_version",
+                    ["resource_type", "last_updated_us", "resource_id", "version_id"])
     op.create_table(
         "fhir_resource_current",
         *_key(),
@@ -46,11 +41,8 @@ def upgrade() -> None:
         sa.Column("content_sha256", sa.String(64), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
     )
-    op.create_index(
-        "ix_fhir_current_type_updated",
-        "fhir_resource_current",
-        ["resource_type", "last_updated_us", "resource_id"],
-    )
+    op.create_index("ix_fhir_current_type_updated", "fhir_resource_current",
+                    ["resource_type", "last_updated_us", "resource_id"])
     op.create_table(
         "fhir_resource_access",
         *_key(),
@@ -58,11 +50,8 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.String(64), primary_key=True, nullable=False),
         sa.Column("last_updated_us", sa.BigInteger(), nullable=False),
     )
-    op.create_index(
-        "ix_fhir_access_tenant_updated",
-        "fhir_resource_access",
-        ["resource_type", "tenant_kind", "tenant_id", "last_updated_us", "resource_id"],
-    )
+    op.create_index("ix_fhir_access_tenant_updated", "fhir_resource_access",
+                    ["resource_type", "tenant_kind", "tenant_id", "last_updated_us", "resource_id"])
     op.create_table(
         "fhir_search_token",
         *_key(),
@@ -88,12 +77,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in (
-        "fhir_clock",
-        "fhir_search_date",
-        "fhir_search_token",
-        "fhir_resource_access",
-        "fhir_resource_current",
-        "fhir_resource_version",
-    ):
+    for table in ("fhir_clock", "fhir_search_date", "fhir_search_token", "fhir_resource_access",
+                  "fhir_resource_current", "fhir_resource_version"):
         op.drop_table(table)
