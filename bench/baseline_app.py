@@ -23,7 +23,8 @@ __all__ = ["create_baseline_app", "main"]
 
 _META = sa.MetaData()
 _ROWS = sa.Table(
-    "bench_baseline_row", _META,
+    "bench_baseline_row",
+    _META,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("order_id", sa.String(64), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
@@ -52,8 +53,10 @@ def create_baseline_app(database_url: str) -> FastAPI:
 
     @app.get("/bare/Task")
     def bare_tasks(gt: int, count: int = 100) -> Response:
-        query = sa.text("SELECT body FROM fhir_resource_current WHERE resource_type = 'Task' "
-                        "AND last_updated_us > :gt ORDER BY last_updated_us, resource_id LIMIT :n")
+        query = sa.text(
+            "SELECT body FROM fhir_resource_current WHERE resource_type = 'Task' "
+            "AND last_updated_us > :gt ORDER BY last_updated_us, resource_id LIMIT :n"
+        )
         with engine.connect() as conn:
             bodies = [bytes(r[0]) for r in conn.execute(query, {"gt": gt, "n": count})]
         return Response(b"[" + b",".join(bodies) + b"]", media_type="application/json")
@@ -72,8 +75,13 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(create_baseline_app(args.database_url), host="127.0.0.1", port=args.port, log_config=None,
-                log_level="warning")
+    uvicorn.run(
+        create_baseline_app(args.database_url),
+        host="127.0.0.1",
+        port=args.port,
+        log_config=None,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,13 @@ TARGET_RATE = 200
 
 
 def run_loadgen(spec: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "bench.loadgen"], input=json.dumps(spec).encode(),
-                          capture_output=True, timeout=timeout_s, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen"],
+        input=json.dumps(spec).encode(),
+        capture_output=True,
+        timeout=timeout_s,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
@@ -45,22 +50,45 @@ def _journeys(first: int, count: int, prefix: str) -> list[dict[str, Any]]:
 
 def _drive(server: Server, *, seconds: float, concurrency: int, rate_seconds: float) -> dict[str, Any]:
     per_journey = len(_journeys(0, 1, "X")[0]["events"]) + 1
+    run_loadgen(
+        {
+            "scenario": "journeys",
+            "port": server.port,
+            "headers": ACME,
+            "concurrency": 1,  # warm-up
+            "max_seconds": 2,
+            "max_requests": 2 * per_journey,
+            "journeys": _journeys(900_000, 2, "WARM"),
+        }
+    )
     # enough distinct journeys for the time budget at up to 2,000 events/s
-    saturation = run_loadgen({
-        "scenario": "journeys", "port": server.port, "headers": ACME, "concurrency": concurrency,
-        "max_seconds": seconds, "max_requests": 10**9,
-        "journeys": _journeys(0, int(seconds * 2000 / per_journey) + concurrency, "SAT"),
-    })
-    fixed = run_loadgen({
-        "scenario": "journeys_rate", "port": server.port, "headers": ACME, "rate": TARGET_RATE,
-        "max_seconds": rate_seconds,
-        "journeys": _journeys(500_000, int(rate_seconds * TARGET_RATE / per_journey) + 50, "RATE"),
-    })
+    saturation = run_loadgen(
+        {
+            "scenario": "journeys",
+            "port": server.port,
+            "headers": ACME,
+            "concurrency": concurrency,
+            "max_seconds": seconds,
+            "max_requests": 10**9,
+            "journeys": _journeys(0, int(seconds * 2000 / per_journey) + concurrency, "SAT"),
+        }
+    )
+    fixed = run_loadgen(
+        {
+            "scenario": "journeys_rate",
+            "port": server.port,
+            "headers": ACME,
+            "rate": TARGET_RATE,
+            "max_seconds": rate_seconds,
+            "journeys": _journeys(500_000, int(rate_seconds * TARGET_RATE / per_journey) + 50, "RATE"),
+        }
+    )
     return {"saturation": saturation, "at_200_per_s": fixed, "peak_rss_mb": server.peak_rss_mb()}
 
 
-def run_ingest(workdir: Path, pg_url: str | None, *, seconds: float, rate_seconds: float,
-               concurrency: int) -> dict[str, Any]:
+def run_ingest(
+    workdir: Path, pg_url: str | None, *, seconds: float, rate_seconds: float, concurrency: int
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for db, url in database_urls(workdir, pg_url, "ingest").items():
         entry: dict[str, Any] = {}
@@ -70,7 +98,10 @@ def run_ingest(workdir: Path, pg_url: str | None, *, seconds: float, rate_second
             else:
                 url = str(database_urls(workdir, None, f"ingest-{kind}")["sqlite"])
             with start(url, workdir) as server:
-                entry[kind] = _drive(server, seconds=seconds, concurrency=concurrency, rate_seconds=rate_seconds)
+                entry[kind] = _drive(
+                    server, seconds=seconds, concurrency=concurrency, rate_seconds=rate_seconds
+                )
+        entry["concurrency"] = concurrency
         gw, base = entry["gateway"], entry["baseline"]
         rate = gw["saturation"]["per_s"]
         p99_fixed = gw["at_200_per_s"]["p99_ms"]

@@ -178,7 +178,11 @@ async def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     rec = _Recorder()
     scenario = {"journeys": _journeys, "journeys_rate": _journeys_rate, "get": _get}[spec["scenario"]]
     elapsed = await scenario(spec, rec)
-    return {**summary(rec.latencies_ms, elapsed), "statuses": rec.statuses, "error_samples": rec.error_samples}
+    return {
+        **summary(rec.latencies_ms, elapsed),
+        "statuses": rec.statuses,
+        "error_samples": rec.error_samples,
+    }
 
 
 def main() -> None:

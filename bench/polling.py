@@ -83,14 +83,34 @@ def seed_tasks(engine: Any, start: int, count: int) -> int:
             body = orjson.dumps(task)
             site = "site-a" if n % 2 == 0 else "site-b"
             key = {"resource_type": "Task", "resource_id": task["id"]}
-            rows["v"].append({**key, "version_id": 1, "last_updated_us": stamp, "body": body, "site_id": site,
-                              "manufacturer_id": "acme-bio", "order_id": f"SEED-{n:07d}"})
-            rows["c"].append({**key, "version_id": 1, "last_updated_us": stamp,
-                              "content_sha256": content_hash(task), "body": body})
-            rows["a"] += [{**key, "tenant_kind": "site", "tenant_id": site, "last_updated_us": stamp},
-                          {**key, "tenant_kind": "manufacturer", "tenant_id": "acme-bio", "last_updated_us": stamp}]
+            rows["v"].append(
+                {
+                    **key,
+                    "version_id": 1,
+                    "last_updated_us": stamp,
+                    "body": body,
+                    "site_id": site,
+                    "manufacturer_id": "acme-bio",
+                    "order_id": f"SEED-{n:07d}",
+                }
+            )
+            rows["c"].append(
+                {
+                    **key,
+                    "version_id": 1,
+                    "last_updated_us": stamp,
+                    "content_sha256": content_hash(task),
+                    "body": body,
+                }
+            )
+            rows["a"] += [
+                {**key, "tenant_kind": "site", "tenant_id": site, "last_updated_us": stamp},
+                {**key, "tenant_kind": "manufacturer", "tenant_id": "acme-bio", "last_updated_us": stamp},
+            ]
             found_tokens, found_dates = index_values(task)
-            rows["t"] += [{**key, "param": p, "system": s[:255], "value": v[:255]} for p, s, v in found_tokens]
+            rows["t"] += [
+                {**key, "param": p, "system": s[:255], "value": v[:255]} for p, s, v in found_tokens
+            ]
             rows["d"] += [{**key, "param": p, "start_us": lo, "end_us": hi} for p, lo, hi in found_dates]
         pairs = ((versions, "v"), (current, "c"), (access, "a"), (tokens, "t"), (dates, "d"))
         if engine.dialect.name == "postgresql":
@@ -101,9 +121,15 @@ def seed_tasks(engine: Any, start: int, count: int) -> int:
                     if rows[name]:
                         conn.execute(table.insert(), rows[name])
         with engine.begin() as conn:
-            conn.execute(clock.update().where(clock.c.id == 1).values(
-                last_us=sa.func.max(clock.c.last_us, last) if engine.dialect.name == "sqlite"
-                else sa.func.greatest(clock.c.last_us, last)))
+            conn.execute(
+                clock.update()
+                .where(clock.c.id == 1)
+                .values(
+                    last_us=sa.func.max(clock.c.last_us, last)
+                    if engine.dialect.name == "sqlite"
+                    else sa.func.greatest(clock.c.last_us, last)
+                )
+            )
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(sa.text("ANALYZE"))
@@ -144,27 +170,79 @@ def _measure(db_url: str, workdir: Path, stored: int, seconds: float) -> dict[st
     out: dict[str, Any] = {}
     with gateway_server(db_url, workdir) as server:
         empty_path = f"/fhir/Task?_lastUpdated=gt{quote(_now_param())}&_sort=_lastUpdated&_count=100"
-        page_paths = [f"/fhir/Task?_lastUpdated=gt{quote(format_instant(m))}&_sort=_lastUpdated&_count=100"
-                      for m in marks]
-        run_loadgen({"scenario": "get", "port": server.port, "headers": SITE_A, "concurrency": 1,
-                     "max_seconds": 1, "max_requests": 50, "paths": [empty_path, *page_paths[:50]]})  # warm-up
-        out["gateway_empty"] = run_loadgen({"scenario": "get", "port": server.port, "headers": SITE_A,
-                                            "concurrency": 4, "max_seconds": seconds, "max_requests": 10**9,
-                                            "paths": [empty_path]})
-        out["gateway_page"] = run_loadgen({"scenario": "get", "port": server.port, "headers": SITE_A,
-                                           "concurrency": 1, "max_seconds": seconds, "max_requests": 10**9,
-                                           "paths": page_paths})
+        page_paths = [
+            f"/fhir/Task?_lastUpdated=gt{quote(format_instant(m))}&_sort=_lastUpdated&_count=100"
+            for m in marks
+        ]
+        run_loadgen(
+            {
+                "scenario": "get",
+                "port": server.port,
+                "headers": SITE_A,
+                "concurrency": 1,
+                "max_seconds": 1,
+                "max_requests": 50,
+                "paths": [empty_path, *page_paths[:50]],
+            }
+        )  # warm-up
+        out["gateway_empty"] = run_loadgen(
+            {
+                "scenario": "get",
+                "port": server.port,
+                "headers": SITE_A,
+                "concurrency": 4,
+                "max_seconds": seconds,
+                "max_requests": 10**9,
+                "paths": [empty_path],
+            }
+        )
+        out["gateway_page"] = run_loadgen(
+            {
+                "scenario": "get",
+                "port": server.port,
+                "headers": SITE_A,
+                "concurrency": 1,
+                "max_seconds": seconds,
+                "max_requests": 10**9,
+                "paths": page_paths,
+            }
+        )
         out["gateway_peak_rss_mb"] = server.peak_rss_mb()
     with baseline_server(db_url, workdir) as server:
-        run_loadgen({"scenario": "get", "port": server.port, "headers": {}, "concurrency": 1, "max_seconds": 1,
-                     "max_requests": 50, "paths": [f"/bare/Task?gt={m}&count=100" for m in marks[:50]]})
+        run_loadgen(
+            {
+                "scenario": "get",
+                "port": server.port,
+                "headers": {},
+                "concurrency": 1,
+                "max_seconds": 1,
+                "max_requests": 50,
+                "paths": [f"/bare/Task?gt={m}&count=100" for m in marks[:50]],
+            }
+        )
         now_us = int(time.time() * 1_000_000)
-        out["baseline_empty"] = run_loadgen({"scenario": "get", "port": server.port, "headers": {},
-                                             "concurrency": 4, "max_seconds": seconds, "max_requests": 10**9,
-                                             "paths": [f"/bare/Task?gt={now_us}&count=100"]})
-        out["baseline_page"] = run_loadgen({"scenario": "get", "port": server.port, "headers": {},
-                                            "concurrency": 1, "max_seconds": seconds, "max_requests": 10**9,
-                                            "paths": [f"/bare/Task?gt={m}&count=100" for m in marks]})
+        out["baseline_empty"] = run_loadgen(
+            {
+                "scenario": "get",
+                "port": server.port,
+                "headers": {},
+                "concurrency": 4,
+                "max_seconds": seconds,
+                "max_requests": 10**9,
+                "paths": [f"/bare/Task?gt={now_us}&count=100"],
+            }
+        )
+        out["baseline_page"] = run_loadgen(
+            {
+                "scenario": "get",
+                "port": server.port,
+                "headers": {},
+                "concurrency": 1,
+                "max_seconds": seconds,
+                "max_requests": 10**9,
+                "paths": [f"/bare/Task?gt={m}&count=100" for m in marks],
+            }
+        )
     out["ratio_empty_per_s"] = ratio(out["gateway_empty"]["per_s"], out["baseline_empty"]["per_s"])
     out["ratio_page_p99"] = ratio(out["gateway_page"]["p99_ms"], out["baseline_page"]["p99_ms"])
     return out
@@ -192,16 +270,21 @@ def run_polling(workdir: Path, pg_url: str | None, *, tiers: list[int], seconds:
         engine.dispose()
         first, last = entry["tiers"][str(tiers[0])], entry["tiers"][str(tiers[-1])]
         entry["growth"] = f"{tiers[-1]}/{tiers[0]}"
-        entry["growth_ratio_page_p99"] = ratio(last["gateway_page"]["p99_ms"], first["gateway_page"]["p99_ms"])
-        entry["growth_ratio_empty_p99"] = ratio(last["gateway_empty"]["p99_ms"], first["gateway_empty"]["p99_ms"])
+        entry["growth_ratio_page_p99"] = ratio(
+            last["gateway_page"]["p99_ms"], first["gateway_page"]["p99_ms"]
+        )
+        entry["growth_ratio_empty_p99"] = ratio(
+            last["gateway_empty"]["p99_ms"], first["gateway_empty"]["p99_ms"]
+        )
         empty_rate = last["gateway_empty"]["per_s"]
         page_p99 = last["gateway_page"]["p99_ms"]
         entry["target"] = {"empty_poll_per_s": 1000, "page_p99_ms_at_1M": 50, "growth_ratio_1M_10k": 1.5}
         entry["met"] = {
             "empty_poll_per_s": bool(empty_rate and empty_rate >= 1000),
             "page_p99_ms": bool(page_p99 is not None and page_p99 < 50),
-            "growth_ratio": bool(entry["growth_ratio_page_p99"] is not None
-                                 and entry["growth_ratio_page_p99"] <= 1.5),
+            "growth_ratio": bool(
+                entry["growth_ratio_page_p99"] is not None and entry["growth_ratio_page_p99"] <= 1.5
+            ),
             "at_1M": tiers[-1] >= 1_000_000,
         }
         results[db] = entry

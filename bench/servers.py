@@ -15,8 +15,16 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["Server", "free_port", "gateway_server", "baseline_server", "peak_rss_mb", "database_urls",
-           "reset_postgres", "pg_available"]
+__all__ = [
+    "Server",
+    "free_port",
+    "gateway_server",
+    "baseline_server",
+    "peak_rss_mb",
+    "database_urls",
+    "reset_postgres",
+    "pg_available",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,12 +77,14 @@ def _wait_ready(server: Server, path: str, timeout_s: float = 60.0) -> None:
 
 
 @contextmanager
-def _running(kind: str, cmd: list[str], env: dict[str, str], port: int, workdir: Path,
-             ready_path: str) -> Iterator[Server]:
+def _running(
+    kind: str, cmd: list[str], env: dict[str, str], port: int, workdir: Path, ready_path: str
+) -> Iterator[Server]:
     log_path = workdir / f"{kind}-{port}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=ROOT)
+        process = subprocess.Popen(
+            cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
     server = Server(kind, port, process, log_path)
     try:
         _wait_ready(server, ready_path)
@@ -95,8 +105,11 @@ def gateway_server(database_url: str, workdir: Path, *, config: Path | None = No
     port = free_port()
     script = Path(sys.executable).parent / "cgt-gateway"
     cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from gateway.cli import app; app()"]
-    env = {"CGT_GATEWAY_DATABASE_URL": database_url, "CGT_GATEWAY_LOG_LEVEL": "WARNING",
-           "CGT_GATEWAY_PORT": str(port)}
+    env = {
+        "CGT_GATEWAY_DATABASE_URL": database_url,
+        "CGT_GATEWAY_LOG_LEVEL": "WARNING",
+        "CGT_GATEWAY_PORT": str(port),
+    }
     if config is not None:
         env["CGT_GATEWAY_CONFIG"] = str(config)
     with _running("gateway", [*cmd, "serve"], env, port, workdir, "/healthz") as server:

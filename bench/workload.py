@@ -41,8 +41,9 @@ def _raw(case: str) -> dict[str, Any]:
 _RAW: dict[str, dict[str, Any]] = {}
 
 
-def journey(n: int, case: str = "journey-autologous", site_id: str = "site-a",
-            prefix: str = "BENCH") -> dict[str, Any]:
+def journey(
+    n: int, case: str = "journey-autologous", site_id: str = "site-a", prefix: str = "BENCH"
+) -> dict[str, Any]:
     """Fixture ``case`` as order number ``n`` for ``site_id``: ``{placed_at, order, events}``."""
     if case not in _RAW:
         _RAW[case] = _raw(case)
@@ -90,9 +91,12 @@ def translation_steps(orders: int, start: int = 0) -> list[tuple[Any, Any, str]]
         site_id = SITES[i % 2]
         case = CASES[(i // 2) % 2]
         raw = journey(i, case, site_id, prefix="TRANSLATE")
-        for step in replay_journey(settings, OrderIn.model_validate(raw["order"]),
-                                   [EventIn.model_validate(e) for e in raw["events"]],
-                                   placed_at=datetime.fromisoformat(raw["placed_at"])):
+        for step in replay_journey(
+            settings,
+            OrderIn.model_validate(raw["order"]),
+            [EventIn.model_validate(e) for e in raw["events"]],
+            placed_at=datetime.fromisoformat(raw["placed_at"]),
+        ):
             if step.snapshot is not None:
                 steps.append((step.snapshot, step.record, site_id))
     return steps
