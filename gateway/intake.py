@@ -368,7 +368,7 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
                 manufacturer_id=manufacturer_id,
                 event_id=event.event_id,
                 type=event.type.value,
-                occurred_at=event.occurred_at,
+                occurred_at=as_utc(event.occurred_at),
                 coi=order.coi,
                 data=data,
                 body_sha256=body_sha256,

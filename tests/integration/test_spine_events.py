@@ -415,3 +415,12 @@ def test_event_and_its_outputs_commit_together_or_not_at_all(acme, engine, monke
     r = post(acme, event_body("E1", "order.confirmed", at(hours=1)))
     assert r.status_code == 500
     assert snapshot(engine) == before
+
+
+def test_times_with_offsets_are_kept_as_the_same_instant(acme):
+    r = post(acme, event_body("E1", "order.confirmed", "2026-11-01T12:30:00+02:00"))
+    assert r.status_code == 201
+    assert r.json()["occurred_at"] == "2026-11-01T10:30:00Z"
+    order = acme.get("/v1/orders/ORD-1", headers=ACME).json()
+    assert order["timeline"][1]["occurred_at"] == "2026-11-01T10:30:00Z"
+    assert order["state"]["stage_occurred_at"] in ("2026-11-01T10:30:00Z", "2026-11-01T12:30:00+02:00")
