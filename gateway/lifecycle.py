@@ -202,6 +202,9 @@ def _stage_event(state: LifecycleState, event_type: EventType, occurred_at: date
     if state.status is S.on_hold:
         raise _refuse("order-on-hold", f"the order is on hold at '{state.stage}'; {event_type} is refused "
                       "until order.resumed", "/type", "refused while the order is on hold")
+    if (event_type is E.release_failed and isinstance(data, ReleaseFailedData)
+            and data.disposition == "remanufacture" and state.stage not in _REMANUFACTURE_FROM):
+        return _remanufacture(state, occurred_at)  # refused invalid-transition, whatever its time
     if rank > current and state.remanufactured_at is not None and occurred_at < state.remanufactured_at:
         raise _refuse(
             "out-of-order",

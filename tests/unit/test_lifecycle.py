@@ -332,6 +332,15 @@ def test_remanufacture_without_a_manufactured_product_is_an_invalid_transition(s
     ]
 
 
+def test_a_second_remanufacture_dated_before_the_first_is_an_invalid_transition() -> None:
+    # Found by the property test: the disposition rule is checked before the remanufacture cut-off,
+    # so the answer matches the documented table (no manufactured product to remanufacture).
+    state = run((E.manufacturing_completed, 1), (E.release_failed, 5))
+    error = refused(state, E.release_failed, 4)
+    assert (error.code, error.status) == ("invalid-transition", 409)
+    assert error.errors[0].pointer == "/data/disposition"
+
+
 def test_remanufacture_dated_before_the_product_was_manufactured_is_out_of_order() -> None:
     error = refused(at_stage(S.manufactured, hours=10), E.release_failed, 9)
     assert error.code == "out-of-order" and error.errors[0].pointer == "/occurred_at"
