@@ -187,3 +187,42 @@ def test_concurrent_writers_get_distinct_increasing_stamps_in_commit_order(engin
     assert not errors
     assert len(set(commit_order)) == 20
     assert commit_order == sorted(commit_order)
+
+
+def test_concurrent_orders_sharing_resources_never_collide(engine):
+    """Orders of two sites and two manufacturers, written at once, all reference the same
+    Practitioner: the clock lock makes the second writer see the first's version, so no duplicate
+    key, and the Practitioner ends with one version per tenant that gained access."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def writer(site_id: str, manufacturer_id: str) -> None:
+        try:
+            barrier.wait()
+            for i in range(3):
+                order_id = f"{site_id}-{manufacturer_id}-{i}"
+                with write_session(engine) as session:
+                    save_translation(session, site_id=site_id, manufacturer_id=manufacturer_id,
+                                     order_id=order_id, resources=order_resources(
+                                         order_id, site_id=site_id, manufacturer_id=manufacturer_id),
+                                     now=T0)
+        except BaseException as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    tenants = [("site-a", "acme-bio"), ("site-b", "acme-bio"), ("site-a", "nova-cell"),
+               ("site-b", "nova-cell")]
+    threads = [threading.Thread(target=writer, args=tenant) for tenant in tenants]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    practitioner_id = order_resources("any")[2]["id"]
+    with engine.connect() as conn:
+        versions = conn.execute(sa.select(FhirResourceVersion.version_id).where(
+            FhirResourceVersion.resource_id == practitioner_id)).scalars().all()
+        for scope in (SITE_A, SITE_B, ACME, NOVA):
+            assert read_current(conn, scope, "Practitioner", practitioner_id) is not None
+    # created with the first writer's site and manufacturer, then one version per writer that
+    # brought a tenant without access yet: 2 or 3 versions depending on who goes second
+    assert sorted(versions) == list(range(1, len(versions) + 1)) and len(versions) in (2, 3)
