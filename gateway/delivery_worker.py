@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Engine, delete, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
@@ -63,6 +63,7 @@ class WorkerSettings:
     retry: RetryPolicy = RetryPolicy()  # backoff between attempts of one message (the queue waits)
     db_error_pause_s: float = 1.0
     max_attempts_before_alert: int = 10
+    stop_grace_s: float = 5.0  # on stop, sends under way may finish and be recorded for this long
 
 
 def _utcnow() -> datetime:
@@ -78,6 +79,7 @@ def acquire_lease(session: Session, destination: str, owner: str, now: datetime,
 
     The conditional UPDATE is atomic on both databases (PostgreSQL re-checks the WHERE clause after
     a concurrent writer commits); a first lease is an INSERT that the primary key lets only one win.
+    A lease held by someone else is seen with a SELECT, so the database logs no needless key violations.
     """
     expires = now + timedelta(seconds=seconds)
     result = session.execute(
@@ -89,12 +91,16 @@ def acquire_lease(session: Session, destination: str, owner: str, now: datetime,
     if result.rowcount == 1:  # type: ignore[attr-defined]
         session.commit()
         return True
+    exists = session.execute(select(DestinationLease.destination)
+                             .where(DestinationLease.destination == destination)).first()
     session.rollback()
+    if exists is not None:
+        return False
     try:
         session.add(DestinationLease(destination=destination, owner=owner, expires_at=expires))
         session.commit()
         return True
-    except IntegrityError:
+    except IntegrityError:  # another worker inserted it first
         session.rollback()
         return False
 
@@ -123,6 +129,7 @@ class DeliveryWorker:
     _stop: asyncio.Event | None = None
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _unconfigured: set[str] = field(default_factory=set)
+    _leases: dict[str, datetime] = field(default_factory=dict)  # our leases' expiry, as we last set them
 
     # ------------------------------------------------------------------ one step
 
@@ -148,11 +155,17 @@ class DeliveryWorker:
 
     def _claim_head(self, destination: str) -> OutboxMessage | None:
         now = self.clock()
+        lease = timedelta(seconds=self.settings.lease_seconds)
         with Session(self.engine, expire_on_commit=False) as session:
-            if not acquire_lease(session, destination, self.worker_id, now, self.settings.lease_seconds):
-                return None
+            held_until = self._leases.get(destination)
+            if held_until is None or held_until - now < lease / 2:  # renew once half of it has run
+                if not acquire_lease(session, destination, self.worker_id, now, self.settings.lease_seconds):
+                    self._leases.pop(destination, None)
+                    return None
+                self._leases[destination] = now + lease
             message = head_of_queue(session, destination)
             if message is None:
+                self._leases.pop(destination, None)
                 release_lease(session, destination, self.worker_id)
                 return None
             if _aware(message.next_attempt_at) > now:
@@ -179,9 +192,14 @@ class DeliveryWorker:
                 raise _LeaseLost(destination)
 
     def _renew(self, destination: str) -> bool:
+        now = self.clock()
         with Session(self.engine) as session:
-            return acquire_lease(session, destination, self.worker_id, self.clock(),
-                                 self.settings.lease_seconds)
+            held = acquire_lease(session, destination, self.worker_id, now, self.settings.lease_seconds)
+        if held:
+            self._leases[destination] = now + timedelta(seconds=self.settings.lease_seconds)
+        else:
+            self._leases.pop(destination, None)
+        return held
 
     def _record(self, message: OutboxMessage, outcome: DeliveryOutcome) -> None:
         now = self.clock()
@@ -275,9 +293,12 @@ class DeliveryWorker:
                     self._tasks[destination] = asyncio.create_task(self._destination_loop(destination))
                 await self._sleep(self.settings.poll_interval_s)
         finally:
-            for task in self._tasks.values():
-                task.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            tasks = list(self._tasks.values())
+            if tasks:  # the loops end after their current delivery; cut short only what overruns
+                _, overrun = await asyncio.wait(tasks, timeout=self.settings.stop_grace_s)
+                for task in overrun:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.clear()
             await asyncio.to_thread(self._release_all)
             if self.close_senders is not None:
@@ -286,6 +307,7 @@ class DeliveryWorker:
 
     def _release_all(self) -> None:
         """Give our leases back on a clean stop, so another worker need not wait for them to expire."""
+        self._leases.clear()
         try:
             with Session(self.engine) as session:
                 session.execute(delete(DestinationLease).where(

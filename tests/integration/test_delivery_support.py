@@ -262,7 +262,8 @@ def write_config(directory: Path, database_url: str, mllp_ports: dict[str, int],
     return path
 
 
-def start_worker_process(config: Path, log: Path, *, lease_seconds: float = 1.0) -> Any:
+def start_worker_process(config: Path, log: Path, *, lease_seconds: float = 1.0,
+                         poll_interval_s: float = 0.01) -> Any:
     """``python -m gateway.cli_outbox worker`` (what ``cgt-gateway worker`` runs) with fast settings."""
     import subprocess
     import sys
@@ -270,6 +271,6 @@ def start_worker_process(config: Path, log: Path, *, lease_seconds: float = 1.0)
     with log.open("ab") as handle:
         return subprocess.Popen(
             [sys.executable, "-m", "gateway.cli_outbox", "worker", "--config", str(config),
-             "--lease-seconds", str(lease_seconds), "--poll-interval", "0.01", "--retry-initial", "0.02",
-             "--retry-max", "0.1", "--retry-jitter", "0"],
+             "--lease-seconds", str(lease_seconds), "--poll-interval", str(poll_interval_s),
+             "--retry-initial", "0.02", "--retry-max", "0.1", "--retry-jitter", "0"],
             cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
