@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 __all__ = ["outbox_app", "worker_command"]
 
@@ -31,10 +36,19 @@ def _settings(config: Path | None):  # type: ignore[no-untyped-def]
     return load_settings(config)
 
 
-def _engine(config: Path | None):  # type: ignore[no-untyped-def]
+@contextmanager
+def _session(config: Path | None) -> Iterator[Session]:
+    """A session on the configured database; the engine is disposed of afterwards."""
+    from sqlmodel import Session as SqlSession
+
     from gateway.db import make_engine
 
-    return make_engine(_settings(config).database_url)
+    engine = make_engine(_settings(config).database_url)
+    try:
+        with SqlSession(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def _echo(value: object) -> None:
@@ -53,14 +67,12 @@ def outbox_list(config: ConfigOption = None,
                 after_id: Annotated[int | None, typer.Option(help="Only ids greater than this")] = None,
                 limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
     """Messages in id (FIFO) order, one JSON object per line."""
-    from sqlmodel import Session
-
     from gateway.outbox import MessageState, list_messages, message_view
 
     if state is not None and state not in {s.value for s in MessageState}:
         typer.echo(f"error: unknown state {state!r}", err=True)
         raise typer.Exit(2)
-    with Session(_engine(config)) as session:
+    with _session(config) as session:
         for message in list_messages(session, destination=destination, state=state, after_id=after_id,
                                      limit=limit):
             _echo(message_view(message))
@@ -70,12 +82,10 @@ def outbox_list(config: ConfigOption = None,
 def outbox_show(message_id: int, config: ConfigOption = None,
                 payload: PayloadOption = False) -> None:
     """One message with every delivery attempt."""
-    from sqlmodel import Session
-
     from gateway.errors import GatewayError
     from gateway.outbox import attempts_for, get_message, message_view
 
-    with Session(_engine(config)) as session:
+    with _session(config) as session:
         try:
             message = get_message(session, message_id)
         except GatewayError as exc:
@@ -86,13 +96,11 @@ def outbox_show(message_id: int, config: ConfigOption = None,
 @outbox_app.command("retry")
 def outbox_retry(message_id: int, config: ConfigOption = None) -> None:
     """Replay a dead-lettered or skipped message: same control id, same place in its queue."""
-    from sqlmodel import Session
-
     from gateway.context import utc_now
     from gateway.errors import GatewayError
     from gateway.outbox import message_view, replay
 
-    with Session(_engine(config)) as session:
+    with _session(config) as session:
         try:
             _echo(message_view(replay(session, message_id, now=utc_now())))
         except GatewayError as exc:
@@ -104,13 +112,11 @@ def outbox_skip(message_id: int,
                 reason: Annotated[str, typer.Option(help="Why it must not be delivered (recorded)")],
                 config: ConfigOption = None) -> None:
     """Take a pending or dead message out of its queue for good, recording the reason."""
-    from sqlmodel import Session
-
     from gateway.context import utc_now
     from gateway.errors import GatewayError
     from gateway.outbox import message_view, skip
 
-    with Session(_engine(config)) as session:
+    with _session(config) as session:
         try:
             _echo(message_view(skip(session, message_id, reason=reason, now=utc_now())))
         except GatewayError as exc:
