@@ -27,9 +27,16 @@ ConfigOption = Annotated[
 
 
 def _settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
+    """The settings, or exit 2 printing why the configuration is invalid."""
+    from pydantic import ValidationError
+
     from gateway.config import load_settings
 
-    return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except (ValidationError, OSError, ValueError) as exc:
+        typer.echo(f"invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -46,10 +53,14 @@ def serve(
     from gateway.logging_config import configure_logging
 
     settings = _settings(config, host=host, port=port)
-    configure_logging(settings.log_level)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    application = create_app(settings, engine=engine)
+    try:
+        application = create_app(settings, engine=engine)
+    except ValueError as exc:  # ProfileInvalid lists every problem as file:line: field: reason
+        typer.echo(f"cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
+    configure_logging(settings.log_level)
     uvicorn.run(
         application,
         host=settings.host,

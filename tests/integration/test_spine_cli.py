@@ -62,3 +62,26 @@ def test_cli_has_serve_token_and_profile_commands():
     assert result.exit_code == 0
     for command in ("serve", "token", "profile", "migrate"):
         assert command in result.output
+
+
+def test_serve_refuses_to_start_on_an_invalid_profile(tmp_path, monkeypatch):
+    import yaml
+
+    data = yaml.safe_load(DEMO_CONFIG.read_text())
+    broken = tmp_path / "site-a.yaml"
+    broken.write_text("site_id: site-a\nname: A\n")
+    data["sites"][0]["profile"] = str(broken)
+    data["sites"][1]["profile"] = str((DEMO_CONFIG.parent / data["sites"][1]["profile"]).resolve())
+    config = tmp_path / "gw.yaml"
+    config.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("CGT_GATEWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    result = CliRunner().invoke(app, ["serve", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "cannot start" in result.output and str(broken) in result.output
+
+
+def test_invalid_configuration_exits_2(tmp_path):
+    config = tmp_path / "gw.yaml"
+    config.write_text("port: -1\n")
+    result = CliRunner().invoke(app, ["migrate", "--config", str(config)])
+    assert result.exit_code == 2 and "invalid configuration" in result.output
