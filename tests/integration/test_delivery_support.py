@@ -241,7 +241,7 @@ def _ack(msg: hl7.Message, code: str, *, msa2: str | None = None, text: str | No
 
 
 def write_config(directory: Path, database_url: str, mllp_ports: dict[str, int], *,
-                 read_timeout_s: float = 5.0) -> Path:
+                 read_timeout_s: float = 5.0, demo_clients: bool = False) -> Path:
     """A gateway configuration whose sites (one per entry) deliver over MLLP to the given ports."""
     import yaml
 
@@ -256,7 +256,7 @@ def write_config(directory: Path, database_url: str, mllp_ports: dict[str, int],
             f"    connect_timeout_s: 1\n    read_timeout_s: {read_timeout_s}\n"), encoding="utf-8")
         sites.append({"id": site_id, "name": site_id, "profile": str(profile)})
     config = {"database_url": database_url, "log_level": "INFO", "manufacturers": demo["manufacturers"],
-              "sites": sites, "api_clients": []}
+              "sites": sites, "api_clients": demo["api_clients"] if demo_clients else []}
     path = directory / "gateway.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
