@@ -133,8 +133,12 @@ def test_watermark_poller_with_concurrent_writes_ends_with_exactly_the_stored_ve
 
 
 def test_paging_with_count_7_over_100_tasks(fhir_base, engine):
-    for n in range(100):
-        seed_order(engine, f"pg{n:03}", now=T0 + timedelta(seconds=n))
+    with write_session(engine) as session:  # one transaction, 100 orders' Tasks
+        for n in range(100):
+            order_id = f"pg{n:03}"
+            tasks = [r for r in order_resources(order_id) if r["resourceType"] == "Task"]
+            save_translation(session, site_id="site-a", manufacturer_id="acme-bio", order_id=order_id,
+                             resources=tasks, now=T0 + timedelta(seconds=n))
     client = fhir_client(fhir_base, "acme-bio")
     tasks = client.resources("Task").limit(7).fetch_all()
     assert len(tasks) == 100 and len({t["id"] for t in tasks}) == 100
