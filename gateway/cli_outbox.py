@@ -12,7 +12,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -123,7 +123,7 @@ def outbox_skip(message_id: int,
             raise _fail(exc) from None
 
 
-def _seconds(minimum: float, help_text: str) -> typer.models.OptionInfo:
+def _seconds(minimum: float, help_text: str) -> Any:
     return typer.Option(min=minimum, help=help_text)
 
 

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from adapters.delivery_result import DeliveryOutcome
 from adapters.retry import RetryPolicy
@@ -84,15 +84,14 @@ def acquire_lease(session: Session, destination: str, owner: str, now: datetime,
     expires = now + timedelta(seconds=seconds)
     result = session.execute(
         update(DestinationLease)
-        .where(DestinationLease.destination == destination)  # type: ignore[arg-type]
-        .where((DestinationLease.owner == owner)  # type: ignore[arg-type]
-               | (DestinationLease.expires_at < now))  # type: ignore[arg-type,operator]
+        .where(col(DestinationLease.destination) == destination)
+        .where((col(DestinationLease.owner) == owner) | (col(DestinationLease.expires_at) < now))
         .values(owner=owner, expires_at=expires))
     if result.rowcount == 1:  # type: ignore[attr-defined]
         session.commit()
         return True
-    exists = session.execute(select(DestinationLease.destination)
-                             .where(DestinationLease.destination == destination)).first()
+    exists = session.execute(select(col(DestinationLease.destination))
+                             .where(col(DestinationLease.destination) == destination)).first()
     session.rollback()
     if exists is not None:
         return False
@@ -106,9 +105,8 @@ def acquire_lease(session: Session, destination: str, owner: str, now: datetime,
 
 
 def release_lease(session: Session, destination: str, owner: str) -> None:
-    session.execute(delete(DestinationLease).where(
-        DestinationLease.destination == destination,  # type: ignore[arg-type]
-        DestinationLease.owner == owner))  # type: ignore[arg-type]
+    session.execute(delete(DestinationLease).where(col(DestinationLease.destination) == destination,
+                                                   col(DestinationLease.owner) == owner))
     session.commit()
 
 
@@ -224,8 +222,8 @@ class DeliveryWorker:
             if outcome.warning:  # e.g. an ACK whose MSA-2 does not match: an operator should look
                 session.add(DeliveryAlert(at=now, destination=destination, message_id=message.id,
                                           kind="warning", detail=outcome.warning))
-            session.execute(update(OutboxMessage).where(OutboxMessage.id == message.id)  # type: ignore[arg-type]
-                            .where(OutboxMessage.state == MessageState.pending)  # type: ignore[arg-type]
+            session.execute(update(OutboxMessage).where(col(OutboxMessage.id) == message.id)
+                            .where(col(OutboxMessage.state) == MessageState.pending)
                             .values(**values))
             session.add(DeliveryAttempt(message_id=message.id or 0, attempted_at=now, outcome=outcome.status,
                                         ack_code=outcome.ack_code, http_status=outcome.http_status,
@@ -311,7 +309,7 @@ class DeliveryWorker:
         try:
             with Session(self.engine) as session:
                 session.execute(delete(DestinationLease).where(
-                    DestinationLease.owner == self.worker_id))  # type: ignore[arg-type]
+                    col(DestinationLease.owner) == self.worker_id))
                 session.commit()
         except SQLAlchemyError:
             pass  # they expire on their own

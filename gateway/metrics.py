@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from adapters.delivery_result import DeliveryOutcome
 from gateway.outbox import DeliveryAttempt, MessageState, OutboxMessage, queue_stats
@@ -41,10 +41,11 @@ class _OutboxCollector(Collector):
         try:
             with Session(self._engine) as session:
                 stats = queue_stats(session)
+                by_destination, by_outcome = col(OutboxMessage.destination), col(DeliveryAttempt.outcome)
                 rows = session.execute(
-                    select(OutboxMessage.destination, DeliveryAttempt.outcome, func.count())
-                    .join(OutboxMessage, OutboxMessage.id == DeliveryAttempt.message_id)  # type: ignore[arg-type]
-                    .group_by(OutboxMessage.destination, DeliveryAttempt.outcome)).all()
+                    select(by_destination, by_outcome, func.count())
+                    .join(OutboxMessage, col(OutboxMessage.id) == col(DeliveryAttempt.message_id))
+                    .group_by(by_destination, by_outcome)).all()
         except SQLAlchemyError:
             up.add_metric([], 0)
             yield up

@@ -12,8 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Text, func, select
-from sqlmodel import Field, Session, SQLModel
+from sqlalchemy import BigInteger, Column, ColumnElement, DateTime, Index, Integer, Text, func, select
+from sqlmodel import Field, Session, SQLModel, col
 
 from gateway.errors import Conflict, NotFound
 
@@ -141,50 +141,53 @@ def enqueue(session: Session, messages: Sequence[NewMessage], *, site_id: str, m
     return rows
 
 
+def _pending(destination: str | None = None) -> list[ColumnElement[bool]]:
+    where = [col(OutboxMessage.state) == MessageState.pending]
+    if destination is not None:
+        where.append(col(OutboxMessage.destination) == destination)
+    return where
+
+
 def pending_destinations(session: Session) -> list[str]:
-    stmt = select(OutboxMessage.destination).where(OutboxMessage.state == MessageState.pending).distinct()
+    stmt = select(col(OutboxMessage.destination)).where(*_pending()).distinct()
     return sorted(session.execute(stmt).scalars())
 
 
 def has_pending(session: Session, destination: str) -> bool:
     """True if ``destination`` has a pending message (reads one id, never a payload)."""
-    stmt = (select(OutboxMessage.id)
-            .where(OutboxMessage.destination == destination, OutboxMessage.state == MessageState.pending)
-            .limit(1))
+    stmt = select(col(OutboxMessage.id)).where(*_pending(destination)).limit(1)
     return session.execute(stmt).first() is not None
 
 
 def head_of_queue(session: Session, destination: str) -> OutboxMessage | None:
     """The oldest message still pending for ``destination`` (FIFO head), or None."""
-    stmt = (select(OutboxMessage)
-            .where(OutboxMessage.destination == destination, OutboxMessage.state == MessageState.pending)
-            .order_by(OutboxMessage.id).limit(1))  # type: ignore[arg-type]
+    stmt = select(OutboxMessage).where(*_pending(destination)).order_by(col(OutboxMessage.id)).limit(1)
     return session.execute(stmt).scalars().first()
 
 
 def list_messages(session: Session, *, destination: str | None = None, state: str | None = None,
                   after_id: int | None = None, limit: int = 100) -> list[OutboxMessage]:
-    stmt = select(OutboxMessage).order_by(OutboxMessage.id).limit(limit)  # type: ignore[arg-type]
+    stmt = select(OutboxMessage).order_by(col(OutboxMessage.id)).limit(limit)
     if destination:
-        stmt = stmt.where(OutboxMessage.destination == destination)
+        stmt = stmt.where(col(OutboxMessage.destination) == destination)
     if state:
-        stmt = stmt.where(OutboxMessage.state == state)
+        stmt = stmt.where(col(OutboxMessage.state) == state)
     if after_id is not None:
-        stmt = stmt.where(OutboxMessage.id > after_id)  # type: ignore[operator]
+        stmt = stmt.where(col(OutboxMessage.id) > after_id)
     return list(session.execute(stmt).scalars())
 
 
 def attempts_for(session: Session, message_id: int) -> list[DeliveryAttempt]:
-    stmt = (select(DeliveryAttempt).where(DeliveryAttempt.message_id == message_id)
-            .order_by(DeliveryAttempt.id))  # type: ignore[arg-type]
+    stmt = (select(DeliveryAttempt).where(col(DeliveryAttempt.message_id) == message_id)
+            .order_by(col(DeliveryAttempt.id)))
     return list(session.execute(stmt).scalars())
 
 
 def queue_stats(session: Session) -> list[tuple[str, str, int, datetime | None]]:
     """(destination, state, count, oldest created_at) for every destination and state."""
-    stmt = (select(OutboxMessage.destination, OutboxMessage.state, func.count(),
-                   func.min(OutboxMessage.created_at))
-            .group_by(OutboxMessage.destination, OutboxMessage.state))
+    destination, state = col(OutboxMessage.destination), col(OutboxMessage.state)
+    stmt = (select(destination, state, func.count(), func.min(col(OutboxMessage.created_at)))
+            .group_by(destination, state))
     return [(d, s, int(n), oldest) for d, s, n, oldest in session.execute(stmt).all()]
 
 
