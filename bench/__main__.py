@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -92,9 +93,11 @@ def run(mode: str, parts: list[str], pg_url: str | None, workdir: Path) -> dict[
         "settings": cfg,
         "postgresql": "used" if usable_pg else f"skipped: {pg_skip}",
         "durations_s": {},
+        "load_average_1m": {},
     }
     for part in parts:
         started = time.perf_counter()
+        load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
         print(f"bench: {part} ...", file=sys.stderr, flush=True)
         if part == "translation":
             from bench.translation import run_translation
@@ -123,6 +126,7 @@ def run(mode: str, parts: list[str], pg_url: str | None, workdir: Path) -> dict[
         if part in ("ingest", "polling") and not usable_pg:
             result[part]["postgresql"] = {"skipped": pg_skip}
         result["durations_s"][part] = round(time.perf_counter() - started, 1)
+        result["load_average_1m"][part] = [load_before, round(os.getloadavg()[0], 2)]
     return result
 
 

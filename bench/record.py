@@ -28,8 +28,18 @@ def write_results_md(path: Path, result: dict[str, Any], table: str) -> None:
         f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}, {m['memory']} RAM; Python {m['python']}; "
         f"SQLite {m['sqlite']}; PostgreSQL {m['postgresql'] or 'not used'} (local, loopback); "
         f"{m['platform']}.\n\n"
-        "Each figure is beside a baseline measured in the same run on the same machine; the ratio is "
+        + _load(result)
+        + "Each figure is beside a baseline measured in the same run on the same machine; the ratio is "
         "gateway / baseline (for latencies, above 1 means slower than the baseline). Targets are those "
         "of issue 7. Method: `bench/*.py` docstrings and the notes below.\n\n"
     )
     path.write_text(head + table + "\n" + NOTES_MARKER + (notes or "\n"), encoding="utf-8")
+
+
+def _load(result: dict[str, Any]) -> str:
+    loads = result.get("load_average_1m") or {}
+    if not loads:
+        return ""
+    parts = ", ".join(f"{part} {before} -> {after}" for part, (before, after) in loads.items())
+    return (f"1-minute load average before -> after each part (other work on the machine above the CPU "
+            f"count skews the figures): {parts}.\n\n")
