@@ -112,7 +112,7 @@ class DeliveryAlert(SQLModel, table=True):
     at: datetime = _ts()
     destination: str = Field(max_length=200)
     message_id: int | None = None
-    kind: str = Field(max_length=32)  # dead-letter | ack-mismatch | retries-exceeded
+    kind: str = Field(max_length=32)  # dead-letter | warning (e.g. MSA-2 mismatch) | retries-exceeded
     detail: str = Field(sa_column=Column(Text, nullable=False))
 
 

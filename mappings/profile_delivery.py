@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 __all__ = ["MllpEndpoint", "FhirPushAuth", "FhirPushEndpoint", "DeliverySettings"]
 
@@ -23,7 +23,7 @@ class MllpEndpoint(_Section):
     enabled: bool = True
     host: str
     port: int = Field(ge=1, le=65535)
-    tls: bool = False
+    tls: bool = False  # server certificate and host name verified (system CAs, or tls_ca_file)
     tls_ca_file: str | None = None
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
     read_timeout_s: float = Field(default=30.0, gt=0, le=600)
@@ -38,6 +38,17 @@ class FhirPushAuth(_Section):
     client_id: str | None = None
     client_secret_env: str | None = None
     scope: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> FhirPushAuth:
+        if self.type == "bearer" and not self.token_env:
+            raise ValueError("bearer auth needs token_env (the environment variable holding the token)")
+        if self.type == "oauth2_client_credentials":
+            required = ("token_url", "client_id", "client_secret_env")
+            missing = [name for name in required if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"oauth2_client_credentials auth needs {', '.join(missing)}")
+        return self
 
 
 class FhirPushEndpoint(_Section):

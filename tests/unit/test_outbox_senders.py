@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.delivery_senders import (
     DeliveryConfigError,
@@ -67,11 +68,17 @@ def test_a_missing_secret_refuses_the_start_naming_the_variable() -> None:
         DestinationSenders({"site-a": profile(fhir_push=oauth)}, environ={})
     ok = DestinationSenders({"site-a": profile(fhir_push=oauth)}, environ={"SITE_A_CLIENT_SECRET": "x"})
     assert ok.destinations() == ["site-a/fhir"]
-    no_client = FhirPushEndpoint.model_validate({
-        "base_url": "https://fhir.site-a.example.org/r4",
-        "auth": {"type": "oauth2_client_credentials", "client_secret_env": "SITE_A_CLIENT_SECRET"}})
-    with pytest.raises(DeliveryConfigError, match="token_url and client_id"):
-        DestinationSenders({"site-a": profile(fhir_push=no_client)}, environ={"SITE_A_CLIENT_SECRET": "x"})
+
+
+@pytest.mark.parametrize("auth,missing", [
+    ({"type": "bearer"}, "token_env"),
+    ({"type": "oauth2_client_credentials", "client_secret_env": "S"}, "token_url, client_id"),
+    ({"type": "oauth2_client_credentials", "token_url": "https://a.example.org/t", "client_id": "c"},
+     "client_secret_env"),
+])
+def test_incomplete_push_auth_is_refused_when_the_profile_loads(auth: dict, missing: str) -> None:
+    with pytest.raises(ValidationError, match=missing):
+        FhirPushEndpoint.model_validate({"base_url": "https://fhir.site-a.example.org/r4", "auth": auth})
 
 
 def test_webhook_targets_read_their_secret_from_the_named_variable() -> None:
