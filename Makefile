@@ -28,7 +28,7 @@ goldens: $(STAMP)
 	$(BIN)/python -m mappings.goldens
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var/*.db*
