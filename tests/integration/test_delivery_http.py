@@ -125,3 +125,31 @@ def test_webhooks_are_signed_over_the_exact_body_and_carry_the_delivery_id(engin
         assert verify_signature(SECRET, request.content, request.headers[SIGNATURE_HEADER])
         assert not verify_signature("another-secret", request.content, request.headers[SIGNATURE_HEADER])
         assert not verify_signature(SECRET, request.content + b" ", request.headers[SIGNATURE_HEADER])
+
+
+def test_oauth2_client_credentials_token_is_fetched_once_and_sent(engine) -> None:
+    token_url = "https://auth.site-a.example.org/token"
+    script = Script()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if str(request.url) == token_url:
+            script.requests.append(request)
+            return httpx.Response(200, json={"access_token": "tok-42", "expires_in": 3600})
+        return script(request)
+
+    auth = {"type": "oauth2_client_credentials", "token_url": token_url, "client_id": "cgt-gateway",
+            "client_secret_env": "SITE_A_SECRET", "scope": "system/Task.write"}
+    senders = DestinationSenders({"site-a": site_profile(fhir_url=FHIR_BASE, auth=auth)},
+                                 environ={"SITE_A_SECRET": "s3cret"},
+                                 http_transport=httpx.MockTransport(handler))
+    enqueue_raw(engine, "site-a/fhir", "fhir", [("B-1", bundle("B-1")), ("B-2", bundle("B-2"))],
+                content_type="application/fhir+json", message_type="transaction")
+    stop = DeliveryWorker(engine, senders, settings=FAST, close_senders=senders.aclose).run_in_thread()
+    try:
+        wait_until(lambda: all_finished(engine), "pushed")
+    finally:
+        stop()
+    assert [str(r.url) for r in script.requests] == [token_url, FHIR_BASE, FHIR_BASE]  # one token, reused
+    assert b"grant_type=client_credentials" in script.requests[0].content
+    assert b"s3cret" not in script.requests[1].content
+    assert all(r.headers["authorization"] == "Bearer tok-42" for r in script.requests[1:])

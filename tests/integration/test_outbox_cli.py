@@ -70,3 +70,24 @@ def test_list_show_retry_and_skip(engine, tmp_path: Path) -> None:
     assert _lines(skipped.output)[0]["skip_reason"] == "sent by fax"
     assert [m.state for m in messages(engine)] == [MessageState.pending, MessageState.pending,
                                                    MessageState.skipped]
+
+
+def test_the_worker_refuses_to_start_without_a_secret_it_needs(engine, tmp_path: Path) -> None:
+    import typer
+    import yaml
+
+    from gateway.cli_outbox import worker_command
+
+    config = Path(_config(engine, tmp_path))
+    profile = tmp_path / "site-a.yaml"
+    source = (Path(__file__).resolve().parents[2] / "fixtures" / "profiles" / "site-a.yaml").read_text()
+    profile.write_text(source + "\ndelivery:\n  fhir_push:\n    base_url: https://fhir.site-a.example.org/r4\n"
+                       "    auth: {type: bearer, token_env: CGT_TEST_UNSET_PUSH_TOKEN}\n", encoding="utf-8")
+    settings = yaml.safe_load(config.read_text())
+    settings["sites"] = [{"id": "site-a", "name": "A", "profile": str(profile)}]
+    config.write_text(yaml.safe_dump(settings))
+    app = typer.Typer()
+    app.command()(worker_command)
+    result = runner.invoke(app, ["--config", str(config)], env={"CGT_TEST_UNSET_PUSH_TOKEN": ""})
+    assert result.exit_code == 1
+    assert "CGT_TEST_UNSET_PUSH_TOKEN is not set" in result.output
