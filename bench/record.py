@@ -41,5 +41,7 @@ def _load(result: dict[str, Any]) -> str:
     if not loads:
         return ""
     parts = ", ".join(f"{part} {before} -> {after}" for part, (before, after) in loads.items())
-    return (f"1-minute load average before -> after each part (other work on the machine above the CPU "
-            f"count skews the figures): {parts}.\n\n")
+    return (
+        f"1-minute load average before -> after each part (other work on the machine above the CPU "
+        f"count skews the figures): {parts}.\n\n"
+    )

@@ -124,12 +124,41 @@ def baseline_server(database_url: str, workdir: Path) -> Iterator[Server]:
         yield server
 
 
-def pg_available(url: str) -> str | None:
-    """None when PostgreSQL at ``url`` answers, else why not."""
+def _create_database(url: str) -> None:
+    """Create the benchmark's database when the server answers but the database does not exist yet."""
     import sqlalchemy as sa
 
     from gateway.db import make_engine
 
+    target = sa.make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = target.database
+    if not name or not name.replace("_", "").isalnum():
+        return
+    admin = make_engine(
+        target.set(database="postgres").render_as_string(hide_password=False),
+        pool_pre_ping=False,
+        isolation_level="AUTOCOMMIT",
+    )
+    try:
+        with admin.connect() as conn:
+            query = sa.text("SELECT 1 FROM pg_database WHERE datname = :n")
+            exists = conn.execute(query, {"n": name}).first()
+            if exists is None:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+
+
+def pg_available(url: str) -> str | None:
+    """None when PostgreSQL at ``url`` answers (its database is created if missing), else why not."""
+    import sqlalchemy as sa
+
+    from gateway.db import make_engine
+
+    try:
+        _create_database(url)
+    except Exception:  # noqa: BLE001, S110 - the connection attempt below says why
+        pass
     try:
         engine = make_engine(url, pool_pre_ping=False)
         with engine.connect() as conn:
