@@ -89,7 +89,12 @@ def mllp_endpoint(settings: MllpEndpointSettings, charset: str | None) -> MllpEn
     """The MLLP adapter's endpoint for a profile's ``delivery.mllp`` section (TLS verified by default)."""
     context: ssl.SSLContext | None = None
     if settings.tls:
-        context = ssl.create_default_context(cafile=settings.tls_ca_file)
+        try:
+            context = ssl.create_default_context(cafile=settings.tls_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            where = f"MLLP {settings.host}:{settings.port}"
+            raise DeliveryConfigError(f"{where}: tls_ca_file {settings.tls_ca_file!r} cannot be used "
+                                      f"({type(exc).__name__})") from exc
     return MllpEndpoint(settings.host, settings.port, connect_timeout_s=settings.connect_timeout_s,
                         read_timeout_s=settings.read_timeout_s, ssl=context,
                         encoding=_CHARSET_ENCODINGS.get(charset or "", "utf-8"),

@@ -146,6 +146,10 @@ class DeliveryWorker:
                         extra={"destination": destination, "message_id": message.id,
                                "control_id": message.control_id})
             return False
+        except Exception as exc:  # a sender must not raise; if one does, it is a retry like any other
+            outcome = DeliveryOutcome("retry", detail=f"sender failed: {type(exc).__name__}")
+            log.error("sender raised", extra={"destination": destination, "message_id": message.id,
+                                              "error": type(exc).__name__})
         await asyncio.to_thread(self._record, message, outcome)
         if self.on_outcome is not None:
             self.on_outcome(message, outcome)
@@ -282,6 +286,10 @@ class DeliveryWorker:
                     task = self._tasks.get(destination)
                     if task is not None and not task.done():
                         continue
+                    failure = task.exception() if task is not None and not task.cancelled() else None
+                    if failure is not None:
+                        log.error("destination loop failed; restarting it",
+                                  extra={"destination": destination, "error": type(failure).__name__})
                     if self.sender_for(destination) is None:
                         if destination not in self._unconfigured:
                             self._unconfigured.add(destination)

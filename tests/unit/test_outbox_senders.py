@@ -125,3 +125,9 @@ def test_worker_settings_hold_the_queue_by_default() -> None:
     settings = WorkerSettings()
     assert settings.retry.max_attempts is None  # never give up on a retryable message: hold the queue
     assert settings.retry.delay(1) >= settings.retry.initial_s  # and never retry at once
+
+
+def test_an_unusable_tls_ca_file_refuses_the_start(tmp_path: Path) -> None:
+    settings = MllpEndpoint(host="h", port=2575, tls=True, tls_ca_file=str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(DeliveryConfigError, match="tls_ca_file"):
+        mllp_endpoint(settings, None)
