@@ -3,6 +3,7 @@ server on loopback) that misbehaves on demand."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
@@ -108,7 +109,8 @@ def test_ar_then_aa_is_retried_then_delivered_once(engine, peers, start_worker) 
     assert m1.attempts == 2 and m2.attempts == 1
 
 
-def test_ae_dead_letters_with_the_ack_text_and_the_queue_moves_on(engine, peers, start_worker) -> None:
+def test_ae_dead_letters_keeping_the_ack_text_and_the_queue_moves_on(engine, peers, start_worker, caplog):
+    caplog.set_level(logging.DEBUG)
     peer = Peer(peers, script=["AE"]).start()
     enqueue_mllp(engine, ["M1", "M2", "M3"])
     start_worker(peer)
@@ -122,6 +124,10 @@ def test_ae_dead_letters_with_the_ack_text_and_the_queue_moves_on(engine, peers,
     [alert] = alerts(engine)
     assert (alert.kind, alert.message_id, alert.destination) == ("dead-letter", m1.id, "site-a/mllp")
     assert "Unknown product CART-XX" in alert.detail
+    # the logs say what happened to which control id, never the ACK text or the message (PHI)
+    assert "delivery attempt" in caplog.text or any(r.msg == "delivery attempt" for r in caplog.records)
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "Unknown product" not in logged and "O'Brien" not in logged and "MRN1" not in logged
 
 
 def test_wrong_msa2_is_not_delivered_but_retried_with_a_warning(engine, peers, start_worker) -> None:
