@@ -39,8 +39,9 @@ def peers() -> Iterator[PeerLoop]:
 def start_worker(engine: Engine) -> Iterator[Callable[..., DeliveryWorker]]:
     stops: list[Callable[[], None]] = []
 
-    def start(peer: Peer, settings: WorkerSettings = FAST, read_timeout_s: float = 0.3) -> DeliveryWorker:
-        profile = site_profile(mllp_port=peer.port, read_timeout_s=read_timeout_s)
+    def start(peer: Peer, settings: WorkerSettings = FAST, read_timeout_s: float = 0.3,
+              enhanced: bool = False) -> DeliveryWorker:
+        profile = site_profile(mllp_port=peer.port, read_timeout_s=read_timeout_s, enhanced=enhanced)
         senders = DestinationSenders({"site-a": profile})
         worker = DeliveryWorker(engine, senders, settings=settings, close_senders=senders.aclose,
                                 alert_after=senders.alert_after)
@@ -200,3 +201,15 @@ def test_a_destination_nobody_configured_is_left_for_an_operator(engine, peers, 
     [orphan] = messages(engine, "site-z/mllp")
     assert orphan.state == MessageState.pending and orphan.attempts == 0
     assert peer.received == ["M1"]
+
+
+def test_enhanced_mode_waits_for_the_application_ack(engine, peers, start_worker) -> None:
+    peer = Peer(peers, script=["CA+AE", "CA+AA"]).start()
+    enqueue_mllp(engine, ["M1", "M2"])
+    start_worker(peer, enhanced=True)
+    wait_until(lambda: all_finished(engine), "queue finished")
+    m1, m2 = messages(engine)
+    assert m1.state == MessageState.dead and "Unknown product CART-XX" in (m1.last_detail or "")
+    assert [(a.outcome, a.ack_code) for a in attempts(engine, m1.id)] == [("dead", "AE")]
+    assert [(a.outcome, a.ack_code) for a in attempts(engine, m2.id)] == [("delivered", "AA")]
+    assert peer.received == ["M1", "M2"]

@@ -41,11 +41,13 @@ def er7(control_id: str, note: str = "Zoë O'Brien") -> str:
 
 
 def site_profile(site_id: str = "site-a", *, mllp_port: int | None = None, read_timeout_s: float = 0.3,
-                 fhir_url: str | None = None, auth: dict[str, Any] | None = None) -> SiteProfile:
+                 fhir_url: str | None = None, auth: dict[str, Any] | None = None,
+                 enhanced: bool = False) -> SiteProfile:
     """The demo profile for ``site_id`` with a ``delivery`` section pointing at test endpoints."""
     base = load_profile(ROOT / "fixtures" / "profiles" / "site-a.yaml")
     mllp = (MllpEndpoint(host="127.0.0.1", port=mllp_port, connect_timeout_s=0.3,
-                         read_timeout_s=read_timeout_s) if mllp_port else None)
+                         read_timeout_s=read_timeout_s, wait_for_application_ack=enhanced)
+            if mllp_port else None)
     push = FhirPushEndpoint(base_url=fhir_url, timeout_s=2, **({"auth": auth} if auth else {})) \
         if fhir_url else None
     return base.model_copy(update={"site_id": site_id, "delivery": DeliverySettings(mllp=mllp, fhir_push=push,
@@ -135,7 +137,8 @@ class PeerLoop:
 class Peer:
     """A site engine answering each message by the next behaviour in ``script`` (then ``default``).
 
-    Behaviours: an ACK code (``AA``, ``AR``, ``CA``...), ``AE`` (with error text), ``wrong-id``
+    Behaviours: an ACK code (``AA``, ``AR``, ``CA``...), ``AE`` (with error text), ``CA+AA`` and
+    ``CA+AE`` (enhanced mode: commit ACK, then the application ACK), ``wrong-id``
     (MSA-2 of someone else), ``silent`` (never answers), ``late`` (AA after ``late_s``).
     It counts messages in flight across all its connections: ``overlaps`` > 0 means two were in flight
     at once.  ``hold`` (a threading.Event) makes it wait before answering while set.
@@ -211,7 +214,14 @@ class Peer:
                     await asyncio.sleep(self.delay_s)
                 self.in_flight -= 1
                 busy = False
-                if behaviour == "wrong-id":
+                if behaviour.startswith("CA+"):
+                    writer.writemessage(_ack(msg, "CA"))
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+                    code = behaviour[3:]
+                    text = "Unknown product CART-XX" if code == "AE" else None
+                    writer.writemessage(_ack(msg, code, text=text))
+                elif behaviour == "wrong-id":
                     writer.writemessage(_ack(msg, "AA", msa2="SOMEONE-ELSE"))
                 elif behaviour == "AE":
                     writer.writemessage(_ack(msg, "AE", text="Unknown product CART-XX"))
