@@ -128,6 +128,7 @@ class DeliveryWorker:
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _unconfigured: set[str] = field(default_factory=set)
     _leases: dict[str, datetime] = field(default_factory=dict)  # our leases' expiry, as we last set them
+    _held_elsewhere: set[str] = field(default_factory=set)  # another worker holds these: poll them less
 
     # ------------------------------------------------------------------ one step
 
@@ -163,7 +164,9 @@ class DeliveryWorker:
             if held_until is None or held_until - now < lease / 2:  # renew once half of it has run
                 if not acquire_lease(session, destination, self.worker_id, now, self.settings.lease_seconds):
                     self._leases.pop(destination, None)
+                    self._held_elsewhere.add(destination)
                     return None
+                self._held_elsewhere.discard(destination)
                 self._leases[destination] = now + lease
             message = head_of_queue(session, destination)
             if message is None:
@@ -255,7 +258,10 @@ class DeliveryWorker:
                                                                       "error": type(exc).__name__})
                 await self._sleep(self.settings.db_error_pause_s)
                 continue
-            await self._sleep(self.settings.poll_interval_s)
+            pause = self.settings.poll_interval_s
+            if destination in self._held_elsewhere:  # it is being delivered; check back now and then
+                pause = max(pause, self.settings.lease_seconds / 4)
+            await self._sleep(pause)
 
     def _has_pending(self, destination: str) -> bool:
         with Session(self.engine) as session:
