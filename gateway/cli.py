@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.cli_outbox import outbox_app, worker_command
 from gateway.cli_profile import profile_app
 
 __all__ = ["app"]
@@ -15,6 +16,8 @@ app = typer.Typer(help="cgt-gateway: CGT orders and events in; FHIR R4 and HL7v2
 token_app = typer.Typer(help="Create API tokens (only their hash is stored).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(profile_app, name="profile")
+app.add_typer(outbox_app, name="outbox")
+app.command("worker")(worker_command)
 
 ConfigOption = Annotated[
     Path | None,
@@ -44,8 +47,10 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default 8080)")] = None,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker",
+                                         help="Run the delivery worker in this process (default on)")] = True,
 ) -> None:
-    """Migrate the database, load every site profile, and serve the API."""
+    """Migrate the database, load every site profile, and serve the API (with a delivery worker)."""
     import uvicorn
 
     from gateway.app import create_app
@@ -61,13 +66,31 @@ def serve(
         typer.echo(f"cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
     configure_logging(settings.log_level)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        log_level=settings.log_level.lower(),
-    )
+    stop_worker = _start_worker(settings, engine, application) if worker else None
+    try:
+        uvicorn.run(
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            log_level=settings.log_level.lower(),
+        )
+    finally:
+        if stop_worker is not None:
+            stop_worker()
+
+
+def _start_worker(settings, engine, application):  # type: ignore[no-untyped-def]
+    """The in-process delivery worker on its own thread and event loop; returns its stop function."""
+    from gateway.delivery_senders import DeliveryConfigError, build_delivery_worker
+
+    try:
+        delivery = build_delivery_worker(settings, engine, application.state.context.profiles,
+                                         on_outcome=application.state.metrics.observe)
+    except DeliveryConfigError as exc:
+        typer.echo(f"cannot start the delivery worker: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return delivery.run_in_thread()
 
 
 @app.command()

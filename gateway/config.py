@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
@@ -81,10 +81,20 @@ class ProductConfig(_Config):
         return self
 
 
+class WebhookConfig(_Config):
+    """Where the manufacturer hears about its orders; bodies are signed with HMAC-SHA256 using the
+    secret held in the environment variable ``secret_env`` (never in the file)."""
+
+    url: HttpUrl
+    secret_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+
 class ManufacturerConfig(_Config):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$", max_length=64)
     name: str
     products: list[ProductConfig] = Field(min_length=1)
+    webhook: WebhookConfig | None = None
 
 
 class SiteConfig(_Config):

@@ -10,13 +10,17 @@ variable, never a value.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from adapters.delivery_result import DeliveryOutcome
 from adapters.http.auth import BearerToken, ClientCredentials, ClientCredentialsAuth
@@ -25,7 +29,7 @@ from adapters.http.webhook import WebhookSender
 from adapters.mllp.client import ConnectionFactory, MllpEndpoint, MllpSender
 from gateway.config import Settings
 from gateway.delivery_worker import DeliveryWorker, Sender, WorkerSettings
-from gateway.outbox import OutboxMessage
+from gateway.outbox import NewMessage, OutboxMessage, enqueue
 from gateway.pipeline import fhir_destination, mllp_destination
 from mappings.profile import SiteProfile
 from mappings.profile_delivery import FhirPushEndpoint
@@ -247,4 +251,36 @@ def build_delivery_worker(settings: Settings, engine: Engine,
                                  http_transport=http_transport)
     return DeliveryWorker(engine=engine, sender_for=senders, settings=worker_settings or WorkerSettings(),
                           on_outcome=on_outcome, close_senders=senders.aclose,
-                          alert_after=senders.alert_after)
+                          alert_after=senders.alert_after,
+                          on_dead_letter=dead_letter_notifier(set(webhook_targets(settings, environ))))
+
+
+def dead_letter_notifier(manufacturers_with_webhook: set[str]) -> Callable[
+        [Session, OutboxMessage, DeliveryOutcome, datetime], None]:
+    """Tell a manufacturer, over its webhook, that a site refused a message about its order.
+
+    The notification is queued in the same transaction that dead-letters the message; it carries
+    ids and codes only (no patient data, no ACK text).  Webhook messages themselves never notify.
+    """
+
+    def notify(session: Session, message: OutboxMessage, outcome: DeliveryOutcome, now: datetime) -> None:
+        if message.channel == "webhook" or message.manufacturer_id not in manufacturers_with_webhook:
+            return
+        delivery_id = str(uuid.uuid5(_WEBHOOK_NAMESPACE, f"dead-letter|{message.id}|{message.attempts + 1}"))
+        body = {"type": "delivery.dead_lettered", "delivery_id": delivery_id, "at": now.isoformat(),
+                "order_id": message.order_id, "site_id": message.site_id, "event_id": message.event_id,
+                "destination": message.destination, "message_type": message.message_type,
+                "control_id": message.control_id, "ack_code": outcome.ack_code,
+                "http_status": outcome.http_status}
+        note = NewMessage(destination=webhook_destination(message.manufacturer_id), channel="webhook",
+                          control_id=delivery_id, message_type="delivery.dead_lettered",
+                          content_type="application/json",
+                          payload=json.dumps(body, separators=(",", ":"), sort_keys=True))
+        enqueue(session, [note],
+                site_id=message.site_id, manufacturer_id=message.manufacturer_id, order_id=message.order_id,
+                event_id=message.event_id, now=now)
+
+    return notify
+
+
+_WEBHOOK_NAMESPACE = uuid.UUID("6f1c4e0a-7d1b-5c33-9a57-3b0e2c8f4d21")

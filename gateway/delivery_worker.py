@@ -124,6 +124,9 @@ class DeliveryWorker:
     on_outcome: Callable[[OutboxMessage, DeliveryOutcome], None] | None = None
     close_senders: Callable[[], Awaitable[None]] | None = None  # awaited when the worker stops
     alert_after: Callable[[str], int | None] | None = None  # per-destination alert threshold
+    # Called in the transaction that dead-letters a message, to enqueue follow-ups (e.g. tell the
+    # manufacturer over its webhook that the site refused its order).
+    on_dead_letter: Callable[[Session, OutboxMessage, DeliveryOutcome, datetime], None] | None = None
     _stop: asyncio.Event | None = None
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _unconfigured: set[str] = field(default_factory=set)
@@ -219,6 +222,8 @@ class DeliveryWorker:
                 values.update(state=MessageState.dead, finished_at=now)
                 session.add(DeliveryAlert(at=now, destination=destination, message_id=message.id,
                                           kind="dead-letter", detail=outcome.detail or ""))
+                if self.on_dead_letter is not None:
+                    self.on_dead_letter(session, message, outcome, now)
             else:  # retry: not delivered; the same message (same control id) goes again later
                 delay = self.settings.retry.delay(attempts, outcome.retry_after_s)
                 values.update(next_attempt_at=now + timedelta(seconds=delay))
