@@ -17,7 +17,8 @@ from gateway.problem import install_problem_handlers
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None, now: Clock = utc_now) -> FastAPI:
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
+               now: Clock = utc_now) -> FastAPI:
     """A ready app. The database must already be migrated (``cgt-gateway serve`` does it first)."""
     settings = settings if settings is not None else load_settings()
     engine = engine if engine is not None else make_engine(settings.database_url)

@@ -49,8 +49,10 @@ def parse_role(role: str) -> tuple[Literal["manufacturer", "site", "admin"], str
     if role == "admin":
         return "admin", None
     kind = match.group(1)
-    assert kind in ("manufacturer", "site")
-    return kind, match.group(2)
+    if kind == "manufacturer":
+        return "manufacturer", match.group(2)
+    assert kind == "site"
+    return "site", match.group(2)
 
 
 class _Config(BaseModel):

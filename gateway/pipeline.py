@@ -59,7 +59,8 @@ def outbox_messages(translation: Translation, profile: SiteProfile, snapshot: Or
         bundle = {**bundle, "id": bundle_id}
         messages.append(NewMessage(destination=fhir_destination(profile.site_id), channel="fhir",
                                    control_id=bundle_id, message_type="transaction",
-                                   content_type="application/fhir+json", payload=orjson.dumps(bundle).decode()))
+                                   content_type="application/fhir+json",
+                                   payload=orjson.dumps(bundle).decode()))
     return messages
 
 

@@ -84,7 +84,8 @@ class EventType(StrEnum):
     order_cancelled = "order.cancelled"
 
 
-MANUFACTURER_EVENT_TYPES: tuple[EventType, ...] = tuple(t for t in EventType if t is not EventType.order_placed)
+MANUFACTURER_EVENT_TYPES: tuple[EventType, ...] = tuple(
+    t for t in EventType if t is not EventType.order_placed)
 
 
 class MeasurementCode(StrEnum):
