@@ -1,5 +1,8 @@
 """Structured (one JSON object per line) logging. Callers pass ids through ``extra``; patient
-names, birth dates and MRNs are never passed to a logger anywhere in the gateway."""
+names, birth dates and MRNs are never passed to a logger anywhere in the gateway.
+
+Access-log lines name the method, path and status but never the query string: a client may put
+anything there (an EHR searching ``Patient?identifier=...|<MRN>`` or by name and birth date)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "DropQueryString", "configure_logging"]
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -35,9 +38,21 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class DropQueryString(logging.Filter):
+    """Cuts the query string from uvicorn access-log records (their third argument is the path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) > 2:
+            path = record.args[2]
+            if isinstance(path, str) and "?" in path:
+                record.args = (*record.args[:2], path.partition("?")[0], *record.args[3:])
+        return True
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(DropQueryString())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
