@@ -10,7 +10,7 @@ OperationOutcome with the matching ``issue.code``, so FHIR clients never see pro
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import orjson
@@ -96,9 +96,11 @@ class FhirRoute(APIRoute):
         return fhir_handler
 
 
-def check_format(request: Request) -> None:
-    """JSON only: ``_format`` and ``Accept`` asking for XML (or anything else) get 406."""
-    fmt = request.query_params.get("_format")
+def check_format(request: Request, params: Sequence[tuple[str, str]] | None = None) -> None:
+    """JSON only: ``_format`` and ``Accept`` asking for XML (or anything else) get 406.  ``params``:
+    the search parameters when they are not only the query string's (``POST _search``)."""
+    fmt = request.query_params.get("_format") if params is None else next(
+        (value for key, value in params if key == "_format"), None)
     if fmt is not None:
         if fmt.split(";")[0].strip().lower() not in _JSON_FORMATS:
             raise FhirError(406, "not-supported", f"_format={fmt} is not supported; this server speaks "

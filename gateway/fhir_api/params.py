@@ -2,8 +2,9 @@
 
 Repeated parameters are ANDed, comma-separated values ORed.  Dates take the prefixes ``eq``
 (default), ``gt``, ``ge``, ``lt``, ``le``; tokens ``code``, ``system|code``, ``|code``, ``system|``;
-references ``Type/id`` or ``id``.  Anything unknown is a 400 OperationOutcome unless the client
-sent ``Prefer: handling=lenient``, in which case it is ignored (and left out of the self link).
+references ``Type/id``, ``id`` or an absolute URL on this server.  Anything unknown is a 400
+OperationOutcome unless the client sent ``Prefer: handling=lenient``, in which case it is ignored
+(and left out of the self link).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 from gateway.fhir_api.outcome import FhirError
 from gateway.fhir_api.search_params import INCLUDES, SEARCH_PARAMS, SearchParam, date_range
+from mappings.ids import ISBT128_COI_SYSTEM
+from terminology.isbt128 import normalize_coi
 
 __all__ = [
     "DEFAULT_COUNT",
@@ -96,7 +99,20 @@ def _token(name: str, value: str) -> tuple[str | None, str | None]:
     return system, code or None
 
 
-def _reference(param: SearchParam, value: str) -> tuple[str | None, str]:
+def _coi(system: str | None, value: str | None) -> tuple[str | None, str | None]:
+    """An ISBT 128 CoI as scanned (``&/`` + 15 characters; the check character is printed, not
+    encoded) or keyed without its check character, in the normal form the Task stores."""
+    if value is None or system not in (None, ISBT128_COI_SYSTEM):
+        return system, value
+    try:
+        return system, normalize_coi(value)
+    except ValueError:
+        return system, value  # not an ISBT 128 CoI (a manufacturer's own format): as given
+
+
+def _reference(param: SearchParam, value: str, base: str | None) -> tuple[str | None, str]:
+    if base and value.startswith(f"{base}/"):  # an absolute URL on this server: its ``Type/id``
+        value = value[len(base) + 1:]
     parts = value.split("/")
     if len(parts) == 1 and _ID_RE.match(value):
         return None, value
@@ -104,6 +120,8 @@ def _reference(param: SearchParam, value: str) -> tuple[str | None, str]:
         if param.targets and parts[0] not in param.targets:
             raise _bad(f"{param.name}: refers to {'/'.join(param.targets)}, not {parts[0]}", param.name)
         return parts[0], parts[1]
+    if "://" in value:
+        raise _bad(f"{param.name}: {value!r} is not a resource on this server", param.name)
     raise _bad(f"{param.name}: use 'Type/id' or 'id' (got {value!r})", param.name)
 
 
@@ -122,15 +140,17 @@ def _date(name: str, value: str) -> tuple[str, int, int]:
     return prefix, lo, hi
 
 
-def _filter(param: SearchParam, raw: str) -> Filter:
+def _filter(param: SearchParam, raw: str, base: str | None) -> Filter:
     values: list[tuple[object, ...]] = []
     for value in _split(param.name, raw):
         if param.name == "_id":
             values.append((None, value))
+        elif param.name == "group-identifier":
+            values.append(_coi(*_token(param.name, value)))
         elif param.type == "token":
             values.append(_token(param.name, value))
         elif param.type == "reference":
-            values.append(_reference(param, value))
+            values.append(_reference(param, value, base))
         else:
             values.append(_date(param.name, value))
     return Filter(param, tuple(values))
@@ -147,7 +167,9 @@ def _once(items: Sequence[Pair], name: str) -> None:
         raise _bad(f"{name} may appear only once", name)
 
 
-def parse_search(resource_type: str, items: Sequence[Pair], *, lenient: bool) -> SearchQuery:
+def parse_search(resource_type: str, items: Sequence[Pair], *, lenient: bool,
+                 base: str | None = None) -> SearchQuery:
+    """``base``: this server's FHIR base URL; reference values under it are taken as ``Type/id``."""
     known = SEARCH_PARAMS[resource_type]
     filters: list[Filter] = []
     honoured: list[Pair] = []
@@ -159,7 +181,7 @@ def parse_search(resource_type: str, items: Sequence[Pair], *, lenient: bool) ->
         if key in _IGNORED:
             continue
         if key in known:
-            filters.append(_filter(known[key], value))
+            filters.append(_filter(known[key], value, base))
         elif key == "_count":
             count = _count(value)
         elif key == "_sort":

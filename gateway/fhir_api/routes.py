@@ -8,10 +8,12 @@ everything; whatever the caller may not see is answered exactly like what does n
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
 
 from gateway.auth import Principal, current_principal
 from gateway.fhir_api import query
@@ -35,6 +37,7 @@ __all__ = ["router", "scope_for"]
 
 router = APIRouter(prefix="/fhir", route_class=FhirRoute, tags=["fhir"])
 Pair = tuple[str, str]
+FORM = "application/x-www-form-urlencoded"
 
 
 def scope_for(principal: Principal) -> Scope:
@@ -142,11 +145,28 @@ def read(resource_type: str, resource_id: str, request: Request,
 @router.get("/{resource_type}", name="fhir_search")
 def search(resource_type: str, request: Request,
            principal: Principal = Depends(current_principal)) -> Response:
-    check_format(request)
+    return _search(request, principal, resource_type, _items(request))
+
+
+@router.post("/{resource_type}/_search", name="fhir_search_post")
+async def search_post(resource_type: str, request: Request,
+                      principal: Principal = Depends(current_principal)) -> Response:
+    """``POST [type]/_search``: the form body's parameters, ANDed with the query string's."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != FORM:
+        raise FhirError(415, "not-supported", f"POST _search takes {FORM} parameters")
+    try:
+        form = parse_qsl((await request.body()).decode(), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise FhirError(400, "invalid", "The form body is not UTF-8") from None
+    return await run_in_threadpool(_search, request, principal, resource_type, _items(request) + form)
+
+
+def _search(request: Request, principal: Principal, resource_type: str, items: list[Pair]) -> Response:
+    check_format(request, items)
     scope = scope_for(principal)
     _type(request, resource_type)
     lenient = is_lenient(request.headers.get("prefer"))
-    items = _items(request)
     after: query.SearchKey | None = None
     cursor = [v for k, v in items if k == CURSOR_PARAM]
     if cursor:
@@ -154,10 +174,10 @@ def search(resource_type: str, request: Request,
             raise FhirError(400, "invalid", "_cursor comes alone: follow Bundle.link[next] as given",
                             expression=CURSOR_PARAM)
         params, key = decode_cursor(cursor[0], (int, str))
-        q = parse_search(resource_type, params, lenient=False)
+        q = parse_search(resource_type, params, lenient=False, base=_base(request))
         after = (key[0], key[1])
     else:
-        q = parse_search(resource_type, items, lenient=lenient)
+        q = parse_search(resource_type, items, lenient=lenient, base=_base(request))
     with _connect(request) as conn:
         total = query.search_count(conn, scope, q) if q.total else None
         if q.summary_count:

@@ -229,7 +229,8 @@ _TASK = (
     _p("identifier", "token", "Task.identifier", "Task-identifier", "Task identifiers",
        _identifiers("identifier")),
     _p("group-identifier", "token", "Task.groupIdentifier", "Task-group-identifier",
-       "The Chain of Identity identifier (CoI)", _identifiers("groupIdentifier")),
+       "The Chain of Identity identifier (CoI); an ISBT 128 CoI also as scanned (&/ + 15 characters) "
+       "or without its check character", _identifiers("groupIdentifier")),
     _p("modified", "date", "Task.lastModified", "Task-modified", "Task.lastModified",
        _dates("lastModified")),
 )
