@@ -103,7 +103,20 @@ def get_order(
                 code="ambiguous-order-id",
                 errors=[FieldError("/query/manufacturer_id", "required for this order_id")],
             )
-        return order_view(session, rows[0])
+        view = order_view(session, rows[0])
+    return _as_site_may_see(view, principal, _context(request))
+
+
+def _as_site_may_see(view: dict[str, Any], principal: Principal, context: Context) -> dict[str, Any]:
+    """A site whose profile takes only the MRN is not shown the manufacturer's demographics here either."""
+    if principal.role != "site":
+        return view
+    profile = context.profiles.get(principal.subject or "")
+    if profile is not None and profile.patient.demographics == "full":
+        return view
+    order = dict(view["order"])
+    order["patient"] = {"mrn": order["patient"]["mrn"]}
+    return {**view, "order": order}
 
 
 @router.get("/orders", summary="Orders, oldest change first, keyset-paged")
