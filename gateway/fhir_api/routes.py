@@ -73,7 +73,10 @@ def _items(request: Request) -> list[Pair]:
     return list(request.query_params.multi_items())
 
 
-def _serve(request: Request, stored: StoredVersion) -> Response:
+def _serve(request: Request, stored: StoredVersion, *, second_shared: bool = False) -> Response:
+    """The stored version, or 304 when the client's validators show it has it.  ``second_shared``:
+    an older version of the resource has the same (whole-second) ``Last-Modified``, so a copy
+    dated that second may be the older one and ``If-Modified-Since`` of that second is no proof."""
     etag = entry_etag(stored.version_id)
     headers = {"ETag": etag, "Last-Modified": http_date(stored.last_updated_us)}
     if_none_match = request.headers.get("if-none-match")
@@ -89,7 +92,9 @@ def _serve(request: Request, stored: StoredVersion) -> Response:
             except (TypeError, ValueError):
                 modified_since = None
             seconds = stored.last_updated_us // 1_000_000
-            if modified_since is not None and seconds <= to_us(modified_since) // 1_000_000:
+            since_seconds = None if modified_since is None else to_us(modified_since) // 1_000_000
+            if since_seconds is not None and (seconds < since_seconds or
+                                              (seconds == since_seconds and not second_shared)):
                 return Response(status_code=304, headers=headers)
     return fhir_response(orjson.Fragment(stored.body), headers=headers)
 
@@ -137,9 +142,13 @@ def read(resource_type: str, resource_id: str, request: Request,
     _type(request, resource_type)
     with _connect(request) as conn:
         stored = read_current(conn, scope, resource_type, resource_id)
-    if stored is None:
-        raise _not_found(resource_type, resource_id)
-    return _serve(request, stored)
+        if stored is None:
+            raise _not_found(resource_type, resource_id)
+        older = None
+        if stored.version_id > 1 and request.headers.get("if-modified-since"):
+            older = read_version(conn, scope, resource_type, resource_id, stored.version_id - 1)
+    return _serve(request, stored, second_shared=older is not None and
+                  older.last_updated_us // 1_000_000 == stored.last_updated_us // 1_000_000)
 
 
 @router.get("/{resource_type}", name="fhir_search")
