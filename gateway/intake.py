@@ -341,6 +341,9 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             if order is None:
                 raise NotFound(f"No order {order_id} for this manufacturer.")
             assert order.id is not None
+            product = context.settings.product(manufacturer_id, order.product_code)
+            assert product is not None
+            _check_coi(event, order, product, now)  # first: a wrong CoI always reaches the safety log
             existing = session.exec(
                 select(EventRow).where(
                     EventRow.manufacturer_id == manufacturer_id, EventRow.event_id == event.event_id
@@ -355,9 +358,6 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
                     code="duplicate-event",
                     errors=[FieldError("/event_id", "already used for a different event")],
                 )
-            product = context.settings.product(manufacturer_id, order.product_code)
-            assert product is not None
-            _check_coi(event, order, product, now)
             _check_shelf_life(product, event, typed)
             decision = decide(
                 LifecycleState.model_validate(order.state), event.type, event.occurred_at, typed
