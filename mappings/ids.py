@@ -23,6 +23,7 @@ __all__ = [
     "coi_system",
     "lot_system",
     "event_system",
+    "site_party_system",
     "resource_id",
     "reference",
 ]
@@ -56,6 +57,13 @@ def lot_system(manufacturer_id: str) -> str:
 def event_system(manufacturer_id: str, order_id: str) -> str:
     """Event ids are unique within one order; resources born from one event are keyed under it."""
     return f"{order_system(manufacturer_id)}/{order_id}/event"
+
+
+def site_party_system(site_id: str, system: str) -> str:
+    """``system`` as one site sees it.  Parties that take part in orders at several sites (the
+    manufacturer, an ordering practitioner) get one resource per site: each is built by that site's
+    profile alone, so another site's orders never add versions to it nor show in its history."""
+    return f"{SITE_SYSTEM}/{site_id}/party|{system}"
 
 
 def resource_id(resource_type: str, system: str, value: str) -> str:

@@ -30,6 +30,7 @@ from mappings.ids import (
     order_system,
     reference,
     resource_id,
+    site_party_system,
 )
 from mappings.profile import SiteProfile
 from mappings.result import MappingIssue
@@ -76,8 +77,13 @@ class Journey:
         self.service_request_id = resource_id("ServiceRequest", self.order_system, order.order_id)
         self.task_id = resource_id("Task", self.order_system, order.order_id)
         self.patient_id = resource_id("Patient", profile.patient.mrn_system, order.patient.mrn)
-        self.practitioner_id = resource_id("Practitioner", NPI_SYSTEM, order.ordering_provider.npi)
-        self.manufacturer_org_id = resource_id("Organization", MANUFACTURER_SYSTEM, mid)
+        site = snapshot.site.id
+        self.practitioner_id = resource_id(
+            "Practitioner", site_party_system(site, NPI_SYSTEM), order.ordering_provider.npi
+        )
+        self.manufacturer_org_id = resource_id(
+            "Organization", site_party_system(site, MANUFACTURER_SYSTEM), mid
+        )
         self.site_org_id = resource_id("Organization", SITE_SYSTEM, snapshot.site.id)
         self.coi_identifier: dict[str, Any] = {
             "system": coi_system(mid, snapshot.product.coi_format),
