@@ -98,12 +98,26 @@ def validation_errors(errors: list[Any], prefix: str = "") -> list[FieldError]:
     return found
 
 
-def _request_validation(exc: RequestValidationError) -> GatewayError:
+def _is_json_media_type(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _request_validation(exc: RequestValidationError, content_type: str | None = None) -> GatewayError:
     errors = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in errors):
         return MalformedJson("The request body could not be parsed as JSON.")
     if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
         return MalformedJson("The request body is empty; send a JSON object.")
+    if (content_type and not _is_json_media_type(content_type)
+            and any(tuple(e.get("loc", ())) == ("body",) for e in errors)):
+        # FastAPI hands a non-JSON body over unparsed: say what to send instead of "not a dictionary".
+        return GatewayError(
+            f"The body was sent as {content_type.partition(';')[0].strip()!r}; "
+            "send JSON with 'Content-Type: application/json'.",
+            code="unsupported-media-type",
+            status=415,
+        )
     fields: list[FieldError] = []
     for err in errors:
         loc = tuple(err.get("loc", ()))
@@ -124,11 +138,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, GatewayError)
         return problem_response(exc)
 
-    async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        error = _request_validation(exc)
+        error = _request_validation(exc, request.headers.get("content-type"))
         if error.code == "validation-failed":
             error.title = "Request failed validation"
+        elif error.code == "unsupported-media-type":
+            error.title = _HTTP_CODES[415][1]
         return problem_response(error)
 
     async def on_http(_request: Request, exc: Exception) -> JSONResponse:
