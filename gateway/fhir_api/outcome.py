@@ -99,8 +99,10 @@ class FhirRoute(APIRoute):
 def check_format(request: Request, params: Sequence[tuple[str, str]] | None = None) -> None:
     """JSON only: ``_format`` and ``Accept`` asking for XML (or anything else) get 406.  ``params``:
     the search parameters when they are not only the query string's (``POST _search``)."""
-    fmt = request.query_params.get("_format") if params is None else next(
-        (value for key, value in params if key == "_format"), None)
+    if params is None:
+        fmt = request.query_params.get("_format")
+    else:  # the last one, as ``query_params.get`` takes it
+        fmt = next((value for key, value in reversed(params) if key == "_format"), None)
     if fmt is not None:
         if fmt.split(";")[0].strip().lower() not in _JSON_FORMATS:
             raise FhirError(406, "not-supported", f"_format={fmt} is not supported; this server speaks "
