@@ -8,12 +8,13 @@ decides, the store keeps :class:`EventRecord` rows, and ``mappings.translate`` r
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
 __all__ = [
     "StrictModel",
@@ -38,9 +39,9 @@ __all__ = [
 
 
 class StrictModel(BaseModel):
-    """Refuses unknown fields by name and is immutable once validated."""
+    """Refuses unknown fields by name, ``NaN`` and infinities (not JSON), and is immutable once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False, allow_inf_nan=False)
 
 
 
@@ -171,11 +172,27 @@ class OrderIn(StrictModel):
 # --------------------------------------------------------------------------- events
 
 
+def _measurement_value(value: object) -> float | str:
+    """A finite number (stored as a float) or a text result; a boolean is neither."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number or a text result")
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return float(value)
+
+
+MeasurementValue = Annotated[
+    float | str, PlainValidator(_measurement_value, json_schema_input_type=float | str)
+]
+
+
 class Measurement(StrictModel):
     """A measurement or release result. ``specification`` is e.g. ``>=80``, ``<5``, ``1-5``, ``negative``."""
 
     code: MeasurementCode
-    value: float | str
+    value: MeasurementValue
     unit: Annotated[str, Field(max_length=32)] | None = None
     specification: Annotated[str, Field(max_length=64)] | None = None
 
