@@ -14,6 +14,7 @@ Only control ids and the destination are logged, never message content or ACK te
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import ssl as ssl_module
@@ -32,6 +33,8 @@ __all__ = ["ConnectionFactory", "MllpEndpoint", "MllpSender", "StreamReaderLike"
 logger = logging.getLogger(__name__)
 _READ_CHUNK = 64 * 1024
 _CLOSE_TIMEOUT_S = 1.0
+_APPLICATION_CODES = frozenset({"AA", "AE", "AR"})
+_SETTLED_ON_COMMIT_KEPT = 64  # control ids whose application ACK may still come on this connection
 
 
 class StreamReaderLike(Protocol):
@@ -96,6 +99,9 @@ class MllpSender:
         self._writer: StreamWriterLike | None = None
         self._frames = FrameReader(endpoint.max_message_size)
         self._lock = asyncio.Lock()
+        # Enhanced mode, commit ACK only: messages counted delivered on their CA whose application
+        # ACK the site may still send on this connection; it is skipped, never taken for another's.
+        self._settled_on_commit: collections.deque[str] = collections.deque(maxlen=_SETTLED_ON_COMMIT_KEPT)
         self.connections_opened = 0
 
     async def __aenter__(self) -> MllpSender:
@@ -111,6 +117,7 @@ class MllpSender:
     async def close(self) -> None:
         writer, self._reader, self._writer = self._writer, None, None
         self._frames = FrameReader(self.endpoint.max_message_size)
+        self._settled_on_commit.clear()
         if writer is not None:
             writer.close()
             try:  # a peer that stopped reading must not hold us here
@@ -164,7 +171,35 @@ class MllpSender:
             if app_ack.header.accept_ack_type in ("AL", "SU"):  # the peer wants our commit ACK for it
                 await self._commit(writer, raw)
             outcome = judge_ack(sent_id, app_ack, stage="application")
+        elif outcome.delivered and ack.code == "CA":
+            self._settled_on_commit.append(sent_id)
         return outcome
+
+    async def _late_application_ack(self, raw: bytes, ack: Ack) -> bool:
+        """True (and commit-ACKed if asked) if ``ack`` is the application ACK of a message already
+        counted delivered on its commit ACK: it answers nothing we are waiting for."""
+        if ack.control_id not in self._settled_on_commit or ack.code not in _APPLICATION_CODES:
+            return False
+        self._settled_on_commit.remove(ack.control_id)
+        log = logger.info if ack.code == "AA" else logger.warning
+        log("mllp %s application ACK %s for control_id=%s, counted delivered on its commit ACK",
+            self.endpoint.destination, ack.code, ack.control_id)
+        if ack.header.accept_ack_type in ("AL", "SU") and self._writer is not None:
+            await self._commit(self._writer, raw)
+        return True
+
+    async def _drop_late_application_acks(self) -> bool:
+        """Take late application ACKs off the read buffer; True if nothing else was waiting there."""
+        while not self._frames.idle:
+            try:
+                raw = self._frames.next_message()
+                if raw is None:
+                    return False  # part of a frame nobody asked for
+                if not await self._late_application_ack(raw, parse_ack(raw, encoding=self.endpoint.encoding)):
+                    return False
+            except (FramingError, AckParseError, _Dropped):
+                return False
+        return True
 
     async def _commit(self, writer: StreamWriterLike, raw: bytes) -> None:
         try:
@@ -186,15 +221,21 @@ class MllpSender:
     async def _read_ack(self, timeout_s: float, what: str) -> tuple[bytes, Ack]:
         try:
             async with asyncio.timeout(timeout_s):
-                raw = await self._read_frame()
+                while True:
+                    raw = await self._read_frame()
+                    ack = self._parse_ack(raw, what)
+                    if not await self._late_application_ack(raw, ack):
+                        return raw, ack
         except TimeoutError as exc:
             raise _Dropped(f"no {what} within {timeout_s:g}s (read deadline); connection dropped") from exc
         except FramingError as exc:
             raise _Dropped(f"{what} framing error: {exc}", warning=f"peer broke MLLP framing: {exc}") from exc
         except (OSError, ssl_module.SSLError, EOFError) as exc:
             raise _Dropped(f"connection lost waiting for the {what}: {type(exc).__name__}: {exc}") from exc
+
+    def _parse_ack(self, raw: bytes, what: str) -> Ack:
         try:
-            return raw, parse_ack(raw, encoding=self.endpoint.encoding)
+            return parse_ack(raw, encoding=self.endpoint.encoding)
         except AckParseError as exc:
             raise _Dropped(f"unreadable {what}: {exc}", warning=f"peer answered with no usable ACK: {exc}") \
                 from exc
@@ -210,7 +251,8 @@ class MllpSender:
 
     async def _connection(self) -> StreamWriterLike:
         if self._writer is not None and (self._writer.is_closing() or self._reader is None
-                                         or self._reader.at_eof() or not self._frames.idle):
+                                         or self._reader.at_eof()
+                                         or not await self._drop_late_application_acks()):
             await self.close()  # closed by the peer, or unasked-for bytes waiting: start clean
         if self._writer is None:
             try:

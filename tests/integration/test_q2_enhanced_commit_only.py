@@ -1,0 +1,105 @@
+"""Enhanced mode, commit ACK only (``wait_for_application_ack: false``, the default) against a site
+engine that does what MSH-16 = AL asks: a commit ACK (CA), then the application ACK on the same
+connection.  The application ACK of a message already counted delivered on its CA must not be taken
+for the next message's ACK (that was a false MSA-2 warning and a duplicate send of every other message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import hl7
+import hl7.mllp
+import pytest
+
+from adapters.mllp.client import MllpEndpoint, MllpSender
+from adapters.mllp.framing import frame
+from tests.integration.test_delivery_support import Peer, PeerLoop
+
+
+def enhanced(control_id: str) -> str:
+    return ("MSH|^~\\&|CGT-GATEWAY|CGTGW|EPIC|SITE-A|20261121120000||OML^O21^OML_O21|"
+            f"{control_id}|P|2.5.1|||AL|AL||UNICODE UTF-8\rPID|1||MRN1^^^SITEA^MR||Zoë\r")
+
+
+@pytest.fixture
+def peers() -> Iterator[PeerLoop]:
+    loop = PeerLoop()
+    yield loop
+    loop.close()
+
+
+def test_application_acks_after_commit_acks_are_not_taken_for_the_next_message(peers: PeerLoop) -> None:
+    peer = Peer(peers, default="CA+AA").start()
+    ids = [f"E{i}" for i in range(6)]
+
+    async def scenario() -> list[tuple[str, str | None, bool]]:
+        results = []
+        endpoint = MllpEndpoint("127.0.0.1", peer.port, connect_timeout_s=1, read_timeout_s=1)
+        async with MllpSender(endpoint) as sender:
+            for control_id in ids:
+                outcome = await sender.send(enhanced(control_id))
+                results.append((outcome.status, outcome.ack_code, outcome.warning is None))
+                await asyncio.sleep(0.05)  # the worker records the outcome: the AA arrives meanwhile
+            opened = sender.connections_opened
+        assert opened == 1  # one persistent connection, never dropped for an "unknown" ACK
+        return results
+
+    results = asyncio.run(scenario())
+    assert results == [("delivered", "CA", True)] * len(ids)
+    assert peer.received == ids  # each sent exactly once
+
+
+def test_a_stale_application_ack_arriving_in_the_same_read_as_the_commit_ack_is_skipped() -> None:
+    """CA and AA in ONE TCP write: the AA sits in the sender's buffer when the next message goes."""
+    received: list[str] = []
+
+    async def handle(reader: hl7.mllp.HL7StreamReader, writer: hl7.mllp.HL7StreamWriter) -> None:
+        try:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    msg = await reader.readmessage()
+                    control_id = str(msg.segment("MSH")[10])
+                    received.append(control_id)
+                    both = b"".join(frame(str(msg.create_ack(code, message_id=f"{code}-{control_id}")).encode())
+                                    for code in ("CA", "AA"))
+                    writer.write(both)
+                    await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def scenario() -> tuple[list[str], int]:
+        server = await hl7.mllp.start_hl7_server(handle, "127.0.0.1", 0, encoding="utf-8")
+        port = server.sockets[0].getsockname()[1]
+        endpoint = MllpEndpoint("127.0.0.1", port, connect_timeout_s=1, read_timeout_s=1)
+        statuses = []
+        async with MllpSender(endpoint) as sender:
+            for control_id in ("B1", "B2", "B3"):
+                statuses.append((await sender.send(enhanced(control_id))).status)
+            opened = sender.connections_opened
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # let the handler see the close and release its socket
+        return statuses, opened
+
+    statuses, opened = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert statuses == ["delivered"] * 3
+    assert received == ["B1", "B2", "B3"]
+    assert opened == 1  # the stale AA is dropped from the buffer, not a reason to reconnect
+
+
+def test_a_truly_foreign_ack_is_still_a_warning_and_a_retry(peers: PeerLoop) -> None:
+    """Only application ACKs of messages we settled on their CA are skipped; any other MSA-2 still warns."""
+    peer = Peer(peers, script=["wrong-id"], default="AA").start()
+
+    async def scenario() -> tuple[str, bool]:
+        endpoint = MllpEndpoint("127.0.0.1", peer.port, connect_timeout_s=1, read_timeout_s=1)
+        async with MllpSender(endpoint) as sender:
+            outcome = await sender.send(enhanced("F1"))
+        return outcome.status, outcome.warning is not None
+
+    assert asyncio.run(scenario()) == ("retry", True)
