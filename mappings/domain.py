@@ -178,9 +178,13 @@ def _measurement_value(value: object) -> float | str:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a number or a text result")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
         raise ValueError("must be a finite number")
-    return float(value)
+    return number
 
 
 MeasurementValue = Annotated[

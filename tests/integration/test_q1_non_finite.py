@@ -21,7 +21,7 @@ def _collected(event_id: str, value: str) -> bytes:
     return json.dumps(body).replace('"VALUE"', value).encode()
 
 
-@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "true"])
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "true", "1e400", "1" + "0" * 400])
 def test_non_finite_or_boolean_measurement_is_refused_by_name(client, literal):
     assert client.post("/v1/orders", json=order_body("Q1-NAN"), headers=ACME).status_code == 201
     response = client.post("/v1/orders/Q1-NAN/events", content=_collected("Q1-N1", literal), headers=JSON)
