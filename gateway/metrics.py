@@ -52,11 +52,16 @@ class _OutboxCollector(Collector):
             return
         up.add_metric([], 1)
         now = self._clock()
+        drained = {destination for destination, *_ in stats}
         for destination, state, count, oldest in stats:
             depth.add_metric([destination, state], count)
             if state == MessageState.pending and oldest is not None:
+                drained.discard(destination)
                 oldest_aware = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
                 age.add_metric([destination], max(0.0, (now - oldest_aware).total_seconds()))
+        for destination in sorted(drained):  # an empty queue is depth 0, age 0, not a missing series
+            depth.add_metric([destination, MessageState.pending], 0)
+            age.add_metric([destination], 0.0)
         for destination, outcome, count in rows:
             outcomes.add_metric([destination, outcome], int(count))
         yield from (depth, age, outcomes, up)
