@@ -61,6 +61,17 @@ def _drive(server: Server, *, seconds: float, concurrency: int, rate_seconds: fl
             "journeys": _journeys(900_000, 2, "WARM"),
         }
     )
+    one_client = run_loadgen(
+        {
+            "scenario": "journeys",
+            "port": server.port,
+            "headers": ACME,
+            "concurrency": 1,
+            "max_seconds": seconds / 2,
+            "max_requests": 10**9,
+            "journeys": _journeys(400_000, int(seconds * 1000 / per_journey) + 1, "ONE"),
+        }
+    )
     # enough distinct journeys for the time budget at up to 2,000 events/s
     saturation = run_loadgen(
         {
@@ -83,7 +94,12 @@ def _drive(server: Server, *, seconds: float, concurrency: int, rate_seconds: fl
             "journeys": _journeys(500_000, int(rate_seconds * TARGET_RATE / per_journey) + 50, "RATE"),
         }
     )
-    return {"saturation": saturation, "at_200_per_s": fixed, "peak_rss_mb": server.peak_rss_mb()}
+    return {
+        "one_client": one_client,
+        "saturation": saturation,
+        "at_200_per_s": fixed,
+        "peak_rss_mb": server.peak_rss_mb(),
+    }
 
 
 def run_ingest(

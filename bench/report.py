@@ -93,6 +93,18 @@ def markdown(result: dict[str, Any]) -> str:
                 _met(gw["saturation"]["per_s"] >= 500) if sqlite else "—",
             )
         )
+        if "one_client" in gw:
+            one, base_one = gw["one_client"], base["one_client"]
+            rows.append(
+                (
+                    f"Ingest ({db}), events/s and p50 / p99, one client",
+                    f"{_f(one['per_s'])}; {_lat(one)}",
+                    f"{_f(base_one['per_s'])}; {_lat(base_one)}",
+                    _f(_r(one["per_s"], base_one["per_s"])),
+                    "—",
+                    "—",
+                )
+            )
         rows.append(
             (
                 f"Ingest ({db}), p50 / p99 at saturation",
