@@ -6,9 +6,10 @@ Tables (SQLModel; migration ``0002_fhir_store``):
   and order whose event produced it.  Serves vread and ``_history``.
 - ``fhir_resource_current``: the latest version of each resource.  Serves read and search.
 - ``fhir_resource_access``: who may see a resource: one row per (resource, tenant), the tenant
-  being ``site:<id>`` or ``manufacturer:<id>``.  A resource shared by several orders (the
-  manufacturer Organization, a Practitioner, a Patient) gets a row for each site and manufacturer
-  with an order that references it.  ``last_updated_us`` is copied from the current version so a
+  being ``site:<id>`` or ``manufacturer:<id>``.  A resource shared by several orders gets a row
+  for each site and manufacturer with an order that references it (the translation keys Patient,
+  Practitioner and manufacturer Organization per site and manufacturer, so in practice only the
+  site's own Organization is shared by several manufacturers).  ``last_updated_us`` is copied from the current version so a
   tenant's poll walks an index ``(type, tenant, last_updated, id)`` and costs O(log n).
 - ``fhir_search_token`` / ``fhir_search_date``: the search index of the current versions, filled
   from :data:`gateway.fhir_api.search_params.SEARCH_PARAMS`.

@@ -23,7 +23,7 @@ __all__ = [
     "coi_system",
     "lot_system",
     "event_system",
-    "site_party_system",
+    "party_system",
     "resource_id",
     "reference",
 ]
@@ -59,11 +59,12 @@ def event_system(manufacturer_id: str, order_id: str) -> str:
     return f"{order_system(manufacturer_id)}/{order_id}/event"
 
 
-def site_party_system(site_id: str, system: str) -> str:
-    """``system`` as one site sees it.  Parties that take part in orders at several sites (the
-    manufacturer, an ordering practitioner) get one resource per site: each is built by that site's
-    profile alone, so another site's orders never add versions to it nor show in its history."""
-    return f"{SITE_SYSTEM}/{site_id}/party|{system}"
+def party_system(site_id: str, manufacturer_id: str, system: str) -> str:
+    """``system`` as the orders of one manufacturer at one site see it.  The parties of an order
+    (the patient, the ordering practitioner, the manufacturer) get one resource per site and
+    manufacturer: each is built from that manufacturer's orders and that site's profile alone, so
+    another site's or manufacturer's orders never add versions to it nor show in its history."""
+    return f"{SITE_SYSTEM}/{site_id}/party/{manufacturer_id}|{system}"
 
 
 def resource_id(resource_type: str, system: str, value: str) -> str:

@@ -28,9 +28,9 @@ from mappings.ids import (
     event_system,
     lot_system,
     order_system,
+    party_system,
     reference,
     resource_id,
-    site_party_system,
 )
 from mappings.profile import SiteProfile
 from mappings.result import MappingIssue
@@ -76,13 +76,15 @@ class Journey:
         self.event_system = event_system(mid, order.order_id)
         self.service_request_id = resource_id("ServiceRequest", self.order_system, order.order_id)
         self.task_id = resource_id("Task", self.order_system, order.order_id)
-        self.patient_id = resource_id("Patient", profile.patient.mrn_system, order.patient.mrn)
         site = snapshot.site.id
+        self.patient_id = resource_id(
+            "Patient", party_system(site, mid, profile.patient.mrn_system), order.patient.mrn
+        )
         self.practitioner_id = resource_id(
-            "Practitioner", site_party_system(site, NPI_SYSTEM), order.ordering_provider.npi
+            "Practitioner", party_system(site, mid, NPI_SYSTEM), order.ordering_provider.npi
         )
         self.manufacturer_org_id = resource_id(
-            "Organization", site_party_system(site, MANUFACTURER_SYSTEM), mid
+            "Organization", party_system(site, mid, MANUFACTURER_SYSTEM), mid
         )
         self.site_org_id = resource_id("Organization", SITE_SYSTEM, snapshot.site.id)
         self.coi_identifier: dict[str, Any] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import ACME, SITE_A, SITE_B, event_body, isbt_coi, order_body
+from tests.conftest import ACME, NOVA, SITE_A, SITE_B, event_body, isbt_coi, order_body
 from tests.integration.test_fhir_api import ok
 
 TAG_SYSTEM = "https://cgt-gateway.example.org/fhir/CodeSystem/site-profile-version"
@@ -53,3 +53,29 @@ def test_each_site_sees_the_shared_parties_as_its_own_profile_built_them(client)
             assert [_tag(e["resource"]) for e in history["entry"]] == [profile_version]
             type_history = ok(client.get(f"/fhir/{rtype}/_history", headers=headers))
             assert {_tag(e["resource"]) for e in type_history["entry"]} == {profile_version}
+
+
+def test_a_manufacturer_never_sees_what_another_manufacturers_order_wrote(client):
+    """acme-bio and nova-cell both treat MRN-SHARED at site-a, ordered by the same NPI, and send the
+    names slightly differently.  Neither manufacturer's token may see a version (or its timing)
+    that the other's order produced; the site sees both orders' data."""
+    patient = {"mrn": "MRN-SHARED", "family": "Zyxwvut", "given": ["Quillon"], "birth_date": "1971-03-09",
+               "sex": "female"}
+    acme = order_body("Q3-ACME", coi=isbt_coi(7), patient=patient)
+    assert client.post("/v1/orders", json=acme, headers=ACME).status_code == 201
+    nova = order_body("Q3-NOVA", coi="NC-000777", product_code="GT-HEM-01", site_id="site-a",
+                      patient={**patient, "given": ["Quill"]},
+                      ordering_provider={"npi": "1234567893", "family": "Okafor", "given": ["A."]})
+    assert client.post("/v1/orders", json=nova, headers=NOVA).status_code == 201
+    for headers, given, provider in ((ACME, ["Quillon"], ["Ada"]), (NOVA, ["Quill"], ["A."])):
+        [task] = [e["resource"] for e in ok(client.get("/fhir/Task", headers=headers))["entry"]]
+        for ref, expected in ((task["for"]["reference"], given), (task["requester"]["reference"], provider)):
+            history = ok(client.get(f"/fhir/{ref}/_history", headers=headers))
+            assert [e["resource"]["name"][0]["given"] for e in history["entry"]] == [expected], ref
+        for rtype in ("Patient", "Practitioner"):
+            every = ok(client.get(f"/fhir/{rtype}/_history", headers=headers))
+            assert len(every["entry"]) == 1, (rtype, headers)
+    site = [e["resource"] for e in ok(client.get("/fhir/Task", headers=SITE_A))["entry"]]
+    patients = [ok(client.get(f"/fhir/{t['for']['reference']}", headers=SITE_A)) for t in site]
+    assert sorted(p["name"][0]["given"][0] for p in patients) == ["Quill", "Quillon"]
+    assert {i["value"] for p in patients for i in p["identifier"]} == {"MRN-SHARED"}
