@@ -16,6 +16,7 @@ from sqlalchemy import BigInteger, Column, ColumnElement, DateTime, Index, Integ
 from sqlmodel import Field, Session, SQLModel, col
 
 from gateway.errors import Conflict, NotFound
+from gateway.store import as_utc
 
 __all__ = [
     "MessageState",
@@ -35,6 +36,7 @@ __all__ = [
     "replay",
     "skip",
     "message_view",
+    "iso_utc",
 ]
 
 
@@ -233,6 +235,11 @@ def skip(session: Session, message_id: int, *, reason: str, now: datetime) -> Ou
     return message
 
 
+def iso_utc(value: datetime) -> str:
+    """A stored time in UTC with its offset (SQLite hands it back naive: it was stored as UTC)."""
+    return as_utc(value).isoformat()
+
+
 def message_view(message: OutboxMessage, attempts: Sequence[DeliveryAttempt] | None = None,
                  *, with_payload: bool = False) -> dict[str, object]:
     """JSON-ready view for the admin API and CLI. The payload (PHI) only when asked for."""
@@ -241,14 +248,14 @@ def message_view(message: OutboxMessage, attempts: Sequence[DeliveryAttempt] | N
         "site_id": message.site_id, "manufacturer_id": message.manufacturer_id, "order_id": message.order_id,
         "event_id": message.event_id, "control_id": message.control_id, "message_type": message.message_type,
         "state": message.state, "attempts": message.attempts,
-        "next_attempt_at": message.next_attempt_at.isoformat(), "created_at": message.created_at.isoformat(),
-        "finished_at": message.finished_at.isoformat() if message.finished_at else None,
+        "next_attempt_at": iso_utc(message.next_attempt_at), "created_at": iso_utc(message.created_at),
+        "finished_at": iso_utc(message.finished_at) if message.finished_at else None,
         "last_outcome": message.last_outcome, "last_detail": message.last_detail,
         "skip_reason": message.skip_reason,
     }
     if attempts is not None:
         view["attempt_log"] = [
-            {"at": a.attempted_at.isoformat(), "outcome": a.outcome, "ack_code": a.ack_code,
+            {"at": iso_utc(a.attempted_at), "outcome": a.outcome, "ack_code": a.ack_code,
              "http_status": a.http_status, "latency_ms": a.latency_ms, "detail": a.detail,
              "worker": a.worker_id}
             for a in attempts

@@ -23,6 +23,7 @@ from gateway.outbox import (
     MessageState,
     attempts_for,
     get_message,
+    iso_utc,
     list_messages,
     message_view,
     replay,
@@ -93,7 +94,7 @@ def alerts(request: Request, principal: AdminPrincipal,
     require_admin(principal)
     with Session(_engine(request)) as session:
         rows = session.exec(select(DeliveryAlert).order_by(DeliveryAlert.id.desc()).limit(limit)).all()  # type: ignore[union-attr]
-    return {"items": [{"id": a.id, "at": a.at.isoformat(), "destination": a.destination,
+    return {"items": [{"id": a.id, "at": iso_utc(a.at), "destination": a.destination,
                        "message_id": a.message_id, "kind": a.kind, "detail": a.detail} for a in rows]}
 
 
