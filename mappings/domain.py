@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -39,9 +39,26 @@ __all__ = [
 
 
 class StrictModel(BaseModel):
-    """Refuses unknown fields by name, ``NaN`` and infinities (not JSON), and is immutable once validated."""
+    """Refuses unknown fields by name, ``NaN`` and infinities (not JSON), and is immutable once validated.
+
+    Every field also refuses what no store or message can hold: NUL characters in text, and times
+    that leave years 1-9999 once converted to UTC (``9999-12-31T23:59-23:59``).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, str) and "\x00" in item:
+                raise ValueError("must not contain NUL characters")
+            if isinstance(item, datetime) and item.tzinfo is not None:
+                try:
+                    item.astimezone(UTC)
+                except OverflowError:
+                    raise ValueError("is out of range once converted to UTC") from None
+        return value
 
 
 

@@ -6,11 +6,12 @@ read their site's orders; admin reads all; only manufacturer tokens write (403 o
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, TypeAdapter, ValidationError
 from sqlmodel import select
 
 from gateway.api.views import event_view, list_orders, order_summary, order_view
@@ -21,7 +22,7 @@ from gateway.errors import Conflict, FieldError, Forbidden, NotFound
 from gateway.intake import accept_event, accept_order
 from gateway.problem import PROBLEM_MEDIA_TYPE
 from gateway.store import EventRow, OrderRow
-from mappings.domain import EventIn, OrderIn, OrderStatus
+from mappings.domain import EventIn, Identifier, OrderIn, OrderStatus
 
 __all__ = ["router"]
 
@@ -31,6 +32,23 @@ router = APIRouter(
 )
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+IdQuery = Query(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+def _in_utc_range(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+def _order_id_or_404(order_id: str) -> str:
+    """An ``order_id`` no order can have (``%00``, a slash, 65 characters) names no order: 404."""
+    try:
+        return _IDENTIFIER.validate_python(order_id)
+    except ValidationError:
+        raise NotFound(f"No order {order_id[:64]!r}.") from None
 
 
 def _context(request: Request) -> Context:
@@ -63,7 +81,7 @@ def post_event(
     order_id: str, event: EventIn, request: Request, manufacturer_id: ManufacturerDep
 ) -> JSONResponse:
     context = _context(request)
-    accepted = accept_event(context, manufacturer_id, order_id, event)
+    accepted = accept_event(context, manufacturer_id, _order_id_or_404(order_id), event)
     with read_session(context.engine) as session:
         row = session.get(EventRow, accepted.event_pk)
         assert row is not None
@@ -85,9 +103,10 @@ def get_order(
     order_id: str,
     request: Request,
     principal: PrincipalDep,
-    manufacturer_id: Annotated[str | None, Query(max_length=64)] = None,
+    manufacturer_id: Annotated[str | None, IdQuery] = None,
 ) -> dict[str, Any]:
     only_manufacturer, only_site = _visible(principal, manufacturer_id)
+    order_id = _order_id_or_404(order_id)
     with read_session(_context(request).engine) as session:
         query = select(OrderRow).where(OrderRow.order_id == order_id)
         if only_manufacturer is not None:
@@ -123,12 +142,12 @@ def _as_site_may_see(view: dict[str, Any], principal: Principal, context: Contex
 def get_orders(
     request: Request,
     principal: PrincipalDep,
-    site_id: Annotated[str | None, Query(max_length=64)] = None,
+    site_id: Annotated[str | None, IdQuery] = None,
     status: OrderStatus | None = None,
-    updated_since: AwareDatetime | None = None,
+    updated_since: Annotated[AwareDatetime, AfterValidator(_in_utc_range)] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    manufacturer_id: Annotated[str | None, Query(max_length=64)] = None,
+    manufacturer_id: Annotated[str | None, IdQuery] = None,
 ) -> dict[str, Any]:
     only_manufacturer, only_site = _visible(principal, manufacturer_id)
     if only_site is not None and site_id is not None and site_id != only_site:

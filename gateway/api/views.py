@@ -104,7 +104,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         updated, pk = orjson.loads(raw)
         return as_utc(datetime.fromisoformat(updated)), int(pk)
-    except (ValueError, TypeError, orjson.JSONDecodeError):
+    except (ValueError, TypeError, OverflowError, orjson.JSONDecodeError):
         raise ValidationFailed(
             "The cursor is not one this API returned.",
             errors=[FieldError("/query/cursor", "not a valid cursor")],
