@@ -9,8 +9,9 @@ Tables (SQLModel; migration ``0002_fhir_store``):
   being ``site:<id>`` or ``manufacturer:<id>``.  A resource shared by several orders gets a row
   for each site and manufacturer with an order that references it (the translation keys Patient,
   Practitioner and manufacturer Organization per site and manufacturer, so in practice only the
-  site's own Organization is shared by several manufacturers).  ``last_updated_us`` is copied from the current version so a
-  tenant's poll walks an index ``(type, tenant, last_updated, id)`` and costs O(log n).
+  site's own Organization is shared by several manufacturers).  ``last_updated_us`` is copied
+  from the current version so a tenant's poll walks an index ``(type, tenant, last_updated, id)``
+  and costs O(log n).
 - ``fhir_search_token`` / ``fhir_search_date``: the search index of the current versions, filled
   from :data:`gateway.fhir_api.search_params.SEARCH_PARAMS`.
 - ``fhir_clock``: one row, the last ``meta.lastUpdated`` handed out.

@@ -22,8 +22,8 @@ def _tag(resource: dict[str, Any]) -> str:
 
 
 def _place(client: Any, order_id: str, site_id: str, n: int) -> None:
-    patient = {"mrn": f"MRN-{order_id}", "family": "Zyxwvut", "given": ["Quillon"], "birth_date": "1971-03-09",
-               "sex": "female"}
+    patient = {"mrn": f"MRN-{order_id}", "family": "Zyxwvut", "given": ["Quillon"],
+               "birth_date": "1971-03-09", "sex": "female"}
     body = order_body(order_id, site_id=site_id, coi=isbt_coi(n), patient=patient)
     assert client.post("/v1/orders", json=body, headers=ACME).status_code == 201
 
