@@ -22,7 +22,7 @@ def safety_log(
     request: Request,
     principal: Annotated[Principal, Depends(current_principal)],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,  # the id column is a 32-bit integer
 ) -> dict[str, Any]:
     require_admin(principal)
     with read_session(request.app.state.context.engine) as session:

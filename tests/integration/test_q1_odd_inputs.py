@@ -69,3 +69,9 @@ def test_nul_and_out_of_range_times_in_the_url_are_refused(client):
     forged = base64.urlsafe_b64encode(orjson.dumps([TOO_EARLY, 1])).decode().rstrip("=")
     _problem(client.get("/v1/orders", params={"cursor": forged}, headers=ACME), 422, "/query/cursor")
     assert client.get("/v1/orders", headers=ACME).json()["items"][0]["order_id"] == "Q1-URL"
+
+
+def test_safety_log_paging_id_beyond_the_id_column_is_refused_by_name(client):
+    _problem(client.get("/v1/admin/safety-log?before_id=2147483648", headers=ADMIN), 422,
+             "/query/before_id")
+    assert client.get(f"/v1/admin/safety-log?before_id={2**31 - 1}", headers=ADMIN).status_code == 200
