@@ -41,7 +41,7 @@ AdminPrincipal = Annotated[Principal, Depends(current_principal)]
 class SkipBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: str = Field(min_length=1, max_length=1000, pattern=r"\S")  # not blank
 
 
 def _engine(request: Request) -> Any:
