@@ -14,13 +14,15 @@ from pydantic import Field
 
 from gateway.auth import Principal, current_principal
 from gateway.errors import FieldError, Forbidden, NotFound, ValidationFailed
+from gateway.problem import problem_responses
 from gateway.replay import preview_order
 from mappings.domain import EventIn, OrderIn, StrictModel
 from mappings.profile_loader import ProfileInvalid, load_profile_text
 
 __all__ = ["router", "PreviewRequest"]
 
-router = APIRouter(prefix="/v1/sites", tags=["sites"])
+router = APIRouter(prefix="/v1/sites", tags=["sites"],
+                   responses=problem_responses(400, 401, 403, 404, 413, 415, 422))
 
 
 class PreviewRequest(StrictModel):

@@ -23,6 +23,7 @@ __all__ = [
     "problem_body",
     "problem_response",
     "validation_errors",
+    "problem_responses",
     "MalformedJson",
     "PayloadTooLarge",
     "install_problem_handlers",
@@ -57,6 +58,14 @@ _HTTP_CODES = {
     413: ("payload-too-large", "The request body is too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
 }
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route answering these statuses with RFC 9457 problem+json."""
+    return {
+        status: {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "RFC 9457 problem details"}
+        for status in statuses
+    }
 
 
 def problem_body(

@@ -10,11 +10,12 @@ from sqlmodel import select
 from gateway.api.views import iso
 from gateway.auth import Principal, current_principal, require_admin
 from gateway.db import read_session
+from gateway.problem import problem_responses
 from gateway.store import SafetyLogRow
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=problem_responses(401, 403, 422))
 
 
 @router.get("/safety-log", summary="Refused Chain-of-Identity attempts (admin only)")

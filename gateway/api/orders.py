@@ -20,15 +20,14 @@ from gateway.context import Context
 from gateway.db import read_session
 from gateway.errors import Conflict, FieldError, Forbidden, NotFound
 from gateway.intake import accept_event, accept_order
-from gateway.problem import PROBLEM_MEDIA_TYPE
+from gateway.problem import problem_responses
 from gateway.store import EventRow, OrderRow
 from mappings.domain import EventIn, Identifier, OrderIn, OrderStatus
 
 __all__ = ["router"]
 
-_PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "RFC 9457 problem details"}
 router = APIRouter(
-    prefix="/v1", tags=["orders"], responses={code: _PROBLEM for code in (400, 401, 403, 404, 409, 413, 422)}
+    prefix="/v1", tags=["orders"], responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422)
 )
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
@@ -62,7 +61,8 @@ def _manufacturer(principal: PrincipalDep) -> str:
 ManufacturerDep = Annotated[str, Depends(_manufacturer)]
 
 
-@router.post("/orders", status_code=201, summary="Place an order (idempotent by order_id)")
+@router.post("/orders", status_code=201, summary="Place an order (idempotent by order_id)",
+             responses={200: {"description": "An identical repeat: the order as first accepted"}})
 def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDep) -> JSONResponse:
     context = _context(request)
     accepted = accept_order(context, manufacturer_id, order)
@@ -75,7 +75,8 @@ def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDe
 
 
 @router.post(
-    "/orders/{order_id}/events", status_code=201, summary="Post a status event (idempotent by event_id)"
+    "/orders/{order_id}/events", status_code=201, summary="Post a status event (idempotent by event_id)",
+    responses={200: {"description": "An identical repeat: the event as first accepted"}},
 )
 def post_event(
     order_id: str, event: EventIn, request: Request, manufacturer_id: ManufacturerDep
