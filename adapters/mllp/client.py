@@ -189,12 +189,13 @@ class MllpSender:
         return True
 
     async def _drop_late_application_acks(self) -> bool:
-        """Take late application ACKs off the read buffer; True if nothing else was waiting there."""
+        """Take late application ACKs (and stray bytes between frames) off the read buffer; True if
+        nothing else was waiting there."""
         while not self._frames.idle:
             try:
                 raw = self._frames.next_message()
-                if raw is None:
-                    return False  # part of a frame nobody asked for
+                if raw is None:  # stray bytes outside a frame are dropped; part of a frame is not ours
+                    return self._frames.idle
                 if not await self._late_application_ack(raw, parse_ack(raw, encoding=self.endpoint.encoding)):
                     return False
             except (FramingError, AckParseError, _Dropped):

@@ -63,8 +63,9 @@ def test_a_stale_application_ack_arriving_in_the_same_read_as_the_commit_ack_is_
                     msg = await reader.readmessage()
                     control_id = str(msg.segment("MSH")[10])
                     received.append(control_id)
-                    both = b"".join(frame(str(msg.create_ack(code, message_id=f"{code}-{control_id}")).encode())
-                                    for code in ("CA", "AA"))
+                    acks = [str(msg.create_ack(code, message_id=f"{code}-{control_id}"))
+                            for code in ("CA", "AA")]
+                    both = b"".join(frame(ack.encode()) for ack in acks)
                     writer.write(both)
                     await writer.drain()
         finally:
@@ -90,6 +91,44 @@ def test_a_stale_application_ack_arriving_in_the_same_read_as_the_commit_ack_is_
     assert statuses == ["delivered"] * 3
     assert received == ["B1", "B2", "B3"]
     assert opened == 1  # the stale AA is dropped from the buffer, not a reason to reconnect
+
+
+def test_stray_bytes_after_an_ack_do_not_cost_a_reconnect_per_message() -> None:
+    """An engine that ends each ACK frame with an extra line feed: the stray byte is dropped (it is
+    outside any frame), the connection is kept and nothing is sent twice."""
+    received: list[str] = []
+
+    async def handle(reader: hl7.mllp.HL7StreamReader, writer: hl7.mllp.HL7StreamWriter) -> None:
+        try:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    msg = await reader.readmessage()
+                    received.append(str(msg.segment("MSH")[10]))
+                    writer.write(frame(str(msg.create_ack("AA", message_id="A1")).encode()) + b"\n")
+                    await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def scenario() -> tuple[list[str], int]:
+        server = await hl7.mllp.start_hl7_server(handle, "127.0.0.1", 0, encoding="utf-8")
+        port = server.sockets[0].getsockname()[1]
+        endpoint = MllpEndpoint("127.0.0.1", port, connect_timeout_s=1, read_timeout_s=1)
+        statuses = []
+        async with MllpSender(endpoint) as sender:
+            for control_id in ("S1", "S2", "S3"):
+                statuses.append((await sender.send(enhanced(control_id))).status)
+            opened = sender.connections_opened
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)
+        return statuses, opened
+
+    statuses, opened = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert statuses == ["delivered"] * 3
+    assert received == ["S1", "S2", "S3"]
+    assert opened == 1
 
 
 def test_a_truly_foreign_ack_is_still_a_warning_and_a_retry(peers: PeerLoop) -> None:
