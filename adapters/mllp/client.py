@@ -4,7 +4,9 @@ Each framed message goes out in ONE ``write`` with TCP_NODELAY set (otherwise Na
 ACKs cost tens of milliseconds a message).  The answer must arrive within the read deadline; after
 a timeout, a framing error, an ACK that is not ours or the peer closing, the connection is dropped,
 so a late ACK can never be taken for the next message; the next :meth:`MllpSender.send`
-reconnects.  :meth:`MllpSender.send` never raises for network trouble: it returns a
+reconnects.  In enhanced mode without ``wait_for_application_ack``, the application ACK a site
+sends after its CA is skipped (and commit-ACKed if it asks), never taken for the next message's.
+:meth:`MllpSender.send` never raises for network trouble: it returns a
 :class:`~adapters.delivery_result.DeliveryOutcome` (``retry`` for anything that may succeed later).
 Retrying (same bytes, same MSH-10) and backoff are the caller's (:mod:`adapters.retry`).
 
