@@ -70,9 +70,28 @@ def _read_json(path: Path) -> object:
 
 def _events_in(raw: object) -> list[object]:
     """A file holds one event, a list of events, or an object with an ``events`` list."""
+    return [event for _, event in _located_events(raw)]
+
+
+def _located_events(raw: object) -> list[tuple[str, object]]:
+    """The events of a file with the JSON pointer of each (``""``, ``/3`` or ``/events/3``)."""
+    prefix = ""
     if isinstance(raw, dict) and "events" in raw:
-        raw = raw["events"]
-    return list(raw) if isinstance(raw, list) else [raw]
+        raw, prefix = raw["events"], "/events"
+    if isinstance(raw, list):
+        return [(f"{prefix}/{i}", event) for i, event in enumerate(raw)]
+    return [(prefix, raw)]
+
+
+def _problems(path: Path, pointer: str, exc: Exception) -> list[str]:
+    """``PATH: /pointer: reason`` per problem; never the input values (they may be patient data)."""
+    from pydantic import ValidationError
+
+    from gateway.problem import validation_errors
+
+    if isinstance(exc, ValidationError):
+        return [f"{path}: {e.pointer}: {e.reason}" for e in validation_errors(exc.errors(), pointer)]
+    return [f"{path}: {pointer or '/'}: {exc}"]
 
 
 def _print_step(step: dict[str, object]) -> None:
@@ -136,20 +155,34 @@ def preview(
             typer.echo(problem, err=True)
         raise typer.Exit(1) from None
     raw_order = _read_json(order_path)
-    raw_events: list[object] = []
+    order_pointer = ""
+    raw_events: list[tuple[Path, str, object]] = []
     if isinstance(raw_order, dict) and "order" in raw_order:
         placed_at = placed_at or raw_order.get("placed_at")
         if not events and not more_events:
-            raw_events = _events_in(raw_order)
-        raw_order = raw_order["order"]
+            raw_events = [(order_path, at, e) for at, e in _located_events(raw_order)]
+        raw_order, order_pointer = raw_order["order"], "/order"
     for path in [*(events or []), *(more_events or [])]:
-        raw_events += _events_in(_read_json(path))
+        raw_events += [(path, at, e) for at, e in _located_events(_read_json(path))]
+    problems: list[str] = []
     try:
         order = OrderIn.model_validate(raw_order)
-        event_list = [EventIn.model_validate(e) for e in raw_events]
+    except ValidationError as exc:
+        problems += _problems(order_path, order_pointer, exc)
+    event_list: list[EventIn] = []
+    for path, at, raw_event in raw_events:
+        try:
+            event_list.append(EventIn.model_validate(raw_event))
+        except ValidationError as exc:
+            problems += _problems(path, at, exc)
+    try:
         placed = datetime.fromisoformat(placed_at) if placed_at else None
-    except (ValidationError, ValueError) as exc:
-        typer.echo(f"invalid order or event: {exc}", err=True)
+    except ValueError as exc:
+        problems.append(f"--placed-at: {exc}")
+    if problems:
+        for problem in problems:
+            typer.echo(problem, err=True)
+        typer.echo(f"invalid order or event: {len(problems)} problem(s)", err=True)
         raise typer.Exit(1) from None
     now = datetime.now(UTC)
     try:
