@@ -306,6 +306,11 @@ def _typed_data(event: EventIn) -> tuple[StrictModel, dict[str, Any]]:
 
 def _check_shelf_life(product: ProductConfig, event: EventIn, typed: StrictModel) -> None:
     if isinstance(typed, ManufacturingCompletedData):
+        if typed.expires_at <= event.occurred_at:
+            raise ValidationFailed(
+                "expires_at must be after the product was made (occurred_at).",
+                errors=[FieldError("/data/expires_at", "not after occurred_at", "expired-when-made")],
+            )
         limit = event.occurred_at + timedelta(days=product.shelf_life_days)
         if typed.expires_at > limit:
             raise ValidationFailed(
