@@ -76,7 +76,9 @@ def _check_template(source: str) -> str:
 OverridePath = Annotated[str, AfterValidator(_check_path)]
 OverrideTemplate = Annotated[str, Field(max_length=2000), AfterValidator(_check_template)]
 
-#: HL7 table 0211 (alternate character sets) values we can honour; we always send UTF-8 bytes.
+#: HL7 table 0211 (alternate character sets) values we can honour.  The MLLP sender encodes each message
+#: in this character set (ASCII, ISO 8859-1, else UTF-8, also when MSH-18 is empty); a message holding a
+#: character the set cannot encode is dead-lettered at delivery ("message cannot be sent").
 Charset = Literal["ASCII", "8859/1", "UNICODE", "UNICODE UTF-8"]
 
 
