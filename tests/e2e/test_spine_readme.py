@@ -64,6 +64,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     text = (tmp_path / "server.log").read_text()
     for secret in ("Doe", "Jane", "MRN-0042", "1980-04-12", "Roe", "B-7781"):
         assert secret not in text, f"{secret!r} appeared in the server log"
+    assert '"mapping issue"' not in text, "a README example should translate without mapping issues"
 
 
 def _readme_commands() -> list[str]:
