@@ -48,6 +48,7 @@ class PayloadTooLarge(GatewayError):
     fhir_issue_code = "too-costly"
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"  # FastAPI's 400 when reading a body fails
 _HTTP_CODES = {
     400: ("bad-request", "Bad request"),
     401: ("unauthenticated", "Missing or invalid bearer token"),
@@ -158,6 +159,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:  # e.g. JSON nested too deep
+            return problem_response(MalformedJson("The request body could not be parsed as JSON."))
         code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else title
         body = problem_body(code=code, title=title, status=exc.status_code, detail=detail)

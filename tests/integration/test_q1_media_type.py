@@ -8,6 +8,8 @@ import json
 
 from tests.conftest import ACME, event_body, order_body
 
+JSON_HEADERS = {**ACME, "Content-Type": "application/json"}
+
 
 def test_form_or_text_content_type_is_415_naming_json(client):
     body = json.dumps(order_body("Q1-MT"))
@@ -38,3 +40,11 @@ def test_a_json_array_is_still_a_422_at_the_root(client):
     response = client.post("/v1/orders", content=b"[]", headers={**ACME, "Content-Type": "application/json"})
     assert response.status_code == 422
     assert response.json()["errors"][0]["pointer"] == ""
+
+
+def test_json_nested_too_deep_to_parse_is_malformed_json(client):
+    for body in ("[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000):
+        response = client.post("/v1/orders", content=body, headers=JSON_HEADERS)
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "malformed-json"
+    assert client.get("/healthz").status_code == 200
