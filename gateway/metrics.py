@@ -1,9 +1,9 @@
 """Prometheus metrics: queue depth and oldest-message age per destination, attempts by outcome,
 delivery latency.
 
-Depth, age and outcome counts are read from the outbox tables at scrape time, so they are right
-whichever process (``serve`` or standalone ``worker``) did the delivering.  Latency is a histogram
-fed by the in-process worker.
+Depth, age, outcome counts and the latency of recorded attempts (a summary: count and sum) are read
+from the outbox tables at scrape time, so they are right whichever process (``serve`` or standalone
+``worker``) did the delivering.  The latency histogram is fed by the in-process worker only.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,7 +29,7 @@ class _OutboxCollector(Collector):
         self._engine = engine
         self._clock = clock
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | SummaryMetricFamily]:
         depth = GaugeMetricFamily("cgt_outbox_messages", "Outbox messages by destination and state",
                                   labels=["destination", "state"])
         age = GaugeMetricFamily("cgt_outbox_oldest_pending_age_seconds",
@@ -37,13 +37,18 @@ class _OutboxCollector(Collector):
         outcomes = CounterMetricFamily("cgt_delivery_attempts",
                                        "Delivery attempts by destination and outcome",
                                        labels=["destination", "outcome"])
+        latency = SummaryMetricFamily("cgt_delivery_attempt_latency_seconds",
+                                      "Latency of recorded delivery attempts, by any worker process",
+                                      labels=["destination", "outcome"])
         up = GaugeMetricFamily("cgt_outbox_database_up", "1 if the outbox could be read at scrape time")
         try:
             with Session(self._engine) as session:
                 stats = queue_stats(session)
                 by_destination, by_outcome = col(OutboxMessage.destination), col(DeliveryAttempt.outcome)
+                latency_ms = col(DeliveryAttempt.latency_ms)
                 rows = session.execute(
-                    select(by_destination, by_outcome, func.count())
+                    select(by_destination, by_outcome, func.count(), func.count(latency_ms),
+                           func.coalesce(func.sum(latency_ms), 0.0))
                     .join(OutboxMessage, col(OutboxMessage.id) == col(DeliveryAttempt.message_id))
                     .group_by(by_destination, by_outcome)).all()
         except SQLAlchemyError:
@@ -62,9 +67,11 @@ class _OutboxCollector(Collector):
         for destination in sorted(drained):  # an empty queue is depth 0, age 0, not a missing series
             depth.add_metric([destination, MessageState.pending], 0)
             age.add_metric([destination], 0.0)
-        for destination, outcome, count in rows:
+        for destination, outcome, count, timed, total_ms in rows:
             outcomes.add_metric([destination, outcome], int(count))
-        yield from (depth, age, outcomes, up)
+            latency.add_metric([destination, outcome], count_value=int(timed),
+                               sum_value=float(total_ms) / 1000.0)
+        yield from (depth, age, outcomes, latency, up)
 
 
 class GatewayMetrics:
