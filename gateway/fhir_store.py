@@ -7,9 +7,9 @@ Tables (SQLModel; migration ``0002_fhir_store``):
 - ``fhir_resource_current``: the latest version of each resource.  Serves read and search.
 - ``fhir_resource_access``: who may see a resource: one row per (resource, tenant), the tenant
   being ``site:<id>`` or ``manufacturer:<id>``.  A resource shared by several orders gets a row
-  for each site and manufacturer with an order that references it (the translation keys Patient,
-  Practitioner and manufacturer Organization per site and manufacturer, so in practice only the
-  site's own Organization is shared by several manufacturers).  ``last_updated_us`` is copied
+  for each site and manufacturer with an order that references it (the translation keys the
+  parties of an order per site and manufacturer, so in practice a resource has one site and one
+  manufacturer, and no tenant sees a version another tenant's order wrote).  ``last_updated_us`` is copied
   from the current version so a tenant's poll walks an index ``(type, tenant, last_updated, id)``
   and costs O(log n).
 - ``fhir_search_token`` / ``fhir_search_date``: the search index of the current versions, filled

@@ -61,9 +61,10 @@ def event_system(manufacturer_id: str, order_id: str) -> str:
 
 def party_system(site_id: str, manufacturer_id: str, system: str) -> str:
     """``system`` as the orders of one manufacturer at one site see it.  The parties of an order
-    (the patient, the ordering practitioner, the manufacturer) get one resource per site and
-    manufacturer: each is built from that manufacturer's orders and that site's profile alone, so
-    another site's or manufacturer's orders never add versions to it nor show in its history."""
+    (the patient, the ordering practitioner, the manufacturer, the site itself) get one resource per
+    site and manufacturer: each is built from that manufacturer's orders and that site's profile
+    alone, so another site's or manufacturer's orders never add versions to it nor show in its
+    history (not even when they started)."""
     return f"{SITE_SYSTEM}/{site_id}/party/{manufacturer_id}|{system}"
 
 

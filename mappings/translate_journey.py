@@ -86,7 +86,7 @@ class Journey:
         self.manufacturer_org_id = resource_id(
             "Organization", party_system(site, mid, MANUFACTURER_SYSTEM), mid
         )
-        self.site_org_id = resource_id("Organization", SITE_SYSTEM, snapshot.site.id)
+        self.site_org_id = resource_id("Organization", party_system(site, mid, SITE_SYSTEM), site)
         self.coi_identifier: dict[str, Any] = {
             "system": coi_system(mid, snapshot.product.coi_format),
             "value": snapshot.coi,

@@ -75,6 +75,9 @@ def test_a_manufacturer_never_sees_what_another_manufacturers_order_wrote(client
         for rtype in ("Patient", "Practitioner"):
             every = ok(client.get(f"/fhir/{rtype}/_history", headers=headers))
             assert len(every["entry"]) == 1, (rtype, headers)
+        # nor when the other manufacturer first ordered at this site (the site's Organization)
+        organizations = ok(client.get("/fhir/Organization/_history", headers=headers))["entry"]
+        assert sorted(e["resource"]["meta"]["versionId"] for e in organizations) == ["1", "1"], headers
     site = [e["resource"] for e in ok(client.get("/fhir/Task", headers=SITE_A))["entry"]]
     patients = [ok(client.get(f"/fhir/{t['for']['reference']}", headers=SITE_A)) for t in site]
     assert sorted(p["name"][0]["given"][0] for p in patients) == ["Quill", "Quillon"]
