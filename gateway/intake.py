@@ -179,6 +179,11 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
     """Create the order (201) or recognise an identical replay (200); 409 ``duplicate-order``,
     422 ``coi-in-use`` / ``invalid-coi`` / unknown site or product."""
     product = _product_for(context.settings, manufacturer_id, order)
+    if order.patient.birth_date > (context.now() + timedelta(days=1)).date():  # a day for time zones
+        raise ValidationFailed(
+            "The patient's birth date is in the future.",
+            errors=[FieldError("/patient/birth_date", "must not be in the future")],
+        )
     coi = normalize_product_coi(order.coi, product.coi_format, product.coi_pattern)
     body_sha256 = canonical_sha256(order.model_dump(mode="json"))
 
