@@ -22,7 +22,7 @@ import socket
 import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from adapters.delivery_result import DeliveryOutcome
@@ -104,6 +104,7 @@ class MllpSender:
         # Enhanced mode, commit ACK only: messages counted delivered on their CA whose application
         # ACK the site may still send on this connection; it is skipped, never taken for another's.
         self._settled_on_commit: collections.deque[str] = collections.deque(maxlen=_SETTLED_ON_COMMIT_KEPT)
+        self._late_rejections: list[str] = []  # reported as a warning on the next outcome
         self.connections_opened = 0
 
     async def __aenter__(self) -> MllpSender:
@@ -151,6 +152,9 @@ class MllpSender:
                 raise
             if outcome.warning is not None and outcome.status == "retry":
                 await self.close()  # an ACK that was not ours: the stream is out of step
+            if self._late_rejections:
+                notes, self._late_rejections = self._late_rejections, []
+                outcome = replace(outcome, warning="; ".join(filter(None, [*notes, outcome.warning])))
             return self._finish(outcome, sent_id, started)
 
     def _finish(self, outcome: DeliveryOutcome, control_id: str, started: float) -> DeliveryOutcome:
@@ -186,6 +190,9 @@ class MllpSender:
         log = logger.info if ack.code == "AA" else logger.warning
         log("mllp %s application ACK %s for control_id=%s, counted delivered on its commit ACK",
             self.endpoint.destination, ack.code, ack.control_id)
+        if ack.code != "AA":  # the site's application refused a message we counted delivered
+            self._late_rejections.append(f"application ACK {ack.code} for control_id {ack.control_id}, "
+                                         "already counted delivered on its commit ACK")
         if ack.header.accept_ack_type in ("AL", "SU") and self._writer is not None:
             await self._commit(self._writer, raw)
         return True

@@ -131,6 +131,29 @@ def test_stray_bytes_after_an_ack_do_not_cost_a_reconnect_per_message() -> None:
     assert opened == 1
 
 
+def test_a_late_application_rejection_is_reported_as_a_warning_not_swallowed(peers: PeerLoop) -> None:
+    """Commit-only mode counts E1 delivered on its CA; the site's application then answers AE.  That must
+    reach an operator: it rides on the next outcome as a warning (the worker records it as an alert)."""
+    peer = Peer(peers, script=["CA+AE"], default="CA+AA").start()
+
+    async def scenario() -> list[tuple[str, str | None]]:
+        endpoint = MllpEndpoint("127.0.0.1", peer.port, connect_timeout_s=1, read_timeout_s=1)
+        results = []
+        async with MllpSender(endpoint) as sender:
+            for control_id in ("R1", "R2", "R3"):
+                outcome = await sender.send(enhanced(control_id))
+                results.append((outcome.status, outcome.warning))
+                await asyncio.sleep(0.05)
+        return results
+
+    (first, first_warning), (second, second_warning), (third, third_warning) = asyncio.run(scenario())
+    assert (first, second, third) == ("delivered", "delivered", "delivered")
+    assert first_warning is None and third_warning is None
+    assert second_warning is not None and "AE" in second_warning and "R1" in second_warning
+    assert "Unknown product" not in second_warning  # codes and ids only
+    assert peer.received == ["R1", "R2", "R3"]
+
+
 def test_a_truly_foreign_ack_is_still_a_warning_and_a_retry(peers: PeerLoop) -> None:
     """Only application ACKs of messages we settled on their CA are skipped; any other MSA-2 still warns."""
     peer = Peer(peers, script=["wrong-id"], default="AA").start()
