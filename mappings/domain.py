@@ -14,7 +14,15 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainValidator, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+)
 
 __all__ = [
     "StrictModel",
@@ -170,6 +178,14 @@ class Provider(StrictModel):
 class Requested(StrictModel):
     apheresis_date: date | None = None
     infusion_date: date | None = None
+
+    @field_validator("infusion_date")
+    @classmethod
+    def _not_before_apheresis(cls, value: date | None, info: ValidationInfo) -> date | None:
+        apheresis = info.data.get("apheresis_date")
+        if value is not None and apheresis is not None and value < apheresis:
+            raise ValueError("must not be before apheresis_date (the cells are collected first)")
+        return value
 
 
 class OrderIn(StrictModel):
