@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import orjson
 
 from gateway.fhir_api.outcome import FhirError
+from gateway.fhir_api.params import is_fhir_id
 from gateway.fhir_api.search_params import from_us
 from gateway.fhir_store import StoredVersion
 
@@ -32,6 +33,13 @@ def encode_cursor(params: Sequence[Pair], key: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+def _sane(part: Any) -> bool:
+    """A key part the database can compare: a 64-bit integer or a FHIR id (no NUL, bounded)."""
+    if isinstance(part, int):
+        return bool(-(2**63) <= part < 2**63)
+    return isinstance(part, str) and is_fhir_id(part)
+
+
 def decode_cursor(token: str, key_types: Sequence[type]) -> tuple[list[Pair], tuple[Any, ...]]:
     """The parameters and key in ``token``; 400 ``invalid`` if it is not one of ours."""
     try:
@@ -39,8 +47,8 @@ def decode_cursor(token: str, key_types: Sequence[type]) -> tuple[list[Pair], tu
         params = [(str(k), str(v)) for k, v in data["p"]]
         key = tuple(data["k"])
         if data["v"] != 1 or len(key) != len(key_types) or not all(
-                isinstance(part, kind) and not isinstance(part, bool) for part, kind in zip(key, key_types,
-                                                                                         strict=True)):
+                isinstance(part, kind) and not isinstance(part, bool) and _sane(part)
+                for part, kind in zip(key, key_types, strict=True)):
             raise ValueError("wrong key")
     except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise FhirError(400, "invalid", "The paging cursor is not valid; start the search again",

@@ -28,6 +28,8 @@ __all__ = [
     "parse_search",
     "parse_history",
     "is_lenient",
+    "is_fhir_id",
+    "MAX_VERSION_ID",
 ]
 
 DEFAULT_COUNT = 50
@@ -37,6 +39,7 @@ _IGNORED = ("_format",)  # handled by content negotiation
 _PREFIX_RE = re.compile(r"^([a-z]{2})(?=\d)")
 _DATE_PREFIXES = ("eq", "gt", "ge", "lt", "le")
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+MAX_VERSION_ID = 2**31 - 1  # the store's version_id column is a 32-bit INTEGER
 
 Pair = tuple[str, str]
 
@@ -77,6 +80,11 @@ def is_lenient(prefer: str | None) -> bool:
         return False
     prefs = {p.strip().replace(" ", "").lower() for p in re.split(r"[,;]", prefer)}
     return "handling=lenient" in prefs
+
+
+def is_fhir_id(value: str) -> bool:
+    """FHIR R4 ``id``: ``[A-Za-z0-9\\-\\.]{1,64}`` (so no NUL, space or ``/`` ever reaches SQL)."""
+    return _ID_RE.fullmatch(value) is not None
 
 
 def _bad(diagnostics: str, expression: str | None = None, code: str = "invalid") -> FhirError:
@@ -144,6 +152,8 @@ def _filter(param: SearchParam, raw: str, base: str | None) -> Filter:
     values: list[tuple[object, ...]] = []
     for value in _split(param.name, raw):
         if param.name == "_id":
+            if not is_fhir_id(value):
+                raise _bad(f"_id: {value!r} is not a FHIR id ([A-Za-z0-9-.]{{1,64}})", "_id")
             values.append((None, value))
         elif param.name == "group-identifier":
             values.append(_coi(*_token(param.name, value)))
@@ -162,6 +172,13 @@ def _count(raw: str) -> int:
     return min(int(raw), MAX_COUNT)
 
 
+def _refuse_nul(items: Sequence[Pair]) -> None:
+    """A NUL character is in no FHIR string (and PostgreSQL text cannot hold one)."""
+    for key, value in items:
+        if "\x00" in key or "\x00" in value:
+            raise _bad(f"{key!r}: a NUL character is not allowed in a search parameter", key)
+
+
 def _once(items: Sequence[Pair], name: str) -> None:
     if sum(1 for key, _ in items if key == name) > 1:
         raise _bad(f"{name} may appear only once", name)
@@ -175,6 +192,7 @@ def parse_search(resource_type: str, items: Sequence[Pair], *, lenient: bool,
     honoured: list[Pair] = []
     count, descending, total, summary_count = DEFAULT_COUNT, False, False, False
     includes: list[str] = []
+    _refuse_nul(items)
     for name in ("_count", "_sort", "_summary", "_total"):
         _once(items, name)
     for key, value in items:
@@ -220,6 +238,7 @@ def parse_history(items: Sequence[Pair], *, lenient: bool) -> HistoryQuery:
     since: int | None = None
     count = DEFAULT_COUNT
     honoured: list[Pair] = []
+    _refuse_nul(items)
     for name in ("_since", "_count"):
         _once(items, name)
     for key, value in items:

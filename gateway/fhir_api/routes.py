@@ -28,7 +28,14 @@ from gateway.fhir_api.bundle import (
 )
 from gateway.fhir_api.capability import capability_statement
 from gateway.fhir_api.outcome import FhirError, FhirRoute, check_format, fhir_response
-from gateway.fhir_api.params import SearchQuery, is_lenient, parse_history, parse_search
+from gateway.fhir_api.params import (
+    MAX_VERSION_ID,
+    SearchQuery,
+    is_fhir_id,
+    is_lenient,
+    parse_history,
+    parse_search,
+)
 from gateway.fhir_api.search_params import RESOURCE_TYPES, SEARCH_PARAMS, to_us
 from gateway.fhir_api.shared import ensure_published
 from gateway.fhir_store import PUBLIC_TYPES, Scope, StoredVersion, read_current, read_many, read_version
@@ -62,6 +69,21 @@ def _type(request: Request, resource_type: str) -> str:
     if resource_type in PUBLIC_TYPES:
         ensure_published(request.app.state.context)
     return resource_type
+
+
+def _id(resource_type: str, resource_id: str) -> str:
+    """A path id outside the FHIR id grammar names no resource here: 404 before any SQL."""
+    if not is_fhir_id(resource_id):
+        raise FhirError(404, "not-found", f"{resource_type}/{resource_id!r} is not known: the id is not a "
+                        "FHIR id ([A-Za-z0-9-.]{1,64})")
+    return resource_id
+
+
+def _version(resource_type: str, resource_id: str, version_id: str) -> int:
+    """A version id is a positive integer the store's column can hold; anything else is not known."""
+    if not (version_id.isascii() and version_id.isdigit()) or not 1 <= int(version_id) <= MAX_VERSION_ID:
+        raise _not_found(resource_type, resource_id, version_id)
+    return int(version_id)
 
 
 def _not_found(resource_type: str, resource_id: str, version: str | None = None) -> FhirError:
@@ -116,7 +138,7 @@ def type_history(resource_type: str, request: Request,
 def instance_history(resource_type: str, resource_id: str, request: Request,
                      principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
-    return _history(request, principal, _type(request, resource_type), resource_id)
+    return _history(request, principal, _type(request, resource_type), _id(resource_type, resource_id))
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", name="fhir_vread")
@@ -125,10 +147,9 @@ def vread(resource_type: str, resource_id: str, version_id: str, request: Reques
     check_format(request)
     scope = scope_for(principal)
     _type(request, resource_type)
-    if not version_id.isdigit():
-        raise _not_found(resource_type, resource_id, version_id)
+    version = _version(resource_type, _id(resource_type, resource_id), version_id)
     with _connect(request) as conn:
-        stored = read_version(conn, scope, resource_type, resource_id, int(version_id))
+        stored = read_version(conn, scope, resource_type, resource_id, version)
     if stored is None:
         raise _not_found(resource_type, resource_id, version_id)
     return _serve(request, stored)
@@ -140,6 +161,7 @@ def read(resource_type: str, resource_id: str, request: Request,
     check_format(request)
     scope = scope_for(principal)
     _type(request, resource_type)
+    _id(resource_type, resource_id)
     with _connect(request) as conn:
         stored = read_current(conn, scope, resource_type, resource_id)
         if stored is None:

@@ -9,6 +9,7 @@ microseconds since the epoch, so a value's precision is kept (``2026-11`` is the
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -57,52 +58,55 @@ def format_instant(us: int) -> str:
     return from_us(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _add_months(value: datetime, months: int) -> datetime:
-    total = value.year * 12 + value.month - 1 + months
-    return value.replace(year=total // 12, month=total % 12 + 1)
+_DAY_US = 86_400_000_000
+# Python's datetime spans the years 0001..9999: a range must lie within them once taken to UTC.
+_MIN_US = to_us(datetime.min.replace(tzinfo=UTC))
+_MAX_US = to_us(datetime.max.replace(tzinfo=UTC)) + 1
+
+
+def _span_us(g: dict[str, str | None], year: int, month: int) -> int:
+    """The length of the period the value's precision names, in microseconds (calendar arithmetic
+    on integers, so a period ending after 9999-12-31 does not overflow ``datetime``)."""
+    if g["m"] is None:
+        return (366 if calendar.isleap(year) else 365) * _DAY_US
+    if g["d"] is None:
+        return calendar.monthrange(year, month)[1] * _DAY_US
+    if g["H"] is None:
+        return _DAY_US
+    if g["S"] is None:
+        return 60_000_000
+    if g["f"] is None:
+        return 1_000_000
+    return 10 ** (6 - min(len(g["f"] or ""), 6))
 
 
 def date_range(text: str) -> DateRange:
     """The half-open range ``[start, end)`` in microseconds that a FHIR date/dateTime/instant covers.
 
     ``2026`` is the whole year, ``2026-11-21T10:00`` one minute, ``...T10:00:00.5Z`` 100 ms.
-    A time without a zone is taken as UTC.  Raises ``ValueError`` with a reason on bad input.
+    A time without a zone is taken as UTC.  Raises ``ValueError`` with a reason on bad input,
+    including a range reaching outside the years 0001..9999 in UTC.
     """
     match = _DATE_RE.match(text.strip())
     if not match:
         raise ValueError(f"not a FHIR date/dateTime: {text!r}")
     g = match.groupdict()
     tz: tzinfo = UTC
-    if g["tz"] and g["tz"] != "Z":
-        sign = 1 if g["tz"][0] == "+" else -1
-        hours, minutes = int(g["tz"][1:3]), int(g["tz"][4:6])
-        tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
     try:
-        year = int(g["y"])
-        if g["m"] is None:
-            start = datetime(year, 1, 1, tzinfo=tz)
-            return to_us(start), to_us(start.replace(year=year + 1))
-        month = int(g["m"])
-        if g["d"] is None:
-            start = datetime(year, month, 1, tzinfo=tz)
-            return to_us(start), to_us(_add_months(start, 1))
-        day = int(g["d"])
-        if g["H"] is None:
-            start = datetime(year, month, day, tzinfo=tz)
-            return to_us(start), to_us(start + timedelta(days=1))
-        start = datetime(year, month, day, int(g["H"]), int(g["M"]), tzinfo=tz)
-        if g["S"] is None:
-            return to_us(start), to_us(start + timedelta(minutes=1))
-        start = start.replace(second=int(g["S"]))
-        if g["f"] is None:
-            return to_us(start), to_us(start + timedelta(seconds=1))
-        digits = g["f"]
-        if len(digits) > 6:  # below our resolution: a microsecond is the finest range we keep
-            digits = digits[:6]
-        start_us = to_us(start) + int(digits) * 10 ** (6 - len(digits))
-        return start_us, start_us + 10 ** (6 - len(digits))
-    except ValueError as exc:
+        if g["tz"] and g["tz"] != "Z":
+            sign = 1 if g["tz"][0] == "+" else -1
+            hours, minutes = int(g["tz"][1:3]), int(g["tz"][4:6])
+            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+        year, month, day = int(g["y"]), int(g["m"] or 1), int(g["d"] or 1)
+        start = datetime(year, month, day, int(g["H"] or 0), int(g["M"] or 0), int(g["S"] or 0), tzinfo=tz)
+        digits = (g["f"] or "")[:6]  # below a microsecond is below our resolution
+        start_us = to_us(start) + (int(digits) * 10 ** (6 - len(digits)) if digits else 0)
+    except (ValueError, OverflowError) as exc:
         raise ValueError(f"not a valid date: {text!r} ({exc})") from None
+    end_us = start_us + _span_us(g, year, month)
+    if start_us < _MIN_US or end_us > _MAX_US:
+        raise ValueError(f"{text!r} reaches outside the years 0001-9999 (UTC)")
+    return start_us, end_us
 
 
 # --- extraction from resource JSON -------------------------------------------------------------
