@@ -77,7 +77,7 @@ def _span_us(g: dict[str, str | None], year: int, month: int) -> int:
         return 60_000_000
     if g["f"] is None:
         return 1_000_000
-    return 10 ** (6 - min(len(g["f"] or ""), 6))
+    return int(10 ** (6 - min(len(g["f"]), 6)))
 
 
 def date_range(text: str) -> DateRange:
