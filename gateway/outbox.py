@@ -194,7 +194,8 @@ def queue_stats(session: Session) -> list[tuple[str, str, int, datetime | None]]
 
 
 def get_message(session: Session, message_id: int) -> OutboxMessage:
-    message = session.get(OutboxMessage, message_id)
+    # an id no row can have (ids are positive BIGINTs) is not looked up: PostgreSQL would refuse it
+    message = session.get(OutboxMessage, message_id) if 0 < message_id < 2**63 else None
     if message is None:
         raise NotFound(f"outbox message {message_id} does not exist", code="message-not-found")
     return message

@@ -29,13 +29,18 @@ from gateway.outbox import (
     replay,
     skip,
 )
+from gateway.problem import problem_responses
 
 __all__ = ["router", "metrics_router"]
 
-router = APIRouter(prefix="/v1/admin", tags=["admin: outbox"])
+router = APIRouter(prefix="/v1/admin", tags=["admin: outbox"], responses=problem_responses(401, 403, 422))
 metrics_router = APIRouter(tags=["operations"])
 
 AdminPrincipal = Annotated[Principal, Depends(current_principal)]
+# Query values the database could not hold are refused as 422 naming the field: PostgreSQL text
+# cannot contain NUL, and an id past BIGINT is no id (the path's ids are checked by get_message).
+Destination = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
+AfterId = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
 
 
 class SkipBody(BaseModel):
@@ -50,9 +55,9 @@ def _engine(request: Request) -> Any:
 
 @router.get("/outbox", summary="Outbox messages by destination and state (admin only)")
 def outbox_list(request: Request, principal: AdminPrincipal,
-                destination: str | None = None,
+                destination: Destination = None,
                 state: Annotated[MessageState | None, Query()] = None,
-                after_id: Annotated[int | None, Query(ge=0)] = None,
+                after_id: AfterId = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
     require_admin(principal)
     with Session(_engine(request)) as session:
@@ -62,7 +67,8 @@ def outbox_list(request: Request, principal: AdminPrincipal,
     return {"items": items, "next_after_id": next_after}
 
 
-@router.get("/outbox/{message_id}", summary="One outbox message with its attempts (admin only)")
+@router.get("/outbox/{message_id}", summary="One outbox message with its attempts (admin only)",
+            responses=problem_responses(404))
 def outbox_show(request: Request, principal: AdminPrincipal, message_id: int,
                 payload: bool = False) -> dict[str, Any]:
     require_admin(principal)
@@ -71,7 +77,8 @@ def outbox_show(request: Request, principal: AdminPrincipal, message_id: int,
         return message_view(message, attempts_for(session, message_id), with_payload=payload)
 
 
-@router.post("/outbox/{message_id}/retry", summary="Replay a dead-lettered or skipped message (admin only)")
+@router.post("/outbox/{message_id}/retry", summary="Replay a dead-lettered or skipped message (admin only)",
+             responses=problem_responses(404, 409))
 def outbox_retry(request: Request, principal: AdminPrincipal, message_id: int) -> dict[str, Any]:
     require_admin(principal)
     now = request.app.state.context.now()
@@ -79,7 +86,8 @@ def outbox_retry(request: Request, principal: AdminPrincipal, message_id: int) -
         return message_view(replay(session, message_id, now=now))
 
 
-@router.post("/outbox/{message_id}/skip", summary="Skip a message with a recorded reason (admin only)")
+@router.post("/outbox/{message_id}/skip", summary="Skip a message with a recorded reason (admin only)",
+             responses=problem_responses(404, 409))
 def outbox_skip(request: Request, principal: AdminPrincipal, message_id: int,
                 body: SkipBody) -> dict[str, Any]:
     require_admin(principal)
