@@ -36,15 +36,45 @@ def _settings(config: Path | None):  # type: ignore[no-untyped-def]
     return load_settings(config)
 
 
+_NOT_MIGRATED = ("error: the database {where} is not migrated (it has no outbox); "
+                 "run `cgt-gateway migrate` (or `cgt-gateway serve`, which migrates) first")
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist (opening it would create it)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.database.startswith("file:"):  # a URI filename: SQLite decides
+        return None
+    return None if Path(parsed.database).exists() else parsed.database
+
+
 @contextmanager
 def _session(config: Path | None) -> Iterator[Session]:
-    """A session on the configured database; the engine is disposed of afterwards."""
+    """A session on the configured, migrated database; the engine is disposed of afterwards.
+
+    A database without the outbox tables (never migrated) is refused with exit status 1, and a
+    SQLite file that does not exist is not created."""
+    import sqlalchemy as sa
     from sqlmodel import Session as SqlSession
 
     from gateway.db import make_engine
+    from gateway.outbox import OutboxMessage
 
-    engine = make_engine(_settings(config).database_url)
+    url = _settings(config).database_url
+    missing = _missing_sqlite_file(url)
+    if missing is not None:
+        typer.echo(_NOT_MIGRATED.format(where=repr(missing) + " does not exist, so it"), err=True)
+        raise typer.Exit(1)
+    engine = make_engine(url)
     try:
+        if not sa.inspect(engine).has_table(OutboxMessage.__tablename__):
+            where = engine.url.render_as_string(hide_password=True)
+            typer.echo(_NOT_MIGRATED.format(where=repr(where)), err=True)
+            raise typer.Exit(1)
         with SqlSession(engine) as session:
             yield session
     finally:
