@@ -7,6 +7,7 @@ anything there (an EHR searching ``Patient?identifier=...|<MRN>`` or by name and
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,8 +50,26 @@ class DropQueryString(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream it was when
+    the handler was made: a command run in-process (tests' CliRunner) swaps ``sys.stderr`` for a
+    capture that it closes afterwards, which a bound handler would keep writing to."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
+    """JSON lines to stderr from the root logger; calling it again replaces the handler (idempotent)."""
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter())
     handler.addFilter(DropQueryString())
     root = logging.getLogger()
