@@ -2,7 +2,11 @@
 
 SQLite runs in WAL mode with a busy timeout and foreign keys on; its transactions are begun by us
 (``BEGIN``, or ``BEGIN IMMEDIATE`` for :func:`write_session`, which takes the write lock up front
-so two writers never both read-then-insert).  On PostgreSQL, writers lock the rows they change
+so two writers never both read-then-insert).  Writers in one process also queue on a lock of the
+engine before ``BEGIN IMMEDIATE``: SQLite's busy handler polls with sleeps of up to 100 ms, so
+threads contending in SQLite wait far longer than the lock is held; a thread waiting on the
+in-process lock wakes as soon as the previous writer commits.  Other processes (a standalone
+delivery worker) still meet the busy timeout.  On PostgreSQL, writers lock the rows they change
 (``SELECT ... FOR UPDATE``) and unique constraints settle races.
 
 Alembic lives in ``gateway/migrations``; :func:`migrate` upgrades to head.  Every module that
@@ -12,6 +16,8 @@ defines tables is listed in :data:`TABLE_MODULES` so that migrations and the met
 from __future__ import annotations
 
 import importlib
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +47,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Modules whose SQLModel tables belong to the schema (imported when present).
 TABLE_MODULES = ("gateway.store", "gateway.fhir_store", "gateway.outbox")
 _WRITE = "cgt_write"
+_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def metadata() -> sa.MetaData:
@@ -73,6 +80,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
+        _SQLITE_WRITE_LOCKS[engine] = threading.RLock()
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
@@ -120,9 +128,16 @@ def read_session(engine: Engine) -> Iterator[Session]:
 def write_session(engine: Engine) -> Iterator[Session]:
     """A session whose transaction takes the write lock at once on SQLite (``BEGIN IMMEDIATE``).
 
-    Commits when the block ends normally, rolls back on an exception.
+    Commits when the block ends normally, rolls back on an exception.  On a SQLite engine made by
+    :func:`make_engine`, writers of this process take turns on the engine's lock first.
     """
-    with Session(engine.execution_options(**{_WRITE: True}), expire_on_commit=False) as session:
+    lock = _SQLITE_WRITE_LOCKS.get(engine)
+    if lock is None:
+        with Session(engine.execution_options(**{_WRITE: True}), expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+        return
+    with lock, Session(engine.execution_options(**{_WRITE: True}), expire_on_commit=False) as session:
         with session.begin():
             yield session
 

@@ -236,6 +236,26 @@ def publish_shared(session: Session | Connection, *, resources: Sequence[dict[st
     return _save(_conn(session), resources, now, (), (None, None, None))
 
 
+def _keyed(column_type: Any, column_id: Any) -> Any:
+    """``(resource_type, resource_id) IN :keys`` (a list of pairs bound at execution)."""
+    return sa.tuple_(column_type, column_id).in_(sa.bindparam("keys", expanding=True))
+
+
+# Built once: each event runs each of these at most once, batched over its resources.
+_SELECT_CURRENT = sa.select(_C.c.resource_type, _C.c.resource_id, _C.c.version_id,
+                            _C.c.content_sha256).where(_keyed(_C.c.resource_type, _C.c.resource_id))
+_SELECT_ACCESS = sa.select(_A.c.resource_type, _A.c.resource_id, _A.c.tenant_kind,
+                           _A.c.tenant_id).where(_keyed(_A.c.resource_type, _A.c.resource_id))
+_UPDATE_CURRENT = _C.update().where(
+    _C.c.resource_type == sa.bindparam("k_type"), _C.c.resource_id == sa.bindparam("k_id")
+).values(version_id=sa.bindparam("k_version"), last_updated_us=sa.bindparam("k_updated"),
+         content_sha256=sa.bindparam("k_sha256"), body=sa.bindparam("k_body"))
+_UPDATE_ACCESS = _A.update().where(_keyed(_A.c.resource_type, _A.c.resource_id)).values(
+    last_updated_us=sa.bindparam("k_updated"))
+_DELETE_TOKENS = _T.delete().where(_keyed(_T.c.resource_type, _T.c.resource_id))
+_DELETE_DATES = _D.delete().where(_keyed(_D.c.resource_type, _D.c.resource_id))
+
+
 def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
           tenants: Iterable[tuple[str, str]], origin: tuple[str | None, str | None, str | None]
           ) -> list[dict[str, Any]]:
@@ -249,24 +269,32 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
         return []
     tenants = tuple(tenants)
     last = _lock_clock(conn)  # taken before reading, so the versions we read are the newest
+    keys = list(latest)
+    current = {(r.resource_type, r.resource_id): (int(r.version_id), r.content_sha256)
+               for r in conn.execute(_SELECT_CURRENT, {"keys": keys})}
+    seen: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for r in conn.execute(_SELECT_ACCESS, {"keys": keys}):
+        seen.setdefault((r.resource_type, r.resource_id), set()).add((r.tenant_kind, r.tenant_id))
     plan: list[tuple[tuple[str, str], dict[str, Any], str, int | None, list[tuple[str, str]]]] = []
     for key, resource in latest.items():
-        row = conn.execute(sa.select(_C.c.version_id, _C.c.content_sha256).where(
-            _C.c.resource_type == key[0], _C.c.resource_id == key[1])).first()
-        access = conn.execute(sa.select(_A.c.tenant_kind, _A.c.tenant_id).where(
-            _A.c.resource_type == key[0], _A.c.resource_id == key[1]))
-        seen = {(r.tenant_kind, r.tenant_id) for r in access}
-        missing = [t for t in tenants if t not in seen]
+        row = current.get(key)
+        missing = [t for t in tenants if t not in seen.get(key, ())]
         digest = content_hash(resource)
-        if row is not None and row.content_sha256 == digest and not missing:
+        if row is not None and row[1] == digest and not missing:
             continue
-        plan.append((key, resource, digest, None if row is None else int(row.version_id), missing))
+        plan.append((key, resource, digest, None if row is None else row[0], missing))
     if not plan:
         return []
     stamp = max(to_us(now), last + 1)
     conn.execute(_K.update().where(_K.c.id == 1).values(last_us=stamp))
     site_id, manufacturer_id, order_id = origin
-    written = []
+    written: list[dict[str, Any]] = []
+    versions: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    grants: list[dict[str, Any]] = []
+    tokens: list[dict[str, Any]] = []
+    dates: list[dict[str, Any]] = []
     for (rtype, rid), resource, digest, old_version, missing in plan:
         version = 1 if old_version is None else old_version + 1
         rest = copy.deepcopy(dict(resource))
@@ -274,35 +302,39 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
                 "lastUpdated": format_instant(stamp)}
         stored = {"resourceType": rest.pop("resourceType"), "id": rest.pop("id"), "meta": meta, **rest}
         body = orjson.dumps(stored)
-        conn.execute(_V.insert().values(resource_type=rtype, resource_id=rid, version_id=version,
-                                        last_updated_us=stamp, body=body, site_id=site_id,
-                                        manufacturer_id=manufacturer_id, order_id=order_id))
-        values = {"version_id": version, "last_updated_us": stamp, "content_sha256": digest, "body": body}
+        versions.append({"resource_type": rtype, "resource_id": rid, "version_id": version,
+                         "last_updated_us": stamp, "body": body, "site_id": site_id,
+                         "manufacturer_id": manufacturer_id, "order_id": order_id})
         if old_version is None:
-            conn.execute(_C.insert().values(resource_type=rtype, resource_id=rid, **values))
+            inserts.append({"resource_type": rtype, "resource_id": rid, "version_id": version,
+                            "last_updated_us": stamp, "content_sha256": digest, "body": body})
         else:
-            conn.execute(_C.update().where(_C.c.resource_type == rtype, _C.c.resource_id == rid)
-                         .values(**values))
-        conn.execute(_A.update().where(_A.c.resource_type == rtype, _A.c.resource_id == rid)
-                     .values(last_updated_us=stamp))
-        if missing:
-            conn.execute(_A.insert(), [{"resource_type": rtype, "resource_id": rid, "tenant_kind": kind,
-                                        "tenant_id": tid, "last_updated_us": stamp} for kind, tid in missing])
-        _reindex(conn, rtype, rid, stored)
+            updates.append({"k_type": rtype, "k_id": rid, "k_version": version, "k_updated": stamp,
+                            "k_sha256": digest, "k_body": body})
+        grants.extend({"resource_type": rtype, "resource_id": rid, "tenant_kind": kind, "tenant_id": tid,
+                       "last_updated_us": stamp} for kind, tid in missing)
+        token_values, date_values = index_values(stored)
+        tokens.extend({"resource_type": rtype, "resource_id": rid, "param": p, "system": s[:255],
+                       "value": v[:255]} for p, s, v in token_values)
+        dates.extend({"resource_type": rtype, "resource_id": rid, "param": p, "start_us": lo, "end_us": hi}
+                     for p, lo, hi in date_values)
         written.append(stored)
-    return written
-
-
-def _reindex(conn: Connection, rtype: str, rid: str, resource: dict[str, Any]) -> None:
-    conn.execute(_T.delete().where(_T.c.resource_type == rtype, _T.c.resource_id == rid))
-    conn.execute(_D.delete().where(_D.c.resource_type == rtype, _D.c.resource_id == rid))
-    tokens, dates = index_values(resource)
+    changed = [key for key, *_ in plan]
+    conn.execute(_V.insert(), versions)
+    if inserts:
+        conn.execute(_C.insert(), inserts)
+    if updates:
+        conn.execute(_UPDATE_CURRENT, updates)
+    conn.execute(_UPDATE_ACCESS, {"keys": changed, "k_updated": stamp})
+    if grants:
+        conn.execute(_A.insert(), grants)
+    conn.execute(_DELETE_TOKENS, {"keys": changed})  # the search index of the changed resources
+    conn.execute(_DELETE_DATES, {"keys": changed})
     if tokens:
-        conn.execute(_T.insert(), [{"resource_type": rtype, "resource_id": rid, "param": p,
-                                    "system": s[:255], "value": v[:255]} for p, s, v in tokens])
+        conn.execute(_T.insert(), tokens)
     if dates:
-        conn.execute(_D.insert(), [{"resource_type": rtype, "resource_id": rid, "param": p,
-                                    "start_us": lo, "end_us": hi} for p, lo, hi in dates])
+        conn.execute(_D.insert(), dates)
+    return written
 
 
 # --- reads -------------------------------------------------------------------------------------
