@@ -3,8 +3,9 @@
 Every route of the ``/fhir`` router runs through :class:`FhirRoute`, which renders any
 :class:`gateway.errors.GatewayError` (including the 401 of ``current_principal``), Starlette
 ``HTTPException``, request validation errors and SQLAlchemy errors (503 ``transient`` when the
-database is unreachable or locked, else 500; only the exception class is logged, never data) as an
-OperationOutcome with the matching ``issue.code``, so FHIR clients never see problem+json.
+database is unreachable or locked, else 500; only the exception class is logged, never data), and
+any other exception (500 ``exception``), as an OperationOutcome with the matching ``issue.code``, so
+FHIR clients never see problem+json.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class FhirRoute(APIRoute):
                 return await handler(request)
             except (FhirError, GatewayError, HTTPException, RequestValidationError, SQLAlchemyError) as exc:
                 return _error_response(_as_fhir_error(exc))
+            except Exception as exc:  # a bug: still an OperationOutcome, never problem+json
+                _log.error("FHIR API unexpected error: %s", type(exc).__name__)  # its text may quote input
+                return _error_response(FhirError(500, "exception", "The server failed to answer"))
 
         return fhir_handler
 

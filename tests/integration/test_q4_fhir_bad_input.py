@@ -101,3 +101,14 @@ def test_a_forged_cursor_key_is_invalid(client, task_id, key):
     response = client.get("/fhir/Task", params={"_cursor": token}, headers=ADMIN)
     outcome(response, 400, "invalid")
     assert _issue(response)["expression"] == ["_cursor"]
+
+
+def test_an_unexpected_failure_is_still_an_operation_outcome(client, monkeypatch, caplog):
+    """Whatever the cause, a FHIR client gets an OperationOutcome (500 ``exception``), never
+    problem+json; the log names the exception class only (its text may quote the request)."""
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise OverflowError("date value out of range: MRN-SECRET")
+
+    monkeypatch.setattr("gateway.fhir_api.routes.read_current", broken)
+    outcome(client.get("/fhir/Task/abc", headers=ADMIN), 500, "exception")
+    assert "OverflowError" in caplog.text and "MRN-SECRET" not in caplog.text
