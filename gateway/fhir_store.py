@@ -236,24 +236,30 @@ def publish_shared(session: Session | Connection, *, resources: Sequence[dict[st
     return _save(_conn(session), resources, now, (), (None, None, None))
 
 
-def _keyed(column_type: Any, column_id: Any) -> Any:
-    """``(resource_type, resource_id) IN :keys`` (a list of pairs bound at execution)."""
-    return sa.tuple_(column_type, column_id).in_(sa.bindparam("keys", expanding=True))
+def _among(column_type: Any, column_id: Any) -> Any:
+    """``resource_type IN :types AND resource_id IN :ids``: a superset of the keys asked for (the
+    caller filters), which walks the primary key; a row-value ``IN (VALUES ...)`` scans on SQLite."""
+    return sa.and_(column_type.in_(sa.bindparam("types", expanding=True)),
+                   column_id.in_(sa.bindparam("ids", expanding=True)))
 
 
-# Built once: each event runs each of these at most once, batched over its resources.
+def _one(column_type: Any, column_id: Any) -> Any:
+    """``resource_type = :k_type AND resource_id = :k_id`` (executed once per key, as executemany)."""
+    return sa.and_(column_type == sa.bindparam("k_type"), column_id == sa.bindparam("k_id"))
+
+
+# Built once; each event runs each of these at most once, batched over its resources.
 _SELECT_CURRENT = sa.select(_C.c.resource_type, _C.c.resource_id, _C.c.version_id,
-                            _C.c.content_sha256).where(_keyed(_C.c.resource_type, _C.c.resource_id))
+                            _C.c.content_sha256).where(_among(_C.c.resource_type, _C.c.resource_id))
 _SELECT_ACCESS = sa.select(_A.c.resource_type, _A.c.resource_id, _A.c.tenant_kind,
-                           _A.c.tenant_id).where(_keyed(_A.c.resource_type, _A.c.resource_id))
-_UPDATE_CURRENT = _C.update().where(
-    _C.c.resource_type == sa.bindparam("k_type"), _C.c.resource_id == sa.bindparam("k_id")
-).values(version_id=sa.bindparam("k_version"), last_updated_us=sa.bindparam("k_updated"),
-         content_sha256=sa.bindparam("k_sha256"), body=sa.bindparam("k_body"))
-_UPDATE_ACCESS = _A.update().where(_keyed(_A.c.resource_type, _A.c.resource_id)).values(
+                           _A.c.tenant_id).where(_among(_A.c.resource_type, _A.c.resource_id))
+_UPDATE_CURRENT = _C.update().where(_one(_C.c.resource_type, _C.c.resource_id)).values(
+    version_id=sa.bindparam("k_version"), last_updated_us=sa.bindparam("k_updated"),
+    content_sha256=sa.bindparam("k_sha256"), body=sa.bindparam("k_body"))
+_UPDATE_ACCESS = _A.update().where(_one(_A.c.resource_type, _A.c.resource_id)).values(
     last_updated_us=sa.bindparam("k_updated"))
-_DELETE_TOKENS = _T.delete().where(_keyed(_T.c.resource_type, _T.c.resource_id))
-_DELETE_DATES = _D.delete().where(_keyed(_D.c.resource_type, _D.c.resource_id))
+_DELETE_TOKENS = _T.delete().where(_one(_T.c.resource_type, _T.c.resource_id))
+_DELETE_DATES = _D.delete().where(_one(_D.c.resource_type, _D.c.resource_id))
 
 
 def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
@@ -269,11 +275,11 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
         return []
     tenants = tuple(tenants)
     last = _lock_clock(conn)  # taken before reading, so the versions we read are the newest
-    keys = list(latest)
+    among = {"types": sorted({t for t, _ in latest}), "ids": sorted({i for _, i in latest})}
     current = {(r.resource_type, r.resource_id): (int(r.version_id), r.content_sha256)
-               for r in conn.execute(_SELECT_CURRENT, {"keys": keys})}
+               for r in conn.execute(_SELECT_CURRENT, among)}  # keys outside ``latest`` are never looked up
     seen: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    for r in conn.execute(_SELECT_ACCESS, {"keys": keys}):
+    for r in conn.execute(_SELECT_ACCESS, among):
         seen.setdefault((r.resource_type, r.resource_id), set()).add((r.tenant_kind, r.tenant_id))
     plan: list[tuple[tuple[str, str], dict[str, Any], str, int | None, list[tuple[str, str]]]] = []
     for key, resource in latest.items():
@@ -319,17 +325,17 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
         dates.extend({"resource_type": rtype, "resource_id": rid, "param": p, "start_us": lo, "end_us": hi}
                      for p, lo, hi in date_values)
         written.append(stored)
-    changed = [key for key, *_ in plan]
+    changed = [{"k_type": rtype, "k_id": rid, "k_updated": stamp} for (rtype, rid), *_ in plan]
     conn.execute(_V.insert(), versions)
     if inserts:
         conn.execute(_C.insert(), inserts)
     if updates:
         conn.execute(_UPDATE_CURRENT, updates)
-    conn.execute(_UPDATE_ACCESS, {"keys": changed, "k_updated": stamp})
+    conn.execute(_UPDATE_ACCESS, changed)
     if grants:
         conn.execute(_A.insert(), grants)
-    conn.execute(_DELETE_TOKENS, {"keys": changed})  # the search index of the changed resources
-    conn.execute(_DELETE_DATES, {"keys": changed})
+    conn.execute(_DELETE_TOKENS, changed)  # the search index of the changed resources
+    conn.execute(_DELETE_DATES, changed)
     if tokens:
         conn.execute(_T.insert(), tokens)
     if dates:
