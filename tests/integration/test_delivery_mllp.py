@@ -39,7 +39,7 @@ def peers() -> Iterator[PeerLoop]:
 def start_worker(engine: Engine) -> Iterator[Callable[..., DeliveryWorker]]:
     stops: list[Callable[[], None]] = []
 
-    def start(peer: Peer, settings: WorkerSettings = FAST, read_timeout_s: float = 0.3,
+    def start(peer: Peer, settings: WorkerSettings = FAST, read_timeout_s: float = 5.0,
               enhanced: bool = False) -> DeliveryWorker:
         profile = site_profile(mllp_port=peer.port, read_timeout_s=read_timeout_s, enhanced=enhanced)
         senders = DestinationSenders({"site-a": profile})

@@ -40,7 +40,7 @@ def er7(control_id: str, note: str = "Zoë O'Brien") -> str:
             f"{control_id}|P|2.5.1\rPID|1||MRN1^^^SITE_A^MR||{note}\r")
 
 
-def site_profile(site_id: str = "site-a", *, mllp_port: int | None = None, read_timeout_s: float = 0.3,
+def site_profile(site_id: str = "site-a", *, mllp_port: int | None = None, read_timeout_s: float = 5.0,
                  fhir_url: str | None = None, auth: dict[str, Any] | None = None,
                  enhanced: bool = False) -> SiteProfile:
     """The demo profile for ``site_id`` with a ``delivery`` section pointing at test endpoints."""
