@@ -36,6 +36,7 @@ the newly entitled site's ``_lastUpdated`` poll sees it).  Replays therefore wri
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -236,11 +237,22 @@ def publish_shared(session: Session | Connection, *, resources: Sequence[dict[st
     return _save(_conn(session), resources, now, (), (None, None, None))
 
 
-def _among(column_type: Any, column_id: Any) -> Any:
-    """``resource_type IN :types AND resource_id IN :ids``: a superset of the keys asked for (the
-    caller filters), which walks the primary key; a row-value ``IN (VALUES ...)`` scans on SQLite."""
-    return sa.and_(column_type.in_(sa.bindparam("types", expanding=True)),
-                   column_id.in_(sa.bindparam("ids", expanding=True)))
+@functools.lru_cache(maxsize=64)
+def _select_keys(table: sa.Table, columns: tuple[str, ...], count: int) -> sa.Select[Any]:
+    """``SELECT columns FROM table WHERE (type = :t0 AND id = :i0) OR ...`` for ``count`` keys: a
+    primary-key probe per key on SQLite (multi-index OR) and PostgreSQL (BitmapOr), where a
+    row-value ``IN (VALUES ...)`` scans the table on SQLite."""
+    return sa.select(*(table.c[name] for name in columns)).where(sa.or_(*(
+        sa.and_(table.c.resource_type == sa.bindparam(f"t{n}"), table.c.resource_id == sa.bindparam(f"i{n}"))
+        for n in range(count))))
+
+
+def _by_keys(conn: Connection, table: sa.Table, columns: tuple[str, ...],
+             keys: Sequence[tuple[str, str]]) -> sa.CursorResult[Any]:
+    params = {}
+    for n, (rtype, rid) in enumerate(keys):
+        params[f"t{n}"], params[f"i{n}"] = rtype, rid
+    return conn.execute(_select_keys(table, columns, len(keys)), params)
 
 
 def _one(column_type: Any, column_id: Any) -> Any:
@@ -248,11 +260,7 @@ def _one(column_type: Any, column_id: Any) -> Any:
     return sa.and_(column_type == sa.bindparam("k_type"), column_id == sa.bindparam("k_id"))
 
 
-# Built once; each event runs each of these at most once, batched over its resources.
-_SELECT_CURRENT = sa.select(_C.c.resource_type, _C.c.resource_id, _C.c.version_id,
-                            _C.c.content_sha256).where(_among(_C.c.resource_type, _C.c.resource_id))
-_SELECT_ACCESS = sa.select(_A.c.resource_type, _A.c.resource_id, _A.c.tenant_kind,
-                           _A.c.tenant_id).where(_among(_A.c.resource_type, _A.c.resource_id))
+# Built once; each event runs each of these at most once, as executemany over its resources.
 _UPDATE_CURRENT = _C.update().where(_one(_C.c.resource_type, _C.c.resource_id)).values(
     version_id=sa.bindparam("k_version"), last_updated_us=sa.bindparam("k_updated"),
     content_sha256=sa.bindparam("k_sha256"), body=sa.bindparam("k_body"))
@@ -275,11 +283,11 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
         return []
     tenants = tuple(tenants)
     last = _lock_clock(conn)  # taken before reading, so the versions we read are the newest
-    among = {"types": sorted({t for t, _ in latest}), "ids": sorted({i for _, i in latest})}
-    current = {(r.resource_type, r.resource_id): (int(r.version_id), r.content_sha256)
-               for r in conn.execute(_SELECT_CURRENT, among)}  # keys outside ``latest`` are never looked up
+    keys = list(latest)
+    current = {(r.resource_type, r.resource_id): (int(r.version_id), r.content_sha256) for r in _by_keys(
+        conn, _C, ("resource_type", "resource_id", "version_id", "content_sha256"), keys)}
     seen: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    for r in conn.execute(_SELECT_ACCESS, among):
+    for r in _by_keys(conn, _A, ("resource_type", "resource_id", "tenant_kind", "tenant_id"), keys):
         seen.setdefault((r.resource_type, r.resource_id), set()).add((r.tenant_kind, r.tenant_id))
     plan: list[tuple[tuple[str, str], dict[str, Any], str, int | None, list[tuple[str, str]]]] = []
     for key, resource in latest.items():
@@ -325,17 +333,20 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
         dates.extend({"resource_type": rtype, "resource_id": rid, "param": p, "start_us": lo, "end_us": hi}
                      for p, lo, hi in date_values)
         written.append(stored)
-    changed = [{"k_type": rtype, "k_id": rid, "k_updated": stamp} for (rtype, rid), *_ in plan]
+    # only resources with an earlier version can have access rows or index rows to bring up to date
+    changed = [{"k_type": rtype, "k_id": rid, "k_updated": stamp}
+               for (rtype, rid), _, _, old_version, _ in plan if old_version is not None]
     conn.execute(_V.insert(), versions)
     if inserts:
         conn.execute(_C.insert(), inserts)
     if updates:
         conn.execute(_UPDATE_CURRENT, updates)
-    conn.execute(_UPDATE_ACCESS, changed)
+    if changed:
+        conn.execute(_UPDATE_ACCESS, changed)
+        conn.execute(_DELETE_TOKENS, changed)  # their search index is rebuilt below
+        conn.execute(_DELETE_DATES, changed)
     if grants:
         conn.execute(_A.insert(), grants)
-    conn.execute(_DELETE_TOKENS, changed)  # the search index of the changed resources
-    conn.execute(_DELETE_DATES, changed)
     if tokens:
         conn.execute(_T.insert(), tokens)
     if dates:
