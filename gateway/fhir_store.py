@@ -201,11 +201,14 @@ def _conn(session: Session | Connection) -> Connection:
     return session if isinstance(session, Connection) else session.connection()
 
 
+_READ_CLOCK = sa.select(_K.c.last_us).where(_K.c.id == 1)
+_LOCK_CLOCK = _READ_CLOCK.with_for_update()
+_SET_CLOCK = _K.update().where(_K.c.id == 1).values(last_us=sa.bindparam("stamp"))
+
+
 def _lock_clock(conn: Connection) -> int:
     """Lock the clock row until commit and return the last stamp handed out."""
-    stmt = sa.select(_K.c.last_us).where(_K.c.id == 1)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+    stmt = _LOCK_CLOCK if conn.dialect.name == "postgresql" else _READ_CLOCK
     last = conn.execute(stmt).scalar_one_or_none()
     if last is None:  # the migration seeds the row; recreate it if someone emptied the table
         dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
@@ -300,7 +303,7 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
     if not plan:
         return []
     stamp = max(to_us(now), last + 1)
-    conn.execute(_K.update().where(_K.c.id == 1).values(last_us=stamp))
+    conn.execute(_SET_CLOCK, {"stamp": stamp})
     site_id, manufacturer_id, order_id = origin
     written: list[dict[str, Any]] = []
     versions: list[dict[str, Any]] = []

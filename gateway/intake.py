@@ -74,6 +74,7 @@ class EventAccepted:
     order_pk: int
     event_pk: int
     created: bool  # False: an identical replay of an accepted event
+    row: EventRow  # the stored event (detached; the API renders it without reading it again)
 
 
 class _Refused(Exception):
@@ -362,7 +363,7 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             if existing is not None:
                 assert existing.id is not None
                 if existing.order_pk == order.id and existing.body_sha256 == body_sha256:
-                    return EventAccepted(order.id, existing.id, created=False)
+                    return EventAccepted(order.id, existing.id, created=False, row=existing)
                 raise Conflict(
                     f"Event {event.event_id} was already accepted with a different body.",
                     code="duplicate-event",
@@ -413,7 +414,7 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
                     "status": order.status,
                 },
             )
-            return EventAccepted(order.id, row.id, created=True)
+            return EventAccepted(order.id, row.id, created=True, row=row)
 
     try:
         result: EventAccepted = _retrying(attempt)

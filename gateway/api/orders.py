@@ -21,7 +21,7 @@ from gateway.db import read_session
 from gateway.errors import Conflict, FieldError, Forbidden, NotFound
 from gateway.intake import accept_event, accept_order
 from gateway.problem import problem_responses
-from gateway.store import EventRow, OrderRow
+from gateway.store import OrderRow
 from mappings.domain import EventIn, Identifier, OrderIn, OrderStatus
 
 __all__ = ["router"]
@@ -83,11 +83,7 @@ def post_event(
 ) -> JSONResponse:
     context = _context(request)
     accepted = accept_event(context, manufacturer_id, _order_id_or_404(order_id), event)
-    with read_session(context.engine) as session:
-        row = session.get(EventRow, accepted.event_pk)
-        assert row is not None
-        body = event_view(row, order_id)
-    return JSONResponse(body, status_code=201 if accepted.created else 200)
+    return JSONResponse(event_view(accepted.row, order_id), status_code=201 if accepted.created else 200)
 
 
 def _visible(principal: Principal, manufacturer_id: str | None) -> tuple[str | None, str | None]:
