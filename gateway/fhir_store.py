@@ -241,21 +241,37 @@ def publish_shared(session: Session | Connection, *, resources: Sequence[dict[st
 
 
 @functools.lru_cache(maxsize=64)
-def _select_keys(table: sa.Table, columns: tuple[str, ...], count: int) -> sa.Select[Any]:
-    """``SELECT columns FROM table WHERE (type = :t0 AND id = :i0) OR ...`` for ``count`` keys: a
-    primary-key probe per key on SQLite (multi-index OR) and PostgreSQL (BitmapOr), where a
-    row-value ``IN (VALUES ...)`` scans the table on SQLite."""
-    return sa.select(*(table.c[name] for name in columns)).where(sa.or_(*(
-        sa.and_(table.c.resource_type == sa.bindparam(f"t{n}"), table.c.resource_id == sa.bindparam(f"i{n}"))
-        for n in range(count))))
+def _select_stored(count: int) -> sa.Select[Any]:
+    """The current version and the tenants of ``count`` resources in one query (``current LEFT
+    JOIN access``; access rows are only ever written with a current row), with a primary-key probe
+    per key, ``(type = :t0 AND id = :i0) OR ...``: indexed on SQLite (multi-index OR) and
+    PostgreSQL (BitmapOr), where a row-value ``IN (VALUES ...)`` scans the table on SQLite."""
+    tenants = _C.outerjoin(_A, sa.and_(_A.c.resource_type == _C.c.resource_type,
+                                       _A.c.resource_id == _C.c.resource_id))
+    return sa.select(_C.c.resource_type, _C.c.resource_id, _C.c.version_id, _C.c.content_sha256,
+                     _A.c.tenant_kind, _A.c.tenant_id).select_from(tenants).where(sa.or_(*(
+                         sa.and_(_C.c.resource_type == sa.bindparam(f"t{n}"),
+                                 _C.c.resource_id == sa.bindparam(f"i{n}"))
+                         for n in range(count))))
 
 
-def _by_keys(conn: Connection, table: sa.Table, columns: tuple[str, ...],
-             keys: Sequence[tuple[str, str]]) -> sa.CursorResult[Any]:
+_Key = tuple[str, str]
+
+
+def _stored_state(conn: Connection, keys: Sequence[_Key]
+                  ) -> tuple[dict[_Key, tuple[int, str]], dict[_Key, set[tuple[str, str]]]]:
+    """``(current, seen)``: the latest (version, content hash) and the tenants of each stored key."""
     params = {}
     for n, (rtype, rid) in enumerate(keys):
         params[f"t{n}"], params[f"i{n}"] = rtype, rid
-    return conn.execute(_select_keys(table, columns, len(keys)), params)
+    current: dict[_Key, tuple[int, str]] = {}
+    seen: dict[_Key, set[tuple[str, str]]] = {}
+    for r in conn.execute(_select_stored(len(keys)), params):
+        key = (r.resource_type, r.resource_id)
+        current[key] = (int(r.version_id), r.content_sha256)
+        if r.tenant_kind is not None:
+            seen.setdefault(key, set()).add((r.tenant_kind, r.tenant_id))
+    return current, seen
 
 
 def _one(column_type: Any, column_id: Any) -> Any:
@@ -286,12 +302,7 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
         return []
     tenants = tuple(tenants)
     last = _lock_clock(conn)  # taken before reading, so the versions we read are the newest
-    keys = list(latest)
-    current = {(r.resource_type, r.resource_id): (int(r.version_id), r.content_sha256) for r in _by_keys(
-        conn, _C, ("resource_type", "resource_id", "version_id", "content_sha256"), keys)}
-    seen: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    for r in _by_keys(conn, _A, ("resource_type", "resource_id", "tenant_kind", "tenant_id"), keys):
-        seen.setdefault((r.resource_type, r.resource_id), set()).add((r.tenant_kind, r.tenant_id))
+    current, seen = _stored_state(conn, list(latest))
     plan: list[tuple[tuple[str, str], dict[str, Any], str, int | None, list[tuple[str, str]]]] = []
     for key, resource in latest.items():
         row = current.get(key)
