@@ -8,13 +8,15 @@ Throughput, the same messages (rendered by the translation, each with its own MS
 - ``sender``: ``adapters.mllp.client.MllpSender`` alone (no outbox, no database), in a process;
 - baseline ``bare``: python-hl7's own asyncio client on one connection, in a process.
 
-Latency: a gateway server and a worker (default poll interval, then 10 ms) on one SQLite database,
-the site-a profile delivering to the peer; events posted one at a time with the queue empty; from
-the start of the POST to the ACK of the event's first message (its MSH-10 is deterministic).
+Latency: ``cgt-gateway serve`` with its in-process worker (default settings), then ``serve
+--no-worker`` with a standalone worker polling every 10 ms, on one SQLite database, the site-a
+profile delivering to the peer; events posted one at a time with the queue empty; from the start of
+the POST to the ACK of the event's first message (its MSH-10 is deterministic).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -174,11 +176,14 @@ def _event_to_ack(
     after_ms: list[float] = []  # from the POST's answer to the ACK (worker pick-up and send)
     missing = 0
     peer.reset()
-    with (
-        gateway_server(url, workdir, config=config) as server,
-        _worker(url, config, workdir, poll_interval) as worker,
-        httpx.Client(base_url=server.base_url) as http,
-    ):
+    with contextlib.ExitStack() as stack:
+        # poll_interval None: the worker ``cgt-gateway serve`` runs in-process, with its defaults;
+        # else ``serve --no-worker`` and a standalone ``worker --poll-interval`` on the same database
+        server = stack.enter_context(
+            gateway_server(url, workdir, config=config, worker=poll_interval is None)
+        )
+        worker = stack.enter_context(_worker(url, config, workdir, poll_interval)) if poll_interval else None
+        http = stack.enter_context(httpx.Client(base_url=server.base_url))
         warm = journey_bodies(799_000 + (1 if tag != "default" else 0), "site-a", prefix=f"WARM{tag}")
         http.post("/v1/orders", json=warm.order, headers=ACME, timeout=30).raise_for_status()
         peer.wait_for(1, timeout_s=60)  # the worker is up and connected: not part of any sample
@@ -204,8 +209,12 @@ def _event_to_ack(
                 else:
                     missing += 1
                 time.sleep(0.05)  # let the queue drain: every event finds it empty
-        server_rss, worker_rss = server.peak_rss_mb(), peak_rss_mb(worker.pid)
+        server_rss = server.peak_rss_mb()
+        worker_rss = peak_rss_mb(worker.pid) if worker is not None else None
     return {
+        "worker": "standalone, --poll-interval"
+        if poll_interval
+        else "in-process (cgt-gateway serve defaults)",
         **summary(samples),
         "missing": missing,
         "post_p50_ms": summary(post_ms)["p50_ms"],

@@ -206,8 +206,8 @@ def markdown(result: dict[str, Any]) -> str:
             )
         )
         for key, label in (
-            ("event_to_ack", "default 0.2 s worker poll"),
-            ("event_to_ack_poll_10ms", "10 ms poll"),
+            ("event_to_ack", "worker in serve, default 0.2 s poll"),
+            ("event_to_ack_poll_10ms", "standalone worker, 10 ms poll"),
         ):
             lat = d[key]
             rows.append(

@@ -100,8 +100,11 @@ def _running(
 
 
 @contextmanager
-def gateway_server(database_url: str, workdir: Path, *, config: Path | None = None) -> Iterator[Server]:
-    """``cgt-gateway serve`` (migrates, then uvicorn) on the demo configuration (or ``config``)."""
+def gateway_server(
+    database_url: str, workdir: Path, *, config: Path | None = None, worker: bool = True
+) -> Iterator[Server]:
+    """``cgt-gateway serve`` (migrates, then uvicorn, with its in-process delivery worker unless
+    ``worker`` is false: ``--no-worker``) on the demo configuration (or ``config``)."""
     port = free_port()
     script = Path(sys.executable).parent / "cgt-gateway"
     cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from gateway.cli import app; app()"]
@@ -112,7 +115,8 @@ def gateway_server(database_url: str, workdir: Path, *, config: Path | None = No
     }
     if config is not None:
         env["CGT_GATEWAY_CONFIG"] = str(config)
-    with _running("gateway", [*cmd, "serve"], env, port, workdir, "/healthz") as server:
+    args = [*cmd, "serve"] if worker else [*cmd, "serve", "--no-worker"]
+    with _running("gateway", args, env, port, workdir, "/healthz") as server:
         yield server
 
 
