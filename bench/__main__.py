@@ -80,6 +80,19 @@ def _pg_version(url: str) -> str | None:
         engine.dispose()
 
 
+def _commit() -> str:
+    """The commit measured: ``git rev-parse`` in a clone, else ``$CGT_BENCH_COMMIT`` (an exported tree)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("CGT_BENCH_COMMIT", "unknown")
+
+
 def run(mode: str, parts: list[str], pg_url: str | None, workdir: Path) -> dict[str, Any]:
     from bench.servers import pg_available
 
@@ -90,6 +103,7 @@ def run(mode: str, parts: list[str], pg_url: str | None, workdir: Path) -> dict[
         "mode": mode,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(_pg_version(usable_pg) if usable_pg else None),
+        "commit": _commit(),
         "settings": cfg,
         "postgresql": "used" if usable_pg else f"skipped: {pg_skip}",
         "durations_s": {},

@@ -24,7 +24,8 @@ def write_results_md(path: Path, result: dict[str, Any], table: str) -> None:
     head = (
         "# Benchmark results\n\n"
         f"Recorded with `python -m bench{' --full' if result['mode'] == 'full' else ''} --record` "
-        f"({result['mode']} mode) on {result['started_at']}; the run took {result['total_s']} s.\n\n"
+        f"({result['mode']} mode) at commit {result.get('commit', 'unknown')} on {result['started_at']}; "
+        f"the run took {result['total_s']} s.\n\n"
         f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}, {m['memory']} RAM; Python {m['python']}; "
         f"SQLite {m['sqlite']}; PostgreSQL {m['postgresql'] or 'not used'} (local, loopback); "
         f"{m['platform']}.\n\n"
