@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from fhir.resources.R4B import get_fhir_model_class
 
 from adapters.fhir.codes import PROFILE_VERSION_TAG_SYSTEM
+from adapters.fhir.compiled_validation import compiled_dump, full_validate
 
 __all__ = ["validated", "fhir_instant", "fhir_date", "profile_meta", "UNVERSIONED"]
 
@@ -28,8 +28,10 @@ def validated(resource: dict[str, Any]) -> dict[str, Any]:
     The dump is a pure function of the resource's JSON content, and most resources repeat from one
     event of an order to the next (Organizations, Practitioner, Patient, ServiceRequest, products),
     so each distinct content is validated once and its dump kept in a bounded LRU cache keyed by
-    that content; repeats cost one ``orjson`` round trip.  Content that is not plain JSON
-    (datetimes, dataclasses, subclasses of str/int/dict/list) is validated every time.
+    that content; repeats cost one ``orjson`` round trip.  New content goes through the validator
+    compiled from the R4B models (``adapters.fhir.compiled_validation``), which proves what the R4B
+    dump is or falls back to the R4B ``model_validate`` + ``model_dump``.  Content that is not
+    plain JSON (datetimes, dataclasses, subclasses of str/int/dict/list) is validated every time.
 
     Raises ``pydantic.ValidationError`` for a structurally invalid resource: that is a bug in a
     builder, never a data problem (data problems are caught before and reported as issues).
@@ -38,19 +40,22 @@ def validated(resource: dict[str, Any]) -> dict[str, Any]:
     try:
         content = orjson.dumps(resource, option=_PLAIN_JSON)
     except TypeError:
-        return _validate(resource)
+        return full_validate(resource, learn=False)
     return orjson.loads(_validated_json(content))  # type: ignore[no-any-return]
 
 
 @functools.lru_cache(maxsize=VALIDATED_CACHE_SIZE)
 def _validated_json(content: bytes) -> bytes:
-    return orjson.dumps(_validate(orjson.loads(content)))
+    resource = orjson.loads(content)
+    dumped = compiled_dump(resource, content)  # None: not proven, and ``resource`` left untouched
+    if dumped is not None:
+        return dumped
+    return orjson.dumps(full_validate(resource))
 
 
 def _validate(resource: dict[str, Any]) -> dict[str, Any]:
-    model = get_fhir_model_class(resource["resourceType"])
-    dumped: dict[str, Any] = model.model_validate(resource).model_dump(mode="json", exclude_none=True)
-    return dumped
+    """The R4B ``model_validate`` + ``model_dump`` (it also teaches the compiled validator)."""
+    return full_validate(resource)
 
 
 def fhir_instant(moment: datetime) -> str:
