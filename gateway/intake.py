@@ -7,6 +7,10 @@ state, and call ``gateway.pipeline.process_event`` before committing.  Unique co
 races: on ``IntegrityError`` the transaction is retried, and the retry sees the winner's rows and
 answers "identical replay" (200) or "conflict" (409).
 
+The statements are SQLAlchemy Core, built once; the order's history for the translation comes from
+:mod:`gateway.order_history` (read incrementally, see its cache), which is remembered only once the
+transaction has committed.
+
 Refused Chain-of-Identity attempts (``coi-mismatch``, ``coi-in-use``) roll back and are written to
 the safety log in a transaction of their own.  Nothing here logs patient data.
 """
@@ -16,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
 
 from gateway import pipeline
 from gateway.coi import normalize_din_field, normalize_product_coi
@@ -31,20 +36,24 @@ from gateway.context import Context
 from gateway.db import write_session
 from gateway.errors import CoiError, Conflict, FieldError, NotFound, ValidationFailed
 from gateway.lifecycle import LifecycleState, decide, initial_state
+from gateway.order_history import (
+    EVENT_COLUMNS,
+    HISTORY_CACHE,
+    History,
+    LockedOrder,
+    build_snapshot,
+    event_record,
+    load_history,
+    lock_order,
+)
 from gateway.problem import validation_errors
 from gateway.store import EventRow, OrderRow, PatientCoiRow, SafetyLogRow, as_utc
 from mappings.domain import (
     CollectionCompletedData,
     EventIn,
-    EventRecord,
     EventType,
-    ManufacturerRef,
     ManufacturingCompletedData,
     OrderIn,
-    OrderSnapshot,
-    OrderStatus,
-    ProductRef,
-    SiteRef,
     StrictModel,
 )
 
@@ -61,6 +70,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _RETRIES = 5
+
+_O: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
+_E: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
+_P: sa.Table = PatientCoiRow.__table__  # type: ignore[attr-defined]
+
+_FIND_COI_OWNER = sa.select(_P.c.site_id, _P.c.mrn).where(
+    _P.c.manufacturer_id == sa.bindparam("m"), _P.c.coi == sa.bindparam("c"))
+_FIND_EVENT = sa.select(*EVENT_COLUMNS).where(
+    _E.c.manufacturer_id == sa.bindparam("m"), _E.c.event_id == sa.bindparam("e"))
+_UPDATE_ORDER = _O.update().where(_O.c.id == sa.bindparam("k_pk")).values(
+    status=sa.bindparam("k_status", type_=_O.c.status.type),
+    state=sa.bindparam("k_state", type_=_O.c.state.type),
+    last_sequence=sa.bindparam("k_sequence", type_=_O.c.last_sequence.type),
+    updated_at=sa.bindparam("k_updated", type_=_O.c.updated_at.type))
 
 
 @dataclass(frozen=True)
@@ -95,42 +118,6 @@ def placed_event_id(order_id: str) -> str:
     return f"{order_id}:placed"
 
 
-def event_record(row: EventRow) -> EventRecord:
-    return EventRecord(
-        event_id=row.event_id,
-        type=EventType(row.type),
-        occurred_at=as_utc(row.occurred_at),
-        coi=row.coi,
-        data=row.data,
-        sequence=row.sequence,
-        accepted_at=as_utc(row.accepted_at),
-        late=row.late,
-        status_after=OrderStatus(row.status_after),
-    )
-
-
-def build_snapshot(settings: Settings, order: OrderRow, events: list[EventRow]) -> OrderSnapshot:
-    manufacturer = settings.manufacturer(order.manufacturer_id)
-    product = settings.product(order.manufacturer_id, order.product_code)
-    site = settings.site(order.site_id)
-    if manufacturer is None or product is None or site is None:
-        raise LookupError(
-            f"order {order.order_id}: its manufacturer, product or site is no longer configured"
-        )
-    return OrderSnapshot(
-        order=OrderIn.model_validate(order.body),
-        coi=order.coi,
-        manufacturer=ManufacturerRef(id=manufacturer.id, name=manufacturer.name),
-        product=ProductRef(
-            code=product.code, name=product.name, autologous=product.autologous, coi_format=product.coi_format
-        ),
-        site=SiteRef(id=site.id, name=site.name),
-        status=OrderStatus(order.status),
-        created_at=as_utc(order.created_at),
-        events=tuple(event_record(e) for e in events),
-    )
-
-
 def _retrying(action: Any) -> Any:
     for _ in range(_RETRIES - 1):
         try:
@@ -152,6 +139,11 @@ def _write_safety_log(context: Context, entry: SafetyLogRow) -> None:
             "event_id": entry.event_id,
         },
     )
+
+
+def _insert(conn: Connection, table: sa.Table, values: dict[str, Any]) -> int:
+    """INSERT one row; its new primary key."""
+    return int(conn.execute(table.insert(), values).inserted_primary_key[0])
 
 
 # --------------------------------------------------------------------------- orders
@@ -176,6 +168,22 @@ def _product_for(settings: Settings, manufacturer_id: str, order: OrderIn) -> Pr
     return product
 
 
+def _claim_coi(conn: Connection, manufacturer_id: str, order: OrderIn, coi: str, now: datetime) -> None:
+    """Register ``coi`` for the order's patient, or refuse ``coi-in-use`` if another patient has it."""
+    owner = conn.execute(_FIND_COI_OWNER, {"m": manufacturer_id, "c": coi}).first()
+    if owner is None:
+        _insert(conn, _P, {"manufacturer_id": manufacturer_id, "coi": coi, "site_id": order.site_id,
+                           "mrn": order.patient.mrn, "created_at": now})
+    elif (owner.site_id, owner.mrn) != (order.site_id, order.patient.mrn):
+        detail = "This Chain of Identity identifier already belongs to another patient."
+        raise _Refused(
+            CoiError(detail, code="coi-in-use",
+                     errors=[FieldError("/coi", "already used for another patient")]),
+            SafetyLogRow(at=now, code="coi-in-use", manufacturer_id=manufacturer_id, order_id=order.order_id,
+                         presented_coi=coi, detail=detail),
+        )
+
+
 def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> OrderAccepted:
     """Create the order (201) or recognise an identical replay (200); 409 ``duplicate-order``,
     422 ``coi-in-use`` / ``invalid-coi`` / unknown site or product."""
@@ -186,89 +194,42 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
             errors=[FieldError("/patient/birth_date", "must not be in the future")],
         )
     coi = normalize_product_coi(order.coi, product.coi_format, product.coi_pattern)
-    body_sha256 = canonical_sha256(order.model_dump(mode="json"))
+    body = order.model_dump(mode="json")
+    body_sha256 = canonical_sha256(body)
 
-    def attempt() -> OrderAccepted:
+    def attempt() -> tuple[OrderAccepted, History | None]:
         now = context.now()
         with write_session(context.engine) as session:
-            existing = _find_order(session, manufacturer_id, order.order_id, lock=True)
+            conn = session.connection()
+            existing = lock_order(conn, manufacturer_id, order.order_id)
             if existing is not None:
                 if existing.body_sha256 == body_sha256:
-                    assert existing.id is not None
-                    return OrderAccepted(existing.id, created=False)
+                    return OrderAccepted(existing.pk, created=False), None
                 raise Conflict(
                     f"Order {order.order_id} already exists with a different body.",
                     code="duplicate-order",
                     errors=[FieldError("/order_id", "already used for a different order")],
                 )
-            owner = session.exec(
-                select(PatientCoiRow).where(
-                    PatientCoiRow.manufacturer_id == manufacturer_id, PatientCoiRow.coi == coi
-                )
-            ).first()
-            if owner is None:
-                session.add(
-                    PatientCoiRow(
-                        manufacturer_id=manufacturer_id,
-                        coi=coi,
-                        site_id=order.site_id,
-                        mrn=order.patient.mrn,
-                        created_at=now,
-                    )
-                )
-            elif (owner.site_id, owner.mrn) != (order.site_id, order.patient.mrn):
-                detail = "This Chain of Identity identifier already belongs to another patient."
-                raise _Refused(
-                    CoiError(
-                        detail,
-                        code="coi-in-use",
-                        errors=[FieldError("/coi", "already used for another patient")],
-                    ),
-                    SafetyLogRow(
-                        at=now,
-                        code="coi-in-use",
-                        manufacturer_id=manufacturer_id,
-                        order_id=order.order_id,
-                        presented_coi=coi,
-                        detail=detail,
-                    ),
-                )
+            _claim_coi(conn, manufacturer_id, order, coi, now)
             state = initial_state(now)
-            row = OrderRow(
-                manufacturer_id=manufacturer_id,
-                order_id=order.order_id,
-                site_id=order.site_id,
-                product_code=product.code,
-                coi=coi,
-                status=state.status.value,
-                state=state.model_dump(mode="json"),
-                body=order.model_dump(mode="json"),
-                body_sha256=body_sha256,
-                last_sequence=0,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(row)
-            session.flush()
-            assert row.id is not None
-            placed = EventRow(
-                order_pk=row.id,
-                manufacturer_id=manufacturer_id,
-                event_id=placed_event_id(order.order_id),
-                type=EventType.order_placed.value,
-                occurred_at=now,
-                coi=coi,
-                data={},
-                body_sha256=body_sha256,
-                sequence=0,
-                accepted_at=now,
-                late=False,
-                status_after=state.status.value,
-            )
-            session.add(placed)
-            session.flush()
-            snapshot = build_snapshot(context.settings, row, [placed])
-            pipeline.process_event(session, snapshot, event_record(placed), context, now)
+            status = state.status.value
+            order_pk = _insert(conn, _O, {
+                "manufacturer_id": manufacturer_id, "order_id": order.order_id, "site_id": order.site_id,
+                "product_code": product.code, "coi": coi, "status": status,
+                "state": state.model_dump(mode="json"), "body": body, "body_sha256": body_sha256,
+                "last_sequence": 0, "created_at": now, "updated_at": now})
+            placed = {"order_pk": order_pk, "manufacturer_id": manufacturer_id,
+                      "event_id": placed_event_id(order.order_id), "type": EventType.order_placed.value,
+                      "occurred_at": now, "coi": coi, "data": {}, "body_sha256": body_sha256, "sequence": 0,
+                      "accepted_at": now, "late": False, "status_after": status}
+            _insert(conn, _E, placed)
+            locked = LockedOrder(order_pk, manufacturer_id, order.order_id, order.site_id, product.code, coi,
+                                 status, {}, body_sha256, 0, as_utc(now))
+            record = event_record(EventRow(**placed))
+            history = History(order_pk, manufacturer_id, order.order_id, body_sha256,
+                              OrderIn.model_validate(body), (record,))
+            snapshot = build_snapshot(context.settings, locked, history, status)
+            pipeline.process_event(session, snapshot, record, context, now)
             log.info(
                 "order accepted",
                 extra={
@@ -277,21 +238,16 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
                     "site_id": order.site_id,
                 },
             )
-            return OrderAccepted(row.id, created=True)
+        return OrderAccepted(order_pk, created=True), history  # committed
 
     try:
-        result: OrderAccepted = _retrying(attempt)
+        result, history = _retrying(attempt)
     except _Refused as refused:
         _write_safety_log(context, refused.entry)
         raise refused.error from None
-    return result
-
-
-def _find_order(session: Session, manufacturer_id: str, order_id: str, *, lock: bool) -> OrderRow | None:
-    query = select(OrderRow).where(OrderRow.manufacturer_id == manufacturer_id, OrderRow.order_id == order_id)
-    if lock:
-        query = query.with_for_update()
-    return session.exec(query).first()
+    if history is not None:
+        HISTORY_CACHE.put(context.engine, history)
+    return result  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- events
@@ -331,10 +287,27 @@ def _check_shelf_life(product: ProductConfig, event: EventIn, typed: StrictModel
             )
 
 
+def _replay_of(conn: Connection, order: LockedOrder, event: EventIn,
+               body_sha256: str) -> EventAccepted | None:
+    """An identical earlier acceptance of ``event`` (200), None if new; 409 if its id was used otherwise."""
+    existing = conn.execute(_FIND_EVENT, {"m": order.manufacturer_id, "e": event.event_id}).first()
+    if existing is None:
+        return None
+    if existing.order_pk == order.pk and existing.body_sha256 == body_sha256:
+        row = EventRow(**existing._mapping)
+        return EventAccepted(order.pk, int(existing.id), created=False, row=row)
+    raise Conflict(
+        f"Event {event.event_id} was already accepted with a different body.",
+        code="duplicate-event",
+        errors=[FieldError("/event_id", "already used for a different event")],
+    )
+
+
 def accept_event(context: Context, manufacturer_id: str, order_id: str, event: EventIn) -> EventAccepted:
     """Append the event (201) or recognise an identical replay (200); 404 unknown order,
     409 ``duplicate-event`` and lifecycle refusals, 422 ``coi-mismatch`` and data errors."""
     typed, data = _typed_data(event)
+    occurred_at = as_utc(event.occurred_at)
     body_sha256 = canonical_sha256(
         {
             "event_id": event.event_id,
@@ -345,64 +318,39 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
         }
     )
 
-    def attempt() -> EventAccepted:
+    def attempt() -> tuple[EventAccepted, History | None]:
         now = context.now()
-        with write_session(context.engine) as session:
-            order = _find_order(session, manufacturer_id, order_id, lock=True)
+        engine = context.engine
+        with write_session(engine) as session:
+            conn = session.connection()
+            order = lock_order(conn, manufacturer_id, order_id)
             if order is None:
                 raise NotFound(f"No order {order_id} for this manufacturer.")
-            assert order.id is not None
             product = context.settings.product(manufacturer_id, order.product_code)
             assert product is not None
             _check_coi(event, order, product, now)  # first: a wrong CoI always reaches the safety log
-            existing = session.exec(
-                select(EventRow).where(
-                    EventRow.manufacturer_id == manufacturer_id, EventRow.event_id == event.event_id
-                )
-            ).first()
-            if existing is not None:
-                assert existing.id is not None
-                if existing.order_pk == order.id and existing.body_sha256 == body_sha256:
-                    return EventAccepted(order.id, existing.id, created=False, row=existing)
-                raise Conflict(
-                    f"Event {event.event_id} was already accepted with a different body.",
-                    code="duplicate-event",
-                    errors=[FieldError("/event_id", "already used for a different event")],
-                )
+            replay = _replay_of(conn, order, event, body_sha256)
+            if replay is not None:
+                return replay, None
             _check_shelf_life(product, event, typed)
-            decision = decide(
-                LifecycleState.model_validate(order.state), event.type, event.occurred_at, typed
-            )
+            state = LifecycleState.model_validate(order.state)
+            decision = decide(state, event.type, event.occurred_at, typed)
             sequence = order.last_sequence + 1
-            row = EventRow(
-                order_pk=order.id,
-                manufacturer_id=manufacturer_id,
-                event_id=event.event_id,
-                type=event.type.value,
-                occurred_at=as_utc(event.occurred_at),
-                coi=order.coi,
-                data=data,
-                body_sha256=body_sha256,
-                sequence=sequence,
-                accepted_at=now,
-                late=decision.late,
-                status_after=decision.state.status.value,
-            )
-            order.status = decision.state.status.value
-            order.state = decision.state.model_dump(mode="json")
-            order.last_sequence = sequence
-            order.updated_at = now
-            session.add(row)
-            session.add(order)
-            session.flush()
-            assert row.id is not None
-            events = list(
-                session.exec(
-                    select(EventRow).where(EventRow.order_pk == order.id).order_by(EventRow.sequence)
-                ).all()
-            )  # type: ignore[arg-type]
-            snapshot = build_snapshot(context.settings, order, events)
-            pipeline.process_event(session, snapshot, event_record(row), context, now)
+            status = decision.state.status.value
+            values = {"order_pk": order.pk, "manufacturer_id": manufacturer_id, "event_id": event.event_id,
+                      "type": event.type.value, "occurred_at": occurred_at, "coi": order.coi, "data": data,
+                      "body_sha256": body_sha256, "sequence": sequence, "accepted_at": now,
+                      "late": decision.late, "status_after": status}
+            history = load_history(conn, order, HISTORY_CACHE)
+            event_pk = _insert(conn, _E, values)
+            conn.execute(_UPDATE_ORDER, {"k_pk": order.pk, "k_status": status,
+                                         "k_state": decision.state.model_dump(mode="json"),
+                                         "k_sequence": sequence, "k_updated": now})
+            row = EventRow(id=event_pk, **values)
+            record = event_record(row)
+            history = history.appended(record)
+            snapshot = build_snapshot(context.settings, order, history, status)
+            pipeline.process_event(session, snapshot, record, context, now)
             log.info(
                 "event accepted",
                 extra={
@@ -411,20 +359,22 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
                     "event_id": event.event_id,
                     "event_type": event.type.value,
                     "late": decision.late,
-                    "status": order.status,
+                    "status": status,
                 },
             )
-            return EventAccepted(order.id, row.id, created=True, row=row)
+        return EventAccepted(order.pk, event_pk, created=True, row=row), history  # committed
 
     try:
-        result: EventAccepted = _retrying(attempt)
+        result, history = _retrying(attempt)
     except _Refused as refused:
         _write_safety_log(context, refused.entry)
         raise refused.error from None
-    return result
+    if history is not None:
+        HISTORY_CACHE.put(context.engine, history)
+    return result  # type: ignore[no-any-return]
 
 
-def _check_coi(event: EventIn, order: OrderRow, product: ProductConfig, now: Any) -> None:
+def _check_coi(event: EventIn, order: LockedOrder, product: ProductConfig, now: Any) -> None:
     """The event's CoI, normalised for the product, must equal the order's; else ``coi-mismatch``."""
     try:
         presented = normalize_product_coi(event.coi, product.coi_format, product.coi_pattern)

@@ -1,0 +1,204 @@
+"""What intake reads about an order inside its write transaction: the order row, locked, and the
+history of accepted events a translation needs (:class:`mappings.domain.OrderSnapshot`).
+
+Statements are SQLAlchemy Core, built once (no ORM identity map or unit of work on the ingest path).
+
+**The history cache.**  Accepted events are never updated or deleted, and ``(order_pk, sequence)``
+is unique, so an order's history only grows at its end.  Each process keeps the parsed history
+(``OrderIn`` and ``EventRecord`` tuples) of the orders it wrote recently, per engine, in a bounded
+LRU (:class:`HistoryCache`).  With the order row locked, intake asks the database only for the
+events from the last cached sequence on: the cached last event must come back unchanged (same
+``event_id`` at that sequence) and the rows after it are appended; anything else (an order id or
+body that differs, a shorter history, a changed last event) drops the entry and the whole history
+is read again.  Another process writing the same order is therefore seen on the next read, and a
+history is only cached after its transaction committed (:meth:`HistoryCache.put` is called by
+intake after the commit).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from gateway.config import Settings
+from gateway.store import EventRow, OrderRow, as_utc
+from mappings.domain import (
+    EventRecord,
+    EventType,
+    ManufacturerRef,
+    OrderIn,
+    OrderSnapshot,
+    OrderStatus,
+    ProductRef,
+    SiteRef,
+)
+
+__all__ = [
+    "LockedOrder",
+    "History",
+    "HistoryCache",
+    "HISTORY_CACHE",
+    "lock_order",
+    "load_history",
+    "event_record",
+    "build_snapshot",
+]
+
+_O: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
+_E: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
+
+_ORDER_COLUMNS = (_O.c.id, _O.c.manufacturer_id, _O.c.order_id, _O.c.site_id, _O.c.product_code, _O.c.coi,
+                  _O.c.status, _O.c.state, _O.c.body_sha256, _O.c.last_sequence, _O.c.created_at)
+_FIND_ORDER = sa.select(*_ORDER_COLUMNS).where(_O.c.manufacturer_id == sa.bindparam("m"),
+                                               _O.c.order_id == sa.bindparam("o"))
+_LOCK_ORDER = _FIND_ORDER.with_for_update()  # PostgreSQL: the row stays locked until commit
+_ORDER_BODY = sa.select(_O.c.body).where(_O.c.id == sa.bindparam("pk"))
+EVENT_COLUMNS = (_E.c.id, _E.c.order_pk, _E.c.event_id, _E.c.type, _E.c.occurred_at, _E.c.coi, _E.c.data,
+                 _E.c.body_sha256, _E.c.sequence, _E.c.accepted_at, _E.c.late, _E.c.status_after)
+_EVENTS_FROM = sa.select(*EVENT_COLUMNS).where(
+    _E.c.order_pk == sa.bindparam("pk"), _E.c.sequence >= sa.bindparam("first")).order_by(_E.c.sequence)
+
+
+@dataclass(frozen=True)
+class LockedOrder:
+    """The columns of ``cgt_order`` intake decides with (``body`` is read only when needed)."""
+
+    pk: int
+    manufacturer_id: str
+    order_id: str
+    site_id: str
+    product_code: str
+    coi: str
+    status: str
+    state: dict[str, Any]
+    body_sha256: str
+    last_sequence: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class History:
+    """An order's body and its accepted events in sequence order (``order.placed`` first)."""
+
+    order_pk: int
+    manufacturer_id: str
+    order_id: str
+    body_sha256: str
+    order: OrderIn
+    events: tuple[EventRecord, ...]
+
+    def appended(self, record: EventRecord) -> History:
+        return History(self.order_pk, self.manufacturer_id, self.order_id, self.body_sha256, self.order,
+                       (*self.events, record))
+
+    def same_order(self, order: LockedOrder) -> bool:
+        return (self.order_pk, self.manufacturer_id, self.order_id, self.body_sha256) == (
+            order.pk, order.manufacturer_id, order.order_id, order.body_sha256)
+
+
+class HistoryCache:
+    """Bounded LRU of committed histories, one per engine (thread-safe)."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._by_engine: weakref.WeakKeyDictionary[Engine, OrderedDict[int, History]] = (
+            weakref.WeakKeyDictionary())
+
+    def get(self, engine: Engine, order_pk: int) -> History | None:
+        with self._lock:
+            entries = self._by_engine.get(engine)
+            if entries is None or order_pk not in entries:
+                return None
+            entries.move_to_end(order_pk)
+            return entries[order_pk]
+
+    def put(self, engine: Engine, history: History) -> None:
+        with self._lock:
+            entries = self._by_engine.setdefault(engine, OrderedDict())
+            entries[history.order_pk] = history
+            entries.move_to_end(history.order_pk)
+            while len(entries) > self.size:
+                entries.popitem(last=False)
+
+    def drop(self, engine: Engine, order_pk: int) -> None:
+        with self._lock:
+            entries = self._by_engine.get(engine)
+            if entries is not None:
+                entries.pop(order_pk, None)
+
+
+HISTORY_CACHE = HistoryCache()
+
+
+def lock_order(conn: Connection, manufacturer_id: str, order_id: str) -> LockedOrder | None:
+    """The order row, locked until commit on PostgreSQL (SQLite: the caller holds the write lock)."""
+    stmt = _LOCK_ORDER if conn.dialect.name == "postgresql" else _FIND_ORDER
+    row = conn.execute(stmt, {"m": manufacturer_id, "o": order_id}).first()
+    if row is None:
+        return None
+    return LockedOrder(int(row.id), row.manufacturer_id, row.order_id, row.site_id, row.product_code, row.coi,
+                       row.status, row.state, row.body_sha256, int(row.last_sequence), as_utc(row.created_at))
+
+
+def event_record(row: Any) -> EventRecord:
+    """An :class:`EventRecord` from an ``order_event`` row (ORM object or Core row)."""
+    return EventRecord(
+        event_id=row.event_id,
+        type=EventType(row.type),
+        occurred_at=as_utc(row.occurred_at),
+        coi=row.coi,
+        data=row.data,
+        sequence=row.sequence,
+        accepted_at=as_utc(row.accepted_at),
+        late=row.late,
+        status_after=OrderStatus(row.status_after),
+    )
+
+
+def load_history(conn: Connection, order: LockedOrder, cache: HistoryCache | None = None) -> History:
+    """Every accepted event of ``order`` up to its ``last_sequence`` (incrementally from ``cache``)."""
+    engine = conn.engine
+    cached = cache.get(engine, order.pk) if cache is not None else None
+    if cached is not None and cached.same_order(order) and cached.events[-1].sequence <= order.last_sequence:
+        last = cached.events[-1]
+        rows = conn.execute(_EVENTS_FROM, {"pk": order.pk, "first": last.sequence}).all()
+        if rows and rows[0].sequence == last.sequence and rows[0].event_id == last.event_id:
+            return History(order.pk, order.manufacturer_id, order.order_id, order.body_sha256, cached.order,
+                           (*cached.events, *(event_record(r) for r in rows[1:])))
+    if cache is not None and cached is not None:
+        cache.drop(engine, order.pk)
+    body = conn.execute(_ORDER_BODY, {"pk": order.pk}).scalar_one()
+    rows = conn.execute(_EVENTS_FROM, {"pk": order.pk, "first": 0}).all()
+    return History(order.pk, order.manufacturer_id, order.order_id, order.body_sha256,
+                   OrderIn.model_validate(body), tuple(event_record(r) for r in rows))
+
+
+def build_snapshot(settings: Settings, order: LockedOrder, history: History, status: str) -> OrderSnapshot:
+    """What translation sees: ``history`` (the translated event included) and the order's new ``status``."""
+    manufacturer = settings.manufacturer(order.manufacturer_id)
+    product = settings.product(order.manufacturer_id, order.product_code)
+    site = settings.site(order.site_id)
+    if manufacturer is None or product is None or site is None:
+        raise LookupError(
+            f"order {order.order_id}: its manufacturer, product or site is no longer configured"
+        )
+    return OrderSnapshot(
+        order=history.order,
+        coi=order.coi,
+        manufacturer=ManufacturerRef(id=manufacturer.id, name=manufacturer.name),
+        product=ProductRef(
+            code=product.code, name=product.name, autologous=product.autologous, coi_format=product.coi_format
+        ),
+        site=SiteRef(id=site.id, name=site.name),
+        status=OrderStatus(status),
+        created_at=order.created_at,
+        events=history.events,
+    )
