@@ -32,7 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-__all__ = ["CompiledStats", "compiled_dump", "full_validate", "reset", "stats"]
+__all__ = ["CompiledStats", "compiled_dump", "full_validate", "has_plan", "reset", "stats"]
 
 #: Shapes whose plan (or "not compilable") is kept; leaf results memoised.  Both bounded.
 MAX_SHAPES = 2048
@@ -97,6 +97,13 @@ def reset() -> None:
     _plans.clear()
     _leaf_results.clear()
     _stats.fast = _stats.full = _stats.compiled = _stats.not_compilable = 0
+
+
+def has_plan(resource: dict[str, Any]) -> bool:
+    """True when ``resource``'s shape has a compiled plan (its leaves decide the fast path)."""
+    tokens: list[Any] = []
+    _walk(resource, tokens, [])
+    return _plans.get(tuple(tokens)) is not None
 
 
 def compiled_dump(resource: dict[str, Any], content: bytes) -> bytes | None:
