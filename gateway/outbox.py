@@ -16,6 +16,7 @@ from sqlalchemy import BigInteger, Column, ColumnElement, DateTime, Index, Integ
 from sqlmodel import Field, Session, SQLModel, col
 
 from gateway.errors import Conflict, NotFound
+from gateway.outbox_wakeup import mark_enqueued
 from gateway.store import as_utc
 
 __all__ = [
@@ -131,7 +132,10 @@ class NewMessage(SQLModel):
 
 def enqueue(session: Session, messages: Sequence[NewMessage], *, site_id: str, manufacturer_id: str,
             order_id: str, event_id: str, now: datetime) -> list[OutboxMessage]:
-    """Add rows in the caller's transaction (the caller commits with the event)."""
+    """Add rows in the caller's transaction (the caller commits with the event).
+
+    Once that transaction commits, the delivery worker is woken (:mod:`gateway.outbox_wakeup`).
+    """
     rows = [
         OutboxMessage(destination=m.destination, channel=m.channel, site_id=site_id,
                       manufacturer_id=manufacturer_id, order_id=order_id, event_id=event_id,
@@ -140,6 +144,8 @@ def enqueue(session: Session, messages: Sequence[NewMessage], *, site_id: str, m
         for m in messages
     ]
     session.add_all(rows)
+    if rows:
+        mark_enqueued(session, {row.destination for row in rows})
     return rows
 
 
