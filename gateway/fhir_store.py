@@ -35,7 +35,6 @@ the newly entitled site's ``_lastUpdated`` poll sees it).  Replays therefore wri
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 from collections.abc import Iterable, Sequence
@@ -219,7 +218,8 @@ def _lock_clock(conn: Connection) -> int:
 
 def save_translation(session: Session | Connection, *, site_id: str, manufacturer_id: str, order_id: str,
                      resources: Sequence[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    """Store the new versions of ``resources`` for one order; return the versions written.
+    """Store the new versions of ``resources`` for one order; return the versions written (new
+    top-level dicts and ``meta``; other values are shared with ``resources``, not copied).
 
     Runs inside the caller's transaction (the caller commits).  On SQLite the caller must hold the
     write lock from the start (:func:`gateway.db.write_session`).  Each resource needs
@@ -256,6 +256,7 @@ def _select_stored(count: int) -> sa.Select[Any]:
 
 
 _Key = tuple[str, str]
+_ENVELOPE = frozenset({"resourceType", "id", "meta"})
 
 
 def _stored_state(conn: Connection, keys: Sequence[_Key]
@@ -323,12 +324,12 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
     grants: list[dict[str, Any]] = []
     tokens: list[dict[str, Any]] = []
     dates: list[dict[str, Any]] = []
+    instant = format_instant(stamp)
     for (rtype, rid), resource, digest, old_version, missing in plan:
         version = 1 if old_version is None else old_version + 1
-        rest = copy.deepcopy(dict(resource))
-        meta = {**(rest.pop("meta", None) or {}), "versionId": str(version),
-                "lastUpdated": format_instant(stamp)}
-        stored = {"resourceType": rest.pop("resourceType"), "id": rest.pop("id"), "meta": meta, **rest}
+        meta = {**(resource.get("meta") or {}), "versionId": str(version), "lastUpdated": instant}
+        stored = {"resourceType": rtype, "id": rid, "meta": meta,
+                  **{k: v for k, v in resource.items() if k not in _ENVELOPE}}
         body = orjson.dumps(stored)
         versions.append({"resource_type": rtype, "resource_id": rid, "version_id": version,
                          "last_updated_us": stamp, "body": body, "site_id": site_id,

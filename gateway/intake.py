@@ -341,7 +341,7 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
                       "type": event.type.value, "occurred_at": occurred_at, "coi": order.coi, "data": data,
                       "body_sha256": body_sha256, "sequence": sequence, "accepted_at": now,
                       "late": decision.late, "status_after": status}
-            history = load_history(conn, order, HISTORY_CACHE)
+            history = load_history(conn, order, HISTORY_CACHE.get(engine, order.pk))
             event_pk = _insert(conn, _E, values)
             conn.execute(_UPDATE_ORDER, {"k_pk": order.pk, "k_status": status,
                                          "k_state": decision.state.model_dump(mode="json"),

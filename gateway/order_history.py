@@ -6,13 +6,12 @@ Statements are SQLAlchemy Core, built once (no ORM identity map or unit of work 
 **The history cache.**  Accepted events are never updated or deleted, and ``(order_pk, sequence)``
 is unique, so an order's history only grows at its end.  Each process keeps the parsed history
 (``OrderIn`` and ``EventRecord`` tuples) of the orders it wrote recently, per engine, in a bounded
-LRU (:class:`HistoryCache`).  With the order row locked, intake asks the database only for the
+LRU (:data:`HISTORY_CACHE`).  With the order row locked, intake asks the database only for the
 events from the last cached sequence on: the cached last event must come back unchanged (same
-``event_id`` at that sequence) and the rows after it are appended; anything else (an order id or
-body that differs, a shorter history, a changed last event) drops the entry and the whole history
-is read again.  Another process writing the same order is therefore seen on the next read, and a
-history is only cached after its transaction committed (:meth:`HistoryCache.put` is called by
-intake after the commit).
+``event_id`` at that sequence) and the rows after it are appended.  Anything else (another order
+id or body, a shorter history, a changed last event) reads the whole history again.  So another
+process writing the same order is seen on the next read, and a history is cached only after its
+transaction committed (intake calls :meth:`HistoryCache.put` after the commit).
 """
 
 from __future__ import annotations
@@ -128,12 +127,6 @@ class HistoryCache:
             while len(entries) > self.size:
                 entries.popitem(last=False)
 
-    def drop(self, engine: Engine, order_pk: int) -> None:
-        with self._lock:
-            entries = self._by_engine.get(engine)
-            if entries is not None:
-                entries.pop(order_pk, None)
-
 
 HISTORY_CACHE = HistoryCache()
 
@@ -163,18 +156,15 @@ def event_record(row: Any) -> EventRecord:
     )
 
 
-def load_history(conn: Connection, order: LockedOrder, cache: HistoryCache | None = None) -> History:
-    """Every accepted event of ``order`` up to its ``last_sequence`` (incrementally from ``cache``)."""
-    engine = conn.engine
-    cached = cache.get(engine, order.pk) if cache is not None else None
+def load_history(conn: Connection, order: LockedOrder, cached: History | None = None) -> History:
+    """Every accepted event of ``order`` up to its ``last_sequence``: only the newer ones are read if
+    ``cached`` (a committed history of this order, from :data:`HISTORY_CACHE`) is still its prefix."""
     if cached is not None and cached.same_order(order) and cached.events[-1].sequence <= order.last_sequence:
         last = cached.events[-1]
         rows = conn.execute(_EVENTS_FROM, {"pk": order.pk, "first": last.sequence}).all()
         if rows and rows[0].sequence == last.sequence and rows[0].event_id == last.event_id:
             return History(order.pk, order.manufacturer_id, order.order_id, order.body_sha256, cached.order,
                            (*cached.events, *(event_record(r) for r in rows[1:])))
-    if cache is not None and cached is not None:
-        cache.drop(engine, order.pk)
     body = conn.execute(_ORDER_BODY, {"pk": order.pk}).scalar_one()
     rows = conn.execute(_EVENTS_FROM, {"pk": order.pk, "first": 0}).all()
     return History(order.pk, order.manufacturer_id, order.order_id, order.body_sha256,
