@@ -1,5 +1,8 @@
 """Request body limit as plain ASGI middleware: refuse by ``Content-Length`` up front, and count
-streamed (chunked) bodies as they arrive, so no request body is ever read beyond the limit."""
+streamed (chunked) bodies as they arrive, so no request body is ever read beyond the limit.
+
+A request with neither ``Content-Length`` nor ``Transfer-Encoding`` has no body (RFC 9112 6.3), nor
+has one declaring ``Content-Length: 0``: those (every GET a poller sends) pass straight through."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        may_have_body = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -39,6 +43,12 @@ class BodyLimitMiddleware:
                 if declared > self.max_body_bytes:
                     await self._refusal()(scope, receive, send)
                     return
+                may_have_body = may_have_body or declared != 0
+            elif name == b"transfer-encoding":
+                may_have_body = True
+        if not may_have_body:
+            await self.app(scope, receive, send)
+            return
         received = 0
         exceeded = False
         started = False

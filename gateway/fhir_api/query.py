@@ -4,7 +4,9 @@ Search walks ``(last_updated, id)``: for an admin the index ``(type, last_update
 ``fhir_resource_current``; for a site or manufacturer ``(type, tenant, last_updated, id)`` of
 ``fhir_resource_access``, so an empty poll (``_lastUpdated=gt<now>``) and a page of 100 are one
 index range scan whatever the size of the store.  A page asks for ``count + 1`` rows after the
-cursor key; the extra row only says whether there is a next page.
+cursor key; the extra row only says whether there is a next page.  Each search statement is built
+once per shape (resource type, scope kind, which filters with which prefixes) with every value a
+bound parameter, so a poll costs no SQL construction or compilation after the first.
 
 History walks the immutable ``fhir_resource_version`` newest first by
 ``(last_updated, id, version)``, so its pages cannot shift under concurrent writes.
@@ -12,12 +14,14 @@ History walks the immutable ``fhir_resource_version`` newest first by
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.fhir_api.params import Filter, SearchQuery
+from gateway.fhir_api.search_params import SEARCH_PARAMS
 from gateway.fhir_store import (
     PUBLIC_TYPES,
     FhirResourceAccess,
@@ -42,7 +46,7 @@ _T = FhirSearchToken.__table__  # type: ignore[attr-defined]
 _D = FhirSearchDate.__table__  # type: ignore[attr-defined]
 
 
-def _date_clause(prefix: str, lo: int, hi: int, start: Any, end: Any) -> Any:
+def _date_clause(prefix: str, lo: Any, hi: Any, start: Any, end: Any) -> Any:
     """Resource range ``[start, end)`` against search range ``[lo, hi)`` (FHIR prefix semantics)."""
     if prefix == "gt":
         return end > hi
@@ -55,7 +59,7 @@ def _date_clause(prefix: str, lo: int, hi: int, start: Any, end: Any) -> Any:
     return sa.and_(start >= lo, end <= hi)
 
 
-def _instant_clause(prefix: str, lo: int, hi: int, column: Any) -> Any:
+def _instant_clause(prefix: str, lo: Any, hi: Any, column: Any) -> Any:
     """:func:`_date_clause` for a point in time (``[t, t + 1 µs)``), written so an index on the
     column serves it: ``_lastUpdated=gt<watermark>`` is one index range."""
     if prefix == "gt":
@@ -69,34 +73,69 @@ def _instant_clause(prefix: str, lo: int, hi: int, column: Any) -> Any:
     return sa.and_(column >= lo, column < hi)
 
 
-def _filter_clause(rtype: str, flt: Filter, id_col: Any, lu_col: Any) -> Any:
+def _filter_shape(flt: Filter) -> tuple[object, ...]:
+    """What of a filter changes the SQL text: its parameter, and per alternative its date prefix or
+    which of (system, value) it constrains (``_id`` is one expanding list whatever its length)."""
     param = flt.param
     if param.name == "_id":
-        return id_col.in_([value for _, value in flt.values])
-    if param.name == "_lastUpdated":
-        return sa.or_(*(_instant_clause(str(p), int(lo), int(hi), lu_col)  # type: ignore[call-overload]
-                        for p, lo, hi in flt.values))
+        return (param.name,)
     if param.type == "date":
-        alternatives = [_date_clause(str(p), int(lo), int(hi), _D.c.start_us, _D.c.end_us)  # type: ignore[call-overload]
-                        for p, lo, hi in flt.values]
+        return (param.name, tuple(str(value[0]) for value in flt.values))
+    return (param.name, tuple((system is not None, value is not None) for system, value in flt.values))
+
+
+def _filter_binds(i: int, flt: Filter, binds: dict[str, Any]) -> None:
+    """The bound values of filter ``i``, named as :func:`_filter_clause` names its parameters."""
+    if flt.param.name == "_id":
+        binds[f"f{i}"] = [value for _, value in flt.values]
+    elif flt.param.type == "date":
+        for j, (_prefix, lo, hi) in enumerate(flt.values):
+            binds[f"f{i}_{j}_lo"], binds[f"f{i}_{j}_hi"] = lo, hi
+    else:
+        for j, (system, value) in enumerate(flt.values):
+            if system is not None:
+                binds[f"f{i}_{j}_s"] = system
+            if value is not None:
+                binds[f"f{i}_{j}_v"] = value
+
+
+def _bp(name: str) -> Any:
+    return sa.bindparam(name)
+
+
+def _filter_clause(rtype: str, i: int, shape: tuple[Any, ...], id_col: Any, lu_col: Any) -> Any:
+    name = shape[0]
+    if name == "_id":
+        return id_col.in_(sa.bindparam(f"f{i}", expanding=True))
+    param = SEARCH_PARAMS[rtype][name]
+    if name == "_lastUpdated":
+        return sa.or_(*(_instant_clause(prefix, _bp(f"f{i}_{j}_lo"), _bp(f"f{i}_{j}_hi"), lu_col)
+                        for j, prefix in enumerate(shape[1])))
+    if param.type == "date":
+        alternatives = [_date_clause(prefix, _bp(f"f{i}_{j}_lo"), _bp(f"f{i}_{j}_hi"),
+                                     _D.c.start_us, _D.c.end_us) for j, prefix in enumerate(shape[1])]
         return sa.exists().where(_D.c.resource_type == rtype, _D.c.resource_id == id_col,
-                                 _D.c.param == param.name, sa.or_(*alternatives))
+                                 _D.c.param == name, sa.or_(*alternatives))
     alternatives = []
-    for system, value in flt.values:
+    for j, (has_system, has_value) in enumerate(shape[1]):
         parts = []
-        if system is not None:
-            parts.append(_T.c.system == system)
-        if value is not None:
-            parts.append(_T.c.value == value)
+        if has_system:
+            parts.append(_T.c.system == _bp(f"f{i}_{j}_s"))
+        if has_value:
+            parts.append(_T.c.value == _bp(f"f{i}_{j}_v"))
         alternatives.append(sa.and_(*parts))
     return sa.exists().where(_T.c.resource_type == rtype, _T.c.resource_id == id_col,
-                             _T.c.param == param.name, sa.or_(*alternatives))
+                             _T.c.param == name, sa.or_(*alternatives))
 
 
-def _base(scope: Scope, query: SearchQuery) -> tuple[Any, Any, Any]:
+# (resource type, walks the access rows, filter shapes); then (descending, after a key or not)
+_Shape = tuple[str, bool, tuple[tuple[object, ...], ...]]
+
+
+def _base(shape: _Shape) -> tuple[Any, Any, Any]:
     """A select of the current rows in scope, plus the (last_updated, id) columns to walk."""
-    rtype = query.resource_type
-    if scope.kind == "all" or rtype in PUBLIC_TYPES:
+    rtype, scoped, filters = shape
+    if not scoped:
         stmt = sa.select(_C.c.resource_id, _C.c.version_id, _C.c.last_updated_us, _C.c.body).where(
             _C.c.resource_type == rtype)
         lu_col, id_col = _C.c.last_updated_us, _C.c.resource_id
@@ -104,32 +143,60 @@ def _base(scope: Scope, query: SearchQuery) -> tuple[Any, Any, Any]:
         stmt = (sa.select(_A.c.resource_id, _C.c.version_id, _A.c.last_updated_us, _C.c.body)
                 .select_from(_A.join(_C, sa.and_(_C.c.resource_type == _A.c.resource_type,
                                                  _C.c.resource_id == _A.c.resource_id)))
-                .where(_A.c.resource_type == rtype, _A.c.tenant_kind == scope.kind,
-                       _A.c.tenant_id == scope.tenant_id))
+                .where(_A.c.resource_type == rtype, _A.c.tenant_kind == _bp("tenant_kind"),
+                       _A.c.tenant_id == _bp("tenant_id")))
         lu_col, id_col = _A.c.last_updated_us, _A.c.resource_id
-    for flt in query.filters:
-        stmt = stmt.where(_filter_clause(rtype, flt, id_col, lu_col))
+    for i, filter_shape in enumerate(filters):
+        stmt = stmt.where(_filter_clause(rtype, i, filter_shape, id_col, lu_col))
     return stmt, lu_col, id_col
+
+
+@functools.lru_cache(maxsize=256)
+def _page_statement(shape: _Shape, descending: bool, after: bool) -> Any:
+    """The page query of one shape, built once: every value is a bound parameter (:func:`_binds`)."""
+    stmt, lu_col, id_col = _base(shape)
+    if after:
+        key = sa.tuple_(lu_col, id_col)
+        bound = sa.tuple_(_bp("after_lu"), _bp("after_id"))
+        stmt = stmt.where(key < bound if descending else key > bound)
+    order = (lu_col.desc(), id_col.desc()) if descending else (lu_col.asc(), id_col.asc())
+    return stmt.order_by(*order).limit(sa.bindparam("limit", type_=sa.Integer))
+
+
+@functools.lru_cache(maxsize=256)
+def _count_statement(shape: _Shape) -> Any:
+    stmt, _, _ = _base(shape)
+    return sa.select(sa.func.count()).select_from(stmt.subquery())
+
+
+def _shape_and_binds(scope: Scope, query: SearchQuery) -> tuple[_Shape, dict[str, Any]]:
+    scoped = not (scope.kind == "all" or query.resource_type in PUBLIC_TYPES)
+    binds: dict[str, Any] = {}
+    if scoped:
+        binds["tenant_kind"], binds["tenant_id"] = scope.kind, scope.tenant_id
+    for i, flt in enumerate(query.filters):
+        _filter_binds(i, flt, binds)
+    shape = (query.resource_type, scoped, tuple(_filter_shape(flt) for flt in query.filters))
+    return shape, binds
 
 
 def search_page(conn: Connection, scope: Scope, query: SearchQuery, after: SearchKey | None,
                 ) -> tuple[list[StoredVersion], SearchKey | None]:
     """One page of matches after ``after``, and the key to continue from (None on the last page)."""
-    stmt, lu_col, id_col = _base(scope, query)
+    shape, binds = _shape_and_binds(scope, query)
+    binds["limit"] = query.count + 1
     if after is not None:
-        key = sa.tuple_(lu_col, id_col)
-        stmt = stmt.where(key < sa.tuple_(*after) if query.descending else key > sa.tuple_(*after))
-    order = (lu_col.desc(), id_col.desc()) if query.descending else (lu_col.asc(), id_col.asc())
-    rows = conn.execute(stmt.order_by(*order).limit(query.count + 1)).all()
-    page = [StoredVersion(query.resource_type, r.resource_id, int(r.version_id), int(r.last_updated_us),
-                          bytes(r.body)) for r in rows[: query.count]]
+        binds["after_lu"], binds["after_id"] = after
+    rows = conn.execute(_page_statement(shape, query.descending, after is not None), binds).all()
+    rtype = query.resource_type
+    page = [StoredVersion(rtype, r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in rows[: query.count]]
     more = len(rows) > query.count and page
     return page, ((page[-1].last_updated_us, page[-1].resource_id) if more else None)
 
 
 def search_count(conn: Connection, scope: Scope, query: SearchQuery) -> int:
-    stmt, _, _ = _base(scope, query)
-    return int(conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one())
+    shape, binds = _shape_and_binds(scope, query)
+    return int(conn.execute(_count_statement(shape), binds).scalar_one())
 
 
 def history_page(conn: Connection, scope: Scope, resource_type: str, resource_id: str | None, *,

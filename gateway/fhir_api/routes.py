@@ -127,6 +127,14 @@ def metadata(request: Request) -> Response:
     return fhir_response(capability_statement(_base(request)))
 
 
+@router.get("/{resource_type}", name="fhir_search")
+async def search(resource_type: str, request: Request,
+                 principal: Principal = Depends(current_principal)) -> Response:
+    """``GET [type]?...``: the poll.  Registered right after ``metadata`` (the one other
+    single-segment path) so a poll is matched early; the search runs in the thread pool."""
+    return await run_in_threadpool(_search, request, principal, resource_type, _items(request))
+
+
 @router.get("/{resource_type}/_history", name="fhir_type_history")
 def type_history(resource_type: str, request: Request,
                  principal: Principal = Depends(current_principal)) -> Response:
@@ -173,12 +181,6 @@ def read(resource_type: str, resource_id: str, request: Request,
                   older.last_updated_us // 1_000_000 == stored.last_updated_us // 1_000_000)
 
 
-@router.get("/{resource_type}", name="fhir_search")
-def search(resource_type: str, request: Request,
-           principal: Principal = Depends(current_principal)) -> Response:
-    return _search(request, principal, resource_type, _items(request))
-
-
 @router.post("/{resource_type}/_search", name="fhir_search_post")
 async def search_post(resource_type: str, request: Request,
                       principal: Principal = Depends(current_principal)) -> Response:
@@ -197,6 +199,7 @@ def _search(request: Request, principal: Principal, resource_type: str, items: l
     check_format(request, items)
     scope = scope_for(principal)
     _type(request, resource_type)
+    base = _base(request)
     lenient = is_lenient(request.headers.get("prefer"))
     after: query.SearchKey | None = None
     cursor = [v for k, v in items if k == CURSOR_PARAM]
@@ -205,20 +208,20 @@ def _search(request: Request, principal: Principal, resource_type: str, items: l
             raise FhirError(400, "invalid", "_cursor comes alone: follow Bundle.link[next] as given",
                             expression=CURSOR_PARAM)
         params, key = decode_cursor(cursor[0], (int, str))
-        q = parse_search(resource_type, params, lenient=False, base=_base(request))
+        q = parse_search(resource_type, params, lenient=False, base=base)
         after = (key[0], key[1])
     else:
-        q = parse_search(resource_type, items, lenient=lenient, base=_base(request))
+        q = parse_search(resource_type, items, lenient=lenient, base=base)
     with _connect(request) as conn:
         total = query.search_count(conn, scope, q) if q.total else None
         if q.summary_count:
-            return fhir_response(searchset(_base(request), resource_type, self_params=q.params, matches=(),
+            return fhir_response(searchset(base, resource_type, self_params=q.params, matches=(),
                                            includes=(), total=total, next_params=None))
         matches, next_key = query.search_page(conn, scope, q, after)
         includes = _includes(conn, scope, q, matches)
     self_params = [(CURSOR_PARAM, cursor[0])] if cursor else list(q.params)
     next_params = None if next_key is None else [(CURSOR_PARAM, encode_cursor(q.params, next_key))]
-    return fhir_response(searchset(_base(request), resource_type, self_params=self_params, matches=matches,
+    return fhir_response(searchset(base, resource_type, self_params=self_params, matches=matches,
                                    includes=includes, total=total, next_params=next_params))
 
 
