@@ -37,13 +37,14 @@ class ObservationValue:
 
 
 def _reference_range(spec: Specification, value: ObservationValue) -> dict[str, Any]:
-    ranged: dict[str, Any] = {"text": spec.text}
+    ranged: dict[str, Any] = {}
     for key, bound in (("low", spec.low), ("high", spec.high)):
         if bound is not None and value.number is not None:
             quantity: dict[str, Any] = {"value": bound}
             if value.unit and value.ucum:
                 quantity.update(unit=value.unit, system=UCUM_SYSTEM, code=value.unit)
             ranged[key] = quantity
+    ranged["text"] = spec.text  # R4B's element order: low, high, text
     return ranged
 
 
@@ -62,23 +63,24 @@ def build_observation(
     interpretation: str | None = None,
     profile_version: str,
 ) -> dict[str, Any]:
+    # Keys in R4B's element order, so that the dump is the input (see compiled_validation).
     resource: dict[str, Any] = {
         "resourceType": "Observation",
         "id": observation_id,
         "meta": profile_meta(profile_version),
         "basedOn": [based_on],
         "status": "final",
-        "code": code,
-        "subject": subject,
-        "effectiveDateTime": effective,
-        **value.as_fhir(),
     }
     if laboratory:
         resource["category"] = [{"coding": [{"system": OBSERVATION_CATEGORY_SYSTEM, "code": "laboratory"}]}]
+    resource["code"] = code
+    resource["subject"] = subject
     if focus:
         resource["focus"] = [focus]
+    resource["effectiveDateTime"] = effective
     if performer:
         resource["performer"] = list(performer)
+    resource.update(value.as_fhir())
     if interpretation:
         resource["interpretation"] = [
             {

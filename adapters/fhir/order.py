@@ -114,30 +114,30 @@ def build_task(
         "basedOn": [service_request],
         "groupIdentifier": group_identifier,
         "status": status,
-        "businessStatus": business_status,
-        "intent": "order",
-        "priority": priority,
-        "code": {
-            "coding": [
-                {"system": TASK_CODE_SYSTEM, "code": "fulfill", "display": "Fulfill the focal request"}
-            ]
-        },
-        "focus": service_request,
-        "for": patient,
-        "authoredOn": authored_on,
-        "lastModified": last_modified,
-        "requester": requester,
-        "owner": owner,
     }
+    # Keys in R4B's element order, so that the dump is the input (see compiled_validation).
     if status_reason:
         resource["statusReason"] = {"text": status_reason}
-    resource["restriction"] = {"recipient": [recipient]}
-    restriction_period = restriction.as_fhir()
-    if restriction_period:
-        resource["restriction"]["period"] = restriction_period
+    resource["businessStatus"] = business_status
+    resource["intent"] = "order"
+    resource["priority"] = priority
+    resource["code"] = {
+        "coding": [{"system": TASK_CODE_SYSTEM, "code": "fulfill", "display": "Fulfill the focal request"}]
+    }
+    resource["focus"] = service_request
+    resource["for"] = patient
     execution_period = execution.as_fhir()
     if execution_period:
         resource["executionPeriod"] = execution_period
+    resource["authoredOn"] = authored_on
+    resource["lastModified"] = last_modified
+    resource["requester"] = requester
+    resource["owner"] = owner
+    restriction_period = restriction.as_fhir()
+    if restriction_period:
+        resource["restriction"] = {"period": restriction_period, "recipient": [recipient]}
+    else:
+        resource["restriction"] = {"recipient": [recipient]}
     if inputs:
         resource["input"] = [item.as_fhir() for item in inputs]
     if outputs:

@@ -14,10 +14,10 @@ __all__ = ["build_patient", "build_organization", "build_practitioner", "identif
 
 def identifier(system: str, value: str, type_code: str | None = None) -> dict[str, Any]:
     """A FHIR Identifier, typed with a v2-0203 code (MR, PLAC, FILL, NPI, ...) when given."""
-    ident: dict[str, Any] = {"system": system, "value": value}
-    if type_code:
-        ident["type"] = {"coding": [{"system": IDENTIFIER_TYPE_SYSTEM, "code": type_code}]}
-    return ident
+    if type_code:  # keys in R4B's element order, so the dump is the input (compiled validation)
+        return {"type": {"coding": [{"system": IDENTIFIER_TYPE_SYSTEM, "code": type_code}]},
+                "system": system, "value": value}
+    return {"system": system, "value": value}
 
 
 def build_patient(

@@ -37,12 +37,15 @@ def build_custody_provenance(
         "target": [target],
         "occurredDateTime": occurred,
         "recorded": recorded,
-        "activity": {"text": "Custody transfer"},
-        "agent": [_agent("custodian", "Custodian", to_party), _agent("performer", "Performer", from_party)],
-        "entity": [{"role": "source", "what": target}],
     }
-    if location:
+    if location:  # keys in R4B's element order, so the dump is the input (compiled validation)
         resource["location"] = {"display": location}
+    resource["activity"] = {"text": "Custody transfer"}
+    resource["agent"] = [
+        _agent("custodian", "Custodian", to_party),
+        _agent("performer", "Performer", from_party),
+    ]
+    resource["entity"] = [{"role": "source", "what": target}]
     if container_id:
         resource["entity"][0]["what"] = {**target, "display": f"in container {container_id}"}
     return validated(resource)
