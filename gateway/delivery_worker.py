@@ -387,7 +387,7 @@ class DeliveryWorker:
                 pause = self.settings.poll_interval_s
                 if destination in self._held_elsewhere:  # it is being delivered; check back now and then
                     pause = max(pause, self.settings.lease_seconds / 4)
-                await self._sleep(pause)
+                await self._sleep(pause, nudge)  # rows committed meanwhile cut the pause short
         finally:
             queue = self._queues.pop(destination, None)
             if queue is not None:
