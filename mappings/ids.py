@@ -9,6 +9,7 @@ re-keys stored resources.
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 __all__ = [
@@ -72,7 +73,12 @@ def resource_id(resource_type: str, system: str, value: str) -> str:
     """``uuid5`` of ``type|system|value``: the same business identifier always yields the same id."""
     if not resource_type or not system or not value:
         raise ValueError("resource_id needs a resource type, a system and a value")
-    return str(uuid.uuid5(NAMESPACE, f"{resource_type}|{system}|{value}"))
+    return _uuid5(f"{resource_type}|{system}|{value}")
+
+
+@functools.lru_cache(maxsize=8192)  # an order's ids repeat at every one of its events
+def _uuid5(name: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, name))
 
 
 def reference(resource_type: str, resource_id_: str, display: str | None = None) -> dict[str, str]:

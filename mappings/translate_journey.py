@@ -6,13 +6,16 @@ translated, so translating an event always sees the same history.  Pure.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from mappings.domain import (
+    EVENT_DATA_MODELS,
     CollectionCompletedData,
     EventRecord,
     EventType,
@@ -224,8 +227,32 @@ class Journey:
 
 
 def typed_data(record: EventRecord) -> StrictModel | None:
-    """The record's data validated for its type; None if stored data no longer validates."""
+    """The record's data validated for its type; None if stored data no longer validates.
+
+    Each event's data is read again at every later event of its order, so the (frozen) result is
+    kept per distinct JSON content.  Content that is not plain JSON, or holds a ``null`` (orjson
+    also writes NaN and infinities so), is validated every time.
+    """
     try:
-        return record.typed_data()
+        content = orjson.dumps(record.data, option=_PLAIN_JSON)
+    except TypeError:
+        content = b"null"
+    if b"null" in content:
+        return _validated_data(EVENT_DATA_MODELS[record.type], record.data)
+    return _typed_data_of(record.type, content)
+
+
+_PLAIN_JSON = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+               | orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _typed_data_of(event_type: EventType, content: bytes) -> StrictModel | None:
+    return _validated_data(EVENT_DATA_MODELS[event_type], orjson.loads(content))
+
+
+def _validated_data(model: type[StrictModel], data: Any) -> StrictModel | None:
+    try:
+        return model.model_validate(data)
     except ValidationError:
         return None
