@@ -6,7 +6,8 @@
   ``gt``, by the same index the gateway has, as a JSON array (the polling baseline; it reads the
   gateway's ``fhir_resource_current`` table, with no tenant check and no Bundle).
 
-Run: ``python -m bench.baseline_app --database-url URL --port PORT``.
+Run: ``python -m bench.baseline_app --database-url URL --port PORT [--loop auto] [--http auto]``
+(``bench.servers`` passes the event loop and HTTP parser the gateway is given, so both run alike).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"))
+    parser.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"))
     args = parser.parse_args()
     uvicorn.run(
         create_baseline_app(args.database_url),
@@ -81,6 +84,8 @@ def main() -> None:
         port=args.port,
         log_config=None,
         log_level="warning",
+        loop=args.loop,
+        http=args.http,
     )
 
 

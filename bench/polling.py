@@ -25,7 +25,13 @@ from urllib.parse import quote
 import orjson
 
 from bench.ingest import run_loadgen
-from bench.servers import baseline_server, database_urls, gateway_server, reset_postgres
+from bench.servers import (
+    baseline_server,
+    database_urls,
+    gateway_server,
+    reset_postgres,
+    server_implementation,
+)
 from bench.stats import ratio
 
 __all__ = ["run_polling", "seed_tasks", "template_task"]
@@ -259,7 +265,7 @@ def run_polling(workdir: Path, pg_url: str | None, *, tiers: list[int], seconds:
             reset_postgres(url)
         engine = make_engine(url)
         migrate(engine)
-        entry: dict[str, Any] = {"tiers": {}}
+        entry: dict[str, Any] = {"server": server_implementation(), "tiers": {}}  # both servers run on it
         stored = 0
         for tier in tiers:
             started = time.perf_counter()

@@ -16,6 +16,9 @@ from pathlib import Path
 import httpx
 
 __all__ = [
+    "SERVER_LOOP",
+    "SERVER_HTTP",
+    "server_implementation",
     "Server",
     "free_port",
     "gateway_server",
@@ -27,6 +30,19 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+# The gateway and every baseline run on the same uvicorn event loop and HTTP parser (``auto``:
+# uvloop and httptools when installed, as ``cgt-gateway serve`` picks them by default).
+SERVER_LOOP = "auto"
+SERVER_HTTP = "auto"
+
+
+def server_implementation() -> dict[str, str]:
+    """What ``auto`` resolves to here (uvicorn's own rule: the fast one when it imports)."""
+    from importlib.util import find_spec
+
+    loop = SERVER_LOOP if SERVER_LOOP != "auto" else ("uvloop" if find_spec("uvloop") else "asyncio")
+    http = SERVER_HTTP if SERVER_HTTP != "auto" else ("httptools" if find_spec("httptools") else "h11")
+    return {"loop": loop, "http": http}
 
 
 def free_port() -> int:
@@ -112,6 +128,8 @@ def gateway_server(
         "CGT_GATEWAY_DATABASE_URL": database_url,
         "CGT_GATEWAY_LOG_LEVEL": "WARNING",
         "CGT_GATEWAY_PORT": str(port),
+        "CGT_GATEWAY_SERVER_LOOP": SERVER_LOOP,
+        "CGT_GATEWAY_SERVER_HTTP": SERVER_HTTP,
     }
     if config is not None:
         env["CGT_GATEWAY_CONFIG"] = str(config)
@@ -123,7 +141,8 @@ def gateway_server(
 @contextmanager
 def baseline_server(database_url: str, workdir: Path) -> Iterator[Server]:
     port = free_port()
-    cmd = [sys.executable, "-m", "bench.baseline_app", "--database-url", database_url, "--port", str(port)]
+    cmd = [sys.executable, "-m", "bench.baseline_app", "--database-url", database_url, "--port", str(port),
+           "--loop", SERVER_LOOP, "--http", SERVER_HTTP]
     with _running("baseline", cmd, {}, port, workdir, "/healthz") as server:
         yield server
 

@@ -74,6 +74,8 @@ def serve(
             port=settings.port,
             log_config=None,
             log_level=settings.log_level.lower(),
+            loop=settings.server_loop,
+            http=settings.server_http,
         )
     finally:
         if stop_worker is not None:

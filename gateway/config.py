@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///var/cgt-gateway.db"
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # uvicorn's event loop and HTTP parser for ``cgt-gateway serve``: ``auto`` takes uvloop and
+    # httptools (installed with uvicorn[standard]) when they import, else asyncio and h11.
+    server_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    server_http: Literal["auto", "h11", "httptools"] = "auto"
     public_base_url: str = "http://127.0.0.1:8080"
     manufacturers: list[ManufacturerConfig] = Field(default_factory=list)
     sites: list[SiteConfig] = Field(default_factory=list)
