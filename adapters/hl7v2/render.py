@@ -76,7 +76,7 @@ class _Draft:
 def control_id(site_id: str, manufacturer_id: str, order_id: str, event_id: str, index: int) -> str:
     """MSH-10: 20 base32 characters of a SHA-256 over the message's identity (deterministic)."""
     digest = hashlib.sha256(f"{site_id}|{manufacturer_id}|{order_id}|{event_id}|{index}".encode()).digest()
-    return base64.b32encode(digest).decode("ascii")[:20]
+    return base64.b32encode(digest[:15]).decode("ascii")[:20]  # 20 characters = the first 12.5 bytes
 
 
 def _namespace(hd: str) -> str:
