@@ -20,6 +20,7 @@ goes through the full R4B path, which raises the R4B ``ValidationError`` for inv
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -86,6 +87,7 @@ _plans: dict[tuple[Any, ...], _Plan | None] = {}
 _leaf_results: dict[tuple[_Leaf, type, Any], bool] = {}
 _leaves_by_field: dict[tuple[type, str], _Leaf] = {}
 _plain_classes: dict[type, bool] = {}
+_learning = threading.Lock()
 
 
 def stats() -> CompiledStats:
@@ -172,8 +174,6 @@ def _walk(node: dict[str, Any], tokens: list[Any], leaves: list[Any]) -> None:
 
 def _learn(shape: tuple[Any, ...], model: FHIRAbstractModel, resource: dict[str, Any],
            leaves: list[Any], dumped: dict[str, Any]) -> None:
-    if len(_plans) >= MAX_SHAPES:
-        del _plans[next(iter(_plans))]
     leaf_plan: list[_Leaf] = []
     values: list[Any] = []
     compiled = _plan(model, resource, leaf_plan, values)
@@ -186,7 +186,10 @@ def _learn(shape: tuple[Any, ...], model: FHIRAbstractModel, resource: dict[str,
     if compiled and plan.orders is not None:  # the reordering must give R4B's bytes exactly
         copy = orjson.loads(orjson.dumps(resource))
         compiled = orjson.dumps(_reorder(copy, iter(plan.orders))) == orjson.dumps(dumped)
-    _plans[shape] = plan if compiled else None
+    with _learning:  # request threads may learn at once; readers need no lock
+        while len(_plans) >= MAX_SHAPES:
+            del _plans[next(iter(_plans))]
+        _plans[shape] = plan if compiled else None
     if compiled:
         _stats.compiled += 1
     else:
