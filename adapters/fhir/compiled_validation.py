@@ -23,21 +23,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Annotated, Any
 
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.utils import is_primitive_type
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 __all__ = ["CompiledStats", "compiled_dump", "full_validate", "has_plan", "reset", "stats"]
 
-#: Shapes whose plan (or "not compilable") is kept; leaf results memoised.  Both bounded.
+#: Shapes whose plan (or "not compilable") is kept; string results memoised per leaf.  Bounded.
 MAX_SHAPES = 2048
-MAX_LEAF_RESULTS = 65536
+MAX_STRINGS_PER_LEAF = 256
 
 _RT = object()  # token: a scalar ``resourceType`` (it selects a model, so its value is shape)
 _LIST = object()  # token: a list of JSON objects, followed by its length
@@ -71,6 +72,7 @@ class _Leaf:
 
     validate: Callable[[Any], Any]
     field: FieldInfo
+    strings: dict[str, bool] = dataclass_field(default_factory=dict)  # memo: string value -> passes
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,6 @@ class _Plan:
 
 _stats = CompiledStats()
 _plans: dict[tuple[Any, ...], _Plan | None] = {}
-_leaf_results: dict[tuple[_Leaf, type, Any], bool] = {}
 _leaves_by_field: dict[tuple[type, str], _Leaf] = {}
 _plain_classes: dict[type, bool] = {}
 _learning = threading.Lock()
@@ -97,7 +98,8 @@ def stats() -> CompiledStats:
 def reset() -> None:
     """Forget every plan and memoised leaf, and zero the counters (tests)."""
     _plans.clear()
-    _leaf_results.clear()
+    for leaf in _leaves_by_field.values():
+        leaf.strings.clear()
     _stats.fast = _stats.full = _stats.compiled = _stats.not_compilable = 0
 
 
@@ -121,7 +123,16 @@ def compiled_dump(resource: dict[str, Any], content: bytes) -> bytes | None:
     if plan is None:
         return None
     for leaf, value in zip(plan.leaves, leaves, strict=True):
-        if not _leaf_ok(leaf, value):
+        if type(value) is str:  # most leaves: memoised per leaf
+            passed = leaf.strings.get(value)
+            if passed is None:
+                passed = _leaf_ok(leaf, value)
+                if len(leaf.strings) >= MAX_STRINGS_PER_LEAF:
+                    leaf.strings.clear()
+                leaf.strings[value] = passed
+        else:
+            passed = _leaf_ok(leaf, value)
+        if not passed:
             return None
     _stats.fast += 1
     if plan.orders is None:
@@ -294,24 +305,12 @@ def _leaf_for(cls: type, name: str, field: FieldInfo) -> _Leaf:
 
 def _leaf_ok(leaf: _Leaf, value: Any) -> bool:
     """The leaf is valid for its field and R4B would dump it unchanged (same JSON type and value)."""
-    key = None
-    if type(value) is not list and type(value) is not float:  # 0.0 == -0.0: no memo for floats
-        key = (leaf, type(value), value)
-        known = _leaf_results.get(key)
-        if known is not None:
-            return known
     try:
         python = leaf.validate(value)
-    except ValidationError:
-        result = False
-    else:
         dumped = to_jsonable_python(_SERIALIZER._serialize_primitive_value(python, leaf.field))
-        result = _same(dumped, value)
-    if key is not None:
-        if len(_leaf_results) >= MAX_LEAF_RESULTS:
-            _leaf_results.clear()
-        _leaf_results[key] = result
-    return result
+    except Exception:  # any doubt: the full R4B path decides, and raises what R4B raises
+        return False
+    return _same(dumped, value)
 
 
 def _same(dumped: Any, value: Any) -> bool:
