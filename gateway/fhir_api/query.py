@@ -6,7 +6,8 @@ Search walks ``(last_updated, id)``: for an admin the index ``(type, last_update
 index range scan whatever the size of the store.  A page asks for ``count + 1`` rows after the
 cursor key; the extra row only says whether there is a next page.  Each search statement is built
 once per shape (resource type, scope kind, which filters with which prefixes) with every value a
-bound parameter, so a poll costs no SQL construction or compilation after the first.
+bound parameter, so a poll costs no SQL construction or compilation after the first, and runs on
+the DB-API cursor (:mod:`gateway.fhir_api.prepared`).
 
 History walks the immutable ``fhir_resource_version`` newest first by
 ``(last_updated, id, version)``, so its pages cannot shift under concurrent writes.
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.fhir_api.params import Filter, SearchQuery
+from gateway.fhir_api.prepared import fetch_all
 from gateway.fhir_api.search_params import SEARCH_PARAMS
 from gateway.fhir_store import (
     PUBLIC_TYPES,
@@ -187,7 +189,7 @@ def search_page(conn: Connection, scope: Scope, query: SearchQuery, after: Searc
     binds["limit"] = query.count + 1
     if after is not None:
         binds["after_lu"], binds["after_id"] = after
-    rows = conn.execute(_page_statement(shape, query.descending, after is not None), binds).all()
+    rows = fetch_all(conn, _page_statement(shape, query.descending, after is not None), binds)
     rtype = query.resource_type
     page = [StoredVersion(rtype, r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in rows[: query.count]]
     more = len(rows) > query.count and page
@@ -196,7 +198,7 @@ def search_page(conn: Connection, scope: Scope, query: SearchQuery, after: Searc
 
 def search_count(conn: Connection, scope: Scope, query: SearchQuery) -> int:
     shape, binds = _shape_and_binds(scope, query)
-    return int(conn.execute(_count_statement(shape), binds).scalar_one())
+    return int(fetch_all(conn, _count_statement(shape), binds)[0][0])
 
 
 def history_page(conn: Connection, scope: Scope, resource_type: str, resource_id: str | None, *,

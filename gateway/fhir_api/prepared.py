@@ -1,0 +1,76 @@
+"""Run a cached Core statement on the DB-API cursor: compiled once per dialect, then one
+``cursor.execute`` per request.
+
+The FHIR search statements are built once per shape (:mod:`gateway.fhir_api.query`) with every value a
+bound parameter.  Through ``Connection.execute`` each run still pays SQLAlchemy's cache-key walk, its
+execution context and (on SQLite) the ``BEGIN`` the engine emits for a transaction; a poll that finds
+nothing spends most of its database time there.  :func:`fetch_all` compiles the statement once for the
+connection's dialect and runs it on the connection's own DB-API connection, outside any transaction
+SQLAlchemy begins (one SELECT reads one consistent snapshot on its own).  Driver errors are raised as
+SQLAlchemy's (``OperationalError`` and the rest, via ``DBAPIError.instance``), as ``execute`` would,
+so callers map them the same way; a connection the driver reports as lost is invalidated.
+
+A statement whose compiled form needs SQLAlchemy at run time (bind or result processors, or
+parameters expanded at execution) is run through ``Connection.execute`` instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+
+__all__ = ["fetch_all", "compiled_for"]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    compiled: Any  # sqlalchemy.sql.compiler.SQLCompiler
+    positional: tuple[str, ...] | None  # bind names in order for qmark/format; None for named styles
+
+
+@functools.lru_cache(maxsize=512)
+def compiled_for(dialect: Dialect, statement: Any) -> _Compiled | None:
+    """``statement`` (a long-lived, cached Core statement) compiled for ``dialect``, or None when it
+    cannot run on the bare cursor."""
+    compiled = statement.compile(dialect=dialect)
+    processors = getattr(compiled, "_bind_processors", None)
+    if processors or compiled.literal_execute_params or compiled.post_compile_params:
+        return None
+    if getattr(compiled, "_result_columns", None) and any(
+        column[3]._cached_result_processor(dialect, None) is not None
+        for column in compiled._result_columns
+    ):
+        return None
+    positional = tuple(compiled.positiontup) if compiled.positional else None
+    return _Compiled(compiled.string, compiled, positional)
+
+
+def fetch_all(conn: Connection, statement: Any, binds: dict[str, Any]) -> list[Any]:
+    """The rows of ``statement`` with ``binds``: plain tuples in the statement's column order."""
+    prepared = compiled_for(conn.dialect, statement)
+    if prepared is None:
+        return [tuple(row) for row in conn.execute(statement, binds)]
+    values = prepared.compiled.construct_params(binds)
+    params: Any = (tuple(values[name] for name in prepared.positional)
+                   if prepared.positional is not None else values)
+    proxied = conn.connection
+    cursor = proxied.cursor()
+    try:
+        cursor.execute(prepared.sql, params)
+        return list(cursor.fetchall())
+    except conn.dialect.loaded_dbapi.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, proxied.dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(prepared.sql, params, exc, conn.dialect.loaded_dbapi.Error,
+                                          connection_invalidated=lost, dialect=conn.dialect) from exc
+    finally:
+        try:
+            cursor.close()
+        except conn.dialect.loaded_dbapi.Error:
+            pass
