@@ -7,7 +7,7 @@ translated, so translating an event always sees the same history.  Pure.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -178,7 +178,8 @@ class Journey:
             return raw
 
     def _lots(self, *, include_late: bool) -> tuple[Lot, ...]:
-        lots: dict[str, Lot] = {}
+        # lot -> [first sequence, completed, release]; the Lots are built once at the end
+        lots: dict[str, list[Any]] = {}
         current: str | None = None
         for record in self.history:
             if record.late and not include_late:
@@ -189,16 +190,16 @@ class Journey:
                     continue
                 current = str(lot)
                 if current not in lots:
-                    lots[current] = Lot(
-                        current,
-                        resource_id("BiologicallyDerivedProduct", self.lot_system, current),
-                        record.sequence,
-                    )
+                    lots[current] = [record.sequence, None, None]
                 if record.type is EventType.manufacturing_completed:
-                    lots[current] = replace(lots[current], completed=record)
+                    lots[current][1] = record
             elif record.type in (EventType.release_passed, EventType.release_failed) and current:
-                lots[current] = replace(lots[current], release=record)
-        return tuple(lots.values())
+                lots[current][2] = record
+        product = "BiologicallyDerivedProduct"
+        return tuple(
+            Lot(lot, resource_id(product, self.lot_system, lot), first, completed, release)
+            for lot, (first, completed, release) in lots.items()
+        )
 
     @property
     def current_lot(self) -> Lot | None:
