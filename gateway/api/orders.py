@@ -54,7 +54,8 @@ def _context(request: Request) -> Context:
     return request.app.state.context  # type: ignore[no-any-return]
 
 
-def _manufacturer(principal: PrincipalDep) -> str:
+async def _manufacturer(principal: PrincipalDep) -> str:
+    """Async: a pure check, so FastAPI runs it on the event loop instead of a thread-pool hop."""
     return require_manufacturer(principal)
 
 
