@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col
 
@@ -51,7 +51,7 @@ from gateway.outbox import (
     has_pending,
     pending_destinations,
 )
-from gateway.outbox_queue import insert_attempt, mark_outcome, read_head
+from gateway.outbox_queue import give_back_lease, insert_attempt, mark_outcome, read_head, take_lease
 from gateway.outbox_wakeup import PgListener, subscribe
 
 __all__ = ["Sender", "WorkerSettings", "DeliveryWorker", "acquire_lease", "release_lease"]
@@ -121,10 +121,6 @@ def release_lease(session: Session, destination: str, owner: str) -> None:
     session.execute(delete(DestinationLease).where(col(DestinationLease.destination) == destination,
                                                    col(DestinationLease.owner) == owner))
     session.commit()
-
-
-_L: Table = DestinationLease.__table__  # type: ignore[attr-defined]
-_RELEASE = delete(_L).where(_L.c.destination == bindparam("destination"), _L.c.owner == bindparam("owner"))
 
 
 class _LeaseLost(Exception):
@@ -235,39 +231,44 @@ class DeliveryWorker:
             queue.close()
             raise
 
-    def _lease_held(self, destination: str, now: datetime) -> bool:
-        """True if our lease on ``destination`` runs long enough, renewing it once half of it has run."""
+    def _lease_held(self, connection: Connection, destination: str, now: datetime) -> bool:
+        """True if our lease on ``destination`` runs long enough; else take or renew it, in the
+        connection's transaction (committed by the caller).  Renewed once half of it has run."""
         lease = timedelta(seconds=self.settings.lease_seconds)
         held_until = self._leases.get(destination)
         if held_until is not None and held_until - now >= lease / 2:
             return True
-        with Session(self.engine) as session:
-            if not acquire_lease(session, destination, self.worker_id, now, self.settings.lease_seconds):
-                self._leases.pop(destination, None)
-                self._held_elsewhere.add(destination)
-                return False
+        if not take_lease(connection, destination, self.worker_id, now, self.settings.lease_seconds):
+            self._leases.pop(destination, None)
+            self._held_elsewhere.add(destination)
+            return False
         self._held_elsewhere.discard(destination)
         self._leases[destination] = now + lease
         return True
 
     def _claim_head(self, destination: str, reuse: bool = False) -> OutboxMessage | None:
+        """The head of ``destination`` if it is due and our lease is held (taken here if need be)."""
         now = self.clock()
-        if not self._lease_held(destination, now):
-            return None
         with self._connection(destination, reuse) as connection:
             try:
-                return self._head(connection, destination, now)
+                if not self._lease_held(connection, destination, now):
+                    return None
+                message = self._head(connection, destination, now)
+                connection.commit()  # the lease, if it was taken or renewed; else ends the read
+                return message
+            except BaseException:
+                self._leases.pop(destination, None)  # the lease was not written: take it next time
+                raise
             finally:
-                connection.rollback()  # end the read transaction (SQLite keeps a snapshot otherwise)
+                connection.rollback()
 
     def _head(self, connection: Connection, destination: str, now: datetime) -> OutboxMessage | None:
-        """The queue's head if it is due (our lease is held); releases the lease when the queue is empty."""
+        """The queue's head if it is due (our lease is held); gives the lease back if the queue is empty."""
         message = read_head(connection, destination)
         if message is None:
             self._leases.pop(destination, None)
-            connection.rollback()  # a write after a read in one SQLite transaction may fail at once
-            connection.execute(_RELEASE, {"destination": destination, "owner": self.worker_id})
-            connection.commit()
+            connection.rollback()  # in SQLite, a write after a read in one transaction may fail at once
+            give_back_lease(connection, destination, self.worker_id)
             return None
         if _aware(message.next_attempt_at) > now:
             return None  # keep the lease: the queue waits for its head's retry

@@ -15,6 +15,7 @@ from adapters.retry import RetryPolicy
 from gateway.delivery_senders import DestinationSenders
 from gateway.delivery_worker import DeliveryWorker, WorkerSettings, acquire_lease, release_lease
 from gateway.outbox import DestinationLease, MessageState
+from gateway.outbox_queue import give_back_lease, take_lease
 from tests.integration.test_delivery_support import (
     FAST,
     Peer,
@@ -49,6 +50,33 @@ def test_a_lease_is_exclusive_until_it_expires(engine) -> None:
         assert not acquire_lease(session, "site-a/mllp", "w3", now + timedelta(seconds=17), 10)
         release_lease(session, "site-a/mllp", "w2")
         assert acquire_lease(session, "site-a/mllp", "w3", now + timedelta(seconds=17), 10)
+
+
+def test_the_workers_one_statement_lease_has_the_same_rules(engine) -> None:
+    """``take_lease`` (the worker's hot path: one INSERT ... ON CONFLICT) behaves as ``acquire_lease``,
+    and both see the same rows."""
+    now = datetime.now(UTC)
+    with engine.connect() as conn:
+        def take(destination: str, owner: str, seconds_later: float) -> bool:
+            held = take_lease(conn, destination, owner, now + timedelta(seconds=seconds_later), 10)
+            conn.commit()
+            return held
+
+        assert take("site-a/mllp", "w1", 0)
+        assert not take("site-a/mllp", "w2", 0)
+        assert take("site-a/mllp", "w1", 5)  # renewal
+        assert not take("site-a/mllp", "w2", 14)
+        assert take("site-a/mllp", "w2", 16)  # w1 died
+        assert not take("site-a/mllp", "w1", 17)
+        assert take("site-b/mllp", "w1", 0)  # destinations are independent
+        give_back_lease(conn, "site-a/mllp", "w1")  # not w1's any more: nothing happens
+        conn.commit()
+        with Session(engine) as session:
+            assert not acquire_lease(session, "site-a/mllp", "w3", now + timedelta(seconds=17), 10)
+        give_back_lease(conn, "site-a/mllp", "w2")
+        conn.commit()
+        assert take("site-a/mllp", "w3", 17)
+
 
 
 def test_two_workers_on_one_destination_never_send_at_the_same_time(engine, peers) -> None:
