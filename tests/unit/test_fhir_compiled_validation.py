@@ -248,3 +248,29 @@ def test_mutated_resources_get_the_r4b_answer() -> None:
     check()
     assert counts["fast"] >= 30, counts  # the fast path really answered (valid mutants)...
     assert counts["rejected"] >= 30, counts  # ...and really refused bad leaves of a known shape
+
+
+def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled.reset()
+    monkeypatch.setattr(compiled, "MAX_SHAPES", 5)
+    monkeypatch.setattr(compiled, "MAX_STRINGS_PER_LEAF", 3)
+    for content in INPUTS:
+        compiled.full_validate(orjson.loads(content))
+        compiled.compiled_dump(orjson.loads(content), content)
+        assert len(compiled._plans) <= 5
+    organization = {"resourceType": "Organization", "id": "o-0", "name": "Org 0"}
+    compiled.full_validate(organization)
+    for n in range(10):
+        renamed = {**organization, "name": f"Org {n}"}
+        assert compiled.compiled_dump(renamed, orjson.dumps(renamed)) == orjson.dumps(renamed)
+    assert all(len(leaf.strings) <= 3 for leaf in compiled._leaves_by_field.values())
+
+
+def test_primitive_extensions_and_comments_are_left_to_r4b() -> None:
+    compiled.reset()
+    task = next(orjson.loads(c) for c in INPUTS if orjson.loads(c)["resourceType"] == "Task")
+    for extra in ({"_status": {"extension": [{"url": "http://x", "valueString": "y"}]}},
+                  {"fhir_comments": ["a comment"]}):
+        resource = {**task, **extra}
+        assert _gateway(resource) == _r4b(resource)
+        assert not compiled.has_plan(resource)

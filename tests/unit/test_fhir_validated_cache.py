@@ -51,3 +51,16 @@ def test_content_that_is_not_plain_json_is_validated_directly() -> None:
     resource = {"resourceType": "Task", "id": "t-1", "status": "requested", "intent": "order",
                 "authoredOn": datetime(2026, 3, 2, 14, 0, tzinfo=UTC)}
     assert validated(resource) == _validate(resource)
+
+
+def test_invalid_content_of_a_compiled_shape_raises_the_r4b_error() -> None:
+    """The compiled fast path never accepts what R4B refuses: a bad leaf falls back and raises."""
+    from fhir.resources.R4B.organization import Organization
+
+    validated(_organization("Shape Org"))  # compiles the shape
+    bad = {**_organization("Shape Org"), "id": "bad id!"}
+    with pytest.raises(ValidationError) as raised:
+        validated(bad)
+    with pytest.raises(ValidationError) as expected:
+        Organization.model_validate(bad)
+    assert raised.value.errors() == expected.value.errors()
