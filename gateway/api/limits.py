@@ -2,7 +2,8 @@
 streamed (chunked) bodies as they arrive, so no request body is ever read beyond the limit.
 
 A request with neither ``Content-Length`` nor ``Transfer-Encoding`` has no body (RFC 9112 6.3), nor
-has one declaring ``Content-Length: 0``: those (every GET a poller sends) pass straight through."""
+has one declaring ``Content-Length: 0``: those (every GET a poller sends) pass straight through.
+The refusal is problem+json, or an OperationOutcome (``too-costly``) under ``/fhir``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.fhir_api.outcome import fhir_response, operation_outcome
 from gateway.problem import PayloadTooLarge, problem_response
 
 __all__ = ["BodyLimitMiddleware"]
@@ -24,10 +26,16 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
 
-    def _refusal(self) -> Any:
-        return problem_response(
-            PayloadTooLarge(f"The request body exceeds the limit of {self.max_body_bytes} bytes.", status=413)
-        )
+    def _refusal(self, scope: Scope) -> Any:
+        error = PayloadTooLarge(f"The request body exceeds the limit of {self.max_body_bytes} bytes.",
+                                status=413)
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        if path == "/fhir" or path.startswith("/fhir/"):  # FHIR clients get an OperationOutcome
+            return fhir_response(operation_outcome(error.fhir_issue_code, error.detail), 413)
+        return problem_response(error)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,7 +49,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > self.max_body_bytes:
-                    await self._refusal()(scope, receive, send)
+                    await self._refusal(scope)(scope, receive, send)
                     return
                 may_have_body = may_have_body or declared != 0
             elif name == b"transfer-encoding":
@@ -78,4 +86,4 @@ class BodyLimitMiddleware:
         except _TooLarge:
             pass
         if exceeded and not started:
-            await self._refusal()(scope, receive, send)
+            await self._refusal(scope)(scope, receive, send)

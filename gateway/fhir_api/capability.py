@@ -54,7 +54,9 @@ def capability_statement(base_url: str) -> dict[str, Any]:
             "mode": "server",
             "documentation": (
                 f"Search: _count (default {DEFAULT_COUNT}, max {MAX_COUNT}), _sort=_lastUpdated or "
-                "-_lastUpdated (default _lastUpdated), _summary=count, _total=accurate, _include as listed; "
+                "-_lastUpdated (default _lastUpdated), _summary=count, _total=accurate (also "
+                "_totalMethod=count, as fhirpy's count() sends), _include as listed; HEAD answers every "
+                "read like GET; "
                 "GET [type]?... or POST [type]/_search (form parameters). Reference parameters take "
                 "Type/id, id, or the absolute URL of a resource on this server. "
                 "Paging by opaque keyset cursor in Bundle.link[next]: an ascending walk misses nothing and "

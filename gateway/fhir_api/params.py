@@ -34,7 +34,8 @@ __all__ = [
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
-RESULT_PARAMS = ("_count", "_sort", "_include", "_summary", "_total")
+RESULT_PARAMS = ("_count", "_sort", "_include", "_summary", "_total", "_totalMethod")
+_TOTAL_METHOD = "_totalMethod"
 _IGNORED = ("_format",)  # handled by content negotiation
 _PREFIX_RE = re.compile(r"^([a-z]{2})(?=\d)")
 _DATE_PREFIXES = ("eq", "gt", "ge", "lt", "le")
@@ -193,7 +194,7 @@ def parse_search(resource_type: str, items: Sequence[Pair], *, lenient: bool,
     count, descending, total, summary_count = DEFAULT_COUNT, False, False, False
     includes: list[str] = []
     _refuse_nul(items)
-    for name in ("_count", "_sort", "_summary", "_total"):
+    for name in ("_count", "_sort", "_summary", "_total", _TOTAL_METHOD):
         _once(items, name)
     for key, value in items:
         if key in _IGNORED:
@@ -222,6 +223,10 @@ def parse_search(resource_type: str, items: Sequence[Pair], *, lenient: bool,
             if value not in ("none", "estimate", "accurate"):
                 raise _bad(f"_total={value} is not valid (none, estimate, accurate)", "_total")
             total = value != "none"
+        elif key == _TOTAL_METHOD:  # fhirpy's count() (an Aidbox parameter): an exact total
+            if value not in ("count", "estimate"):
+                raise _bad(f"{_TOTAL_METHOD}={value} is not valid (count, estimate)", _TOTAL_METHOD)
+            total = True
         elif lenient:
             continue
         else:

@@ -10,6 +10,11 @@ SQLAlchemy begins (one SELECT reads one consistent snapshot on its own).  Driver
 SQLAlchemy's (``OperationalError`` and the rest, via ``DBAPIError.instance``), as ``execute`` would,
 so callers map them the same way; a connection the driver reports as lost is invalidated.
 
+On PostgreSQL (psycopg) a SELECT on a connection with no transaction open runs in autocommit, as
+one statement is its own snapshot anyway: psycopg would otherwise send ``BEGIN`` before it and the
+pool ``ROLLBACK`` after it, two of the poll's four round trips.  The switch is put back before the
+connection goes back to the pool; inside a transaction the statement simply joins it.
+
 A statement whose compiled form needs SQLAlchemy at run time (bind or result processors, or
 parameters expanded at execution) is run through ``Connection.execute`` instead.
 """
@@ -59,18 +64,35 @@ def fetch_all(conn: Connection, statement: Any, binds: dict[str, Any]) -> list[A
     params: Any = (tuple(values[name] for name in prepared.positional)
                    if prepared.positional is not None else values)
     proxied = conn.connection
+    dbapi_connection = proxied.dbapi_connection
+    error = conn.dialect.loaded_dbapi.Error
+    statement_level = _idle_psycopg(conn, dbapi_connection)
+    if statement_level:
+        dbapi_connection.autocommit = True
     cursor = proxied.cursor()
     try:
         cursor.execute(prepared.sql, params)
         return list(cursor.fetchall())
-    except conn.dialect.loaded_dbapi.Error as exc:
-        lost = conn.dialect.is_disconnect(exc, proxied.dbapi_connection, cursor)
+    except error as exc:
+        lost = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
         if lost:
             conn.invalidate(exc)
-        raise sa.exc.DBAPIError.instance(prepared.sql, params, exc, conn.dialect.loaded_dbapi.Error,
+        raise sa.exc.DBAPIError.instance(prepared.sql, params, exc, error,
                                           connection_invalidated=lost, dialect=conn.dialect) from exc
     finally:
         try:
             cursor.close()
-        except conn.dialect.loaded_dbapi.Error:
-            pass
+            if statement_level and not conn.invalidated:
+                dbapi_connection.autocommit = False
+        except error as exc:  # the connection broke under us: never hand it back to the pool
+            conn.invalidate(exc)
+
+
+def _idle_psycopg(conn: Connection, dbapi_connection: Any) -> bool:
+    """A psycopg connection outside any transaction (SQLAlchemy's or the driver's)."""
+    if conn.dialect.driver != "psycopg" or conn.in_transaction():
+        return False
+    from psycopg.pq import TransactionStatus
+
+    return (dbapi_connection.autocommit is False
+            and dbapi_connection.info.transaction_status == TransactionStatus.IDLE)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
@@ -213,6 +214,8 @@ def _search(request: Request, principal: Principal, resource_type: str, items: l
     else:
         q = parse_search(resource_type, items, lenient=lenient, base=base)
     with _connect(request) as conn:
+        if q.total or q.includes:  # several statements: one snapshot (a lone SELECT is its own)
+            conn.begin()
         total = query.search_count(conn, scope, q) if q.total else None
         if q.summary_count:
             return fhir_response(searchset(base, resource_type, self_params=q.params, matches=(),
@@ -267,9 +270,17 @@ def _history(request: Request, principal: Principal, resource_type: str, resourc
                                         versions=versions, next_params=next_params))
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+# HEAD of every read answers as its GET does (the server sends the headers, not the body); not in
+# the OpenAPI document, where it would repeat each GET operation.
+for _get in [r for r in router.routes if isinstance(r, APIRoute) and r.methods == {"GET"}]:
+    router.add_api_route(_get.path.removeprefix(router.prefix), _get.endpoint, methods=["HEAD"],
+                         name=f"{_get.name}_head", include_in_schema=False)
+
+
+@router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+                  include_in_schema=False)
 def not_supported(path: str, request: Request) -> Response:
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         raise FhirError(404, "not-found", f"/fhir/{path} is not a FHIR interaction served here")
     raise FhirError(405, "not-supported", f"{request.method} is not supported: this FHIR API is read-only",
-                    headers={"Allow": "GET"})
+                    headers={"Allow": "GET, HEAD"})

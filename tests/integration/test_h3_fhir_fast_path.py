@@ -150,3 +150,23 @@ def test_configured_tokens_follow_the_settings_object(engine, settings, tmp_path
     assert principal_for_token("only-here", other, engine).is_admin
     assert principal_for_token("only-here", settings, engine) is None
     assert principal_for_token("demo-site-a-token", other, engine) is None
+
+
+def test_the_cursor_path_joins_an_open_transaction_and_leaves_the_connection_as_it_found_it(seeded):
+    q = parse_search("Task", [("_count", "100")], lenient=False)
+    shape, binds = query._shape_and_binds(Scope("all"), q)
+    binds["limit"] = 101
+    statement = query._page_statement(shape, False, False)
+    with seeded.connect() as conn:
+        with conn.begin():
+            conn.execute(sa.text("DELETE FROM fhir_resource_access"))
+            conn.execute(sa.text("DELETE FROM fhir_search_token"))
+            conn.execute(sa.text("DELETE FROM fhir_search_date"))
+            conn.execute(sa.text("DELETE FROM fhir_resource_current"))
+            assert fetch_all(conn, statement, binds) == []  # sees its own transaction's deletes
+            conn.rollback()
+        assert len(fetch_all(conn, statement, binds)) == 6
+        assert not conn.in_transaction()
+        dbapi_connection = conn.connection.dbapi_connection
+        if seeded.dialect.driver == "psycopg":  # the autocommit switch is put back
+            assert dbapi_connection.autocommit is False
