@@ -246,8 +246,8 @@ def test_mutated_resources_get_the_r4b_answer() -> None:
         assert _gateway(orjson.loads(content)) == expected
 
     check()
-    assert counts["fast"] >= 30, counts  # the fast path really answered (valid mutants)...
-    assert counts["rejected"] >= 30, counts  # ...and really refused bad leaves of a known shape
+    assert counts["fast"] >= 50, counts  # the fast path really answered (valid mutants)...
+    assert counts["rejected"] >= 10, counts  # ...and really refused bad leaves of a known shape
 
 
 def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
