@@ -231,13 +231,18 @@ class DeliveryWorker:
             queue.close()
             raise
 
+    def _lease_fresh(self, destination: str, now: datetime) -> bool:
+        """True if we hold the lease on ``destination`` and less than half of it has run."""
+        held_until = self._leases.get(destination)
+        half = timedelta(seconds=self.settings.lease_seconds) / 2
+        return held_until is not None and held_until - now >= half
+
     def _lease_held(self, connection: Connection, destination: str, now: datetime) -> bool:
         """True if our lease on ``destination`` runs long enough; else take or renew it, in the
         connection's transaction (committed by the caller).  Renewed once half of it has run."""
-        lease = timedelta(seconds=self.settings.lease_seconds)
-        held_until = self._leases.get(destination)
-        if held_until is not None and held_until - now >= lease / 2:
+        if self._lease_fresh(destination, now):
             return True
+        lease = timedelta(seconds=self.settings.lease_seconds)
         if not take_lease(connection, destination, self.worker_id, now, self.settings.lease_seconds):
             self._leases.pop(destination, None)
             self._held_elsewhere.add(destination)
@@ -308,6 +313,8 @@ class DeliveryWorker:
         now = self.clock()
         destination = message.destination
         attempts = message.attempts + 1
+        following: OutboxMessage | None = None
+        fused = False  # the next head was read in the record's transaction
         if outcome.status == "dead":  # rare: the ORM session lets on_dead_letter enqueue follow-ups
             self._record_dead(message, outcome, now)
         else:
@@ -325,6 +332,7 @@ class DeliveryWorker:
             if outcome.warning:  # e.g. an ACK whose MSA-2 does not match: an operator should look
                 alerts.append(("warning", outcome.warning))
             status = "delivered" if outcome.status == "delivered" else "retry"
+            fused = claim_next and self._lease_fresh(destination, now)
             with self._connection(destination, claim_next) as connection:
                 mark_outcome(connection, message.id or 0, status, values)
                 insert_attempt(connection, message_id=message.id or 0, attempted_at=now,
@@ -335,11 +343,15 @@ class DeliveryWorker:
                     connection.execute(insert(DeliveryAlert), {
                         "at": now, "destination": destination, "message_id": message.id,
                         "kind": kind, "detail": detail})
+                if fused:  # the next head, read in this transaction (it sees this message's new state)
+                    following = read_head(connection, destination)
                 connection.commit()
         log.info("delivery attempt", extra={"destination": destination, "message_id": message.id,
                                             "control_id": message.control_id, "outcome": outcome.status,
                                             "ack_code": outcome.ack_code, "http_status": outcome.http_status,
                                             "attempt": attempts, "warning": outcome.warning is not None})
+        if fused and following is not None:  # else the queue looks empty: see below, with the lease
+            return following if _aware(following.next_attempt_at) <= now else None
         return self._claim_head(destination, True) if claim_next else None
 
     def _record_dead(self, message: OutboxMessage, outcome: DeliveryOutcome, now: datetime) -> None:
