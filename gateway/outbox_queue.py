@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import configure_mappers
 
 from gateway.outbox import DeliveryAttempt, DestinationLease, MessageState, OutboxMessage
 
@@ -44,7 +45,13 @@ _ATTEMPT_COLUMNS = ("message_id", "attempted_at", "outcome", "ack_code", "http_s
 
 def to_message(row: Mapping[str, Any] | sa.RowMapping) -> OutboxMessage:
     """A detached :class:`OutboxMessage` from a row (no validation: the row came from the table)."""
+    if not _mapped:  # its attributes work once the ORM mappers are configured (no ORM query may have run)
+        configure_mappers()
+        _mapped.append(True)
     return OutboxMessage.model_construct(**row)
+
+
+_mapped: list[bool] = []
 
 
 def read_head(connection: Connection, destination: str) -> OutboxMessage | None:
