@@ -7,10 +7,9 @@ flat however long the backlog.  A database error never kills the worker: it wait
 A message is marked only after its attempt: a worker killed mid-send leaves it pending, and the
 next worker resends it with the same control id.
 
-Per message the worker reads the queue's head id (an index-only read), sends, then records the
-attempt and the new state in one transaction, then reads the next head in the same thread hop:
-statements built once, in SQLAlchemy Core, on one connection per destination
-(:mod:`gateway.outbox_queue`), no ORM unit of work.  Each message is read when it is the head, so
+Per message the worker sends the head, then, in one transaction and one thread hop, records the
+attempt and the new state and reads the next head (one row): statements built once, in SQLAlchemy
+Core, on one connection per destination (:mod:`gateway.outbox_queue`), no ORM unit of work.  Each message is read when it is the head, so
 an operator's replay or skip is seen at once and memory does not grow with the backlog.  The lease
 is renewed once half of it has run, not per message.
 
