@@ -72,8 +72,11 @@ def notify(key: str, destinations: frozenset[str] | None) -> None:
 
 def mark_enqueued(session: Session, destinations: Iterable[str]) -> None:
     """Remember, on the session, that this transaction enqueued rows for ``destinations``."""
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
+    try:
+        bind = session.get_bind()
+        engine = bind if isinstance(bind, Engine) else bind.engine
+    except Exception:  # a hint must never fail the enqueue: without it the worker polls
+        return
     marks: dict[str, set[str]] = session.info.setdefault(_MARK, {})
     marks.setdefault(database_key(engine), set()).update(destinations)
     if engine.dialect.name == "postgresql":
@@ -106,7 +109,7 @@ def _forget_on_rollback(session: Session) -> None:
 class PgListener:
     """``LISTEN cgt_outbox`` on a connection of its own, in a daemon thread; reconnects after errors."""
 
-    def __init__(self, engine: Engine, wake: Wake, *, check_s: float = 0.5, retry_s: float = 1.0) -> None:
+    def __init__(self, engine: Engine, wake: Wake, *, check_s: float = 0.25, retry_s: float = 1.0) -> None:
         self._engine = engine
         self._wake = wake
         self._check_s = check_s
