@@ -22,9 +22,11 @@ the API serves them without re-serialising.
 
 **Watermark correctness.** A poller asking ``_lastUpdated=gt<watermark>`` must never miss a version
 that commits late with an earlier timestamp.  So ``meta.lastUpdated`` is monotonic in commit order:
-every writer first locks the clock row (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the
-caller's ``BEGIN IMMEDIATE`` (:func:`gateway.db.write_session`) already serialises writers), then
-stamps its versions ``max(now, last + 1 µs)`` and holds the lock until it commits.  A transaction
+every writer first takes the clock row's next stamp, ``max(now, last + 1 µs)``, in one
+``UPDATE ... RETURNING`` (which locks the row on PostgreSQL; on SQLite the caller's ``BEGIN
+IMMEDIATE`` (:func:`gateway.db.write_session`) already serialises writers), stamps its versions
+with it and holds the lock until it commits (a call that then writes nothing leaves a gap in the
+stamps, which no reader can tell from a quiet moment).  A transaction
 that commits later therefore always carries a later ``lastUpdated`` than everything visible before
 it.  The cost is that FHIR-writing transactions are serialised, which they are on SQLite anyway.
 
@@ -200,20 +202,21 @@ def _conn(session: Session | Connection) -> Connection:
     return session if isinstance(session, Connection) else session.connection()
 
 
-_READ_CLOCK = sa.select(_K.c.last_us).where(_K.c.id == 1)
-_LOCK_CLOCK = _READ_CLOCK.with_for_update()
-_SET_CLOCK = _K.update().where(_K.c.id == 1).values(last_us=sa.bindparam("stamp"))
+_STAMP = sa.bindparam("now_us", type_=sa.BigInteger())
+# One statement takes the clock's lock (PostgreSQL: the row lock; SQLite: the caller's BEGIN
+# IMMEDIATE already serialises writers) and hands out the next stamp, max(now, last + 1 µs).
+_NEXT_STAMP = _K.update().where(_K.c.id == 1).values(
+    last_us=sa.case((_K.c.last_us < _STAMP, _STAMP), else_=_K.c.last_us + 1)).returning(_K.c.last_us)
 
 
-def _lock_clock(conn: Connection) -> int:
-    """Lock the clock row until commit and return the last stamp handed out."""
-    stmt = _LOCK_CLOCK if conn.dialect.name == "postgresql" else _READ_CLOCK
-    last = conn.execute(stmt).scalar_one_or_none()
-    if last is None:  # the migration seeds the row; recreate it if someone emptied the table
+def _next_stamp(conn: Connection, now_us: int) -> int:
+    """Lock the clock row until commit and return the stamp of this transaction's versions."""
+    stamp = conn.execute(_NEXT_STAMP, {"now_us": now_us}).scalar_one_or_none()
+    if stamp is None:  # the migration seeds the row; recreate it if someone emptied the table
         dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
         conn.execute(dialect_insert(_K).values(id=1, last_us=0).on_conflict_do_nothing())
-        last = conn.execute(stmt).scalar_one()
-    return int(last)
+        stamp = conn.execute(_NEXT_STAMP, {"now_us": now_us}).scalar_one()
+    return int(stamp)
 
 
 def save_translation(session: Session | Connection, *, site_id: str, manufacturer_id: str, order_id: str,
@@ -302,7 +305,7 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
     if not latest:
         return []
     tenants = tuple(tenants)
-    last = _lock_clock(conn)  # taken before reading, so the versions we read are the newest
+    stamp = _next_stamp(conn, to_us(now))  # locked before reading, so the versions we read are the newest
     current, seen = _stored_state(conn, list(latest))
     plan: list[tuple[tuple[str, str], dict[str, Any], str, int | None, list[tuple[str, str]]]] = []
     for key, resource in latest.items():
@@ -314,8 +317,6 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
         plan.append((key, resource, digest, None if row is None else row[0], missing))
     if not plan:
         return []
-    stamp = max(to_us(now), last + 1)
-    conn.execute(_SET_CLOCK, {"stamp": stamp})
     site_id, manufacturer_id, order_id = origin
     written: list[dict[str, Any]] = []
     versions: list[dict[str, Any]] = []
