@@ -9,9 +9,9 @@ next worker resends it with the same control id.
 
 Per message the worker sends the head, then, in one transaction and one thread hop, records the
 attempt and the new state and reads the next head (one row): statements built once, in SQLAlchemy
-Core, on one connection per destination (:mod:`gateway.outbox_queue`), no ORM unit of work.  Each message is read when it is the head, so
-an operator's replay or skip is seen at once and memory does not grow with the backlog.  The lease
-is renewed once half of it has run, not per message.
+Core, on one connection per destination (:mod:`gateway.outbox_queue`), no ORM unit of work.  Each
+message is read when it is the head, so an operator's replay or skip is seen at once and memory
+does not grow with the backlog.  The lease is renewed once half of it has run, not per message.
 
 A commit that enqueues rows wakes the worker (:mod:`gateway.outbox_wakeup`): in-process at once,
 from another process through PostgreSQL ``LISTEN/NOTIFY``; polling stays as the fallback (and is
