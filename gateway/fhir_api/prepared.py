@@ -64,7 +64,7 @@ def fetch_all(conn: Connection, statement: Any, binds: dict[str, Any]) -> list[A
     params: Any = (tuple(values[name] for name in prepared.positional)
                    if prepared.positional is not None else values)
     proxied = conn.connection
-    dbapi_connection = proxied.dbapi_connection
+    dbapi_connection: Any = proxied.dbapi_connection
     error = conn.dialect.loaded_dbapi.Error
     statement_level = _idle_psycopg(conn, dbapi_connection)
     if statement_level:
