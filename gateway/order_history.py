@@ -59,8 +59,7 @@ _FIND_ORDER = sa.select(*_ORDER_COLUMNS).where(_O.c.manufacturer_id == sa.bindpa
                                                _O.c.order_id == sa.bindparam("o"))
 _LOCK_ORDER = _FIND_ORDER.with_for_update()  # PostgreSQL: the row stays locked until commit
 _ORDER_BODY = sa.select(_O.c.body).where(_O.c.id == sa.bindparam("pk"))
-EVENT_COLUMNS = (_E.c.id, _E.c.order_pk, _E.c.event_id, _E.c.type, _E.c.occurred_at, _E.c.coi, _E.c.data,
-                 _E.c.body_sha256, _E.c.sequence, _E.c.accepted_at, _E.c.late, _E.c.status_after)
+EVENT_COLUMNS = tuple(_E.c)  # every column: an EventRow can be rebuilt from a row
 _EVENTS_FROM = sa.select(*EVENT_COLUMNS).where(
     _E.c.order_pk == sa.bindparam("pk"), _E.c.sequence >= sa.bindparam("first")).order_by(_E.c.sequence)
 
