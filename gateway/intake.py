@@ -143,7 +143,9 @@ def _write_safety_log(context: Context, entry: SafetyLogRow) -> None:
 
 def _insert(conn: Connection, table: sa.Table, values: dict[str, Any]) -> int:
     """INSERT one row; its new primary key."""
-    return int(conn.execute(table.insert(), values).inserted_primary_key[0])
+    key = conn.execute(table.insert(), values).inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 # --------------------------------------------------------------------------- orders
@@ -218,10 +220,11 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
                 "product_code": product.code, "coi": coi, "status": status,
                 "state": state.model_dump(mode="json"), "body": body, "body_sha256": body_sha256,
                 "last_sequence": 0, "created_at": now, "updated_at": now})
-            placed = {"order_pk": order_pk, "manufacturer_id": manufacturer_id,
-                      "event_id": placed_event_id(order.order_id), "type": EventType.order_placed.value,
-                      "occurred_at": now, "coi": coi, "data": {}, "body_sha256": body_sha256, "sequence": 0,
-                      "accepted_at": now, "late": False, "status_after": status}
+            placed: dict[str, Any] = {
+                "order_pk": order_pk, "manufacturer_id": manufacturer_id,
+                "event_id": placed_event_id(order.order_id), "type": EventType.order_placed.value,
+                "occurred_at": now, "coi": coi, "data": {}, "body_sha256": body_sha256, "sequence": 0,
+                "accepted_at": now, "late": False, "status_after": status}
             _insert(conn, _E, placed)
             locked = LockedOrder(order_pk, manufacturer_id, order.order_id, order.site_id, product.code, coi,
                                  status, {}, body_sha256, 0, as_utc(now))
@@ -337,10 +340,11 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             decision = decide(state, event.type, event.occurred_at, typed)
             sequence = order.last_sequence + 1
             status = decision.state.status.value
-            values = {"order_pk": order.pk, "manufacturer_id": manufacturer_id, "event_id": event.event_id,
-                      "type": event.type.value, "occurred_at": occurred_at, "coi": order.coi, "data": data,
-                      "body_sha256": body_sha256, "sequence": sequence, "accepted_at": now,
-                      "late": decision.late, "status_after": status}
+            values: dict[str, Any] = {
+                "order_pk": order.pk, "manufacturer_id": manufacturer_id, "event_id": event.event_id,
+                "type": event.type.value, "occurred_at": occurred_at, "coi": order.coi, "data": data,
+                "body_sha256": body_sha256, "sequence": sequence, "accepted_at": now,
+                "late": decision.late, "status_after": status}
             history = load_history(conn, order, HISTORY_CACHE.get(engine, order.pk))
             event_pk = _insert(conn, _E, values)
             conn.execute(_UPDATE_ORDER, {"k_pk": order.pk, "k_status": status,
