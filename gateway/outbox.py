@@ -27,7 +27,6 @@ __all__ = [
     "DeliveryAlert",
     "NewMessage",
     "enqueue",
-    "head_of_queue",
     "pending_destinations",
     "has_pending",
     "list_messages",
@@ -165,12 +164,6 @@ def has_pending(session: Session, destination: str) -> bool:
     """True if ``destination`` has a pending message (reads one id, never a payload)."""
     stmt = select(col(OutboxMessage.id)).where(*_pending(destination)).limit(1)
     return session.execute(stmt).first() is not None
-
-
-def head_of_queue(session: Session, destination: str) -> OutboxMessage | None:
-    """The oldest message still pending for ``destination`` (FIFO head), or None."""
-    stmt = select(OutboxMessage).where(*_pending(destination)).order_by(col(OutboxMessage.id)).limit(1)
-    return session.execute(stmt).scalars().first()
 
 
 def list_messages(session: Session, *, destination: str | None = None, state: str | None = None,

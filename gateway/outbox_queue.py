@@ -1,30 +1,29 @@
 """The delivery worker's hot path in SQLAlchemy Core: read a queue's head, record an attempt's outcome.
 
-Same rows and the same meaning as the ORM functions of :mod:`gateway.outbox` (``head_of_queue``,
-the worker's record of an attempt), but statements are built once with bound parameters and run on
-a plain ``Connection``: per message the worker reads the head (one indexed ``SELECT ... LIMIT 1``, one row)
+The one way to read a queue's head and to record an outcome (the worker's dead letters too, on its
+ORM session's connection): statements built once with bound parameters and run on a plain
+``Connection``.  Per message the worker reads the head (one indexed ``SELECT ... LIMIT 1``, one row)
 and records its outcome (one ``UPDATE``, one ``INSERT``, one ``COMMIT``), without the ORM's unit of
 work, identity map or statement construction, which cost more than the MLLP exchange itself.
+Leases: :mod:`gateway.delivery_lease`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, bindparam
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import configure_mappers
 
-from gateway.outbox import DeliveryAttempt, DestinationLease, MessageState, OutboxMessage
+from gateway.outbox import DeliveryAttempt, MessageState, OutboxMessage
 
-__all__ = ["read_head", "mark_outcome", "insert_attempt", "to_message", "take_lease", "give_back_lease"]
+__all__ = ["read_head", "mark_outcome", "insert_attempt", "to_message"]
 
 _M: sa.Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 _A: sa.Table = DeliveryAttempt.__table__  # type: ignore[attr-defined]
-_L: sa.Table = DestinationLease.__table__  # type: ignore[attr-defined]
 
 _PENDING = sa.and_(_M.c.destination == bindparam("destination"), _M.c.state == MessageState.pending.value)
 _HEAD = sa.select(_M).where(_PENDING).order_by(_M.c.id).limit(1)
@@ -71,33 +70,3 @@ def insert_attempt(connection: Connection, *, message_id: int, attempted_at: dat
     connection.execute(_INSERT_ATTEMPT, {
         "message_id": message_id, "attempted_at": attempted_at, "outcome": outcome, "ack_code": ack_code,
         "http_status": http_status, "latency_ms": latency_ms, "detail": detail, "worker_id": worker_id})
-
-
-def _lease_upsert(dialect: Any) -> Any:
-    """INSERT the lease, or take it over if it is ours or has expired; a live one of another stays."""
-    stmt = dialect.insert(_L).values(destination=bindparam("destination"), owner=bindparam("owner"),
-                                     expires_at=bindparam("expires_at"))
-    return stmt.on_conflict_do_update(
-        index_elements=[_L.c.destination],
-        set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
-        where=sa.or_(_L.c.owner == stmt.excluded.owner, _L.c.expires_at < bindparam("now")),
-    ).returning(_L.c.destination)  # a row back if inserted or taken over (rowcount is not portable)
-
-
-_TAKE = {"postgresql": _lease_upsert(postgresql), "sqlite": _lease_upsert(sqlite)}
-_RELEASE = sa.delete(_L).where(_L.c.destination == bindparam("destination"), _L.c.owner == bindparam("owner"))
-
-
-def take_lease(connection: Connection, destination: str, owner: str, now: datetime, seconds: float) -> bool:
-    """Take or renew the lease on ``destination`` in the connection's transaction (the caller commits);
-    False if another live worker holds it.  One statement: the primary key settles a race of two
-    first leases, the conflict's WHERE a race of two takeovers, and no key violation is ever raised."""
-    result = connection.execute(_TAKE[connection.dialect.name], {
-        "destination": destination, "owner": owner, "now": now,
-        "expires_at": now + timedelta(seconds=seconds)})
-    return result.first() is not None
-
-
-def give_back_lease(connection: Connection, destination: str, owner: str) -> None:
-    """Delete our lease on ``destination`` (the caller commits)."""
-    connection.execute(_RELEASE, {"destination": destination, "owner": owner})

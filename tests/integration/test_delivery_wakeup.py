@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-import gateway.delivery_worker as delivery_worker_module
+import gateway.delivery_store as delivery_store_module
 from adapters.delivery_result import DeliveryOutcome
 from gateway.db import write_session
 from gateway.delivery_worker import DeliveryWorker
@@ -125,7 +125,7 @@ def test_the_wake_up_comes_after_the_commit_and_never_for_a_rollback(engine: Eng
 def test_an_outcome_not_recorded_after_the_ack_means_a_resend_first(engine: Engine,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """As if the worker died between the ACK and the commit of its record, in the middle of a drain."""
-    real = delivery_worker_module.insert_attempt
+    real = delivery_store_module.insert_attempt
     failed = threading.Event()
 
     def insert_attempt(connection, **values):  # type: ignore[no-untyped-def]
@@ -137,7 +137,7 @@ def test_an_outcome_not_recorded_after_the_ack_means_a_resend_first(engine: Engi
                 raise OperationalError("INSERT", {}, Exception("the database went away mid-record"))
         real(connection, **values)
 
-    monkeypatch.setattr(delivery_worker_module, "insert_attempt", insert_attempt)
+    monkeypatch.setattr(delivery_store_module, "insert_attempt", insert_attempt)
     sender = RecordingSender()
     expected = [f"M{i}" for i in range(1, 7)]
     enqueue_mllp(engine, expected)
