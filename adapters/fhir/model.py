@@ -59,11 +59,19 @@ def _validate(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def fhir_instant(moment: datetime) -> str:
-    """A FHIR instant in UTC (``2026-01-05T14:30:00Z``); a naive datetime is taken as UTC."""
+    """A FHIR instant in UTC, to the millisecond, written as R4B dumps it: ``2026-01-05T14:30:00Z``,
+    or with six fraction digits (``2026-01-05T14:30:00.250000Z``) when there is a fraction.
+
+    R4B parses an instant into a ``datetime`` and dumps its ``isoformat``, so ``.250Z`` would come
+    back as ``.250000Z``: writing it that way up front makes the builder's output equal to the dump,
+    which is what lets the compiled validator answer for resources stamped with the server clock.
+    A naive datetime is taken as UTC.
+    """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    spec = "milliseconds" if moment.microsecond else "seconds"
-    return moment.astimezone(UTC).isoformat(timespec=spec).replace("+00:00", "Z")
+    moment = moment.astimezone(UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
+    spec = "microseconds" if moment.microsecond else "seconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def fhir_date(day: date) -> str:

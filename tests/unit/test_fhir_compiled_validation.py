@@ -274,3 +274,38 @@ def test_primitive_extensions_and_comments_are_left_to_r4b() -> None:
         resource = {**task, **extra}
         assert _gateway(resource) == _r4b(resource)
         assert not compiled.has_plan(resource)
+
+
+def test_resources_stamped_with_a_millisecond_clock_take_the_fast_path() -> None:
+    """The server clock has a fraction; ``fhir_instant`` writes it as R4B dumps it (``.250000Z``),
+    so a second order of the same journey is validated by the plans, byte-equal to R4B."""
+    from datetime import timedelta
+
+    now = GOLDEN_NOW.replace(microsecond=250_999)
+    case = load_case(FIXTURES / "events" / "journey-autologous.json").for_site("site-a")
+    profile = load_profile(FIXTURES / "profiles" / "site-a.yaml")
+    seen: list[bytes] = []
+    original = fhir_model._validated_json
+
+    def spy(content: bytes) -> bytes:
+        seen.append(content)
+        return original(content)
+
+    compiled.reset()
+    fhir_model._validated_json.cache_clear()
+    mp = pytest.MonkeyPatch()
+    mp.setattr(fhir_model, "_validated_json", spy)
+    try:
+        for offset in (0, 1):  # the second order differs in every clock stamp, not in shape
+            moment = now + timedelta(seconds=offset, milliseconds=offset)
+            preview_order(load_settings(DEMO_CONFIG), profile, case.order, case.events, load_terminology(),
+                          now=moment, placed_at=moment)
+            if offset == 0:
+                full_after_first = compiled.stats().full
+    finally:
+        mp.undo()
+    assert any(b".250000Z" in content for content in seen)
+    assert compiled.stats().full == full_after_first  # nothing new went the slow way
+    assert compiled.stats().fast > 0
+    for content in seen:
+        assert _gateway(orjson.loads(content)) == _r4b(orjson.loads(content))
