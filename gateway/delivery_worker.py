@@ -131,7 +131,7 @@ class DeliveryWorker:
             self.on_outcome(message, outcome)
         return True, following
 
-    # ------------------------------------------------------------------ database (in a thread)
+    # ------------------------------------------------------------------ sending under the lease
 
     async def _send_holding_lease(self, destination: str, sender: Sender,
                                   message: OutboxMessage) -> DeliveryOutcome:
