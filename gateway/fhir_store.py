@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Field, Session, SQLModel
 
 from gateway.fhir_api.search_params import format_instant, index_values, to_us
+from gateway.prepared_sql import executemany, fetch_rows
 
 __all__ = [
     "FhirResourceVersion",
@@ -211,7 +212,8 @@ _NEXT_STAMP = _K.update().where(_K.c.id == 1).values(
 
 def _next_stamp(conn: Connection, now_us: int) -> int:
     """Lock the clock row until commit and return the stamp of this transaction's versions."""
-    stamp = conn.execute(_NEXT_STAMP, {"now_us": now_us}).scalar_one_or_none()
+    stamped = fetch_rows(conn, _NEXT_STAMP, {"now_us": now_us})
+    stamp = stamped[0][0] if stamped else None
     if stamp is None:  # the migration seeds the row; recreate it if someone emptied the table
         dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
         conn.execute(dialect_insert(_K).values(id=1, last_us=0).on_conflict_do_nothing())
@@ -270,7 +272,7 @@ def _stored_state(conn: Connection, keys: Sequence[_Key]
         params[f"t{n}"], params[f"i{n}"] = rtype, rid
     current: dict[_Key, tuple[int, str]] = {}
     seen: dict[_Key, set[tuple[str, str]]] = {}
-    for r in conn.execute(_select_stored(len(keys)), params):
+    for r in fetch_rows(conn, _select_stored(len(keys)), params):
         key = (r.resource_type, r.resource_id)
         current[key] = (int(r.version_id), r.content_sha256)
         if r.tenant_kind is not None:
@@ -291,6 +293,11 @@ _UPDATE_ACCESS = _A.update().where(_one(_A.c.resource_type, _A.c.resource_id)).v
     last_updated_us=sa.bindparam("k_updated"))
 _DELETE_TOKENS = _T.delete().where(_one(_T.c.resource_type, _T.c.resource_id))
 _DELETE_DATES = _D.delete().where(_one(_D.c.resource_type, _D.c.resource_id))
+_INSERT_VERSION = _V.insert()
+_INSERT_CURRENT = _C.insert()
+_INSERT_ACCESS = _A.insert()
+_INSERT_TOKEN = _T.insert()
+_INSERT_DATE = _D.insert()
 
 
 def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
@@ -352,21 +359,15 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
     # only resources with an earlier version can have access rows or index rows to bring up to date
     changed = [{"k_type": rtype, "k_id": rid, "k_updated": stamp}
                for (rtype, rid), _, _, old_version, _ in plan if old_version is not None]
-    conn.execute(_V.insert(), versions)
-    if inserts:
-        conn.execute(_C.insert(), inserts)
-    if updates:
-        conn.execute(_UPDATE_CURRENT, updates)
-    if changed:
-        conn.execute(_UPDATE_ACCESS, changed)
-        conn.execute(_DELETE_TOKENS, changed)  # their search index is rebuilt below
-        conn.execute(_DELETE_DATES, changed)
-    if grants:
-        conn.execute(_A.insert(), grants)
-    if tokens:
-        conn.execute(_T.insert(), tokens)
-    if dates:
-        conn.execute(_D.insert(), dates)
+    executemany(conn, _INSERT_VERSION, versions)  # each a no-op when given no rows
+    executemany(conn, _INSERT_CURRENT, inserts)
+    executemany(conn, _UPDATE_CURRENT, updates)
+    executemany(conn, _UPDATE_ACCESS, changed)
+    executemany(conn, _DELETE_TOKENS, changed)  # their search index is rebuilt below
+    executemany(conn, _DELETE_DATES, changed)
+    executemany(conn, _INSERT_ACCESS, grants)
+    executemany(conn, _INSERT_TOKEN, tokens)
+    executemany(conn, _INSERT_DATE, dates)
     return written
 
 

@@ -46,6 +46,7 @@ from gateway.order_history import (
     load_history,
     lock_order,
 )
+from gateway.prepared_sql import execute, fetch_rows
 from gateway.problem import validation_errors
 from gateway.store import EventRow, OrderRow, PatientCoiRow, SafetyLogRow, as_utc
 from mappings.domain import (
@@ -79,6 +80,7 @@ _FIND_COI_OWNER = sa.select(_P.c.site_id, _P.c.mrn).where(
     _P.c.manufacturer_id == sa.bindparam("m"), _P.c.coi == sa.bindparam("c"))
 _FIND_EVENT = sa.select(*EVENT_COLUMNS).where(
     _E.c.manufacturer_id == sa.bindparam("m"), _E.c.event_id == sa.bindparam("e"))
+_INSERT_EVENT = _E.insert().returning(_E.c.id)
 _UPDATE_ORDER = _O.update().where(_O.c.id == sa.bindparam("k_pk")).values(
     status=sa.bindparam("k_status", type_=_O.c.status.type),
     state=sa.bindparam("k_state", type_=_O.c.state.type),
@@ -293,11 +295,12 @@ def _check_shelf_life(product: ProductConfig, event: EventIn, typed: StrictModel
 def _replay_of(conn: Connection, order: LockedOrder, event: EventIn,
                body_sha256: str) -> EventAccepted | None:
     """An identical earlier acceptance of ``event`` (200), None if new; 409 if its id was used otherwise."""
-    existing = conn.execute(_FIND_EVENT, {"m": order.manufacturer_id, "e": event.event_id}).first()
-    if existing is None:
+    found = fetch_rows(conn, _FIND_EVENT, {"m": order.manufacturer_id, "e": event.event_id})
+    if not found:
         return None
+    existing = found[0]
     if existing.order_pk == order.pk and existing.body_sha256 == body_sha256:
-        row = EventRow(**existing._mapping)
+        row = EventRow(**existing._asdict())
         return EventAccepted(order.pk, int(existing.id), created=False, row=row)
     raise Conflict(
         f"Event {event.event_id} was already accepted with a different body.",
@@ -346,8 +349,8 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
                 "body_sha256": body_sha256, "sequence": sequence, "accepted_at": now,
                 "late": decision.late, "status_after": status}
             history = load_history(conn, order, HISTORY_CACHE.get(engine, order.pk))
-            event_pk = _insert(conn, _E, values)
-            conn.execute(_UPDATE_ORDER, {"k_pk": order.pk, "k_status": status,
+            event_pk = int(fetch_rows(conn, _INSERT_EVENT, values)[0][0])
+            execute(conn, _UPDATE_ORDER, {"k_pk": order.pk, "k_status": status,
                                          "k_state": decision.state.model_dump(mode="json"),
                                          "k_sequence": sequence, "k_updated": now})
             row = EventRow(id=event_pk, **values)

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gateway.config import Settings
+from gateway.prepared_sql import fetch_rows
 from gateway.store import EventRow, OrderRow, as_utc
 from mappings.domain import (
     EventRecord,
@@ -135,9 +136,10 @@ HISTORY_CACHE = HistoryCache()
 def lock_order(conn: Connection, manufacturer_id: str, order_id: str) -> LockedOrder | None:
     """The order row, locked until commit on PostgreSQL (SQLite: the caller holds the write lock)."""
     stmt = _LOCK_ORDER if conn.dialect.name == "postgresql" else _FIND_ORDER
-    row = conn.execute(stmt, {"m": manufacturer_id, "o": order_id}).first()
-    if row is None:
+    rows = fetch_rows(conn, stmt, {"m": manufacturer_id, "o": order_id})
+    if not rows:
         return None
+    row = rows[0]
     return LockedOrder(int(row.id), row.manufacturer_id, row.order_id, row.site_id, row.product_code, row.coi,
                        row.status, row.state, row.body_sha256, int(row.last_sequence), as_utc(row.created_at))
 
@@ -162,12 +164,12 @@ def load_history(conn: Connection, order: LockedOrder, cached: History | None = 
     ``cached`` (a committed history of this order, from :data:`HISTORY_CACHE`) is still its prefix."""
     if cached is not None and cached.same_order(order) and cached.events[-1].sequence <= order.last_sequence:
         last = cached.events[-1]
-        rows = conn.execute(_EVENTS_FROM, {"pk": order.pk, "first": last.sequence}).all()
+        rows = fetch_rows(conn, _EVENTS_FROM, {"pk": order.pk, "first": last.sequence})
         if rows and rows[0].sequence == last.sequence and rows[0].event_id == last.event_id:
             return History(order.pk, order.manufacturer_id, order.order_id, order.body_sha256, cached.order,
                            (*cached.events, *(event_record(r) for r in rows[1:])))
     body = conn.execute(_ORDER_BODY, {"pk": order.pk}).scalar_one()
-    rows = conn.execute(_EVENTS_FROM, {"pk": order.pk, "first": 0}).all()
+    rows = fetch_rows(conn, _EVENTS_FROM, {"pk": order.pk, "first": 0})
     return History(order.pk, order.manufacturer_id, order.order_id, order.body_sha256,
                    OrderIn.model_validate(body), tuple(event_record(r) for r in rows))
 
