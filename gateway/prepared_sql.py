@@ -118,6 +118,7 @@ class Prepared:
     processors: dict[str, Callable[[Any], Any]]  # bind name -> bind processor
     result_processors: tuple[Callable[[Any], Any] | None, ...] | None  # None: no result columns
     row_type: Any  # a namedtuple class over the result columns' keys (None: no result columns)
+    direct: bool  # every bind takes its value from the parameters (no constants): no construct_params
 
 
 @functools.lru_cache(maxsize=512)
@@ -146,8 +147,9 @@ def prepared_for(dialect: Dialect, statement: Any, keys: tuple[str, ...] = (),
     if columns:
         result_processors = tuple(column[3]._cached_result_processor(dialect, None) for column in columns)
         row_type = _row_type(tuple(column[0] for column in columns))
+    direct = set(names) <= set(keys) and all(bind.callable is None for bind in compiled.binds.values())
     return Prepared(compiled.string, compiled, names, bool(compiled.positional), processors,
-                    result_processors, row_type)
+                    result_processors, row_type, direct)
 
 
 def _row_type(keys: tuple[str, ...]) -> Any:
@@ -156,8 +158,14 @@ def _row_type(keys: tuple[str, ...]) -> Any:
 
 
 def _params(prepared: Prepared, binds: dict[str, Any]) -> Any:
-    values = prepared.compiled.construct_params(binds, escape_names=False)
     processors = prepared.processors
+    if prepared.direct:
+        if prepared.positional:
+            return tuple(processors[name](binds[name]) if name in processors else binds[name]
+                         for name in prepared.names)
+        return {name: processors[name](binds[name]) if name in processors else binds[name]
+                for name in prepared.names}
+    values = prepared.compiled.construct_params(binds, escape_names=False)
     if prepared.positional:
         return tuple(processors[name](values[name]) if name in processors else values[name]
                      for name in prepared.names)
