@@ -9,19 +9,28 @@ in-process lock wakes as soon as the previous writer commits.  Other processes (
 delivery worker) still meet the busy timeout.  On PostgreSQL, writers lock the rows they change
 (``SELECT ... FOR UPDATE``) and unique constraints settle races.
 
+Request handlers run their write transactions through :func:`run_write`: on SQLite, on ONE writer
+thread per engine (writes are serialized by the lock anyway; N thread-pool threads queuing on it
+only add GIL switches and a lock convoy), so reads in the thread pool never queue behind writes;
+on PostgreSQL, in the thread pool, concurrently (writers lock only their own order's rows).
+
 Alembic lives in ``gateway/migrations``; :func:`migrate` upgrades to head.  Every module that
 defines tables is listed in :data:`TABLE_MODULES` so that migrations and the metadata check see it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import importlib
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -29,6 +38,7 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
+from starlette.concurrency import run_in_threadpool
 
 __all__ = [
     "TABLE_MODULES",
@@ -39,6 +49,7 @@ __all__ = [
     "metadata",
     "read_session",
     "write_session",
+    "run_write",
     "is_postgresql",
     "ping",
 ]
@@ -48,6 +59,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 TABLE_MODULES = ("gateway.store", "gateway.fhir_store", "gateway.outbox")
 _WRITE = "cgt_write"
 _SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
+_WRITERS_LOCK = threading.Lock()
+T = TypeVar("T")
 
 
 def metadata() -> sa.MetaData:
@@ -140,6 +154,34 @@ def write_session(engine: Engine) -> Iterator[Session]:
     with lock, Session(engine.execution_options(**{_WRITE: True}), expire_on_commit=False) as session:
         with session.begin():
             yield session
+
+
+def _sqlite_writer(engine: Engine) -> ThreadPoolExecutor | None:
+    """The engine's one writer thread (made on first use); None on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return None
+    writer = _SQLITE_WRITERS.get(engine)
+    if writer is None:
+        with _WRITERS_LOCK:
+            writer = _SQLITE_WRITERS.get(engine)
+            if writer is None:
+                writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cgt-sqlite-writer")
+                _SQLITE_WRITERS[engine] = writer
+    return writer
+
+
+async def run_write(engine: Engine, func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` off the event loop, for a request whose work is a write transaction on ``engine``.
+
+    SQLite: on the engine's single writer thread, in arrival order (context variables carried over).
+    PostgreSQL: in the thread pool, so writers to different orders run concurrently.
+    If the awaiting request is cancelled, the call still runs to its end (commit or rollback).
+    """
+    writer = _sqlite_writer(engine)
+    if writer is None:
+        return await run_in_threadpool(func, *args)
+    call = functools.partial(contextvars.copy_context().run, func, *args)
+    return await asyncio.get_running_loop().run_in_executor(writer, call)
 
 
 def ping(engine: Engine) -> None:

@@ -2,6 +2,9 @@
 
 A manufacturer token sees and touches only its own orders (another's order is 404); site tokens
 read their site's orders; admin reads all; only manufacturer tokens write (403 otherwise).
+
+The two writes run through :func:`gateway.db.run_write` (on SQLite: the engine's one writer thread;
+the reads stay in the thread pool and never queue behind them).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from sqlmodel import select
 from gateway.api.views import event_view, list_orders, order_summary, order_view
 from gateway.auth import Principal, current_principal, require_manufacturer
 from gateway.context import Context
-from gateway.db import read_session
+from gateway.db import read_session, run_write
 from gateway.errors import Conflict, FieldError, Forbidden, NotFound
 from gateway.intake import accept_event, accept_order
 from gateway.problem import problem_responses
@@ -64,8 +67,12 @@ ManufacturerDep = Annotated[str, Depends(_manufacturer)]
 
 @router.post("/orders", status_code=201, summary="Place an order (idempotent by order_id)",
              responses={200: {"description": "An identical repeat: the order as first accepted"}})
-def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDep) -> JSONResponse:
+async def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDep) -> JSONResponse:
     context = _context(request)
+    return await run_write(context.engine, _place_order, context, manufacturer_id, order)
+
+
+def _place_order(context: Context, manufacturer_id: str, order: OrderIn) -> JSONResponse:
     accepted = accept_order(context, manufacturer_id, order)
     with read_session(context.engine) as session:
         row = session.get(OrderRow, accepted.order_pk)
@@ -79,10 +86,14 @@ def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDe
     "/orders/{order_id}/events", status_code=201, summary="Post a status event (idempotent by event_id)",
     responses={200: {"description": "An identical repeat: the event as first accepted"}},
 )
-def post_event(
+async def post_event(
     order_id: str, event: EventIn, request: Request, manufacturer_id: ManufacturerDep
 ) -> JSONResponse:
     context = _context(request)
+    return await run_write(context.engine, _append_event, context, manufacturer_id, order_id, event)
+
+
+def _append_event(context: Context, manufacturer_id: str, order_id: str, event: EventIn) -> JSONResponse:
     accepted = accept_event(context, manufacturer_id, _order_id_or_404(order_id), event)
     return JSONResponse(event_view(accepted.row, order_id), status_code=201 if accepted.created else 200)
 
