@@ -41,6 +41,13 @@ log = logging.getLogger("cgt_gateway.delivery")
 DeadLetterHook = Callable[[Session, OutboxMessage, DeliveryOutcome, datetime], None]
 
 
+def _begin(connection: Connection) -> None:
+    """Open the connection's transaction now, so its statements all run on the DB-API cursor
+    (:mod:`gateway.prepared_sql` runs a statement there only inside a transaction)."""
+    if not connection.in_transaction():
+        connection.begin()
+
+
 @dataclass
 class DestinationConnection:
     """The connection a destination's loop reuses from one message to the next."""
@@ -109,6 +116,7 @@ class DeliveryStore:
         now = self.clock()
         with self._connection(destination, reuse) as connection:
             try:
+                _begin(connection)
                 if not self.leases.hold(connection, destination, now):
                     return None
                 message = self._head(connection, destination, now)
@@ -163,6 +171,7 @@ class DeliveryStore:
             status = "delivered" if outcome.status == "delivered" else "retry"
             fused = claim_next and self.leases.fresh(destination, now)
             with self._connection(destination, claim_next) as connection:
+                _begin(connection)
                 self._mark(connection, message, status, values, outcome, now)
                 for kind, detail in alerts:
                     connection.execute(insert(DeliveryAlert), {

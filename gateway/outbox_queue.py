@@ -5,7 +5,9 @@ ORM session's connection): statements built once with bound parameters and run o
 ``Connection``.  Per message the worker reads the head (one indexed ``SELECT ... LIMIT 1``, one row)
 and records its outcome (one ``UPDATE``, one ``INSERT``, one ``COMMIT``), without the ORM's unit of
 work, identity map or statement construction, which cost more than the MLLP exchange itself.
-Leases: :mod:`gateway.delivery_lease`.
+Inside a transaction the statements run on the DB-API cursor (:mod:`gateway.prepared_sql`: compiled
+once, SQLAlchemy's type processing and error translation kept); outside one, through
+``Connection.execute``, which begins one.  Leases: :mod:`gateway.delivery_lease`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, bindparam
 from sqlalchemy.orm import configure_mappers
 
+from gateway import prepared_sql
 from gateway.outbox import DeliveryAttempt, MessageState, OutboxMessage
 
 __all__ = ["read_head", "mark_outcome", "insert_attempt", "to_message"]
@@ -55,18 +58,20 @@ _mapped: list[bool] = []
 
 def read_head(connection: Connection, destination: str) -> OutboxMessage | None:
     """The oldest message still pending for ``destination`` (FIFO head), or None: one row, never more."""
-    row = connection.execute(_HEAD, {"destination": destination}).mappings().first()
-    return to_message(row) if row is not None else None
+    rows = prepared_sql.fetch_rows(connection, _HEAD, {"destination": destination})
+    if not rows:
+        return None
+    return to_message(rows[0]._asdict())  # a named tuple, or a Row when run through execute
 
 
 def mark_outcome(connection: Connection, message_id: int, status: str, values: Mapping[str, object]) -> None:
     """Set the new state of a still-pending message (``status``: delivered, dead or retry)."""
-    connection.execute(_UPDATE[status], {"message_id": message_id, **values})
+    prepared_sql.execute(connection, _UPDATE[status], {"message_id": message_id, **values})
 
 
 def insert_attempt(connection: Connection, *, message_id: int, attempted_at: datetime, outcome: str,
                    ack_code: str | None, http_status: int | None, latency_ms: float | None,
                    detail: str | None, worker_id: str) -> None:
-    connection.execute(_INSERT_ATTEMPT, {
+    prepared_sql.execute(connection, _INSERT_ATTEMPT, {
         "message_id": message_id, "attempted_at": attempted_at, "outcome": outcome, "ack_code": ack_code,
         "http_status": http_status, "latency_ms": latency_ms, "detail": detail, "worker_id": worker_id})

@@ -1,13 +1,16 @@
 """The database goes away mid-queue: the worker survives, and resumes when it returns.
 
 The worker has its own engine; while the outage lasts every statement it sends fails with the
-driver's own OperationalError (what a locked, full or unreachable database raises).  On PostgreSQL
-its server connections are also killed (``pg_terminate_backend``) when the outage starts and ends.
+driver's own OperationalError (what a locked, full or unreachable database raises): before
+SQLAlchemy runs it and, on PostgreSQL, in the DB-API cursor too (the worker runs its per-message
+statements on the cursor, :mod:`gateway.prepared_sql`).  On PostgreSQL its server connections are
+also killed (``pg_terminate_backend``) when the outage starts and ends.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -54,12 +57,27 @@ def test_the_worker_survives_a_database_outage_and_resumes(engine: Engine) -> No
     outage = threading.Event()
     failures = 0
 
-    @event.listens_for(worker_engine, "before_cursor_execute")
-    def _fail_while_down(*_args: object) -> None:
+    def fail_while_down() -> None:
         nonlocal failures
         if outage.is_set():
             failures += 1
             raise worker_engine.dialect.loaded_dbapi.OperationalError("injected: database unavailable")
+
+    @event.listens_for(worker_engine, "before_cursor_execute")
+    def _fail_while_down(*_args: object) -> None:
+        fail_while_down()
+
+    if worker_engine.dialect.name == "postgresql":  # statements run on the DB-API cursor fail too
+        import psycopg
+
+        class FailingCursor(psycopg.Cursor[Any]):
+            def execute(self, *args: Any, **kwargs: Any) -> Any:
+                fail_while_down()
+                return super().execute(*args, **kwargs)
+
+        @event.listens_for(worker_engine, "connect")
+        def _failing_cursors(dbapi_connection: Any, _record: object) -> None:
+            dbapi_connection.cursor_factory = FailingCursor
 
     peers = PeerLoop()
     expected = [f"M{i:03d}" for i in range(60)]
