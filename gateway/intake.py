@@ -48,7 +48,7 @@ from gateway.order_history import (
 )
 from gateway.prepared_sql import execute, fetch_rows
 from gateway.problem import validation_errors
-from gateway.store import EventRow, OrderRow, PatientCoiRow, SafetyLogRow, as_utc
+from gateway.store import EventRow, OrderRow, PatientCoiRow, SafetyLogRow, StoredEvent, as_utc
 from mappings.domain import (
     CollectionCompletedData,
     EventIn,
@@ -99,7 +99,7 @@ class EventAccepted:
     order_pk: int
     event_pk: int
     created: bool  # False: an identical replay of an accepted event
-    row: EventRow  # the stored event (detached; the API renders it without reading it again)
+    row: StoredEvent  # the stored event (the API renders it without reading it again)
 
 
 class _Refused(Exception):
@@ -227,10 +227,10 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
                 "event_id": placed_event_id(order.order_id), "type": EventType.order_placed.value,
                 "occurred_at": now, "coi": coi, "data": {}, "body_sha256": body_sha256, "sequence": 0,
                 "accepted_at": now, "late": False, "status_after": status}
-            _insert(conn, _E, placed)
+            placed_pk = _insert(conn, _E, placed)
             locked = LockedOrder(order_pk, manufacturer_id, order.order_id, order.site_id, product.code, coi,
                                  status, {}, body_sha256, 0, as_utc(now))
-            record = event_record(EventRow(**placed))
+            record = event_record(StoredEvent(id=placed_pk, **placed))
             history = History(order_pk, manufacturer_id, order.order_id, body_sha256,
                               OrderIn.model_validate(body), (record,))
             snapshot = build_snapshot(context.settings, locked, history, status)
@@ -300,7 +300,7 @@ def _replay_of(conn: Connection, order: LockedOrder, event: EventIn,
         return None
     existing = found[0]
     if existing.order_pk == order.pk and existing.body_sha256 == body_sha256:
-        row = EventRow(**existing._asdict())
+        row = StoredEvent(**existing._asdict())
         return EventAccepted(order.pk, int(existing.id), created=False, row=row)
     raise Conflict(
         f"Event {event.event_id} was already accepted with a different body.",
@@ -353,7 +353,7 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             execute(conn, _UPDATE_ORDER, {"k_pk": order.pk, "k_status": status,
                                          "k_state": decision.state.model_dump(mode="json"),
                                          "k_sequence": sequence, "k_updated": now})
-            row = EventRow(id=event_pk, **values)
+            row = StoredEvent(id=event_pk, **values)
             record = event_record(row)
             history = history.appended(record)
             snapshot = build_snapshot(context.settings, order, history, status)

@@ -9,13 +9,14 @@ inserted.  Timestamps are stored in UTC; :func:`as_utc` restores the zone SQLite
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-__all__ = ["OrderRow", "EventRow", "PatientCoiRow", "SafetyLogRow", "ApiClientRow", "as_utc"]
+__all__ = ["OrderRow", "EventRow", "StoredEvent", "PatientCoiRow", "SafetyLogRow", "ApiClientRow", "as_utc"]
 
 
 def as_utc(value: datetime) -> datetime:
@@ -79,6 +80,26 @@ class EventRow(SQLModel, table=True):
     accepted_at: datetime = _ts()
     late: bool = False
     status_after: str = _str(32)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An ``order_event`` row as intake wrote or read it, without the ORM (building an
+    :class:`EventRow` costs more than the rest of rendering the answer)."""
+
+    id: int
+    order_pk: int
+    manufacturer_id: str
+    event_id: str
+    type: str
+    occurred_at: datetime
+    coi: str
+    data: dict[str, Any]
+    body_sha256: str
+    sequence: int
+    accepted_at: datetime
+    late: bool
+    status_after: str
 
 
 class PatientCoiRow(SQLModel, table=True):

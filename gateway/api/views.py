@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from gateway.errors import FieldError, ValidationFailed
-from gateway.store import EventRow, OrderRow, as_utc
+from gateway.store import EventRow, OrderRow, StoredEvent, as_utc
 
 __all__ = [
     "iso",
@@ -43,7 +43,7 @@ def order_summary(row: OrderRow) -> dict[str, Any]:
     }
 
 
-def event_view(row: EventRow, order_id: str) -> dict[str, Any]:
+def event_view(row: EventRow | StoredEvent, order_id: str) -> dict[str, Any]:
     return {
         "order_id": order_id,
         "event_id": row.event_id,
