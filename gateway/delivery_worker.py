@@ -10,8 +10,9 @@ leaves it pending, and the next worker resends it with the same control id.
 This module is the asyncio side: one task per destination with pending rows, each sending its
 queue's head and then, in one thread hop, recording the attempt and reading the next head
 (:class:`~gateway.delivery_store.DeliveryStore`, one transaction on the destination's connection).
-Database calls run in a thread (``asyncio.to_thread``) so a slow or locked database never stalls
-the MLLP read deadlines of other destinations.
+Database calls run in a thread (a destination loop's on a thread of its own, one hop a message;
+the rest through ``asyncio.to_thread``) so a slow or locked database never stalls the MLLP read
+deadlines of other destinations.
 
 A commit that enqueues rows wakes the worker (:mod:`gateway.outbox_wakeup`): in-process at once,
 from another process through PostgreSQL ``LISTEN/NOTIFY``; polling stays as the fallback (and is
@@ -22,15 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
+import queue
 import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -62,6 +65,57 @@ def _default_worker_id() -> str:
 
 class _LeaseLost(Exception):
     pass
+
+
+_T = TypeVar("_T")
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return  # the awaiting task was cancelled: the call ran anyway, its result is dropped
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class _DatabaseThread:
+    """A destination loop's database calls, one after the other on a thread of its own.
+
+    What ``asyncio.to_thread`` does (the call runs off the event loop, in the caller's context
+    variables), without the executor's bookkeeping: one queue put there, one wake-up of the loop
+    back, the cheapest way to make the one thread hop a message costs.  The destination's calls
+    are sequential anyway (they share its connection).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="cgt-delivery-db", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    async def call(self, func: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        context = contextvars.copy_context()
+
+        def job() -> None:
+            try:
+                result, error = context.run(func, *args), None
+            except BaseException as exc:  # handed to the awaiting task, as to_thread does
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody awaits it
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+        self._jobs.put(job)
+        return await future
+
+    def stop(self) -> None:
+        """The thread ends once the calls already queued have run."""
+        self._jobs.put(None)
 
 
 @dataclass
@@ -97,22 +151,24 @@ class DeliveryWorker:
         message = await asyncio.to_thread(self._store.claim_head, destination)
         if message is None:
             return False
-        attempted, _ = await self._attempt(destination, sender, message, claim_next=False)
+        attempted, _ = await self._attempt(destination, sender, message, asyncio.to_thread,
+                                           claim_next=False)
         return attempted
 
-    async def _drain(self, destination: str) -> bool:
+    async def _drain(self, destination: str, database: _DatabaseThread) -> bool:
         """Deliver the queue's heads one after the other while they are due; True if any was attempted."""
         sender = self.sender_for(destination)
         if sender is None:
             return False
-        message = await asyncio.to_thread(self._store.claim_head, destination, True)
+        message = await database.call(self._store.claim_head, destination, True)
         attempted = False
         while message is not None and self._stop is not None and not self._stop.is_set():
-            done, message = await self._attempt(destination, sender, message, claim_next=True)
+            done, message = await self._attempt(destination, sender, message, database.call, claim_next=True)
             attempted = attempted or done
         return attempted
 
     async def _attempt(self, destination: str, sender: Sender, message: OutboxMessage,
+                       in_thread: Callable[..., Awaitable[Any]],
                        *, claim_next: bool) -> tuple[bool, OutboxMessage | None]:
         """Send ``message`` and record the outcome; with ``claim_next``, also the next head (or None)."""
         try:
@@ -126,7 +182,7 @@ class DeliveryWorker:
             outcome = DeliveryOutcome("retry", detail=f"sender failed: {type(exc).__name__}")
             log.error("sender raised", extra={"destination": destination, "message_id": message.id,
                                               "error": type(exc).__name__})
-        following = await asyncio.to_thread(self._store.record, message, outcome, claim_next)
+        following = await in_thread(self._store.record, message, outcome, claim_next)
         if self.on_outcome is not None:
             self.on_outcome(message, outcome)
         return True, following
@@ -156,13 +212,14 @@ class DeliveryWorker:
     async def _destination_loop(self, destination: str) -> None:
         assert self._stop is not None
         nudge = self._nudges.setdefault(destination, asyncio.Event())
+        database = _DatabaseThread()
         try:
             while not self._stop.is_set():
                 nudge.clear()  # rows committed from here on are seen by the reads below, or nudge again
                 try:
-                    if await self._drain(destination):
+                    if await self._drain(destination, database):
                         continue
-                    if not await asyncio.to_thread(self._store.has_pending, destination):
+                    if not await database.call(self._store.has_pending, destination):
                         if nudge.is_set():
                             continue
                         return  # no await from the check to here: a later wake-up starts a new loop
@@ -177,9 +234,12 @@ class DeliveryWorker:
                     pause = max(pause, self.settings.lease_seconds / 4)
                 await self._sleep(pause, nudge)  # rows committed meanwhile cut the pause short
         finally:
-            queue = self._store.detach_connection(destination)
-            if queue is not None:
-                await asyncio.to_thread(queue.close)
+            try:
+                connection = self._store.detach_connection(destination)
+                if connection is not None:
+                    await database.call(connection.close)
+            finally:
+                database.stop()
 
     async def _sleep(self, seconds: float, wake: asyncio.Event | None = None) -> None:
         assert self._stop is not None
