@@ -119,8 +119,10 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 
 def endpoint(port: int, **kw: Any) -> MllpEndpoint:
-    kw.setdefault("read_timeout_s", 0.2)
-    kw.setdefault("connect_timeout_s", 0.2)
+    # Generous by default: a loaded CI machine must not turn a prompt ACK into a timeout. The tests
+    # about deadlines set their own short ones.
+    kw.setdefault("read_timeout_s", 2.0)
+    kw.setdefault("connect_timeout_s", 2.0)
     return MllpEndpoint("127.0.0.1", port, **kw)
 
 
@@ -189,7 +191,7 @@ def test_silent_peer_read_deadline_fires_and_retries_do_not_storm() -> None:
         policy = RetryPolicy(initial_s=0.05, max_delay_s=0.1, jitter_s=0.0, max_attempts=3)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        async with MllpSender(endpoint(peer.port)) as sender:
+        async with MllpSender(endpoint(peer.port, read_timeout_s=0.2)) as sender:
             outcome = await policy.run(lambda: sender.send(message("C1")))
         elapsed = loop.time() - started
         await peer.stop()
@@ -202,10 +204,10 @@ def test_silent_peer_read_deadline_fires_and_retries_do_not_storm() -> None:
 
 def test_late_ack_is_never_taken_for_the_next_message() -> None:
     async def scenario() -> None:
-        peer = await Peer(script=["late"], late_s=0.3).start()
-        async with MllpSender(endpoint(peer.port)) as sender:
+        peer = await Peer(script=["late"], late_s=0.6).start()
+        async with MllpSender(endpoint(peer.port, read_timeout_s=0.3)) as sender:
             timed_out = await sender.send(message("C1"))
-            await asyncio.sleep(0.2)  # the late ACK for C1 is written now, on the dropped connection
+            await asyncio.sleep(0.4)  # the late ACK for C1 is written now, on the dropped connection
             resent = await sender.send(message("C1"))
             nxt = await sender.send(message("C2"))
         await peer.stop()
@@ -262,7 +264,8 @@ def test_enhanced_mode_waits_for_the_application_ack_when_asked() -> None:
 def test_enhanced_mode_without_application_ack_times_out_and_retries() -> None:
     async def scenario() -> None:
         peer = await Peer(script=["CA"]).start()
-        async with MllpSender(endpoint(peer.port, wait_for_application_ack=True)) as sender:
+        short = endpoint(peer.port, wait_for_application_ack=True, read_timeout_s=0.2)
+        async with MllpSender(short) as sender:
             outcome = await sender.send(message("E1", enhanced=True))
         await peer.stop()
         assert outcome.status == "retry" and outcome.detail is not None
