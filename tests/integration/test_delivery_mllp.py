@@ -17,7 +17,6 @@ from tests.integration.test_delivery_support import (
     FAST,
     FAST_RETRY,
     Peer,
-    PeerLoop,
     alerts,
     all_finished,
     attempts,
@@ -26,13 +25,6 @@ from tests.integration.test_delivery_support import (
     site_profile,
     wait_until,
 )
-
-
-@pytest.fixture
-def peers() -> Iterator[PeerLoop]:
-    loop = PeerLoop()
-    yield loop
-    loop.close()
 
 
 @pytest.fixture

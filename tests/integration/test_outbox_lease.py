@@ -4,10 +4,8 @@ abandoned when its lease is lost."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import update
 from sqlmodel import Session
 
@@ -19,7 +17,6 @@ from gateway.outbox import DestinationLease, MessageState
 from tests.integration.test_delivery_support import (
     FAST,
     Peer,
-    PeerLoop,
     all_finished,
     attempts,
     enqueue_mllp,
@@ -27,13 +24,6 @@ from tests.integration.test_delivery_support import (
     site_profile,
     wait_until,
 )
-
-
-@pytest.fixture
-def peers() -> Iterator[PeerLoop]:
-    loop = PeerLoop()
-    yield loop
-    loop.close()
 
 
 def test_a_lease_is_exclusive_until_it_expires(engine) -> None:

@@ -4,7 +4,6 @@ same FIFO place), skip with a reason, alerts, admin-only access, and ``/metrics`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,7 +18,6 @@ from tests.conftest import ACME, ADMIN, SITE_A
 from tests.integration.test_delivery_support import (
     FAST,
     Peer,
-    PeerLoop,
     all_finished,
     attempts,
     enqueue_mllp,
@@ -28,13 +26,6 @@ from tests.integration.test_delivery_support import (
     site_profile,
     wait_until,
 )
-
-
-@pytest.fixture
-def peers() -> Iterator[PeerLoop]:
-    loop = PeerLoop()
-    yield loop
-    loop.close()
 
 
 def drain(engine: Engine, peer: Peer) -> None:

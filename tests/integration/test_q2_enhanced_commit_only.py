@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
 
 import hl7
 import hl7.mllp
-import pytest
 
 from adapters.mllp.client import MllpEndpoint, MllpSender
 from adapters.mllp.framing import frame
@@ -22,13 +20,6 @@ from tests.integration.test_delivery_support import Peer, PeerLoop
 def enhanced(control_id: str) -> str:
     return ("MSH|^~\\&|CGT-GATEWAY|CGTGW|EPIC|SITE-A|20261121120000||OML^O21^OML_O21|"
             f"{control_id}|P|2.5.1|||AL|AL||UNICODE UTF-8\rPID|1||MRN1^^^SITEA^MR||Zoë\r")
-
-
-@pytest.fixture
-def peers() -> Iterator[PeerLoop]:
-    loop = PeerLoop()
-    yield loop
-    loop.close()
 
 
 def test_application_acks_after_commit_acks_are_not_taken_for_the_next_message(peers: PeerLoop) -> None:
