@@ -6,7 +6,6 @@ ZCG.  Every message arrives once, in order, with ORC-1/ORC-5 per event and a uni
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,10 @@ from sqlalchemy.engine import Engine
 from gateway.app import create_app
 from gateway.config import load_settings
 from gateway.delivery_senders import build_delivery_worker
-from tests.conftest import ACME
+from tests.conftest import (
+    ACME,
+    TestClient,  # imported there with the httpx deprecation warning silenced
+)
 from tests.integration.test_delivery_support import (
     FAST,
     ROOT,
@@ -27,10 +29,6 @@ from tests.integration.test_delivery_support import (
     messages,
     wait_until,
 )
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
-    from fastapi.testclient import TestClient
 
 JOURNEY = json.loads((ROOT / "fixtures" / "events" / "journey-autologous.json").read_text(encoding="utf-8"))
 

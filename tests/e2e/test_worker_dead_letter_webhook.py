@@ -4,7 +4,6 @@ manufacturer hears about it on its signed webhook, with ids and codes only (no p
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,11 @@ from gateway.app import create_app
 from gateway.config import load_settings
 from gateway.delivery_senders import build_delivery_worker
 from gateway.outbox import MessageState
-from tests.conftest import ACME, order_body
+from tests.conftest import (
+    ACME,
+    TestClient,  # imported there with the httpx deprecation warning silenced
+    order_body,
+)
 from tests.integration.test_delivery_support import (
     FAST,
     Peer,
@@ -26,10 +29,6 @@ from tests.integration.test_delivery_support import (
     wait_until,
     write_config,
 )
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
-    from fastapi.testclient import TestClient
 
 SECRET = "s3cret-for-the-test"
 

@@ -4,7 +4,6 @@ the site's outbox (same transaction), and the worker built from the configuratio
 
 from __future__ import annotations
 
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +14,13 @@ from gateway.config import load_settings
 from gateway.delivery_senders import build_delivery_worker
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import MessageState
-from tests.conftest import ACME, ADMIN, event_body, order_body
+from tests.conftest import (
+    ACME,
+    ADMIN,
+    TestClient,  # imported there with the httpx deprecation warning silenced
+    event_body,
+    order_body,
+)
 from tests.integration.test_delivery_support import (
     FAST,
     Peer,
@@ -25,10 +30,6 @@ from tests.integration.test_delivery_support import (
     wait_until,
     write_config,
 )
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
-    from fastapi.testclient import TestClient
 
 
 def test_accepted_events_reach_the_site_engine_in_order(engine: Engine, tmp_path: Path) -> None:

@@ -3,15 +3,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 from gateway.app import create_app
 from gateway.config import DEMO_CONFIG, load_settings
 from gateway.db import make_engine
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
-    from fastapi.testclient import TestClient
+from tests.conftest import TestClient  # imported there with the httpx deprecation warning silenced
 
 
 def test_readyz_is_503_when_the_database_is_unreachable():
