@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import hl7
 import hl7.mllp
@@ -64,21 +65,7 @@ def test_a_stale_application_ack_arriving_in_the_same_read_as_the_commit_ack_is_
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    async def scenario() -> tuple[list[str], int]:
-        server = await hl7.mllp.start_hl7_server(handle, "127.0.0.1", 0, encoding="utf-8")
-        port = server.sockets[0].getsockname()[1]
-        endpoint = MllpEndpoint("127.0.0.1", port, connect_timeout_s=1, read_timeout_s=1)
-        statuses = []
-        async with MllpSender(endpoint) as sender:
-            for control_id in ("B1", "B2", "B3"):
-                statuses.append((await sender.send(enhanced(control_id))).status)
-            opened = sender.connections_opened
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0.05)  # let the handler see the close and release its socket
-        return statuses, opened
-
-    statuses, opened = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    statuses, opened = _send_enhanced(handle, ("B1", "B2", "B3"))
     assert statuses == ["delivered"] * 3
     assert received == ["B1", "B2", "B3"]
     assert opened == 1  # the stale AA is dropped from the buffer, not a reason to reconnect
@@ -102,21 +89,7 @@ def test_stray_bytes_after_an_ack_do_not_cost_a_reconnect_per_message() -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    async def scenario() -> tuple[list[str], int]:
-        server = await hl7.mllp.start_hl7_server(handle, "127.0.0.1", 0, encoding="utf-8")
-        port = server.sockets[0].getsockname()[1]
-        endpoint = MllpEndpoint("127.0.0.1", port, connect_timeout_s=1, read_timeout_s=1)
-        statuses = []
-        async with MllpSender(endpoint) as sender:
-            for control_id in ("S1", "S2", "S3"):
-                statuses.append((await sender.send(enhanced(control_id))).status)
-            opened = sender.connections_opened
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0.05)
-        return statuses, opened
-
-    statuses, opened = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    statuses, opened = _send_enhanced(handle, ("S1", "S2", "S3"))
     assert statuses == ["delivered"] * 3
     assert received == ["S1", "S2", "S3"]
     assert opened == 1
@@ -156,3 +129,24 @@ def test_a_truly_foreign_ack_is_still_a_warning_and_a_retry(peers: PeerLoop) -> 
         return outcome.status, outcome.warning is not None
 
     assert asyncio.run(scenario()) == ("retry", True)
+
+
+def _send_enhanced(handle: Any, control_ids: tuple[str, ...]) -> tuple[list[str], int]:
+    """Send ``control_ids`` in enhanced mode to a python-hl7 server running ``handle``; the
+    outcome statuses and how many connections the sender opened."""
+
+    async def scenario() -> tuple[list[str], int]:
+        server = await hl7.mllp.start_hl7_server(handle, "127.0.0.1", 0, encoding="utf-8")
+        port = server.sockets[0].getsockname()[1]
+        endpoint = MllpEndpoint("127.0.0.1", port, connect_timeout_s=1, read_timeout_s=1)
+        statuses = []
+        async with MllpSender(endpoint) as sender:
+            for control_id in control_ids:
+                statuses.append((await sender.send(enhanced(control_id))).status)
+            opened = sender.connections_opened
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # let the handler see the close and release its socket
+        return statuses, opened
+
+    return asyncio.run(asyncio.wait_for(scenario(), timeout=10))
