@@ -45,38 +45,21 @@ from sqlalchemy.engine import Connection, Dialect
 __all__ = ["fetch_all", "compiled_for", "prepared_for", "execute", "executemany", "fetch_rows"]
 
 
-@dataclass(frozen=True)
-class _Compiled:
-    sql: str
-    compiled: Any  # sqlalchemy.sql.compiler.SQLCompiler
-    positional: tuple[str, ...] | None  # bind names in order for qmark/format; None for named styles
-
-
-@functools.lru_cache(maxsize=512)
-def compiled_for(dialect: Dialect, statement: Any) -> _Compiled | None:
-    """``statement`` (a long-lived, cached Core statement) compiled for ``dialect``, or None when it
-    cannot run on the bare cursor without type processing."""
-    compiled = statement.compile(dialect=dialect)
-    processors = getattr(compiled, "_bind_processors", None)
-    if processors or compiled.literal_execute_params or compiled.post_compile_params:
+def compiled_for(dialect: Dialect, statement: Any, keys: tuple[str, ...] = ()) -> Prepared | None:
+    """``statement`` prepared for ``dialect`` (:func:`prepared_for`) when it can run on the bare cursor
+    with no type processing at all; None otherwise (:func:`fetch_all` then uses ``Connection.execute``)."""
+    prepared = prepared_for(dialect, statement, keys)
+    if prepared is None or prepared.processors or any(prepared.result_processors or ()):
         return None
-    if getattr(compiled, "_result_columns", None) and any(
-        column[3]._cached_result_processor(dialect, None) is not None
-        for column in compiled._result_columns
-    ):
-        return None
-    positional = tuple(compiled.positiontup) if compiled.positional else None
-    return _Compiled(compiled.string, compiled, positional)
+    return prepared
 
 
 def fetch_all(conn: Connection, statement: Any, binds: dict[str, Any]) -> list[Any]:
     """The rows of ``statement`` with ``binds``: plain tuples in the statement's column order."""
-    prepared = compiled_for(conn.dialect, statement)
+    prepared = compiled_for(conn.dialect, statement, tuple(sorted(binds)))
     if prepared is None:
         return [tuple(row) for row in conn.execute(statement, binds)]
-    values = prepared.compiled.construct_params(binds)
-    params: Any = (tuple(values[name] for name in prepared.positional)
-                   if prepared.positional is not None else values)
+    params = _params(prepared, binds)
     proxied = conn.connection
     dbapi_connection: Any = proxied.dbapi_connection
     statement_level = _idle_psycopg(conn, dbapi_connection)

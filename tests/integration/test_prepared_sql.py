@@ -12,7 +12,6 @@ import sqlalchemy as sa
 
 from gateway import prepared_sql
 from gateway.db import write_session
-from gateway.fhir_api import prepared as old_home
 from gateway.store import OrderRow
 
 _O: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
@@ -87,8 +86,3 @@ def test_without_a_transaction_writes_go_through_sqlalchemy_and_are_not_committe
         conn.rollback()
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(_O)).scalar() == 0
-
-
-def test_the_fhir_poll_helper_is_still_importable_from_its_old_home():
-    assert old_home.fetch_all is prepared_sql.fetch_all
-    assert old_home.compiled_for is prepared_sql.compiled_for
