@@ -165,6 +165,19 @@ class Settings(BaseSettings):
     server_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     server_http: Literal["auto", "h11", "httptools"] = "auto"
     public_base_url: str = "http://127.0.0.1:8080"
+
+    # --- issue 11 / identity (DIN, lot, resource ids): settings of this part go below
+
+    # --- issue 11 / templates and profile YAML bounds: settings of this part go below
+
+    # --- issue 11 / FHIR search, error lists, HTTP server bounds: settings of this part go below
+
+    # --- issue 11 / plausible times and safety gates: settings of this part go below
+
+    # --- issue 11 / retraction: settings of this part go below
+
+    # --- issue 11 / HL7v2 character sets and fidelity: settings of this part go below
+
     manufacturers: list[ManufacturerConfig] = Field(default_factory=list)
     sites: list[SiteConfig] = Field(default_factory=list)
     api_clients: list[ApiClientConfig] = Field(default_factory=list)
