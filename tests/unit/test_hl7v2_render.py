@@ -251,7 +251,8 @@ def test_results_carry_codes_units_and_out_of_specification_flags() -> None:
         "F",
     ]
     assert rows[1][4:6] == ["15-60", ""]
-    assert rows[2][:3] == ["CWE", "sterility^Sterility test result^99CGT", "^negative"] and rows[2][5] == ""
+    assert rows[2][:3] == ["CWE", "sterility^Sterility test result^99CGT", "260385009^Negative^SCT"]
+    assert rows[2][5] == ""
     assert rows[3][2:6] == ["0.4", "{EU}/mL^{EU}/mL^UCUM", "<5", ""]
     assert _field(failed, "NTE", 3) == "Viability below specification"
     assert _field(failed, "NTE", 4) == "1R^Primary Reason^HL70364"
