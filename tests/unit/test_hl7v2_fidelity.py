@@ -266,3 +266,16 @@ def test_the_empty_required_check_reads_only_segments_present() -> None:
     (message, *_), _ = render(*journey("site-b", "journey-autologous")[0], profile("site-b"))
     assert empty_required_overrides({"PV1-2": ""}, [message]) == []  # site-b sends no PV1
     assert empty_required_overrides({"OBR-4": ""}, [message]) == []  # OBR-4 holds the product
+
+
+def test_the_readme_hl7v2_example_is_a_valid_profile_section() -> None:
+    import yaml
+
+    from mappings.profile_hl7v2 import Hl7v2Settings
+
+    readme = (FIXTURES.parent / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "charset_fallback" in b]
+    settings = Hl7v2Settings.model_validate(yaml.safe_load(block)["hl7v2"])
+    assert settings.charset is None and settings.charset_fallback == "transliterate"
+    assert settings.pv1 is not None and settings.pv1.assigned_location is not None
+    assert settings.pv1.assigned_location.components()[0] == "CTI"
