@@ -23,9 +23,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from adapters.delivery_result import DeliveryOutcome
+from adapters.hl7v2.charset import python_codec
 from adapters.http.auth import BearerToken, ClientCredentials, ClientCredentialsAuth
 from adapters.http.fhir_push import FhirPushSender
-from adapters.hl7v2.charset import python_codec
 from adapters.http.webhook import WebhookSender
 from adapters.mllp.client import ConnectionFactory, MllpEndpoint, MllpSender
 from gateway.config import Settings

@@ -2,8 +2,9 @@
 
 The lifecycle lives in ``gateway`` (the pure core may not import it), so the events are first judged
 by a *replay* (``gateway.replay.replay_journey``) into :class:`JourneyStep` s; :func:`preview_steps`
-then translates each accepted step for the profile, and adds what only preview checks (an override that
-renders a required field empty, :mod:`mappings.preview_overrides`).  :meth:`PreviewStep.to_json` is JSON-ready for
+then translates each accepted step for the profile, and adds what only preview checks (an override
+that renders a required field empty, :mod:`mappings.preview_overrides`).  :meth:`PreviewStep.to_json`
+is JSON-ready for
 the API (``POST /v1/sites/{site_id}/preview``) and the CLI.
 """
 

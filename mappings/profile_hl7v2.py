@@ -131,7 +131,8 @@ class Hl7v2Settings(BaseModel):
         codec = python_codec(self.charset)
         values = {
             "sending_application": self.sending_application, "sending_facility": self.sending_facility,
-            "receiving_application": self.receiving_application, "receiving_facility": self.receiving_facility,
+            "receiving_application": self.receiving_application,
+            "receiving_facility": self.receiving_facility,
             "pid3_assigning_authority": self.pid3_assigning_authority or "",
         }
         location = self.pv1.assigned_location if self.pv1 is not None else None

@@ -200,7 +200,9 @@ def _measurement_observation(
     issues += value_issues
     answer = _coded_answer(terminology, measurement, path, issues)
     if answer is not None:  # the same SNOMED CT coding as OBX-5 (adapters.hl7v2.results)
-        value = ObservationValue(text=str(measurement.value), coding=(answer.system, answer.code, answer.display))
+        value = ObservationValue(
+            text=str(measurement.value), coding=(answer.system, answer.code, answer.display)
+        )
     spec = parse_specification(measurement.specification) if measurement.specification else None
     flag = None
     if measurement.specification and spec is None:

@@ -260,8 +260,9 @@ def _finish(drafts: list[_Draft], fits: list[Fitted], order: OrderSnapshot, even
         ctrl = control_id(profile.site_id, order.manufacturer.id, order.order.order_id, event.event_id, index)
         msh = seg.build_msh(settings, timestamp, draft.message_type, draft.structure, ctrl)
         er7 = "\r".join(serialize(s) for s in [msh, *draft.segments]) + "\r"
+        refused = refusal_reason(fitted, settings.charset)
         messages.append(Hl7Message(message_type=draft.message_type, control_id=ctrl, er7=er7,
-                                   version=settings.version, refused=refusal_reason(fitted, settings.charset)))
+                                   version=settings.version, refused=refused))
     return tuple(messages)
 
 

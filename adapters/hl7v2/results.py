@@ -1,11 +1,13 @@
 """OBX segments for measurements and release results, with the abnormal flag for out-of-specification.
 
 OBX-2 is ``NM`` for a number, ``CWE`` (``CE`` before 2.5) for a qualitative result with a coded answer
-(sterility ``negative`` -> ``260385009^Negative^SCT``, SNOMED CT, ``terminology/data/qualitative_results.json``),
-``ST`` for other text (with an ``unmapped-result`` warning when the measurement expects a coded answer); OBX-3 is the site's code (profile ``measurement_codes``) or ours
-(LOINC where one exists); OBX-6 the UCUM unit; OBX-7 the specification as the reference range;
-OBX-8 (table 0078) ``L``/``H`` for a number below/above its specification, ``A`` for a coded or
-text result that does not match it, empty when within it; OBX-11 ``F`` (final).
+(sterility ``negative`` -> ``260385009^Negative^SCT``, SNOMED CT, from
+``terminology/data/qualitative_results.json``), ``ST`` for other text (the FHIR side warns
+``unmapped-result`` when a coded answer was expected); OBX-3 is the site's code (profile
+``measurement_codes``) or ours (LOINC where one exists); OBX-6 the UCUM unit; OBX-7 the
+specification as the reference range; OBX-8 (table 0078) ``L``/``H`` for a number below/above its
+specification, ``A`` for a coded or text result that does not match it (a coded answer is compared
+by code: ``not detected`` meets ``negative``), empty when within it; OBX-11 ``F`` (final).
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def build_pv1(settings: Pv1Settings) -> Segment:
     return segment("PV1", fields)
 
 
-def build_orc(common: Common, order_control: str, order_status: str, *, with_quantity_timing: bool) -> Segment:
+def build_orc(common: Common, order_control: str, order_status: str, *,
+              with_quantity_timing: bool) -> Segment:
     """ORC; ORC-4 carries the CoI when the profile says so.
 
     ORC-16 (order control code reason, CE in 2.3-2.5.1) is one kind of value in every message: the

@@ -20,7 +20,15 @@ from gateway.config import load_settings
 from gateway.delivery_senders import build_delivery_worker
 from gateway.outbox import MessageState
 from tests.conftest import NOVA, TestClient, event_body
-from tests.integration.test_delivery_support import FAST, ROOT, PeerLoop, alerts, all_finished, messages, wait_until
+from tests.integration.test_delivery_support import (
+    FAST,
+    ROOT,
+    PeerLoop,
+    alerts,
+    all_finished,
+    messages,
+    wait_until,
+)
 
 NOVA_COI = "NC-000123"
 
@@ -74,7 +82,8 @@ def _config(directory: Path, engine: Engine, port: int, fallback: str) -> Path:
     site_b = site_b.replace("\n  charset: null\n", f"\n  charset: null\n  charset_fallback: {fallback}\n")
     site_b += f"\ndelivery:\n  mllp:\n    host: 127.0.0.1\n    port: {port}\n    connect_timeout_s: 1\n"
     (directory / "site-b.yaml").write_text(site_b, encoding="utf-8")
-    sites = [{"id": "site-a", "name": "Site A", "profile": str(ROOT / "fixtures" / "profiles" / "site-a.yaml")},
+    site_a = str(ROOT / "fixtures" / "profiles" / "site-a.yaml")
+    sites = [{"id": "site-a", "name": "Site A", "profile": site_a},
              {"id": "site-b", "name": "Site B", "profile": str(directory / "site-b.yaml")}]
     config = {"database_url": engine.url.render_as_string(hide_password=False), "log_level": "INFO",
               "manufacturers": demo["manufacturers"], "sites": sites, "api_clients": demo["api_clients"]}
@@ -129,7 +138,8 @@ def test_site_b_receives_zoe_nunez_as_pure_ascii(engine: Engine, tmp_path: Path)
         assert len(msh) <= 18 or str(msh[18]) == ""  # no MSH-18: the HL7 default, ASCII
     placed, held = (hl7.parse(b.decode("ascii")) for b in peer.blocks)
     assert placed.unescape(str(placed.segment("NTE")[3])) == "Zoe prefers Espanol - cafe au lait 1/2"
-    assert str(placed.segment("ORC")[12][0][1]) == "Ibanez" and str(placed.segment("ORC")[12][0][2]) == "Inaki"
+    provider = placed.segment("ORC")[12][0]
+    assert (str(provider[1]), str(provider[2])) == ("Ibanez", "Inaki")
     assert str(placed.segment("PID")[5]) == "^^^^^^U"  # mrn_only: the name itself is never sent to site-b
     assert held.unescape(str(held.segment("NTE")[3])) == "Revision medicale"
 

@@ -119,7 +119,8 @@ def test_no_phi_in_any_charset_issue() -> None:
 def test_latin1_site_keeps_latin1_letters_and_transliterates_the_rest() -> None:
     site = variant("site-a", charset="8859/1")
     snapshot, record = journey("site-a", "journey-autologous")[0]
-    messages, issues = render(_with_patient(snapshot, family="Núñez-Łukasiewicz", given=["Zoë"]), record, site)
+    patient = {"family": "Núñez-Łukasiewicz", "given": ["Zoë"]}
+    messages, issues = render(_with_patient(snapshot, **patient), record, site)
     assert _field(messages[0], "PID", 5, 1) == "Núñez-Lukasiewicz"
     assert _field(messages[0], "PID", 5, 2) == "Zoë"
     messages[0].er7.encode("latin-1")
@@ -130,7 +131,8 @@ def test_a_utf8_site_keeps_everything() -> None:
     snapshot, record = journey("site-a", "journey-autologous")[0]
     messages, issues = render(_with_patient(snapshot, **ZOE), record, profile("site-a"))
     assert _field(messages[0], "PID", 5, 1) == "Núñez"
-    assert not {"hl7v2-transliterated", "hl7v2-unrepresentable", "hl7v2-charset-refused"} & {i.code for i in issues}
+    charset_codes = {"hl7v2-transliterated", "hl7v2-unrepresentable", "hl7v2-charset-refused"}
+    assert not charset_codes & {i.code for i in issues}
 
 
 def test_site_b_notes_reasons_and_provider_arrive_as_ascii() -> None:
@@ -173,15 +175,15 @@ def test_an_identifier_is_never_transliterated_whatever_the_fallback() -> None:
 
 
 def test_preview_shows_the_transliteration_and_the_refusal() -> None:
-    from gateway.replay import replay_journey
     from gateway.config import load_settings
+    from gateway.replay import replay_journey
     from mappings.goldens import load_case
 
     fixture = load_case(FIXTURES / "events" / "journey-cancelled.json").for_site("site-b")
     order = fixture.order.model_copy(update={"note": "Zoë's café"})
     steps = replay_journey(load_settings(), order, fixture.events[:1], placed_at=fixture.placed_at)
-    for site, fallback in ((profile("site-b"), "transliterate"), (variant("site-b", charset_fallback="refuse"),
-                                                                   "refuse")):
+    refusing = variant("site-b", charset_fallback="refuse")
+    for site, fallback in ((profile("site-b"), "transliterate"), (refusing, "refuse")):
         (placed, *_) = [s.to_json() for s in preview_steps(site, steps, load_terminology(), NOW)]
         (oml,) = [m for m in placed["hl7v2"] if m["message_type"] == "ORM^O01"]
         codes = {i["code"] for i in placed["issues"]}

@@ -31,13 +31,15 @@ from tests.unit.hl7v2_cases import (
     variant,
 )
 
-PV1 = {"patient_class": "O", "assigned_location": {"point_of_care": "CTI", "room": "12", "facility": "SITE-B",
-                                                   "person_location_type": "C", "description": "Cell therapy"}}
+PV1 = {"patient_class": "O",
+       "assigned_location": {"point_of_care": "CTI", "room": "12", "facility": "SITE-B",
+                             "person_location_type": "C", "description": "Cell therapy"}}
 
 #: Every message kind, on every version: (site, hl7v2 settings changed).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "2.5.1-oml-all": ("site-a", {"blood_product_status": True}),
-    "2.5.1-orm-obx": ("site-a", {"order_message": "ORM^O01", "coi_location": "OBX", "blood_product_status": True}),
+    "2.5.1-orm-obx": ("site-a", {"order_message": "ORM^O01", "coi_location": "OBX",
+                                 "blood_product_status": True}),
     "2.4-oml-zcg": ("site-a", {"version": "2.4", "charset": "UNICODE", "coi_location": "ZCG"}),
     "2.3-orm-sched": ("site-b", {"scheduling": True}),
     "2.3-orm-obx": ("site-b", {"scheduling": True, "coi_location": "OBX"}),
@@ -75,7 +77,8 @@ def test_orc_16_is_the_coded_business_status_in_every_message(name: str) -> None
 def test_orc_16_no_longer_carries_free_text_reasons() -> None:
     """HD and OC used to put ``^reason`` in ORC-16: the reason is in NTE (1R), ORC-16 is coded."""
     for record, message in render_journey(profile("site-a"), "journey-cancelled"):
-        if record.type in (EventType.order_on_hold, EventType.order_cancelled) and message.message_type.startswith("OML"):
+        held_or_cancelled = record.type in (EventType.order_on_hold, EventType.order_cancelled)
+        if held_or_cancelled and message.message_type.startswith("OML"):
             orc = _segments(message, "ORC")[0]
             assert orc[16] == f"{record.status_after.value}^{orc[16].split('^')[1]}^99CGT"
             notes = [nte for nte in _segments(message, "NTE") if nte[4].startswith("1R^")]
