@@ -152,3 +152,34 @@ def test_refuse_keeps_the_message_as_a_dead_letter_with_an_alert(engine: Engine,
     raised = [a for a in alerts(engine) if a.destination == "site-b/mllp"]
     assert sorted(a.message_id for a in raised) == sorted(r.id for r in rows)
     assert all(a.kind == "dead-letter" and "Révision" not in a.detail for a in raised)
+
+
+def test_preview_over_the_api_shows_the_transliteration_and_a_refusing_draft(client) -> None:
+    from tests.conftest import SITE_B
+
+    body = {"order": _zoe_order(), "events": []}
+    response = client.post("/v1/sites/site-b/preview", json=body, headers=SITE_B)
+    assert response.status_code == 200, response.text
+    (placed,) = response.json()["steps"]
+    (orm,) = placed["hl7v2"]
+    assert orm["refused"] is None and "".join(orm["segments"]).isascii()
+    assert "NTE|1|P|Zoe prefers Espanol - cafe au lait 1/2" in orm["segments"]
+    transliterated = {i["path"] for i in placed["issues"] if i["code"] == "hl7v2-transliterated"}
+    assert transliterated == {"hl7v2.ORC-12", "hl7v2.OBR-16", "hl7v2.NTE-3"}
+    assert "Zo" not in json_text(placed["issues"])
+
+    draft = (ROOT / "fixtures" / "profiles" / "site-b.yaml").read_text(encoding="utf-8").replace(
+        "\n  charset: null\n", "\n  charset: null\n  charset_fallback: refuse\n")
+    response = client.post("/v1/sites/site-b/preview", json={**body, "profile_yaml": draft}, headers=SITE_B)
+    assert response.status_code == 200, response.text
+    (placed,) = response.json()["steps"]
+    (orm,) = placed["hl7v2"]
+    assert orm["refused"] and "NTE-3" in orm["refused"]
+    refused = [(i["severity"], i["path"]) for i in placed["issues"] if i["code"] == "hl7v2-charset-refused"]
+    assert sorted(refused) == [("error", "hl7v2.NTE-3"), ("error", "hl7v2.OBR-16"), ("error", "hl7v2.ORC-12")]
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)

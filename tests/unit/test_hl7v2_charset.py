@@ -219,3 +219,14 @@ def test_profile_identifiers_must_fit_the_declared_character_set() -> None:
     latin1 = load_profile_text(_site_b_text(**{"receiving_facility: SITEB": "receiving_facility: SITÉB",
                                                 "  charset: null": '  charset: "8859/1"'}))
     assert latin1.hl7v2.receiving_facility == "SITÉB"
+
+
+def test_profile_codes_sent_in_hl7v2_must_fit_the_declared_character_set() -> None:
+    with pytest.raises(ProfileInvalid) as bad:
+        load_profile_text(_site_b_text(**{'local_code: "900101"': 'local_code: "900101-É"'}), "site-b.yaml")
+    problems = "\n".join(bad.value.problems)
+    assert "hl7v2: products.CART-CD19.local_code has characters outside ASCII (MSH-18 empty)" in problems
+    with pytest.raises(ProfileInvalid):
+        load_profile_text(_site_b_text(**{"code: CGT90": "code: CGT90Ö"}))
+    # displays are text: they are transliterated at run time, not refused
+    assert load_profile_text(_site_b_text(**{"display: ON HOLD}": "display: EN ATTENTE — MÉDICAL}"}))
