@@ -255,5 +255,8 @@ def refusal_reason(fitted: Fitted, charset: str | None) -> str | None:
     """Why a message is not sent (field paths only), or None if it may be sent."""
     if fitted.sendable:
         return None
-    return (f"not sent: {', '.join(fitted.refused)} cannot be encoded in {charset_label(charset)} "
-            "(hl7v2.charset_fallback or an identifier)")
+    label = charset_label(charset)
+    if fitted.identifiers:
+        return (f"identifier {', '.join(fitted.identifiers)} cannot be encoded in {label} "
+                "(identifiers are never transliterated)")
+    return f"{', '.join(fitted.refused)} cannot be encoded in {label} (charset_fallback: refuse)"

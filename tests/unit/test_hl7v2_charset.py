@@ -230,3 +230,24 @@ def test_profile_codes_sent_in_hl7v2_must_fit_the_declared_character_set() -> No
         load_profile_text(_site_b_text(**{"code: CGT90": "code: CGT90Ö"}))
     # displays are text: they are transliterated at run time, not refused
     assert load_profile_text(_site_b_text(**{"display: ON HOLD}": "display: EN ATTENTE — MÉDICAL}"}))
+
+
+def test_cli_preview_says_which_message_would_not_be_sent(tmp_path: Any) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from gateway.cli_profile import profile_app
+
+    draft = tmp_path / "site-b-refuse.yaml"
+    draft.write_text(_site_b_text(**{"  charset: null": "  charset: null\n  charset_fallback: refuse"}),
+                     encoding="utf-8")
+    case = json.loads((FIXTURES / "events" / "journey-cancelled.json").read_text(encoding="utf-8"))
+    case["order"]["note"], case["events"] = "Zoë Núñez café", case["events"][:1]
+    order = tmp_path / "order.json"
+    order.write_text(json.dumps(case, ensure_ascii=False), encoding="utf-8")
+    result = CliRunner().invoke(profile_app, ["preview", "--profile", str(draft), "--order", str(order)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "(not sent: NTE-3 cannot be encoded in ASCII (MSH-18 empty) (charset_fallback: refuse))" in lines
+    assert any(line.startswith("error hl7v2-charset-refused hl7v2.NTE-3: ") for line in lines)
