@@ -282,3 +282,14 @@ def test_the_readme_hl7v2_example_is_a_valid_profile_section() -> None:
     assert settings.charset is None and settings.charset_fallback == "transliterate"
     assert settings.pv1 is not None and settings.pv1.assigned_location is not None
     assert settings.pv1.assigned_location.components()[0] == "CTI"
+
+
+def test_pv1_codes_are_the_hl7_tables() -> None:
+    from typing import get_args
+
+    from mappings.profile_pv1 import PatientClass, PersonLocationType
+    from terminology.hl7_tables import load_hl7_tables
+
+    tables = load_hl7_tables()
+    assert set(get_args(PatientClass)) == set(tables.table("0004"))
+    assert set(get_args(PersonLocationType)) == set(tables.table("0305"))
