@@ -198,9 +198,10 @@ def fit_segments(segments: Iterable[Segment], charset: str | None, fallback: Cha
             if encodable(value, codec):
                 continue
             path = f"{seg[0]}-{number}"
-            if _is_identifier(seg, number):
+            identifier = _is_identifier(seg, number)
+            if identifier:
                 identifiers.append(path)
-            if fallback == "refuse" or _is_identifier(seg, number):
+            if identifier or fallback == "refuse":
                 refused.append(path)
                 continue
             fitted, complete = _transliterate_field(value, codec)
