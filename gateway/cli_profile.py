@@ -111,6 +111,8 @@ def _print_step(step: dict[str, object]) -> None:
     assert isinstance(messages, list)
     typer.echo(f"--- HL7v2 ({len(messages)} message{'s' if len(messages) != 1 else ''})")
     for message in messages:
+        if message.get("refused"):
+            typer.echo(f"(not sent: {message['refused']})")
         typer.echo("\n".join(message["segments"]))
         typer.echo("")
     issues = step["issues"]

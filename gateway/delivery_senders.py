@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from adapters.delivery_result import DeliveryOutcome
+from adapters.hl7v2.charset import python_codec
 from adapters.http.auth import BearerToken, ClientCredentials, ClientCredentialsAuth
 from adapters.http.fhir_push import FhirPushSender
 from adapters.http.webhook import WebhookSender
@@ -44,8 +45,6 @@ __all__ = [
     "mllp_endpoint",
     "build_delivery_worker",
 ]
-
-_CHARSET_ENCODINGS = {"ASCII": "ascii", "8859/1": "latin-1", "UNICODE": "utf-8", "UNICODE UTF-8": "utf-8"}
 
 
 class DeliveryConfigError(ValueError):
@@ -101,7 +100,7 @@ def mllp_endpoint(settings: MllpEndpointSettings, charset: str | None) -> MllpEn
                                       f"({type(exc).__name__})") from exc
     return MllpEndpoint(settings.host, settings.port, connect_timeout_s=settings.connect_timeout_s,
                         read_timeout_s=settings.read_timeout_s, ssl=context,
-                        encoding=_CHARSET_ENCODINGS.get(charset or "", "utf-8"),
+                        encoding=python_codec(charset),  # MSH-18 empty: ASCII
                         wait_for_application_ack=settings.wait_for_application_ack)
 
 

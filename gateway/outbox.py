@@ -127,6 +127,7 @@ class NewMessage(SQLModel):
     message_type: str
     content_type: str
     payload: str
+    refused: str | None = None  # never to be sent (why: field paths, no values): stored dead, with an alert
 
 
 def enqueue(session: Session, messages: Sequence[NewMessage], *, site_id: str, manufacturer_id: str,
@@ -142,9 +143,19 @@ def enqueue(session: Session, messages: Sequence[NewMessage], *, site_id: str, m
                       payload=m.payload, next_attempt_at=now, created_at=now)
         for m in messages
     ]
+    for row, message in zip(rows, messages, strict=True):
+        if message.refused is not None:  # e.g. text outside the site's charset with charset_fallback: refuse
+            row.state, row.finished_at = MessageState.dead.value, now
+            row.last_outcome, row.last_detail = "refused", message.refused
     session.add_all(rows)
-    if rows:
-        mark_enqueued(session, {row.destination for row in rows})
+    refused = [(row, m.refused) for row, m in zip(rows, messages, strict=True) if m.refused is not None]
+    if refused:
+        session.flush()  # the alerts name the rows' ids
+        session.add_all(DeliveryAlert(at=now, destination=row.destination, message_id=row.id,
+                                      kind="dead-letter", detail=reason or "") for row, reason in refused)
+    pending = {row.destination for row in rows if row.state == MessageState.pending}
+    if pending:
+        mark_enqueued(session, pending)
     return rows
 
 

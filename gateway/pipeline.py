@@ -49,7 +49,8 @@ def outbox_messages(translation: Translation, profile: SiteProfile, snapshot: Or
     if mllp is not None and mllp.enabled:
         messages.extend(
             NewMessage(destination=mllp_destination(profile.site_id), channel="mllp", control_id=m.control_id,
-                       message_type=m.message_type, content_type="application/hl7-v2", payload=m.er7)
+                       message_type=m.message_type, content_type="application/hl7-v2", payload=m.er7,
+                       refused=m.refused)
             for m in translation.messages)
     push = profile.delivery.fhir_push
     if push is not None and push.enabled and translation.resources:

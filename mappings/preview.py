@@ -2,7 +2,9 @@
 
 The lifecycle lives in ``gateway`` (the pure core may not import it), so the events are first judged
 by a *replay* (``gateway.replay.replay_journey``) into :class:`JourneyStep` s; :func:`preview_steps`
-then translates each accepted step for the profile.  :meth:`PreviewStep.to_json` is JSON-ready for
+then translates each accepted step for the profile, and adds what only preview checks (an override
+that renders a required field empty, :mod:`mappings.preview_overrides`).  :meth:`PreviewStep.to_json`
+is JSON-ready for
 the API (``POST /v1/sites/{site_id}/preview``) and the CLI.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from adapters.fhir.bundle import transaction_bundle
 from mappings.domain import EventIn, EventRecord, EventType, OrderIn, OrderSnapshot
+from mappings.preview_overrides import empty_required_overrides
 from mappings.profile import SiteProfile
 from mappings.result import Hl7Message, MappingIssue
 from mappings.translate import translate
@@ -100,6 +103,7 @@ def message_json(message: Hl7Message) -> dict[str, Any]:
         "control_id": message.control_id,
         "version": message.version,
         "segments": [s for s in message.er7.split("\r") if s],
+        "refused": message.refused,  # why the site would not be sent this message (None: it would be)
     }
 
 
@@ -130,7 +134,8 @@ def preview_steps(
                 status=step.record.status_after.value,
                 bundle=transaction_bundle(translation.resources),
                 messages=translation.messages,
-                issues=translation.issues,
+                issues=translation.issues
+                + tuple(empty_required_overrides(profile.hl7v2.overrides, translation.messages)),
                 profile_version=translation.profile_version,
                 extra=dict(translation.extra),
             )

@@ -13,9 +13,18 @@ import re
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from adapters.hl7v2.charset import charset_label, encodable, python_codec
 from mappings.domain import OrderStatus
 from mappings.profile_delivery import DeliverySettings
 from mappings.profile_hl7v2 import Hl7v2Settings
@@ -187,6 +196,28 @@ class SiteProfile(ProfileModel):
             raise PydanticCustomError(
                 "timezone", "unknown timezone '{value}' (expected an IANA name like Europe/Berlin)",
                 {"value": value}) from None
+        return value
+
+    @field_validator("hl7v2")
+    @classmethod
+    def _codes_fit_the_hl7v2_charset(cls, value: Hl7v2Settings, info: ValidationInfo) -> Hl7v2Settings:
+        """Codes sent in HL7v2 (OBR-4, OBX-3, ORC-16) are never transliterated: they must fit MSH-18."""
+        if not value.enabled:
+            return value
+        codec = python_codec(value.charset)
+        codes: list[tuple[str, str]] = []
+        for key, product in (info.data.get("products") or {}).items():
+            codes.append((f"products.{key}.local_code", product.local_code))
+        for key, coding in (info.data.get("measurement_codes") or {}).items():
+            codes.append((f"measurement_codes.{key}.code", coding.code))
+        business = info.data.get("business_status")
+        for key, coding in (business.overrides.items() if business is not None else ()):
+            codes.append((f"business_status.overrides.{key}.code", coding.code))
+        for path, code in codes:
+            if not encodable(code, codec):
+                raise PydanticCustomError(
+                    "charset", "{path} has characters outside {charset}; codes are never transliterated",
+                    {"path": path, "charset": charset_label(value.charset)})
         return value
 
     @property

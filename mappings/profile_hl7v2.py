@@ -17,7 +17,9 @@ Example (``fixtures/profiles/site-a.yaml``)::
       coi_location: ORC-4         # ORC-4 | OBX | ZCG
       pid3_assigning_authority: SITEA
       pid3_identifier_type: MR
-      charset: UNICODE UTF-8
+      charset: UNICODE UTF-8      # MSH-18; null = ASCII
+      charset_fallback: transliterate   # or refuse: text the charset cannot hold
+      pv1: {patient_class: O, assigned_location: {point_of_care: CTI, facility: SITE-A}}
       overrides:
         OBR-4: "{{ product.local_code }}^{{ product.display }}^L"
 
@@ -32,7 +34,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from adapters.hl7v2.charset import CharsetFallback, charset_label, encodable, python_codec
 from adapters.hl7v2.templates import check_template
+from mappings.profile_pv1 import Pv1Settings
 
 __all__ = [
     "Hl7v2Settings",
@@ -77,8 +81,8 @@ OverridePath = Annotated[str, AfterValidator(_check_path)]
 OverrideTemplate = Annotated[str, Field(max_length=2000), AfterValidator(_check_template)]
 
 #: HL7 table 0211 (alternate character sets) values we can honour.  The MLLP sender encodes each message
-#: in this character set (ASCII, ISO 8859-1, else UTF-8, also when MSH-18 is empty); a message holding a
-#: character the set cannot encode is dead-lettered at delivery ("message cannot be sent").
+#: in this character set (ASCII, also when MSH-18 is empty, the HL7 default; ISO 8859-1; else UTF-8);
+#: the renderer makes every message fit it (``charset_fallback``, see :mod:`adapters.hl7v2.charset`).
 Charset = Literal["ASCII", "8859/1", "UNICODE", "UNICODE UTF-8"]
 
 
@@ -104,7 +108,9 @@ class Hl7v2Settings(BaseModel):
     coi_location: Literal["ORC-4", "OBX", "ZCG"] = "ORC-4"
     pid3_assigning_authority: AssigningAuthority | None = None  # PID-3.4
     pid3_identifier_type: Annotated[str, Field(pattern=r"^[A-Z]{1,5}$")] = "MR"  # PID-3.5, table 0203
-    charset: Charset | None = "UNICODE UTF-8"  # MSH-18
+    charset: Charset | None = "UNICODE UTF-8"  # MSH-18; None (empty) means ASCII
+    charset_fallback: CharsetFallback = "transliterate"  # text the charset cannot hold: nearest or refuse
+    pv1: Pv1Settings | None = None  # a PV1 after PID (patient class, assigned location); None: no PV1
     overrides: dict[OverridePath, OverrideTemplate] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -117,7 +123,26 @@ class Hl7v2Settings(BaseModel):
             raise ValueError("OML^O21 does not exist in HL7 2.3; use order_message: ORM^O01")
         if self.blood_product_status and self.version != "2.5.1":
             raise ValueError("BPS^O29/BTS^O31 (blood_product_status) need HL7 version 2.5.1")
+        self._check_charset_of_own_values()
         return self
+
+    def _check_charset_of_own_values(self) -> None:
+        """Identifiers this section puts in messages must fit the declared character set as they are."""
+        codec = python_codec(self.charset)
+        values = {
+            "sending_application": self.sending_application, "sending_facility": self.sending_facility,
+            "receiving_application": self.receiving_application,
+            "receiving_facility": self.receiving_facility,
+            "pid3_assigning_authority": self.pid3_assigning_authority or "",
+        }
+        location = self.pv1.assigned_location if self.pv1 is not None else None
+        if location is not None:
+            values.update({f"pv1.assigned_location.{name}": str(value)
+                           for name, value in location.model_dump().items() if value})
+        for name, value in values.items():
+            if not encodable(value, codec):
+                raise ValueError(f"{name} has characters outside {charset_label(self.charset)}; "
+                                 "identifiers are never transliterated: use the site's own spelling")
 
     @property
     def msh15(self) -> str:

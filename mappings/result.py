@@ -14,12 +14,16 @@ class Hl7Message:
 
     ``er7`` is the whole message, segments separated (and ended) by ``\\r``; ``control_id`` is MSH-10
     (deterministic, unique, at most 20 characters); ``message_type`` is MSH-9 (``OML^O21``).
+    ``refused`` says why the message must not be sent (e.g. text outside the site's character set
+    with ``charset_fallback: refuse``; field paths only, never values); the outbox records it as a
+    dead letter with an alert instead of sending it.
     """
 
     message_type: str
     control_id: str
     er7: str
     version: str
+    refused: str | None = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from mappings.domain import (
 from mappings.ids import ISBT128_DIN_SYSTEM, reference
 from mappings.result import MappingIssue
 from mappings.translate_journey import Journey, Lot, typed_data
-from terminology import LOINC_SYSTEM, Terminology, UnknownCode
+from terminology import LOINC_SYSTEM, Concept, Terminology, UnknownCode
 
 __all__ = ["build_products", "build_event_resources", "product_coding", "TEMPERATURE_CODE"]
 
@@ -158,6 +158,30 @@ def _value(
     return ObservationValue(number=number, unit=unit, ucum=unit is not None), issues
 
 
+def _coded_answer(
+    terminology: Terminology, measurement: Measurement, path: str, issues: list[MappingIssue]
+) -> Concept | None:
+    """The coded answer of a qualitative result (None for numbers and for text with no answer)."""
+    code = measurement.code.value
+    try:
+        coded = terminology.measurement_kind(code) == "coded"
+    except UnknownCode:
+        return None
+    if not coded or not isinstance(measurement.value, str):
+        return None
+    answer = terminology.qualitative_result(code, measurement.value)
+    if answer is None:
+        issues.append(
+            MappingIssue(
+                "warning",
+                "unmapped-result",
+                f"{path}.value",
+                f"the result is not one of the coded answers for {code}; sent as text",
+            )
+        )
+    return answer
+
+
 def _measurement_observation(
     journey: Journey,
     terminology: Terminology,
@@ -174,6 +198,11 @@ def _measurement_observation(
     )
     value, value_issues = _value(measurement.value, measurement.unit, expected_unit, path)
     issues += value_issues
+    answer = _coded_answer(terminology, measurement, path, issues)
+    if answer is not None:  # the same SNOMED CT coding as OBX-5 (adapters.hl7v2.results)
+        value = ObservationValue(
+            text=str(measurement.value), coding=(answer.system, answer.code, answer.display)
+        )
     spec = parse_specification(measurement.specification) if measurement.specification else None
     flag = None
     if measurement.specification and spec is None:
@@ -185,6 +214,10 @@ def _measurement_observation(
                 f"specification {measurement.specification!r} is not understood; no interpretation sent",
             )
         )
+    elif spec is not None and answer is not None and (
+        expected := terminology.qualitative_result(measurement.code.value, measurement.specification or "")
+    ) is not None:
+        flag = "N" if expected.code == answer.code else "A"  # "negative" and "not detected" agree
     elif spec is not None:
         flag = interpret(spec, measurement.value)
         if flag is None:

@@ -24,6 +24,7 @@ __all__ = [
     "MEASUREMENT_SYSTEM",
     "LOINC_SYSTEM",
     "UCUM_SYSTEM",
+    "SNOMED_SYSTEM",
     "Concept",
     "MeasurementKind",
     "UnknownCode",
@@ -36,6 +37,7 @@ BUSINESS_STATUS_SYSTEM = "https://cgt-gateway.example.org/fhir/CodeSystem/cgt-bu
 MEASUREMENT_SYSTEM = "https://cgt-gateway.example.org/fhir/CodeSystem/cgt-measurement"
 LOINC_SYSTEM = "http://loinc.org"
 UCUM_SYSTEM = "http://unitsofmeasure.org"
+SNOMED_SYSTEM = "http://snomed.info/sct"
 
 MeasurementKind = Literal["quantity", "coded"]
 
@@ -73,7 +75,8 @@ class _MeasurementEntry:
 class Terminology:
     """Our vocabularies: business statuses (our CodeSystem) and measurements (LOINC + UCUM or ours)."""
 
-    def __init__(self, business_status_codesystem: dict[str, Any], measurements: dict[str, Any]) -> None:
+    def __init__(self, business_status_codesystem: dict[str, Any], measurements: dict[str, Any],
+                 qualitative_results: dict[str, Any] | None = None) -> None:
         if business_status_codesystem.get("url") != BUSINESS_STATUS_SYSTEM:
             raise ValueError("business-status CodeSystem has an unexpected url")
         if measurements.get("own_system") != MEASUREMENT_SYSTEM:
@@ -93,6 +96,18 @@ class Terminology:
             loinc = entry.get("loinc")
             concept = Concept(LOINC_SYSTEM, loinc["code"], loinc["display"], unit) if loinc else own
             self._measurements[code] = _MeasurementEntry(concept, own, cast(MeasurementKind, entry["kind"]))
+        self._answers: dict[str, dict[str, Concept]] = {}
+        answers = qualitative_results or {"system": SNOMED_SYSTEM, "measurements": {}}
+        for code, entries in answers["measurements"].items():
+            if self._measurements[code].kind != "coded":  # KeyError for an unknown measurement: a data bug
+                raise ValueError(f"qualitative answers for {code!r}, which is not a coded measurement")
+            table = self._answers.setdefault(code, {})
+            for entry in entries:
+                answer = Concept(answers["system"], entry["code"], entry["display"], None)
+                for text in entry["matches"]:
+                    if _normal_text(text) in table:
+                        raise ValueError(f"qualitative answer {text!r} of {code!r} listed twice")
+                    table[_normal_text(text)] = answer
 
     # ------------------------------------------------------------------ business status
 
@@ -143,6 +158,10 @@ class Terminology:
         except UnknownCode as exc:
             return Concept(MEASUREMENT_SYSTEM, str(code), str(code), None), _warning(path, str(exc))
 
+    def qualitative_result(self, code: str, text: str) -> Concept | None:
+        """The coded answer (SNOMED CT) for the result ``text`` of coded measurement ``code``, or None."""
+        return self._answers.get(str(code), {}).get(_normal_text(text))
+
     def measurement_codesystem(self) -> dict[str, Any]:
         """Our own measurement CodeSystem (every code of the vocabulary) as a FHIR R4 resource."""
         return {
@@ -175,6 +194,10 @@ class Terminology:
             raise UnknownCode("measurement", str(code), self.measurement_codes()) from None
 
 
+def _normal_text(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
 def _warning(path: str, message: str) -> MappingIssue:
     from mappings.result import MappingIssue
 
@@ -190,7 +213,8 @@ def _read_json(name: str) -> dict[str, Any]:
 @cache
 def load_terminology() -> Terminology:
     """Our terminology from the packaged data files (read once; the result is shared and read-only)."""
-    return Terminology(_read_json("cgt-business-status.codesystem.json"), _read_json("measurements.json"))
+    return Terminology(_read_json("cgt-business-status.codesystem.json"), _read_json("measurements.json"),
+                       _read_json("qualitative_results.json"))
 
 
 def load_loinc_allowlist() -> dict[str, dict[str, str]]:

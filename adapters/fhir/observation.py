@@ -17,14 +17,22 @@ INTERPRETATION_DISPLAY = {"N": "Normal", "H": "High", "L": "Low", "A": "Abnormal
 
 @dataclass(frozen=True)
 class ObservationValue:
-    """A numeric value with a UCUM code (``ucum`` None: the unit is display text only), or a text."""
+    """A numeric value with a UCUM code (``ucum`` False: the unit is display text only), a coded answer
+    (``coding``, e.g. SNOMED CT Negative, with the text as the manufacturer sent it), or a text."""
 
     number: float | None = None
     unit: str | None = None
     ucum: bool = False
     text: str | None = None
+    coding: tuple[str, str, str] | None = None  # (system, code, display) of a coded answer; text = as sent
 
     def as_fhir(self) -> dict[str, Any]:
+        if self.coding is not None:
+            system, code, display = self.coding
+            concept: dict[str, Any] = {"coding": [{"system": system, "code": code, "display": display}]}
+            if self.text:
+                concept["text"] = self.text
+            return {"valueCodeableConcept": concept}
         if self.number is None:
             return {"valueString": self.text or ""}
         quantity: dict[str, Any] = {"value": self.number}

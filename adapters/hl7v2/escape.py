@@ -17,7 +17,8 @@ other C0   ``\\Xhh\\``   LF, TAB, and the MLLP framing bytes 0x0B/0x1C
 =========  ==========  ===============================================
 
 One pass over the text (:meth:`str.translate`), so nothing is escaped twice.  Non-ASCII text is
-kept as it is: messages declare their character set in MSH-18 and travel as UTF-8.
+kept as it is here; :mod:`adapters.hl7v2.charset` then fits each message to the site's MSH-18
+character set (ASCII when MSH-18 is empty) and the sender encodes it in that set.
 :func:`unescape` is the inverse, for inbound text.
 """
 

@@ -28,8 +28,10 @@ order.cancelled             OC      SIU^S15 for every appointment still pending
 ORC-5 (table 0038) follows the order's status after the event (:data:`ORDER_STATUS_BY_STATUS`):
 scheduled stages are ``SC``, work in progress ``IP``, infused ``CM``, on hold ``HD``, cancelled
 ``CA``, failed ``DC``.  ORU^R01's ORC-1 is ``RE`` (observations to follow); BPS/BTS use ``SC``.
-ORC-16 carries the reason (``^text``) for HD/OC/OD and the business status (our code or the site's
-override) otherwise; reasons and event details also go to NTE (NTE-4 ``1R``/``RE`` from 2.4 on).
+ORC-16 carries one kind of value in every ORC of every message: the order's business status after
+the event, coded ``code^text^system`` (CE; our business-status CodeSystem, coding system ``99CGT``, or
+the site's ``business_status.overrides`` code); free-text reasons and event details go to NTE (NTE-4
+``1R``/``RE`` from 2.4 on).
 A late event (a stage behind the order) still sends its order message, but never an SIU.
 """
 

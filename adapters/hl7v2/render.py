@@ -25,6 +25,7 @@ from datetime import date, datetime
 from typing import Any, cast
 
 from adapters.hl7v2 import segments as seg
+from adapters.hl7v2.charset import Fitted, charset_issues, fit_segments, refusal_reason
 from adapters.hl7v2.escape import escape
 from adapters.hl7v2.event_map import (
     DISPENSE_STATUS_BY_EVENT,
@@ -125,6 +126,7 @@ def _common(order: OrderSnapshot, event: EventRecord, profile: SiteProfile, term
         provider=xcn, product=product, priority=seg.PRIORITY_CODES[o.priority],
         business_status=coded(*raw_status), business_status_raw=raw_status,
         transaction_time=format_ts(event.occurred_at, zone), order_id=o.order_id,
+        pv1=seg.build_pv1(settings.pv1) if settings.pv1 is not None else None,
     )
 
 
@@ -161,7 +163,7 @@ def _order_message(common: seg.Common, order: OrderSnapshot, event: EventRecord,
     control = order_control(event.type, event.status_after)
     reason = getattr(data, "reason", None)
     segments = [list(common.pid), seg.build_orc(common, control, order_status(event.type, event.status_after),
-                                          reason=reason, with_quantity_timing=not with_tq1)]
+                                                with_quantity_timing=not with_tq1)]
     if with_tq1:
         segments.append(seg.build_tq1(common))
     segments.append(seg.build_obr(common, with_quantity_timing=not with_tq1))
@@ -249,18 +251,29 @@ def _scheduling_messages(common: seg.Common, order: OrderSnapshot, event: EventR
     return drafts
 
 
-def _finish(drafts: list[_Draft], order: OrderSnapshot, event: EventRecord, profile: SiteProfile,
-            now: datetime) -> tuple[Hl7Message, ...]:
+def _finish(drafts: list[_Draft], fits: list[Fitted], order: OrderSnapshot, event: EventRecord,
+            profile: SiteProfile, now: datetime) -> tuple[Hl7Message, ...]:
     settings = profile.hl7v2
     timestamp = format_ts(now, site_zone(profile.timezone))
     messages = []
-    for index, draft in enumerate(drafts):
+    for index, (draft, fitted) in enumerate(zip(drafts, fits, strict=True)):
         ctrl = control_id(profile.site_id, order.manufacturer.id, order.order.order_id, event.event_id, index)
         msh = seg.build_msh(settings, timestamp, draft.message_type, draft.structure, ctrl)
         er7 = "\r".join(serialize(s) for s in [msh, *draft.segments]) + "\r"
+        refused = refusal_reason(fitted, settings.charset)
         messages.append(Hl7Message(message_type=draft.message_type, control_id=ctrl, er7=er7,
-                                   version=settings.version))
+                                   version=settings.version, refused=refused))
     return tuple(messages)
+
+
+def _add_pv1(drafts: list[_Draft], common: seg.Common) -> None:
+    """PV1 right after PID in every message (each structure we send has a patient visit there)."""
+    if common.pv1 is None:
+        return
+    for draft in drafts:
+        at = next((i for i, s in enumerate(draft.segments) if s[0] == "PID"), None)
+        if at is not None:
+            draft.segments.insert(at + 1, list(common.pv1))
 
 
 def render_messages(order: OrderSnapshot, event: EventRecord, profile: SiteProfile, terminology: Terminology,
@@ -288,12 +301,17 @@ def render_messages(order: OrderSnapshot, event: EventRecord, profile: SiteProfi
             settings.coi_location == "OBX" and draft.structure in ("BPS_O29", "BTS_O31")
         ):
             draft.segments.append(seg.build_zcg(common))
+    _add_pv1(drafts, common)
     if settings.overrides:
         context = _template_context(order, event, profile, common)
         values = render_overrides(settings.overrides, context, issues)
         for draft in drafts:
             apply_overrides(draft.segments, values)
-    return _finish(drafts, order, event, profile, now), tuple(issues)
+    # Last, so that override output fits the character set too.
+    fits = [fit_segments(draft.segments, settings.charset, settings.charset_fallback) for draft in drafts]
+    issues += charset_issues([(d.message_type, f) for d, f in zip(drafts, fits, strict=True)],
+                             settings.charset, settings.charset_fallback)
+    return _finish(drafts, fits, order, event, profile, now), tuple(issues)
 
 
 def _optional_date(day: date | None) -> str | None:

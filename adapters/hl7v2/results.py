@@ -1,10 +1,13 @@
 """OBX segments for measurements and release results, with the abnormal flag for out-of-specification.
 
-OBX-2 is ``NM`` for a number, ``ST`` for other text, ``CWE`` (``CE`` before 2.5) for a coded result
-such as sterility ``negative``; OBX-3 is the site's code (profile ``measurement_codes``) or ours
-(LOINC where one exists); OBX-6 the UCUM unit; OBX-7 the specification as the reference range;
-OBX-8 (table 0078) ``L``/``H`` for a number below/above its specification, ``A`` for a coded or
-text result that does not match it, empty when within it; OBX-11 ``F`` (final).
+OBX-2 is ``NM`` for a number, ``CWE`` (``CE`` before 2.5) for a qualitative result with a coded answer
+(sterility ``negative`` -> ``260385009^Negative^SCT``, SNOMED CT, from
+``terminology/data/qualitative_results.json``), ``ST`` for other text (the FHIR side warns
+``unmapped-result`` when a coded answer was expected); OBX-3 is the site's code (profile
+``measurement_codes``) or ours (LOINC where one exists); OBX-6 the UCUM unit; OBX-7 the
+specification as the reference range; OBX-8 (table 0078) ``L``/``H`` for a number below/above its
+specification, ``A`` for a coded or text result that does not match it (a coded answer is compared
+by code: ``not detected`` meets ``negative``), empty when within it; OBX-11 ``F`` (final).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from adapters.hl7v2.fields import Segment, coded, format_number, format_ts, segm
 from mappings.domain import Measurement
 from mappings.profile import SiteProfile
 from mappings.result import MappingIssue
-from terminology import Terminology
+from terminology import Concept, Terminology
 from terminology.hl7_tables import load_hl7_tables
 
 __all__ = ["abnormal_flag", "render_observations", "RESULT_STATUS_FINAL"]
@@ -64,6 +67,17 @@ def abnormal_flag(value: float | str, specification: str | None) -> str | None:
     return None
 
 
+def _coded_flag(terminology: Terminology, code: str, answer: Concept | None,
+                specification: str | None) -> str | None:
+    """OBX-8 for a coded answer against a coded specification (``negative`` = ``not detected``)."""
+    if answer is None or not specification:
+        return None
+    expected = terminology.qualitative_result(code, specification)
+    if expected is None:
+        return None
+    return "" if expected.code == answer.code else "A"
+
+
 def render_observations(
     measurements: Sequence[Measurement],
     *,
@@ -95,15 +109,22 @@ def render_observations(
         kind = terminology.measurement_kind(code) if issue is None else "quantity"
         number = format_number(measurement.value)
         unit = measurement.unit or concept.unit
-        if kind == "coded" and isinstance(measurement.value, str):
-            value_type, value, units = coded_type, f"^{escape(measurement.value)}", ""
+        answer = (terminology.qualitative_result(code, measurement.value)
+                  if kind == "coded" and isinstance(measurement.value, str) else None)
+        if answer is not None:
+            value_type, units = coded_type, ""
+            value = coded(answer.code, answer.display, tables.coding_system(answer.system))
+        elif kind == "coded" and isinstance(measurement.value, str):  # the FHIR side warns unmapped-result
+            value_type, value, units = "ST", escape(measurement.value), ""
         elif number is not None:
             value_type, value = "NM", number
             units = f"{escape(unit)}^{escape(unit)}^UCUM" if unit else ""
         else:
             value_type, value = "ST", escape(str(measurement.value))
             units = f"{escape(unit)}^{escape(unit)}^UCUM" if unit else ""
-        flag = abnormal_flag(measurement.value, measurement.specification)
+        flag = _coded_flag(terminology, code, answer, measurement.specification)
+        if flag is None:
+            flag = abnormal_flag(measurement.value, measurement.specification)
         if flag is None:
             issues.append(MappingIssue(
                 severity="warning", code="specification-not-evaluated", path=f"{where}.specification",

@@ -13,12 +13,14 @@ from zoneinfo import ZoneInfo
 from adapters.hl7v2.escape import ENCODING_CHARACTERS, escape
 from adapters.hl7v2.fields import Segment, segment
 from mappings.profile_hl7v2 import Hl7v2Settings
+from mappings.profile_pv1 import Pv1Settings
 
 __all__ = [
     "Common",
     "COI_CODE",
     "build_msh",
     "build_orc",
+    "build_pv1",
     "build_obr",
     "build_tq1",
     "build_nte",
@@ -39,8 +41,6 @@ COI_CODE = "coi^Chain of Identity identifier^99CGT"
 #: Priority (``routine``/``urgent``) -> TQ1-9 (table 0485) and TQ-6 (table 0027).
 PRIORITY_CODES = {"routine": "R", "urgent": "A"}
 
-_HOLD_LIKE = frozenset({"HD", "OC", "OD"})
-
 
 @dataclass(frozen=True)
 class Common:
@@ -57,10 +57,11 @@ class Common:
     provider: str  # XCN, ORC-12 / OBR-16
     product: str  # CE/CWE, OBR-4 / BPO-2
     priority: str  # table 0485 / 0027 code
-    business_status: str  # CE of the order's business status (ORC-16 for plain status changes)
+    business_status: str  # CE of the order's business status after the event: ORC-16 of every ORC
     business_status_raw: tuple[str, str, str]  # (code, display, HL7 coding system), unescaped
     transaction_time: str  # event occurred_at, TS in the site's timezone
     order_id: str
+    pv1: Segment | None = None  # the profile's PV1 (hl7v2.pv1), after PID in every message
 
 
 def build_msh(settings: Hl7v2Settings, timestamp: str, message_type: str, structure: str,
@@ -80,9 +81,22 @@ def priority_tq(common: Common) -> str:
     return f"^^^^^{common.priority}"
 
 
-def build_orc(common: Common, order_control: str, order_status: str, *, reason: str | None = None,
+def build_pv1(settings: Pv1Settings) -> Segment:
+    """PV1: set id, PV1-2 patient class (table 0004), PV1-3 assigned location (PL, when given)."""
+    fields = {1: "1", 2: settings.patient_class}
+    if settings.assigned_location is not None:
+        fields[3] = "^".join(escape(c) for c in settings.assigned_location.components()).rstrip("^")
+    return segment("PV1", fields)
+
+
+def build_orc(common: Common, order_control: str, order_status: str, *,
               with_quantity_timing: bool) -> Segment:
-    """ORC; ORC-4 carries the CoI when the profile says so; ORC-16 the reason or business status."""
+    """ORC; ORC-4 carries the CoI when the profile says so.
+
+    ORC-16 (order control code reason, CE in 2.3-2.5.1) is one kind of value in every message: the
+    order's business status after the event as ``code^text^system`` (our CodeSystem ``99CGT``, or the
+    site's ``business_status.overrides`` code), also for HD/OC/OD, whose free-text reason goes to NTE.
+    """
     fields = {
         1: order_control, 2: common.placer, 3: common.filler, 5: order_status,
         9: common.transaction_time, 12: common.provider,
@@ -91,10 +105,7 @@ def build_orc(common: Common, order_control: str, order_status: str, *, reason: 
         fields[4] = common.coi
     if with_quantity_timing:
         fields[7] = priority_tq(common)
-    if reason is not None and order_control in _HOLD_LIKE:
-        fields[16] = f"^{escape(reason)}"
-    elif order_control not in _HOLD_LIKE:
-        fields[16] = common.business_status
+    fields[16] = common.business_status
     return segment("ORC", fields)
 
 

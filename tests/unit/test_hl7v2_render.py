@@ -142,8 +142,9 @@ def test_order_control_and_status_follow_the_event_table() -> None:
         for r, m in render_journey(profile("site-b"), "journey-cancelled")
         if m.message_type == "ORM^O01"
     }
-    assert cancelled["nc-003"] == ("HD", "HD", "^Insurance authorization pending")
-    assert cancelled["nc-008"] == ("OC", "CA", "^Patient withdrew consent")
+    # ORC-16 is the coded business status in every message, HD/OC too (the reason text goes to NTE)
+    assert cancelled["nc-003"] == ("HD", "HD", "CGT90^ON HOLD^L")
+    assert cancelled["nc-008"] == ("OC", "CA", "CGT91^CANCELLED^L")
     assert cancelled["nc-001"][2] == "CGT02^SLOT CONFIRMED^L"  # business status, site-b's local code
 
 
@@ -250,7 +251,8 @@ def test_results_carry_codes_units_and_out_of_specification_flags() -> None:
         "F",
     ]
     assert rows[1][4:6] == ["15-60", ""]
-    assert rows[2][:3] == ["CWE", "sterility^Sterility test result^99CGT", "^negative"] and rows[2][5] == ""
+    assert rows[2][:3] == ["CWE", "sterility^Sterility test result^99CGT", "260385009^Negative^SCT"]
+    assert rows[2][5] == ""
     assert rows[3][2:6] == ["0.4", "{EU}/mL^{EU}/mL^UCUM", "<5", ""]
     assert _field(failed, "NTE", 3) == "Viability below specification"
     assert _field(failed, "NTE", 4) == "1R^Primary Reason^HL70364"

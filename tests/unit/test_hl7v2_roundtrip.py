@@ -9,6 +9,7 @@ import hl7
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters.hl7v2.charset import transliterate
 from mappings.domain import EventType, OrderSnapshot
 from mappings.result import Hl7Message
 from tests.unit.hl7v2_cases import journey, profile, render
@@ -65,7 +66,7 @@ def test_order_note_survives(note: str) -> None:
 
 @SLOW
 @given(reason=TEXT)
-def test_hold_reason_survives_in_orc_16_and_nte(reason: str) -> None:
+def test_hold_reason_survives_in_nte_and_orc_16_stays_coded(reason: str) -> None:
     for site in ("site-a", "site-b"):
         snapshot, record = next(
             (s, r) for s, r in journey(site, "journey-autologous") if r.type is EventType.order_on_hold
@@ -73,6 +74,9 @@ def test_hold_reason_survives_in_orc_16_and_nte(reason: str) -> None:
         baseline = render(snapshot, record, profile(site))[0][0]
         held = record.model_copy(update={"data": {"reason": reason}})
         (message,), _ = render(snapshot, held, profile(site))
-        assert _component(message, "ORC", 16, 2) == reason
-        assert _component(message, "NTE", 3) == reason
+        assert _component(message, "ORC", 16, 1) == _component(baseline, "ORC", 16, 1)  # the coded status
+        assert _component(message, "ORC", 16, 3) in ("99CGT", "L")
+        # site-b declares no MSH-18 (ASCII): the reason arrives transliterated, never in other bytes
+        expected = reason if site == "site-a" else transliterate(reason, "ascii")[0]
+        assert _component(message, "NTE", 3) == expected
         assert _shape(message) == _shape(baseline)

@@ -97,7 +97,7 @@ def test_mllp_endpoint_from_the_profile() -> None:
     plain = mllp_endpoint(MllpEndpoint(host="h", port=2575, read_timeout_s=7, connect_timeout_s=2), "8859/1")
     assert (plain.host, plain.port, plain.read_timeout_s, plain.connect_timeout_s) == ("h", 2575, 7, 2)
     assert plain.encoding == "latin-1" and plain.ssl is None
-    assert mllp_endpoint(MLLP, None).encoding == "utf-8"
+    assert mllp_endpoint(MLLP, None).encoding == "ascii"  # MSH-18 empty: the HL7 default, ASCII
     assert mllp_endpoint(MLLP, "UNICODE UTF-8").encoding == "utf-8"
     secure = mllp_endpoint(MllpEndpoint(host="h", port=2575, tls=True, wait_for_application_ack=True), None)
     assert secure.ssl is not None and secure.ssl.verify_mode == ssl.CERT_REQUIRED

@@ -186,10 +186,26 @@ def test_allowlisted_loinc_codes_appear_in_standards_notes() -> None:
         assert code in notes, f"{code} is allow-listed but not in standards.md"
 
 
+#: The only SNOMED CT codes we emit (qualitative answers), each checked against a published value set.
+CHECKED_SNOMED = {"260385009": "Negative", "10828004": "Positive", "260415000": "Not detected",
+                  "260373001": "Detected"}
+
+
+def test_qualitative_answers_are_the_checked_snomed_codes_only() -> None:
+    answers = json.loads((DATA / "qualitative_results.json").read_text(encoding="utf-8"))
+    assert answers["system"] == "http://snomed.info/sct"
+    listed = {e["code"]: e["display"] for entries in answers["measurements"].values() for e in entries}
+    assert listed == CHECKED_SNOMED
+    assert all(e["source"] for entries in answers["measurements"].values() for e in entries)
+    terminology = load_terminology()
+    assert set(answers["measurements"]) == {c for c in terminology.measurement_codes()
+                                            if terminology.measurement_kind(c) == "coded"}
+
+
 def test_data_files_name_no_snomed_or_other_external_code_system() -> None:
     for path in DATA.glob("*.json"):
-        if path.name == "hl7_tables.json":
-            continue  # HL7 tables are the HL7v2 work's data
+        if path.name in ("hl7_tables.json", "qualitative_results.json"):
+            continue  # HL7 tables are the HL7v2 work's data; the SNOMED answers are checked above
         text = path.read_text(encoding="utf-8").lower()
         assert "snomed" not in text, path.name
         systems = set(re.findall(r'"(?:system|url|own_system)":\s*"([^"]+)"', text))

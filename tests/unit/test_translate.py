@@ -368,7 +368,11 @@ def test_out_of_specification_release_is_flagged_and_remanufacture_makes_a_new_l
         o for o in of_type(failed, "Observation") if o["code"]["coding"][0]["code"] == "sterility"
     )
     assert (
-        sterility["valueString"] == "negative" and sterility["interpretation"][0]["coding"][0]["code"] == "N"
+        sterility["valueCodeableConcept"] == {
+            "coding": [{"system": "http://snomed.info/sct", "code": "260385009", "display": "Negative"}],
+            "text": "negative",
+        }
+        and sterility["interpretation"][0]["coding"][0]["code"] == "N"
     )
     lot1 = next(
         p
@@ -448,7 +452,9 @@ def _measurements_without(code: str) -> Terminology:
     codesystem = json.loads(data.joinpath("cgt-business-status.codesystem.json").read_text(encoding="utf-8"))
     measurements = json.loads(data.joinpath("measurements.json").read_text(encoding="utf-8"))
     del measurements["measurements"][code]
-    return Terminology(codesystem, measurements)
+    answers = json.loads(data.joinpath("qualitative_results.json").read_text(encoding="utf-8"))
+    answers["measurements"].pop(code, None)
+    return Terminology(codesystem, measurements, answers)
 
 
 def test_unknown_measurement_code_falls_back_to_our_code_with_a_warning() -> None:
