@@ -132,6 +132,7 @@ def _refusal(claim: Claim, order: LockedOrder, event_id: str, holder: str, now: 
     # ids only: the value, and which order holds it (the safety log is for admins; the answer to
     # the manufacturer never names another tenant's order)
     logged = f"{what} {claim.value[:200]!r} is held by order {holder}"
-    entry = SafetyLogRow(at=now, code=error.code, manufacturer_id=order.manufacturer_id, order_id=order.order_id,
-                         event_id=event_id, expected_coi=None, presented_coi=order.coi, detail=logged[:500])
+    entry = SafetyLogRow(at=now, code=error.code, manufacturer_id=order.manufacturer_id,
+                         order_id=order.order_id, event_id=event_id, expected_coi=None,
+                         presented_coi=order.coi, detail=logged[:500])
     return ClaimRefused(error, entry)

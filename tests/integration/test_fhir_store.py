@@ -150,7 +150,8 @@ def test_vread_and_history_check_each_version_not_only_the_resource(engine):
             version_id=2, body=body))
         conn.execute(sa.insert(FhirResourceAccess), [
             {"resource_type": key[0], "resource_id": key[1], "tenant_kind": kind, "tenant_id": tid,
-             "last_updated_us": to_us(T0) + 5} for kind, tid in (("site", "site-b"), ("manufacturer", "nova-cell"))])
+             "last_updated_us": to_us(T0) + 5}
+            for kind, tid in (("site", "site-b"), ("manufacturer", "nova-cell"))])
     with engine.connect() as conn:
         for scope, own, other in ((SITE_A, 1, 2), (ACME, 1, 2), (SITE_B, 2, 1), (NOVA, 2, 1)):
             assert read_version(conn, scope, *key, own) is not None, scope
@@ -159,7 +160,8 @@ def test_vread_and_history_check_each_version_not_only_the_resource(engine):
                 versions, _ = query.history_page(conn, scope, key[0], resource_id, since_us=None, count=50,
                                                  before=None)
                 assert [v.version_id for v in versions] == [own], scope
-        every, _ = query.history_page(conn, Scope("all"), key[0], key[1], since_us=None, count=50, before=None)
+        every, _ = query.history_page(conn, Scope("all"), key[0], key[1], since_us=None, count=50,
+                                      before=None)
         assert [v.version_id for v in every] == [2, 1]
 
 

@@ -35,7 +35,8 @@ def order_resources(order_id: str, *, site_id: str = "site-a", manufacturer_id: 
            "name": manufacturer_id,
            "identifier": [{"system": "https://cgt-gateway.example.org/manufacturer",
                            "value": manufacturer_id}]}
-    site = {"resourceType": "Organization", "id": _id("org", site_id, manufacturer_id, "site"), "name": site_id}
+    site = {"resourceType": "Organization", "id": _id("org", site_id, manufacturer_id, "site"),
+            "name": site_id}
     practitioner = {"resourceType": "Practitioner", "id": _id("npi", site_id, manufacturer_id, npi),
                     "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": npi}]}
     patient = {"resourceType": "Patient", "id": _id("mrn", site_id, order_id),

@@ -39,10 +39,12 @@ from tests.integration.test_fhir_api import ok, outcome
 DIN = "A999921123456"
 DIN_WITH_CHECK = "A9999211234563"  # the same DIN with its check character (the stored normal form)
 BDP = "BiologicallyDerivedProduct"
-TYPES = ("Task", "ServiceRequest", "Observation", "Provenance", BDP, "Patient", "Organization", "Practitioner")
+TYPES = ("Task", "ServiceRequest", "Observation", "Provenance", BDP, "Patient", "Organization",
+         "Practitioner")
 
 
-def _collection(event_id: str, din: str, coi: str = ACME_COI, at: str = "2026-12-01T14:00:00Z") -> dict[str, Any]:
+def _collection(event_id: str, din: str, coi: str = ACME_COI,
+                at: str = "2026-12-01T14:00:00Z") -> dict[str, Any]:
     return event_body(event_id, "collection.completed", at,
                       {"collected_at": "2026-12-01T13:30:00Z", "din": din,
                        "measurements": [{"code": "viability_pct", "value": 96, "unit": "%"}]}, coi=coi)
@@ -230,7 +232,8 @@ def test_the_database_refuses_a_second_holder(client, engine):
     assert client.post("/v1/orders", json=order_body("ORD-U"), headers=ACME).status_code == 201
     assert client.post("/v1/orders", json=nova_order_body("NOVA-U"), headers=NOVA).status_code == 201
     assert _post(client, "ORD-U", _collection("U-1", DIN), ACME).status_code == 201
-    assert _post(client, "NOVA-U", _collection("NU-1", "A999921000009", coi=NOVA_COI), NOVA).status_code == 201
+    other = _collection("NU-1", "A999921000009", coi=NOVA_COI)
+    assert _post(client, "NOVA-U", other, NOVA).status_code == 201
     with engine.connect() as conn:
         held, other = conn.execute(sa.select(IdentityClaimRow).order_by(IdentityClaimRow.id)).all()
     table = IdentityClaimRow.__table__  # type: ignore[attr-defined]

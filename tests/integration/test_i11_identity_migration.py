@@ -21,7 +21,8 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def _event(order: Any, event_id: str, type_: str, data: dict[str, Any], sequence: int) -> dict[str, Any]:
-    return {"order_pk": order.id, "manufacturer_id": order.manufacturer_id, "event_id": event_id, "type": type_,
+    return {"order_pk": order.id, "manufacturer_id": order.manufacturer_id, "event_id": event_id,
+            "type": type_,
             "occurred_at": NOW, "coi": order.coi, "data": data, "body_sha256": "0" * 64, "sequence": sequence,
             "accepted_at": NOW, "late": False, "status_after": "collected"}
 
@@ -55,25 +56,29 @@ def test_upgrade_backfills_claims_and_withdraws_foreign_access(client, engine):
         # accepted before this revision: the DIN on acme's order, then on nova's; lot LOT-1 at
         # each manufacturer (lots are per manufacturer: both are claimed)
         conn.execute(sa.insert(EventRow.__table__), [  # type: ignore[attr-defined]
-            _event(acme, "A-C", "collection.completed", {"collected_at": "2026-12-01T10:00:00Z", "din": DIN}, 1),
-            _event(nova, "N-C", "collection.completed", {"collected_at": "2026-12-01T11:00:00Z", "din": DIN}, 1),
+            _event(acme, "A-C", "collection.completed", {"collected_at": "2026-12-01T10:00:00Z", "din": DIN},
+                   1),
+            _event(nova, "N-C", "collection.completed", {"collected_at": "2026-12-01T11:00:00Z", "din": DIN},
+                   1),
             _event(acme, "A-M", "manufacturing.started", {"lot": "LOT-1"}, 2),
             _event(nova, "N-M", "manufacturing.started", {"lot": "LOT-1"}, 2),
             _event(acme, "A-X", "order.confirmed", {"slot_id": "S"}, 3),
         ])
         orders_table = OrderRow.__table__  # type: ignore[attr-defined]
         for order, last in ((acme, 3), (nova, 2)):
-            conn.execute(orders_table.update().where(orders_table.c.id == order.id).values(last_sequence=last))
+            conn.execute(orders_table.update().where(orders_table.c.id == order.id).values(
+                last_sequence=last))
         _legacy_product(conn)
     command.upgrade(config, "head")
 
     with engine.connect() as conn:
         events = {r.event_id: r.id for r in conn.execute(sa.select(EventRow.id, EventRow.event_id))}
         claims = {(r.kind, r.scope, r.value, r.event_pk) for r in conn.execute(sa.select(IdentityClaimRow))}
-        access = set(conn.execute(sa.select(FhirResourceAccess.tenant_kind, FhirResourceAccess.tenant_id).where(
-            FhirResourceAccess.resource_id == "legacy")).all())
+        access = set(conn.execute(sa.select(FhirResourceAccess.tenant_kind, FhirResourceAccess.tenant_id)
+                                  .where(FhirResourceAccess.resource_id == "legacy")).all())
     assert claims == {("din", "", DIN, events["A-C"]),  # the first order holds the DIN
-                      ("lot", "acme-bio", "LOT-1", events["A-M"]), ("lot", "nova-cell", "LOT-1", events["N-M"])}
+                      ("lot", "acme-bio", "LOT-1", events["A-M"]),
+                      ("lot", "nova-cell", "LOT-1", events["N-M"])}
     assert access == {("site", "site-b"), ("manufacturer", "nova-cell")}  # who wrote the current version
 
     # from now on the DIN is refused on nova-cell's order; downgrade drops the table

@@ -55,7 +55,8 @@ def _ids(order_id: str, site_id: str, manufacturer: str) -> frozenset[tuple[str,
         translation = translate(step.snapshot, step.record, _profile(site_id), load_terminology(), GOLDEN_NOW)
         for resource in translation.resources:
             found.add((resource["resourceType"], resource["id"]))
-            dins.update(i["value"] for i in resource.get("identifier", []) if i["system"] == ISBT128_DIN_SYSTEM)
+            dins.update(i["value"] for i in resource.get("identifier", [])
+                        if i["system"] == ISBT128_DIN_SYSTEM)
     assert dins, "the journey records a DIN"
     return frozenset(found)
 
@@ -101,7 +102,8 @@ def _product(autologous: bool) -> ProductConfig:
 
 
 @pytest.mark.parametrize(("event_type", "data", "expected"), [
-    ("collection.completed", {"collected_at": "x", "din": "A9999211234563"}, [Claim("din", "", "A9999211234563")]),
+    ("collection.completed", {"collected_at": "x", "din": "A9999211234563"},
+     [Claim("din", "", "A9999211234563")]),
     ("collection.completed", {"collected_at": "x"}, []),
     ("manufacturing.started", {"lot": "L-1"}, [Claim("lot", "acme-bio", "L-1")]),
     ("manufacturing.started", {}, []),
@@ -109,7 +111,8 @@ def _product(autologous: bool) -> ProductConfig:
     ("order.confirmed", {"slot_id": "S"}, []),
     ("custody.transferred", {"din": "A9999211234563"}, []),  # only a collection records a DIN
 ])
-def test_claims_of_an_autologous_product(event_type: str, data: dict[str, Any], expected: list[Claim]) -> None:
+def test_claims_of_an_autologous_product(event_type: str, data: dict[str, Any],
+                                         expected: list[Claim]) -> None:
     assert list(claims_of(_product(True), "acme-bio", event_type, data)) == expected
 
 

@@ -84,7 +84,8 @@ def _withdraw_foreign_access() -> None:
         version.c.resource_type == current.c.resource_type, version.c.resource_id == current.c.resource_id,
         version.c.version_id == current.c.version_id))).where(
         current.c.resource_type == access.c.resource_type, current.c.resource_id == access.c.resource_id,
-        sa.or_(sa.and_(access.c.tenant_kind == "site", version.c.site_id.is_distinct_from(access.c.tenant_id)),
+        sa.or_(sa.and_(access.c.tenant_kind == "site",
+                       version.c.site_id.is_distinct_from(access.c.tenant_id)),
                sa.and_(access.c.tenant_kind == "manufacturer",
                        version.c.manufacturer_id.is_distinct_from(access.c.tenant_id))))
     op.get_bind().execute(access.delete().where(written_by_another))
