@@ -17,14 +17,14 @@ and :func:`record` once the event row exists.  Two orders racing for one value b
 (``gateway.intake._retrying``) and the retry's :func:`check` sees the winner's row and refuses.
 
 Each row keeps the order and the event that made the claim; :func:`release_claims_of_event`
-(one DELETE) frees the values of a retracted event.  A value the same order still uses in a later,
-unretracted event is claimed again when that event is replayed through :func:`check` and
-:func:`record` (both idempotent for the order holding the value).
+(one DELETE) frees the values of a retracted event; :func:`reclaim` then claims again, for the
+order's remaining events, a value one of them still records.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -37,7 +37,7 @@ from gateway.errors import CoiError, FieldError
 from gateway.order_history import LockedOrder
 from gateway.store import IdentityClaimRow, OrderRow, SafetyLogRow
 
-__all__ = ["Claim", "ClaimRefused", "claims_of", "check", "record", "release_claims_of_event"]
+__all__ = ["Claim", "ClaimRefused", "claims_of", "check", "record", "release_claims_of_event", "reclaim"]
 
 _CLAIM: sa.Table = IdentityClaimRow.__table__  # type: ignore[attr-defined]
 _ORDER: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
@@ -122,6 +122,16 @@ def record(conn: Connection, claims: tuple[Claim, ...], order_pk: int, event_pk:
 def release_claims_of_event(conn: Connection, event_pk: int) -> int:
     """Free every value the event claimed (for retraction); the number of claims released."""
     return int(conn.execute(_RELEASE, {"event_pk": event_pk}).rowcount)
+
+
+def reclaim(conn: Connection, order: LockedOrder, product: ProductConfig,
+            events: Iterable[tuple[int, str, str, dict[str, Any]]], now: datetime) -> None:
+    """Claim again what the order's remaining ``events`` (``(event_pk, event_id, type, data)``, in
+    acceptance order) record, after :func:`release_claims_of_event` freed a retracted event's
+    values: a DIN the order recorded twice stays the order's, now held by the later event.  Run in
+    the transaction holding the order's lock; :class:`ClaimRefused` if another order took a value."""
+    for event_pk, event_id, event_type, data in events:
+        record(conn, check(conn, order, product, event_id, event_type, data, now), order.pk, event_pk, now)
 
 
 def _refusal(claim: Claim, order: LockedOrder, event_id: str, holder: str, now: datetime) -> ClaimRefused:

@@ -9,6 +9,7 @@ belongs to one order.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -225,6 +226,34 @@ def test_release_claims_of_event_frees_the_din_for_another_order(client, engine)
     with engine.connect() as conn:
         holders = conn.execute(sa.select(IdentityClaimRow.order_pk, IdentityClaimRow.event_pk)).all()
     assert len(holders) == 1 and holders[0].event_pk != claim.event_pk
+
+
+def test_after_a_release_the_orders_remaining_events_reclaim_their_din(client, engine):
+    """Retraction frees what the retracted event claimed; a DIN a remaining event of the same order
+    records is claimed again (by that event), so it stays refused on other orders."""
+    from gateway.order_history import lock_order
+
+    assert client.post("/v1/orders", json=order_body("ORD-Y"), headers=ACME).status_code == 201
+    assert _post(client, "ORD-Y", _collection("Y-1", DIN), ACME).status_code == 201
+    assert _post(client, "ORD-Y", _collection("Y-2", DIN, at="2026-12-01T15:00:00Z"), ACME).status_code == 201
+    settings = client.app.state.context.settings
+    with write_session(engine) as session:
+        conn = session.connection()
+        order = lock_order(conn, "acme-bio", "ORD-Y")
+        assert order is not None
+        events = conn.execute(sa.text("SELECT id, event_id, type, data FROM order_event WHERE order_pk = :o "
+                                      "AND event_id = 'Y-2'"), {"o": order.pk}).all()
+        [first] = conn.execute(sa.select(IdentityClaimRow.event_pk)).scalars().all()
+        assert identity_claims.release_claims_of_event(conn, first) == 1
+        remaining = [(e.id, e.event_id, e.type, e.data if isinstance(e.data, dict) else json.loads(e.data))
+                     for e in events]
+        identity_claims.reclaim(conn, order, settings.product("acme-bio", order.product_code), remaining,
+                                client.app.state.context.now())
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(IdentityClaimRow.event_pk)).scalars().all() == [remaining[0][0]]
+    assert client.post("/v1/orders", json=nova_order_body("NOVA-Y"), headers=NOVA).status_code == 201
+    refused = _post(client, "NOVA-Y", _collection("NY-1", DIN, coi=NOVA_COI), NOVA)
+    assert refused.status_code == 422 and refused.json()["code"] == "din-in-use"
 
 
 def test_the_database_refuses_a_second_holder(client, engine):
