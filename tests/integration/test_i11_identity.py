@@ -298,3 +298,28 @@ def test_two_orders_racing_for_one_din_one_wins(client):
     assert sorted(outcomes) == ["accepted", "din-in-use"]
     log = client.get("/v1/admin/safety-log", headers=ADMIN).json()["items"]
     assert [e["code"] for e in log] == ["din-in-use"]
+
+
+def test_a_check_that_missed_the_other_order_is_settled_by_the_constraint(client, monkeypatch):
+    """The race made deterministic: the first attempt's check does not see the holder (as when
+    both transactions check before either inserts); its INSERT fails on the constraint, intake
+    retries, and the retry refuses ``din-in-use``; nothing of the loser's event is stored."""
+    assert client.post("/v1/orders", json=order_body("ORD-Z"), headers=ACME).status_code == 201
+    assert client.post("/v1/orders", json=nova_order_body("NOVA-Z"), headers=NOVA).status_code == 201
+    assert _post(client, "ORD-Z", _collection("Z-1", DIN), ACME).status_code == 201
+    real_check = identity_claims.check
+    calls: list[int] = []
+
+    def blind_first(conn: Any, order: Any, product: Any, event_id: str, event_type: str,
+                    data: dict[str, Any], now: Any) -> tuple[identity_claims.Claim, ...]:
+        calls.append(1)
+        if len(calls) == 1:
+            return identity_claims.claims_of(product, order.manufacturer_id, event_type, data)
+        return real_check(conn, order, product, event_id, event_type, data, now)
+
+    monkeypatch.setattr(identity_claims, "check", blind_first)
+    before = client.get("/v1/orders/NOVA-Z", headers=NOVA).json()
+    refused = _post(client, "NOVA-Z", _collection("NZ-1", DIN, coi=NOVA_COI), NOVA)
+    assert refused.status_code == 422 and refused.json()["code"] == "din-in-use"
+    assert len(calls) == 2
+    assert client.get("/v1/orders/NOVA-Z", headers=NOVA).json() == before
