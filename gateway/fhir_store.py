@@ -6,12 +6,15 @@ Tables (SQLModel; migration ``0002_fhir_store``):
   and order whose event produced it.  Serves vread and ``_history``.
 - ``fhir_resource_current``: the latest version of each resource.  Serves read and search.
 - ``fhir_resource_access``: who may see a resource: one row per (resource, tenant), the tenant
-  being ``site:<id>`` or ``manufacturer:<id>``.  A resource shared by several orders gets a row
-  for each site and manufacturer with an order that references it (the translation keys the
-  parties of an order per site and manufacturer, so in practice a resource has one site and one
-  manufacturer, and no tenant sees a version another tenant's order wrote).  ``last_updated_us`` is copied
-  from the current version so a tenant's poll walks an index ``(type, tenant, last_updated, id)``
-  and costs O(log n).
+  being ``site:<id>`` or ``manufacturer:<id>``.  A resource belongs to the one site and the one
+  manufacturer whose order first wrote it: the translation derives every id from business
+  identifiers scoped by site and manufacturer (parties) or by order (everything else, see
+  :mod:`mappings.ids`), and :func:`save_translation` refuses (:class:`CrossTenantWrite`, nothing
+  stored) a write that would add a version to a resource another tenant can see.  Reads check
+  each *version* too (:func:`version_visible_clause`: the version's own site or manufacturer is the
+  reader's), so vread and ``_history`` never show a version another tenant's order wrote, even of a
+  resource stored before ids were scoped.  ``last_updated_us`` is copied from the current version
+  so a tenant's poll walks an index ``(type, tenant, last_updated, id)`` and costs O(log n).
 - ``fhir_search_token`` / ``fhir_search_date``: the search index of the current versions, filled
   from :data:`gateway.fhir_api.search_params.SEARCH_PARAMS`.
 - ``fhir_clock``: one row, the last ``meta.lastUpdated`` handed out.
@@ -51,6 +54,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, Session, SQLModel
 
+from gateway.errors import Conflict
 from gateway.fhir_api.search_params import format_instant, index_values, to_us
 from gateway.prepared_sql import executemany, fetch_rows
 
@@ -65,6 +69,7 @@ __all__ = [
     "PUBLIC_TYPES",
     "Scope",
     "StoredVersion",
+    "CrossTenantWrite",
     "save_translation",
     "publish_shared",
     "read_current",
@@ -72,6 +77,7 @@ __all__ = [
     "read_many",
     "content_hash",
     "visible_clause",
+    "version_visible_clause",
 ]
 
 PUBLIC_TYPES = frozenset({"CodeSystem"})  # readable by every authenticated client, no tenant rows
@@ -166,6 +172,14 @@ _T: sa.Table = FhirSearchToken.__table__  # type: ignore[attr-defined]
 _D: sa.Table = FhirSearchDate.__table__  # type: ignore[attr-defined]
 _K: sa.Table = FhirClock.__table__  # type: ignore[attr-defined]
 FHIR_TABLES: tuple[sa.Table, ...] = (_V, _C, _A, _T, _D, _K)
+
+
+class CrossTenantWrite(Conflict):
+    """A write would add a version to a resource another tenant (site or manufacturer) can see.
+    Resource ids are scoped so this cannot happen; if it ever does, the event is refused whole
+    (its transaction rolls back) rather than show one tenant's data to another."""
+
+    code = "tenant-conflict"
 
 
 @dataclass(frozen=True)
@@ -314,6 +328,10 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
     tenants = tuple(tenants)
     stamp = _next_stamp(conn, to_us(now))  # locked before reading, so the versions we read are the newest
     current, seen = _stored_state(conn, list(latest))
+    for key in latest:
+        if seen.get(key, set()) - set(tenants):
+            raise CrossTenantWrite(f"{key[0]}/{key[1]} belongs to another site or manufacturer; nothing was "
+                                   "stored.")
     plan: list[tuple[tuple[str, str], dict[str, Any], str, int | None, list[tuple[str, str]]]] = []
     for key, resource in latest.items():
         row = current.get(key)
@@ -381,6 +399,16 @@ def visible_clause(scope: Scope, resource_type: str, id_column: Any) -> Any:
                              _A.c.tenant_kind == scope.kind, _A.c.tenant_id == scope.tenant_id)
 
 
+def version_visible_clause(scope: Scope, resource_type: str) -> Any:
+    """A SQL condition on ``fhir_resource_version`` rows: the resource is visible in ``scope``
+    (:func:`visible_clause`) AND this version was written by an order of the reader's site or
+    manufacturer.  Serves vread and every ``_history``."""
+    if scope.kind == "all" or resource_type in PUBLIC_TYPES:
+        return sa.true()
+    own = _V.c.site_id if scope.kind == "site" else _V.c.manufacturer_id
+    return sa.and_(own == scope.tenant_id, visible_clause(scope, resource_type, _V.c.resource_id))
+
+
 def _stored(row: Any, rtype: str | None = None) -> StoredVersion:
     return StoredVersion(rtype or row.resource_type, row.resource_id, int(row.version_id),
                          int(row.last_updated_us), bytes(row.body))
@@ -398,7 +426,7 @@ def read_version(conn: Connection, scope: Scope, resource_type: str, resource_id
                  version_id: int) -> StoredVersion | None:
     row = conn.execute(sa.select(_V).where(
         _V.c.resource_type == resource_type, _V.c.resource_id == resource_id, _V.c.version_id == version_id,
-        visible_clause(scope, resource_type, _V.c.resource_id))).first()
+        version_visible_clause(scope, resource_type))).first()
     return None if row is None else _stored(row)
 
 

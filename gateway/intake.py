@@ -11,8 +11,9 @@ The statements are SQLAlchemy Core, built once; the order's history for the tran
 :mod:`gateway.order_history` (read incrementally, see its cache), which is remembered only once the
 transaction has committed.
 
-Refused Chain-of-Identity attempts (``coi-mismatch``, ``coi-in-use``) roll back and are written to
-the safety log in a transaction of their own.  Nothing here logs patient data.
+Refused Chain-of-Identity attempts (``coi-mismatch``, ``coi-in-use``, and ``din-in-use`` /
+``lot-in-use`` from :mod:`gateway.identity_claims`) roll back and are written to the safety log in a
+transaction of their own.  Nothing here logs patient data.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from gateway import pipeline
+from gateway import identity_claims, pipeline
 from gateway.coi import normalize_din_field, normalize_product_coi
 from gateway.config import ProductConfig, Settings
 from gateway.context import Context
@@ -338,6 +339,7 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             replay = _replay_of(conn, order, event, body_sha256)
             if replay is not None:
                 return replay, None
+            claims = identity_claims.check(conn, order, product, event.event_id, event.type.value, data, now)
             _check_shelf_life(product, event, typed)
             state = LifecycleState.model_validate(order.state)
             decision = decide(state, event.type, event.occurred_at, typed)
@@ -350,6 +352,7 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
                 "late": decision.late, "status_after": status}
             history = load_history(conn, order, HISTORY_CACHE.get(engine, order.pk))
             event_pk = int(fetch_rows(conn, _INSERT_EVENT, values)[0][0])
+            identity_claims.record(conn, claims, order.pk, event_pk, now)
             execute(conn, _UPDATE_ORDER, {"k_pk": order.pk, "k_status": status,
                                          "k_state": decision.state.model_dump(mode="json"),
                                          "k_sequence": sequence, "k_updated": now})
@@ -373,7 +376,7 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
 
     try:
         result, history = _retrying(attempt)
-    except _Refused as refused:
+    except (_Refused, identity_claims.ClaimRefused) as refused:
         _write_safety_log(context, refused.entry)
         raise refused.error from None
     if history is not None:

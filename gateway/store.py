@@ -3,8 +3,9 @@ log and API clients.
 
 Uniqueness lives in the database, so concurrent duplicates cannot slip through:
 ``cgt_order (manufacturer_id, order_id)``, ``order_event (manufacturer_id, event_id)`` and
-``order_event (order_pk, sequence)``, ``patient_coi (manufacturer_id, coi)``.  Events are only ever
-inserted.  Timestamps are stored in UTC; :func:`as_utc` restores the zone SQLite drops.
+``order_event (order_pk, sequence)``, ``patient_coi (manufacturer_id, coi)``, ``identity_claim (kind,
+scope, value_sha256)`` (a DIN, or an autologous lot, belongs to one order: :mod:`gateway.identity_claims`).
+Events are only ever inserted.  Timestamps are stored in UTC; :func:`as_utc` restores the zone SQLite drops.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-__all__ = ["OrderRow", "EventRow", "StoredEvent", "PatientCoiRow", "SafetyLogRow", "ApiClientRow", "as_utc"]
+__all__ = ["OrderRow", "EventRow", "StoredEvent", "PatientCoiRow", "IdentityClaimRow", "SafetyLogRow",
+           "ApiClientRow", "as_utc"]
 
 
 def as_utc(value: datetime) -> datetime:
@@ -116,6 +118,29 @@ class PatientCoiRow(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
+class IdentityClaimRow(SQLModel, table=True):
+    """A collection's DIN (``kind`` ``din``, ``scope`` ``""``: one order in the whole gateway) or an
+    autologous product's lot (``lot``, ``scope`` the manufacturer: lots are manufacturer-assigned)
+    held by one order.  ``event_pk`` is the event that made the claim (releasing a retracted event's
+    claims deletes its rows).  ``value_sha256`` keys the constraint: a lot may be 1000 characters,
+    more than a PostgreSQL btree entry may hold."""
+
+    __tablename__ = "identity_claim"
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "scope", "value_sha256", name="uq_identity_claim_value"),
+        sa.Index("ix_identity_claim_event", "event_pk"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = _str(8)  # din | lot
+    scope: str = _str(64)  # "" (din) | manufacturer id (lot)
+    value: str = _str(1000)  # the DIN in normal form, the lot as sent
+    value_sha256: str = _str(64)
+    order_pk: int = Field(sa_type=sa.Integer, foreign_key="cgt_order.id")
+    event_pk: int = Field(sa_type=sa.Integer, foreign_key="order_event.id")
+    claimed_at: datetime = _ts()
+
+
 class SafetyLogRow(SQLModel, table=True):
     """A refused Chain-of-Identity attempt. Ids only: no names, birth dates or MRNs."""
 
@@ -123,7 +148,7 @@ class SafetyLogRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _ts()
-    code: str = _str(40)  # coi-mismatch | coi-in-use
+    code: str = _str(40)  # coi-mismatch | coi-in-use | din-in-use | lot-in-use
     manufacturer_id: str = _str(64)
     order_id: str = _str(64)
     event_id: str | None = _str(128, default=None, nullable=True)

@@ -5,6 +5,24 @@ identifier, so the same order, product, measurement or handoff always gets the s
 an event cannot create a second resource.  Ids are keyed on systems the gateway owns (or on stable
 global ones such as the NPI), not on systems a site profile may rename, so editing a profile never
 re-keys stored resources.
+
+**No id is shared between tenants** (a tenant is a site and a manufacturer): whatever one
+manufacturer's order writes must never become a version of a resource another site or
+manufacturer reads.  So every id is scoped:
+
+* the parties of an order (Patient, Practitioner, the manufacturer's and the site's Organization)
+  by site and manufacturer (:func:`party_system`);
+* the ServiceRequest and the Task by the manufacturer's order id (:func:`order_system`; an order has
+  one site);
+* everything born from one order's events by that order: Observations and Provenance by event
+  (:func:`event_system`), the collected material by its DIN and the final product by its lot within
+  the order (:func:`product_system`).  A DIN or a lot stays an identifier of the product (systems
+  :data:`ISBT128_DIN_SYSTEM`, :func:`lot_system`), it no longer keys it: the same DIN sent on two
+  orders (refused since, ``din-in-use``) or a lot number reused at two sites yields two resources.
+
+Manufacturer, site, order and event ids contain neither ``/`` nor ``|``, so the name
+``type|system|value`` of two different scopes never coincides.  The one resource shared by all
+tenants is the business-status CodeSystem (``gateway.fhir_api.shared``), which carries no tenant data.
 """
 
 from __future__ import annotations
@@ -24,6 +42,7 @@ __all__ = [
     "coi_system",
     "lot_system",
     "event_system",
+    "product_system",
     "party_system",
     "resource_id",
     "reference",
@@ -58,6 +77,12 @@ def lot_system(manufacturer_id: str) -> str:
 def event_system(manufacturer_id: str, order_id: str) -> str:
     """Event ids are unique within one order; resources born from one event are keyed under it."""
     return f"{order_system(manufacturer_id)}/{order_id}/event"
+
+
+def product_system(manufacturer_id: str, order_id: str, key: str) -> str:
+    """The id-derivation system of one order's products: ``key`` ``din`` (the collected material,
+    by its DIN) or ``lot`` (the final product, by its lot).  Never an identifier in a resource."""
+    return f"{order_system(manufacturer_id)}/{order_id}/product/{key}"
 
 
 def party_system(site_id: str, manufacturer_id: str, system: str) -> str:

@@ -23,7 +23,6 @@ from mappings.domain import (
     StrictModel,
 )
 from mappings.ids import (
-    ISBT128_DIN_SYSTEM,
     MANUFACTURER_SYSTEM,
     NPI_SYSTEM,
     SITE_SYSTEM,
@@ -32,6 +31,7 @@ from mappings.ids import (
     lot_system,
     order_system,
     party_system,
+    product_system,
     reference,
     resource_id,
 )
@@ -94,7 +94,10 @@ class Journey:
             "system": coi_system(mid, snapshot.product.coi_format),
             "value": snapshot.coi,
         }
-        self.lot_system = lot_system(mid)
+        self.lot_system = lot_system(mid)  # the lot identifier's system (per manufacturer)
+        # products are keyed within the order: a DIN or lot seen on another order is another product
+        self.din_product_system = product_system(mid, order.order_id, "din")
+        self.lot_product_system = product_system(mid, order.order_id, "lot")
 
         self.issues: list[MappingIssue] = []
         self.collections = self._collections()
@@ -151,7 +154,7 @@ class Journey:
             if not isinstance(data, CollectionCompletedData):
                 continue
             din = self._din(data.din, record) if data.din else None
-            key_system, key = (ISBT128_DIN_SYSTEM, din) if din else (self.event_system, record.event_id)
+            key_system, key = (self.din_product_system, din) if din else (self.event_system, record.event_id)
             found.append(
                 Collection(
                     event=record,
@@ -197,7 +200,7 @@ class Journey:
                 lots[current][2] = record
         product = "BiologicallyDerivedProduct"
         return tuple(
-            Lot(lot, resource_id(product, self.lot_system, lot), first, completed, release)
+            Lot(lot, resource_id(product, self.lot_product_system, lot), first, completed, release)
             for lot, (first, completed, release) in lots.items()
         )
 

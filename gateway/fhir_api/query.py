@@ -32,7 +32,7 @@ from gateway.fhir_store import (
     FhirSearchToken,
     Scope,
     StoredVersion,
-    visible_clause,
+    version_visible_clause,
 )
 from gateway.prepared_sql import fetch_all
 
@@ -206,7 +206,7 @@ def history_page(conn: Connection, scope: Scope, resource_type: str, resource_id
                  ) -> tuple[list[StoredVersion], HistoryKey | None]:
     """Versions newest first (one resource's, or a whole type's), at or after ``since_us``."""
     stmt = sa.select(_V.c.resource_id, _V.c.version_id, _V.c.last_updated_us, _V.c.body).where(
-        _V.c.resource_type == resource_type, visible_clause(scope, resource_type, _V.c.resource_id))
+        _V.c.resource_type == resource_type, version_visible_clause(scope, resource_type))
     if resource_id is not None:
         stmt = stmt.where(_V.c.resource_id == resource_id)
     if since_us is not None:

@@ -59,12 +59,19 @@ def _config(directory: Path, database_url: str, ports: dict[str, int]) -> Path:
     return path
 
 
-def _post_journey(client: TestClient, site_id: str, order_id: str, coi: str, mrn: str) -> None:
+def _post_journey(client: TestClient, site_id: str, order_id: str, coi: str, mrn: str, din: str) -> None:
+    """The journey as one order: its own CoI, patient, DIN and lots (a DIN and an autologous lot
+    belong to one order)."""
     order = {**JOURNEY["order"], "order_id": order_id, "site_id": site_id, "coi": coi,
              "patient": {**JOURNEY["order"]["patient"], "mrn": mrn}}
     assert client.post("/v1/orders", json=order, headers=ACME).status_code == 201
     for event in JOURNEY["events"]:
-        body = {**event, "event_id": f"{order_id}-{event['event_id']}", "coi": coi}
+        data = dict(event["data"])
+        if "din" in data:
+            data["din"] = din
+        if "lot" in data:
+            data["lot"] = f"{data['lot']}-{order_id}"
+        body = {**event, "event_id": f"{order_id}-{event['event_id']}", "coi": coi, "data": data}
         response = client.post(f"/v1/orders/{order_id}/events", json=body, headers=ACME)
         assert response.status_code == 201, response.text
 
@@ -106,8 +113,8 @@ def test_the_journey_reaches_each_site_engine_as_it_expects(engine: Engine, tmp_
                          {"site-a": site_a.port, "site-b": site_b.port})
         settings = load_settings(config)
         with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as client:
-            _post_journey(client, "site-a", "Q2-A", "CHA999926123456K", "MRN-A1")
-            _post_journey(client, "site-b", "Q2-B", "CHA999926123457I", "MRN-B1")
+            _post_journey(client, "site-a", "Q2-A", "CHA999926123456K", "MRN-A1", "A999926123456")
+            _post_journey(client, "site-b", "Q2-B", "CHA999926123457I", "MRN-B1", "A999926123457")
         stop = build_delivery_worker(settings, engine, worker_settings=FAST).run_in_thread()
         try:
             wait_until(lambda: all_finished(engine), "both journeys delivered")

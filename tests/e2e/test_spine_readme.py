@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_RUN = [201, 201, 201, 201, 200, 200, 422, 200, 422, 400, 404, 403, 401, 201]
-REPEAT_RUN = [200, 200, 200, 200, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200]
+FIRST_RUN = [201, 201, 201, 201, 200, 200, 422, 200, 422, 400, 404, 403, 401, 201, 422]
+REPEAT_RUN = [200, 200, 200, 200, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200, 422]
 # Then the later sections: site preview, three FHIR polls, outbox, alerts, metrics (read-only, 200 each).
 LATER_RUN = [200] * 7
 FIRST_RUN += LATER_RUN

@@ -139,10 +139,16 @@ def test_cross_site_and_cross_manufacturer_is_404_everywhere(client, seeded):
         ok(client.get(f"/fhir/Task/{task_id}", headers=headers))
 
 
-def test_shared_resources_visible_to_every_entitled_tenant(client, seeded):
-    practitioner = seeded["o1"][2]
-    for headers in (SITE_A, SITE_B, ACME, NOVA):
+def test_parties_are_visible_to_their_own_site_and_manufacturer_only(client, seeded):
+    """One NPI at two sites for two manufacturers: two Practitioner resources, each its tenants'."""
+    practitioner, other = seeded["o1"][2], seeded["o2"][2]
+    assert practitioner["id"] != other["id"]
+    for headers in (SITE_A, ACME):
         assert ok(client.get(f"/fhir/Practitioner/{practitioner['id']}", headers=headers))["id"]
+        outcome(client.get(f"/fhir/Practitioner/{other['id']}", headers=headers), 404, "not-found")
+    for headers in (SITE_B, NOVA):
+        assert ok(client.get(f"/fhir/Practitioner/{other['id']}", headers=headers))["id"]
+        outcome(client.get(f"/fhir/Practitioner/{practitioner['id']}", headers=headers), 404, "not-found")
 
 
 def test_errors_are_operation_outcomes(client, seeded):

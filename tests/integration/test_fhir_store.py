@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from gateway.db import write_session
 from gateway.fhir_api.search_params import date_range, format_instant, to_us
 from gateway.fhir_store import (
+    CrossTenantWrite,
     FhirResourceAccess,
     FhirResourceVersion,
     FhirSearchDate,
@@ -85,15 +86,13 @@ def test_last_updated_is_strictly_monotonic_even_when_now_goes_backwards(engine)
     assert lu2 == lu1 + 1
 
 
-def test_access_rows_share_resources_between_tenants_and_hide_the_rest(engine):
+def test_access_rows_hide_other_tenants_resources(engine):
     a = seed_order(engine, "o1", now=T0)  # site-a / acme-bio
     b = seed_order(engine, "o2", now=T0 + timedelta(seconds=1), site_id="site-b",
                    manufacturer_id="nova-cell")
     mfr_acme = a[0]
     practitioner = a[2]
-    assert b[2]["id"] == practitioner["id"]  # same NPI: one shared Practitioner
-    # site-b gaining access to the shared Practitioner writes a version so its pollers see it
-    assert b[2]["meta"]["versionId"] == "2"
+    assert b[2]["id"] != practitioner["id"]  # same NPI, other site and manufacturer: another resource
     with engine.connect() as conn:
         assert read_current(conn, SITE_A, "Task", _task(a)["id"]) is not None
         assert read_current(conn, ACME, "Task", _task(a)["id"]) is not None
@@ -101,14 +100,69 @@ def test_access_rows_share_resources_between_tenants_and_hide_the_rest(engine):
         assert read_current(conn, NOVA, "Task", _task(a)["id"]) is None
         assert read_current(conn, NOVA, "Organization", mfr_acme["id"]) is None
         assert read_version(conn, SITE_B, "Task", _task(a)["id"], 1) is None
-        assert read_current(conn, SITE_B, "Practitioner", practitioner["id"]) is not None
+        assert read_current(conn, SITE_B, "Practitioner", practitioner["id"]) is None
         assert read_current(conn, Scope("all"), "Task", _task(b)["id"]) is not None
         found = read_many(conn, SITE_B, [("Task", _task(a)["id"]), ("Task", _task(b)["id"])])
         assert [s.resource_id for s in found] == [_task(b)["id"]]
         kinds = conn.execute(sa.select(FhirResourceAccess.tenant_kind, FhirResourceAccess.tenant_id).where(
             FhirResourceAccess.resource_id == practitioner["id"])).all()
-    assert sorted(kinds) == [("manufacturer", "acme-bio"), ("manufacturer", "nova-cell"),
-                             ("site", "site-a"), ("site", "site-b")]
+    assert sorted(kinds) == [("manufacturer", "acme-bio"), ("site", "site-a")]
+
+
+@pytest.mark.parametrize(("site_id", "manufacturer_id"), [("site-b", "acme-bio"), ("site-a", "nova-cell"),
+                                                          ("site-b", "nova-cell")])
+def test_a_write_to_another_tenants_resource_is_refused_and_stores_nothing(engine, site_id, manufacturer_id):
+    """Ids are scoped so that no two tenants share one; should a translation ever produce such an
+    id, the store refuses the whole write rather than add a version another tenant would read."""
+    a = seed_order(engine, "o1", now=T0)
+    mine = order_resources("o9", site_id=site_id, manufacturer_id=manufacturer_id)
+    shared = {**a[2], "name": [{"family": "Intruder"}]}  # acme/site-a's Practitioner
+    with engine.connect() as conn:
+        before = conn.execute(sa.select(sa.func.count()).select_from(FhirResourceVersion)).scalar_one()
+    with pytest.raises(CrossTenantWrite) as refused:
+        with write_session(engine) as session:
+            save_translation(session, site_id=site_id, manufacturer_id=manufacturer_id, order_id="o9",
+                             resources=[*mine, shared], now=T0 + timedelta(seconds=1))
+    assert refused.value.code == "tenant-conflict" and refused.value.status == 409
+    with engine.connect() as conn:
+        after = conn.execute(sa.select(sa.func.count()).select_from(FhirResourceVersion)).scalar_one()
+        current = read_current(conn, SITE_A, "Practitioner", a[2]["id"])
+    assert after == before
+    assert current is not None and orjson.loads(current.body) == a[2]
+
+
+def test_vread_and_history_check_each_version_not_only_the_resource(engine):
+    """A resource stored before ids were scoped may hold versions two tenants' orders wrote (the
+    store then granted both): each reader sees only the versions its own orders wrote."""
+    from gateway.fhir_api import query
+    from gateway.fhir_store import FhirResourceCurrent
+
+    a = seed_order(engine, "o1", now=T0)
+    product = next(r for r in a if r["resourceType"] == "BiologicallyDerivedProduct")
+    key = ("BiologicallyDerivedProduct", product["id"])
+    with write_session(engine) as session:  # what the old store did when site-b's order wrote it
+        conn = session.connection()
+        body = orjson.dumps({**product, "meta": {"versionId": "2"}, "status": "unavailable"})
+        conn.execute(sa.insert(FhirResourceVersion), [{
+            "resource_type": key[0], "resource_id": key[1], "version_id": 2, "last_updated_us": to_us(T0) + 5,
+            "body": body, "site_id": "site-b", "manufacturer_id": "nova-cell", "order_id": "o2"}])
+        conn.execute(sa.update(FhirResourceCurrent).where(FhirResourceCurrent.resource_id == key[1]).values(
+            version_id=2, body=body))
+        conn.execute(sa.insert(FhirResourceAccess), [
+            {"resource_type": key[0], "resource_id": key[1], "tenant_kind": kind, "tenant_id": tid,
+             "last_updated_us": to_us(T0) + 5}
+            for kind, tid in (("site", "site-b"), ("manufacturer", "nova-cell"))])
+    with engine.connect() as conn:
+        for scope, own, other in ((SITE_A, 1, 2), (ACME, 1, 2), (SITE_B, 2, 1), (NOVA, 2, 1)):
+            assert read_version(conn, scope, *key, own) is not None, scope
+            assert read_version(conn, scope, *key, other) is None, scope
+            for resource_id in (key[1], None):  # instance and type history
+                versions, _ = query.history_page(conn, scope, key[0], resource_id, since_us=None, count=50,
+                                                 before=None)
+                assert [v.version_id for v in versions] == [own], scope
+        every, _ = query.history_page(conn, Scope("all"), key[0], key[1], since_us=None, count=50,
+                                      before=None)
+        assert [v.version_id for v in every] == [2, 1]
 
 
 def test_second_order_of_same_tenants_adds_no_version_to_shared_resources(engine):
@@ -190,17 +244,18 @@ def test_concurrent_writers_get_distinct_increasing_stamps_in_commit_order(engin
 
 
 def test_concurrent_orders_sharing_resources_never_collide(engine):
-    """Orders of two sites and two manufacturers, written at once, all reference the same
-    Practitioner: the clock lock makes the second writer see the first's version, so no duplicate
-    key, and the Practitioner ends with one version per tenant that gained access."""
+    """Orders of two sites and two manufacturers, written at once; the orders of each site and
+    manufacturer share their parties (Organizations, Practitioner): the clock lock makes a writer
+    see the first's version, so no duplicate key, each tenant's Practitioner has one version and no
+    tenant can see another's."""
     errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(8)
 
-    def writer(site_id: str, manufacturer_id: str) -> None:
+    def writer(site_id: str, manufacturer_id: str, n: int) -> None:
         try:
             barrier.wait()
             for i in range(3):
-                order_id = f"{site_id}-{manufacturer_id}-{i}"
+                order_id = f"{site_id}-{manufacturer_id}-{n}-{i}"
                 with write_session(engine) as session:
                     save_translation(session, site_id=site_id, manufacturer_id=manufacturer_id,
                                      order_id=order_id, resources=order_resources(
@@ -211,18 +266,20 @@ def test_concurrent_orders_sharing_resources_never_collide(engine):
 
     tenants = [("site-a", "acme-bio"), ("site-b", "acme-bio"), ("site-a", "nova-cell"),
                ("site-b", "nova-cell")]
-    threads = [threading.Thread(target=writer, args=tenant) for tenant in tenants]
+    threads = [threading.Thread(target=writer, args=(*tenant, n)) for tenant in tenants for n in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors
-    practitioner_id = order_resources("any")[2]["id"]
+    scopes = {("site-a", "acme-bio"): (SITE_A, ACME), ("site-b", "acme-bio"): (SITE_B, ACME),
+              ("site-a", "nova-cell"): (SITE_A, NOVA), ("site-b", "nova-cell"): (SITE_B, NOVA)}
     with engine.connect() as conn:
-        versions = conn.execute(sa.select(FhirResourceVersion.version_id).where(
-            FhirResourceVersion.resource_id == practitioner_id)).scalars().all()
-        for scope in (SITE_A, SITE_B, ACME, NOVA):
-            assert read_current(conn, scope, "Practitioner", practitioner_id) is not None
-    # created with the first writer's site and manufacturer, then one version per writer that
-    # brought a tenant without access yet: 2 or 3 versions depending on who goes second
-    assert sorted(versions) == list(range(1, len(versions) + 1)) and len(versions) in (2, 3)
+        for tenant in tenants:
+            practitioner_id = order_resources("any", site_id=tenant[0], manufacturer_id=tenant[1])[2]["id"]
+            versions = conn.execute(sa.select(FhirResourceVersion.version_id).where(
+                FhirResourceVersion.resource_id == practitioner_id)).scalars().all()
+            assert versions == [1], tenant
+            for scope in (SITE_A, SITE_B, ACME, NOVA):
+                visible = read_current(conn, scope, "Practitioner", practitioner_id) is not None
+                assert visible == (scope in scopes[tenant]), (tenant, scope)

@@ -27,13 +27,17 @@ def _id(*parts: str) -> str:
 def order_resources(order_id: str, *, site_id: str = "site-a", manufacturer_id: str = "acme-bio",
                     task_status: str = "requested", business_status: str = "order-placed",
                     modified: datetime = T0, npi: str = "1234567893") -> list[dict[str, Any]]:
-    """The resources one order produces: shared Organizations/Practitioner, its own Patient, order,
-    Task, product, Observation and Provenance.  All valid R4 (checked by the API tests)."""
-    mfr = {"resourceType": "Organization", "id": _id("org", manufacturer_id), "name": manufacturer_id,
+    """The resources one order produces: Organizations/Practitioner shared by the orders of one site
+    and manufacturer (keyed per site and manufacturer, as ``mappings.ids.party_system`` keys them),
+    its own Patient, order, Task, product, Observation and Provenance.  All valid R4 (checked by the
+    API tests)."""
+    mfr = {"resourceType": "Organization", "id": _id("org", site_id, manufacturer_id, "manufacturer"),
+           "name": manufacturer_id,
            "identifier": [{"system": "https://cgt-gateway.example.org/manufacturer",
                            "value": manufacturer_id}]}
-    site = {"resourceType": "Organization", "id": _id("org", site_id), "name": site_id}
-    practitioner = {"resourceType": "Practitioner", "id": _id("npi", npi),
+    site = {"resourceType": "Organization", "id": _id("org", site_id, manufacturer_id, "site"),
+            "name": site_id}
+    practitioner = {"resourceType": "Practitioner", "id": _id("npi", site_id, manufacturer_id, npi),
                     "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": npi}]}
     patient = {"resourceType": "Patient", "id": _id("mrn", site_id, order_id),
                "identifier": [{"system": f"urn:{site_id}:mrn", "value": f"MRN-{order_id}"}]}
