@@ -117,7 +117,8 @@ RULES: tuple[str, ...] = (
     "because a custody record must never be refused while cells exist.",
     "`manufacturing.completed` remembers `data.expires_at` (a late one fills it only when no expiry is "
     "known for the current manufacturing run). `infusion.scheduled` with `data.start` after it is "
-    "refused `beyond-shelf-life` (422). Without a known expiry the check cannot apply.",
+    "refused `beyond-shelf-life` (422). Without a known expiry the check cannot apply (since the safety "
+    "gates every released order has one: a release needs `manufacturing.completed`).",
     "`order.placed` only creates an order: `decide` refuses it `invalid-transition`.",
 )
 
