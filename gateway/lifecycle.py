@@ -262,7 +262,8 @@ def _check_gates(state: LifecycleState, event_type: EventType, data: StrictModel
     if autologous and event_type in NEEDS_MATERIAL and not has_material(state):
         raise _refuse("no-material", f"{event_type} for an autologous product before any collection: the "
                       f"order is at '{state.stage}', so there are no cells of this patient to manufacture "
-                      "from", "/type", "no cells have been collected for this order yet (collection.completed)")
+                      "from", "/type",
+                      "no cells have been collected for this order yet (collection.completed)")
     if event_type in NEEDS_RELEASE and not has_release_decision(state):
         raise _refuse("not-released", f"{event_type} before a release decision of the current manufacturing "
                       f"run: the order is at '{state.stage}'", "/type",

@@ -33,7 +33,9 @@ __all__ = [
     "implausible_order_times",
 ]
 
-HAPPENED_FIELDS: frozenset[str] = frozenset({"occurred_at", "collected_at", "at", "received_at", "infused_at"})
+HAPPENED_FIELDS: frozenset[str] = frozenset(
+    {"occurred_at", "collected_at", "at", "received_at", "infused_at"}
+)
 PLANNED_FIELDS: frozenset[str] = frozenset({"start", "end", "expected_at", "expires_at"})
 
 
@@ -92,13 +94,17 @@ def _planned(pointer: str, value: datetime, now: datetime, limits: TimeLimits) -
 
 def _too_early(pointer: str, value: datetime, limits: TimeLimits) -> ImplausibleTime | None:
     if value.astimezone(UTC).year < limits.min_year:
-        return ImplausibleTime(pointer, f"is before the year {limits.min_year}, so it cannot be a time of "
-                                        f"this order; send a time such as {DATETIME_EXAMPLE}")
+        return ImplausibleTime(
+            pointer,
+            f"is before the year {limits.min_year}, so it cannot be a time of "
+            f"this order; send a time such as {DATETIME_EXAMPLE}",
+        )
     return None
 
 
-def _time_problem(pointer: str, name: str, value: datetime, now: datetime,
-                  limits: TimeLimits) -> ImplausibleTime | None:
+def _time_problem(
+    pointer: str, name: str, value: datetime, now: datetime, limits: TimeLimits
+) -> ImplausibleTime | None:
     early = _too_early(pointer, value, limits)
     if early is not None:
         return early
@@ -123,8 +129,9 @@ def implausible_times(
         if not isinstance(value, datetime):
             continue
         if name not in HAPPENED_FIELDS | PLANNED_FIELDS:
-            raise ValueError(f"{type(typed).__name__}.{name} is a time in neither HAPPENED_FIELDS nor "
-                             "PLANNED_FIELDS")
+            raise ValueError(
+                f"{type(typed).__name__}.{name} is a time in neither HAPPENED_FIELDS nor PLANNED_FIELDS"
+            )
         found.append(_time_problem(f"/data/{name}", name, value, now, limits))
     return [problem for problem in found if problem is not None]
 

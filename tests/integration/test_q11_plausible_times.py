@@ -80,15 +80,22 @@ def test_a_time_in_1900_is_refused(placed):
 # --------------------------------------------------------------------------- data times
 
 
-@pytest.mark.parametrize(("type_", "data", "pointer"), [
-    ("collection.completed", {"collected_at": "2062-11-26T09:00:00Z"}, "/data/collected_at"),
-    ("collection.completed", {"collected_at": 1795000000}, "/data/collected_at"),
-    ("collection.completed", {"collected_at": "1900-01-01T00:00:00Z"}, "/data/collected_at"),
-    ("apheresis.scheduled", {"start": "2031-01-01T09:00:00Z"}, "/data/start"),
-    ("apheresis.scheduled", {"start": "2026-12-01T09:00:00Z", "end": "2062-11-26T09:00:00Z"}, "/data/end"),
-    ("apheresis.scheduled", {"start": "1999-12-31T09:00:00Z"}, "/data/start"),
-    ("shipment.dispatched", {"expected_at": "2062-11-26T09:00:00Z"}, "/data/expected_at"),
-])
+@pytest.mark.parametrize(
+    ("type_", "data", "pointer"),
+    [
+        ("collection.completed", {"collected_at": "2062-11-26T09:00:00Z"}, "/data/collected_at"),
+        ("collection.completed", {"collected_at": 1795000000}, "/data/collected_at"),
+        ("collection.completed", {"collected_at": "1900-01-01T00:00:00Z"}, "/data/collected_at"),
+        ("apheresis.scheduled", {"start": "2031-01-01T09:00:00Z"}, "/data/start"),
+        (
+            "apheresis.scheduled",
+            {"start": "2026-12-01T09:00:00Z", "end": "2062-11-26T09:00:00Z"},
+            "/data/end",
+        ),
+        ("apheresis.scheduled", {"start": "1999-12-31T09:00:00Z"}, "/data/start"),
+        ("shipment.dispatched", {"expected_at": "2062-11-26T09:00:00Z"}, "/data/expected_at"),
+    ],
+)
 def test_data_times_are_checked_too(placed, type_, data, pointer):
     before = order_state(placed)
     reasons = refused_fields(post(placed, event_body("E-D", type_, iso(NOW), data)))
@@ -103,9 +110,21 @@ def test_a_planned_time_may_lie_ahead(placed):
 
 
 def test_the_skew_allows_a_few_minutes_of_clock_drift(placed):
-    assert post(placed, event_body("E-A", "order.confirmed", iso(NOW + timedelta(seconds=300)))).status_code == 201
-    reasons = refused_fields(post(placed, event_body("E-B", "apheresis.scheduled", iso(NOW + timedelta(seconds=301)),
-                                                     {"start": iso(NOW + timedelta(days=3))})))
+    assert (
+        post(placed, event_body("E-A", "order.confirmed", iso(NOW + timedelta(seconds=300)))).status_code
+        == 201
+    )
+    reasons = refused_fields(
+        post(
+            placed,
+            event_body(
+                "E-B",
+                "apheresis.scheduled",
+                iso(NOW + timedelta(seconds=301)),
+                {"start": iso(NOW + timedelta(days=3))},
+            ),
+        )
+    )
     assert list(reasons) == ["/occurred_at"]
 
 
@@ -126,25 +145,33 @@ def test_a_wrong_coi_with_an_implausible_time_still_reaches_the_safety_log(place
 # --------------------------------------------------------------------------- the order body
 
 
-@pytest.mark.parametrize(("requested", "pointer"), [
-    ({"apheresis_date": "2062-11-26"}, "/requested/apheresis_date"),
-    ({"apheresis_date": "1900-01-01"}, "/requested/apheresis_date"),
-    ({"apheresis_date": "2026-12-01", "infusion_date": "2031-01-01"}, "/requested/infusion_date"),
-    ({"apheresis_date": 20261201}, "/requested/apheresis_date"),
-])
+@pytest.mark.parametrize(
+    ("requested", "pointer"),
+    [
+        ({"apheresis_date": "2062-11-26"}, "/requested/apheresis_date"),
+        ({"apheresis_date": "1900-01-01"}, "/requested/apheresis_date"),
+        ({"apheresis_date": "2026-12-01", "infusion_date": "2031-01-01"}, "/requested/infusion_date"),
+        ({"apheresis_date": 20261201}, "/requested/apheresis_date"),
+    ],
+)
 def test_requested_dates_are_plausible_dates(client, clock, requested, pointer):
     clock.set(NOW)
-    reasons = refused_fields(client.post("/v1/orders", json=order_body("T-2", requested=requested), headers=ACME))
+    reasons = refused_fields(
+        client.post("/v1/orders", json=order_body("T-2", requested=requested), headers=ACME)
+    )
     assert list(reasons) == [pointer] and "1980-04-12" in reasons[pointer]
     assert client.get("/v1/orders/T-2", headers=ACME).status_code == 404
 
 
-@pytest.mark.parametrize(("patch", "pointer"), [
-    ({"birth_date": 19800412}, "/patient/birth_date"),
-    ({"birth_date": "12/04/1980"}, "/patient/birth_date"),
-    ({"mrn": 42}, "/patient/mrn"),
-    ({"given": "Quillon"}, "/patient/given"),
-])
+@pytest.mark.parametrize(
+    ("patch", "pointer"),
+    [
+        ({"birth_date": 19800412}, "/patient/birth_date"),
+        ({"birth_date": "12/04/1980"}, "/patient/birth_date"),
+        ({"mrn": 42}, "/patient/mrn"),
+        ({"given": "Quillon"}, "/patient/given"),
+    ],
+)
 def test_patient_fields_take_json_of_their_own_type_only(client, clock, patch, pointer):
     clock.set(NOW)
     body = order_body("T-3")
@@ -157,14 +184,23 @@ def test_patient_fields_take_json_of_their_own_type_only(client, clock, patch, p
 
 def test_the_iso_forms_valid_before_stay_valid(placed):
     assert post(placed, event_body("E-1", "order.confirmed", "2026-11-25T04:00:00-05:00")).status_code == 201
-    body = event_body("E-2", "apheresis.scheduled", "2026-11-25T09:00:00.5+00:00",
-                      {"start": "2026-12-01T08:00:00-05:00", "end": "2026-12-01T12:00:00-05:00"})
+    body = event_body(
+        "E-2",
+        "apheresis.scheduled",
+        "2026-11-25T09:00:00.5+00:00",
+        {"start": "2026-12-01T08:00:00-05:00", "end": "2026-12-01T12:00:00-05:00"},
+    )
     assert post(placed, body).status_code == 201
 
 
-@pytest.mark.parametrize(("value", "reason_fragment"), [
-    ("-150.5", "valid number"), (True, "valid number"), ([1], "valid number"),
-])
+@pytest.mark.parametrize(
+    ("value", "reason_fragment"),
+    [
+        ("-150.5", "valid number"),
+        (True, "valid number"),
+        ([1], "valid number"),
+    ],
+)
 def test_a_number_field_takes_a_json_number_only(placed, value, reason_fragment):
     collected = event_body("E-C", "collection.completed", iso(NOW), {"collected_at": iso(NOW)})
     assert post(placed, collected).status_code == 201
@@ -185,8 +221,13 @@ def test_updated_since_takes_an_iso_time_not_a_number(client):
 
 
 def test_the_limits_are_settings(engine, clock):
-    settings = load_settings(DEMO_CONFIG, database_url=engine.url.render_as_string(hide_password=False),
-                             max_future_skew_s=3600, max_plan_ahead_days=30, min_event_year=2020)
+    settings = load_settings(
+        DEMO_CONFIG,
+        database_url=engine.url.render_as_string(hide_password=False),
+        max_future_skew_s=3600,
+        max_plan_ahead_days=30,
+        min_event_year=2020,
+    )
     clock.set(NOW)
     with TestClient(create_app(settings, engine=engine, now=clock), raise_server_exceptions=False) as client:
         assert client.post("/v1/orders", json=order_body("T-S"), headers=ACME).status_code == 201
@@ -207,11 +248,19 @@ def test_preview_judges_times_against_the_replay_clock(client, clock):
     events = [
         event_body("P1", "order.confirmed", "2026-03-03T09:00:00Z"),
         # collected_at more than the skew after the event was posted: it had not happened yet
-        event_body("P2", "collection.completed", "2026-03-12T17:30:00Z", {"collected_at": "2026-03-20T00:00:00Z"}),
-        event_body("P3", "collection.completed", "2026-03-12T17:31:00Z", {"collected_at": "1900-01-01T00:00:00Z"}),
-        event_body("P4", "collection.completed", "2026-03-12T17:32:00Z", {"collected_at": "2026-03-12T12:10:00Z"}),
+        event_body(
+            "P2", "collection.completed", "2026-03-12T17:30:00Z", {"collected_at": "2026-03-20T00:00:00Z"}
+        ),
+        event_body(
+            "P3", "collection.completed", "2026-03-12T17:31:00Z", {"collected_at": "1900-01-01T00:00:00Z"}
+        ),
+        event_body(
+            "P4", "collection.completed", "2026-03-12T17:32:00Z", {"collected_at": "2026-03-12T12:10:00Z"}
+        ),
     ]
-    response = client.post("/v1/sites/site-a/preview", json={"order": order, "events": events}, headers=SITE_A)
+    response = client.post(
+        "/v1/sites/site-a/preview", json={"order": order, "events": events}, headers=SITE_A
+    )
     assert response.status_code == 200, response.text
     steps = {step["event_id"]: step for step in response.json()["steps"]}
     assert steps["P1"]["accepted"] and steps["P4"]["accepted"], steps

@@ -31,8 +31,9 @@ def placed(client, clock):
 
 
 def post(client, event_id, type_, occurred_at, data=None, order_id="G-1"):
-    return client.post(f"/v1/orders/{order_id}/events", json=event_body(event_id, type_, occurred_at, data),
-                       headers=ACME)
+    return client.post(
+        f"/v1/orders/{order_id}/events", json=event_body(event_id, type_, occurred_at, data), headers=ACME
+    )
 
 
 def refusal(response, code):
@@ -56,8 +57,9 @@ RELEASED = ("R", "release.passed", at(days=16), {})
 
 def test_the_issue_sequence_placed_dispatched_infused_is_refused(placed, engine):
     before = stored_events(engine)
-    dispatched = refusal(post(placed, "S", "shipment.dispatched", at(days=1), {"carrier": "CryoPort"}),
-                         "not-released")
+    dispatched = refusal(
+        post(placed, "S", "shipment.dispatched", at(days=1), {"carrier": "CryoPort"}), "not-released"
+    )
     assert "release decision" in dispatched["errors"][0]["reason"]
     refusal(post(placed, "I", "product.infused", at(days=2), {"infused_at": at(days=2)}), "not-released")
     assert stored_events(engine) == before
@@ -66,31 +68,51 @@ def test_the_issue_sequence_placed_dispatched_infused_is_refused(placed, engine)
 
 def test_custody_and_manufacturing_before_collection_have_no_material(placed, engine):
     before = stored_events(engine)
-    refusal(post(placed, "X", "custody.transferred", at(days=1), {"from_party": "a", "to_party": "b",
-                                                                   "at": at(days=1)}), "no-material")
+    refusal(
+        post(
+            placed,
+            "X",
+            "custody.transferred",
+            at(days=1),
+            {"from_party": "a", "to_party": "b", "at": at(days=1)},
+        ),
+        "no-material",
+    )
     refusal(post(placed, "MS", "manufacturing.started", at(days=1)), "no-material")
-    refusal(post(placed, "MC", "manufacturing.completed", at(days=2), {"lot": "L", "expires_at": at(days=90)}),
-            "no-material")
+    refusal(
+        post(placed, "MC", "manufacturing.completed", at(days=2), {"lot": "L", "expires_at": at(days=90)}),
+        "no-material",
+    )
     assert stored_events(engine) == before
 
 
 def test_a_release_needs_a_completed_manufacturing_run(placed):
     assert post(placed, *COLLECTED).status_code == 201
     refusal(post(placed, "R0", "release.passed", at(days=6)), "invalid-transition")
-    refusal(post(placed, "R1", "release.failed", at(days=6), {"reason": "ok by QP",
-                                                              "disposition": "exception_release"}),
-            "invalid-transition")
+    refusal(
+        post(
+            placed,
+            "R1",
+            "release.failed",
+            at(days=6),
+            {"reason": "ok by QP", "disposition": "exception_release"},
+        ),
+        "invalid-transition",
+    )
     assert post(placed, "MS", "manufacturing.started", at(days=7)).status_code == 201
     refusal(post(placed, "R2", "release.passed", at(days=8)), "invalid-transition")
     refusal(post(placed, "S", "shipment.dispatched", at(days=8)), "not-released")
 
 
-@pytest.mark.parametrize("gated", [
-    ("S", "shipment.dispatched", at(days=17), {}),
-    ("SR", "shipment.received", at(days=17), {"received_at": at(days=17)}),
-    ("IS", "infusion.scheduled", at(days=17), {"start": at(days=20)}),
-    ("PI", "product.infused", at(days=17), {"infused_at": at(days=17)}),
-])
+@pytest.mark.parametrize(
+    "gated",
+    [
+        ("S", "shipment.dispatched", at(days=17), {}),
+        ("SR", "shipment.received", at(days=17), {"received_at": at(days=17)}),
+        ("IS", "infusion.scheduled", at(days=17), {"start": at(days=20)}),
+        ("PI", "product.infused", at(days=17), {"infused_at": at(days=17)}),
+    ],
+)
 def test_every_gated_event_waits_for_the_release_and_then_applies(placed, gated):
     assert post(placed, *COLLECTED).status_code == 201
     assert post(placed, *MADE).status_code == 201
@@ -102,11 +124,17 @@ def test_every_gated_event_waits_for_the_release_and_then_applies(placed, gated)
 def test_a_remanufacture_needs_a_new_release(placed):
     for step in (COLLECTED, MADE, RELEASED):
         assert post(placed, *step).status_code == 201
-    rework = post(placed, "F", "release.failed", at(days=17), {"reason": "low CAR+", "disposition": "remanufacture"})
+    rework = post(
+        placed, "F", "release.failed", at(days=17), {"reason": "low CAR+", "disposition": "remanufacture"}
+    )
     assert rework.status_code == 201 and rework.json()["status_after"] == "manufacturing"
     refusal(post(placed, "S", "shipment.dispatched", at(days=18)), "not-released")
-    assert post(placed, "M2", "manufacturing.completed", at(days=25), {"lot": "L2", "expires_at": at(days=200)}
-                ).status_code == 201
+    assert (
+        post(
+            placed, "M2", "manufacturing.completed", at(days=25), {"lot": "L2", "expires_at": at(days=200)}
+        ).status_code
+        == 201
+    )
     refusal(post(placed, "S", "shipment.dispatched", at(days=26)), "not-released")
     assert post(placed, "R2", "release.passed", at(days=27)).status_code == 201
     assert post(placed, "S", "shipment.dispatched", at(days=28)).json()["status_after"] == "shipped"
@@ -124,6 +152,9 @@ def test_the_nova_product_is_gated_too(client, clock):
     clock.set(T0)
     assert client.post("/v1/orders", json=nova_order_body("G-N"), headers=NOVA).status_code == 201
     clock.set(T0 + timedelta(days=30))
-    r = client.post("/v1/orders/G-N/events", json=event_body("N1", "manufacturing.started", at(days=1),
-                                                             coi=NOVA_COI), headers=NOVA)
+    r = client.post(
+        "/v1/orders/G-N/events",
+        json=event_body("N1", "manufacturing.started", at(days=1), coi=NOVA_COI),
+        headers=NOVA,
+    )
     refusal(r, "no-material")

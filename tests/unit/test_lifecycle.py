@@ -520,7 +520,9 @@ def test_the_table_covers_every_event_from_every_state_exactly_once() -> None:
 
 @pytest.mark.parametrize("disposition", ["not_releasable", "exception_release"])
 def test_a_release_decision_from_the_failed_run_cannot_decide_the_new_run(disposition: str) -> None:
-    state = run(COLLECTED, (E.manufacturing_completed, 1), (E.release_failed, 5), (E.manufacturing_completed, 6))
+    state = run(
+        COLLECTED, (E.manufacturing_completed, 1), (E.release_failed, 5), (E.manufacturing_completed, 6)
+    )
     error = refused(state, E.release_failed, 4, disposition=disposition)
     assert error.code == "out-of-order"
     assert apply(state, E.release_failed, 7, disposition=disposition).state.status in (S.failed, S.released)

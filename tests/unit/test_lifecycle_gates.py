@@ -42,8 +42,9 @@ DATA: dict[EventType, dict[str, Any]] = {
 }
 
 
-def apply(state: LifecycleState, event_type: EventType, hours: float, *, autologous: bool = True,
-          **fields: Any) -> Decision:
+def apply(
+    state: LifecycleState, event_type: EventType, hours: float, *, autologous: bool = True, **fields: Any
+) -> Decision:
     data = EVENT_DATA_MODELS[event_type].model_validate({**DATA.get(event_type, {}), **fields})
     return decide(state, event_type, T0 + timedelta(hours=hours), data, autologous=autologous)
 
@@ -54,11 +55,14 @@ def refused(state: LifecycleState, event_type: EventType, hours: float, **kwargs
     return excinfo.value
 
 
-def run(*steps: tuple[EventType, float] | tuple[EventType, float, dict[str, Any]],
-        autologous: bool = True) -> LifecycleState:
+def run(
+    *steps: tuple[EventType, float] | tuple[EventType, float, dict[str, Any]], autologous: bool = True
+) -> LifecycleState:
     state = initial_state(T0)
     for step in steps:
-        decision = apply(state, step[0], step[1], autologous=autologous, **(step[2] if len(step) == 3 else {}))
+        decision = apply(
+            state, step[0], step[1], autologous=autologous, **(step[2] if len(step) == 3 else {})
+        )
         assert not decision.late, step
         state = decision.state
     return state
@@ -75,18 +79,24 @@ def test_the_issue_sequence_placed_dispatched_infused_is_refused_not_released() 
     for event_type in (E.shipment_dispatched, E.product_infused):
         error = refused(placed, event_type, 1)
         assert (error.code, error.status) == ("not-released", 409)
-        assert error.errors == [FieldError(
-            "/type", "the current manufacturing run has no release decision yet (release.passed, or "
-                     "release.failed with exception_release)")]
+        assert error.errors == [
+            FieldError(
+                "/type",
+                "the current manufacturing run has no release decision yet (release.passed, or "
+                "release.failed with exception_release)",
+            )
+        ]
         assert "'placed'" in error.detail
 
 
 @pytest.mark.parametrize("event_type", sorted(NEEDS_RELEASE))
-@pytest.mark.parametrize("stage", [S.placed, S.confirmed, S.apheresis_scheduled, S.collected,
-                                   S.manufacturing, S.manufactured])
+@pytest.mark.parametrize(
+    "stage", [S.placed, S.confirmed, S.apheresis_scheduled, S.collected, S.manufacturing, S.manufactured]
+)
 @pytest.mark.parametrize("autologous", [True, False])
-def test_every_gated_event_needs_a_release_decision(event_type: EventType, stage: OrderStatus,
-                                                    autologous: bool) -> None:
+def test_every_gated_event_needs_a_release_decision(
+    event_type: EventType, stage: OrderStatus, autologous: bool
+) -> None:
     state = LifecycleState(status=stage, stage=stage, stage_occurred_at=T0)
     assert refused(state, event_type, 1, autologous=autologous).code == "not-released"
 
@@ -94,8 +104,11 @@ def test_every_gated_event_needs_a_release_decision(event_type: EventType, stage
 @pytest.mark.parametrize("event_type", sorted(NEEDS_RELEASE))
 @pytest.mark.parametrize("disposition", ["passed", "exception_release"])
 def test_a_release_decision_opens_the_gate(event_type: EventType, disposition: str) -> None:
-    decision_event = (E.release_passed, 3) if disposition == "passed" else (
-        E.release_failed, 3, {"disposition": "exception_release"})
+    decision_event = (
+        (E.release_passed, 3)
+        if disposition == "passed"
+        else (E.release_failed, 3, {"disposition": "exception_release"})
+    )
     state = run((E.collection_completed, 1), (E.manufacturing_completed, 2), decision_event)
     assert has_release_decision(state)
     assert apply(state, event_type, 4).state.status is EVENT_STAGE[event_type]
@@ -110,8 +123,9 @@ def test_autologous_manufacturing_needs_collected_material(event_type: EventType
     state = LifecycleState(status=stage, stage=stage, stage_occurred_at=T0)
     error = refused(state, event_type, 1)
     assert (error.code, error.status) == ("no-material", 409)
-    assert error.errors == [FieldError("/type", "no cells have been collected for this order yet "
-                                                "(collection.completed)")]
+    assert error.errors == [
+        FieldError("/type", "no cells have been collected for this order yet (collection.completed)")
+    ]
     assert "autologous" in error.detail
 
 
@@ -138,8 +152,11 @@ def test_a_release_decision_needs_a_completed_run(stage: OrderStatus, fields: di
     state = LifecycleState(status=stage, stage=stage, stage_occurred_at=T0)
     error = refused(state, event_type, 1, autologous=False, **fields)
     assert (error.code, error.status) == ("invalid-transition", 409)
-    assert error.errors == [FieldError(
-        "/type", "a release decision needs a completed manufacturing run (manufacturing.completed)")]
+    assert error.errors == [
+        FieldError(
+            "/type", "a release decision needs a completed manufacturing run (manufacturing.completed)"
+        )
+    ]
 
 
 def test_not_releasable_is_never_gated() -> None:
@@ -189,6 +206,11 @@ def test_a_cancelled_order_before_release_cannot_be_shipped() -> None:
 
 
 def test_the_full_gated_journey_reaches_infused() -> None:
-    state = run(*RELEASED, (E.shipment_dispatched, 4), (E.shipment_received, 5), (E.infusion_scheduled, 6),
-                (E.product_infused, 7))
+    state = run(
+        *RELEASED,
+        (E.shipment_dispatched, 4),
+        (E.shipment_received, 5),
+        (E.infusion_scheduled, 6),
+        (E.product_infused, 7),
+    )
     assert state.status is S.infused

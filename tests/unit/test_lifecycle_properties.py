@@ -17,6 +17,7 @@ Two independent checks on every step of every sequence:
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -43,10 +43,15 @@ def iso(moment: datetime) -> str:
 
 
 def event(type_: str, occurred_at: Any, **data: Any) -> EventIn:
-    return EventIn.model_validate({
-        "event_id": "E1", "type": type_, "coi": "C", "data": data,
-        "occurred_at": iso(occurred_at) if isinstance(occurred_at, datetime) else occurred_at,
-    })
+    return EventIn.model_validate(
+        {
+            "event_id": "E1",
+            "type": type_,
+            "coi": "C",
+            "data": data,
+            "occurred_at": iso(occurred_at) if isinstance(occurred_at, datetime) else occurred_at,
+        }
+    )
 
 
 def pointers(problems: list[ImplausibleTime]) -> list[str]:
@@ -71,8 +76,9 @@ def test_a_1900_occurred_at_is_refused() -> None:
 
 def test_a_json_number_is_not_a_time() -> None:
     with pytest.raises(ValidationError) as excinfo:
-        EventIn.model_validate({"event_id": "E1", "type": "order.confirmed", "coi": "C",
-                                "occurred_at": 1795000000})
+        EventIn.model_validate(
+            {"event_id": "E1", "type": "order.confirmed", "coi": "C", "occurred_at": 1795000000}
+        )
     [error] = excinfo.value.errors()
     assert error["loc"] == ("occurred_at",)
     assert DATETIME_EXAMPLE in error["msg"] and "not a number" in error["msg"]
@@ -81,12 +87,19 @@ def test_a_json_number_is_not_a_time() -> None:
 # --------------------------------------------------------------------------- the bounds
 
 
-@pytest.mark.parametrize(("ahead", "refused"), [
-    (timedelta(0), False), (timedelta(seconds=300), False), (timedelta(seconds=301), True),
-    (-timedelta(days=3000), False),
-])
+@pytest.mark.parametrize(
+    ("ahead", "refused"),
+    [
+        (timedelta(0), False),
+        (timedelta(seconds=300), False),
+        (timedelta(seconds=301), True),
+        (-timedelta(days=3000), False),
+    ],
+)
 @pytest.mark.parametrize("field", ["occurred_at", "collected_at"])
-def test_a_time_that_happened_may_be_at_most_the_skew_ahead(ahead: timedelta, refused: bool, field: str) -> None:
+def test_a_time_that_happened_may_be_at_most_the_skew_ahead(
+    ahead: timedelta, refused: bool, field: str
+) -> None:
     moment = NOW + ahead
     if field == "occurred_at":
         posted = event("order.confirmed", moment)
@@ -96,24 +109,36 @@ def test_a_time_that_happened_may_be_at_most_the_skew_ahead(ahead: timedelta, re
     assert pointers(implausible_times(posted, NOW, LIMITS)) == expected
 
 
-@pytest.mark.parametrize(("type_", "data", "pointer"), [
-    ("custody.transferred", {"from_party": "a", "to_party": "b", "at": "2027-01-01T00:00:00Z"}, "/data/at"),
-    ("shipment.received", {"received_at": "2027-01-01T00:00:00Z"}, "/data/received_at"),
-    ("product.infused", {"infused_at": "2027-01-01T00:00:00Z"}, "/data/infused_at"),
-    ("collection.completed", {"collected_at": "2027-01-01T00:00:00Z"}, "/data/collected_at"),
-])
-def test_every_happened_data_time_is_bounded_by_the_skew(type_: str, data: dict[str, Any], pointer: str) -> None:
+@pytest.mark.parametrize(
+    ("type_", "data", "pointer"),
+    [
+        (
+            "custody.transferred",
+            {"from_party": "a", "to_party": "b", "at": "2027-01-01T00:00:00Z"},
+            "/data/at",
+        ),
+        ("shipment.received", {"received_at": "2027-01-01T00:00:00Z"}, "/data/received_at"),
+        ("product.infused", {"infused_at": "2027-01-01T00:00:00Z"}, "/data/infused_at"),
+        ("collection.completed", {"collected_at": "2027-01-01T00:00:00Z"}, "/data/collected_at"),
+    ],
+)
+def test_every_happened_data_time_is_bounded_by_the_skew(
+    type_: str, data: dict[str, Any], pointer: str
+) -> None:
     assert pointers(implausible_times(event(type_, NOW, **data), NOW, LIMITS)) == [pointer]
 
 
-@pytest.mark.parametrize(("type_", "data", "pointer"), [
-    ("apheresis.scheduled", {"start": "{}"}, "/data/start"),
-    ("apheresis.scheduled", {"start": "2027-01-01T00:00:00Z", "end": "{}"}, "/data/end"),
-    ("apheresis.rescheduled", {"start": "{}"}, "/data/start"),
-    ("infusion.scheduled", {"start": "{}"}, "/data/start"),
-    ("shipment.dispatched", {"expected_at": "{}"}, "/data/expected_at"),
-    ("manufacturing.completed", {"lot": "L1", "expires_at": "{}"}, "/data/expires_at"),
-])
+@pytest.mark.parametrize(
+    ("type_", "data", "pointer"),
+    [
+        ("apheresis.scheduled", {"start": "{}"}, "/data/start"),
+        ("apheresis.scheduled", {"start": "2027-01-01T00:00:00Z", "end": "{}"}, "/data/end"),
+        ("apheresis.rescheduled", {"start": "{}"}, "/data/start"),
+        ("infusion.scheduled", {"start": "{}"}, "/data/start"),
+        ("shipment.dispatched", {"expected_at": "{}"}, "/data/expected_at"),
+        ("manufacturing.completed", {"lot": "L1", "expires_at": "{}"}, "/data/expires_at"),
+    ],
+)
 def test_a_planned_time_may_lie_ahead_but_not_beyond_the_plan_limit(
     type_: str, data: dict[str, Any], pointer: str
 ) -> None:
@@ -125,13 +150,15 @@ def test_a_planned_time_may_lie_ahead_but_not_beyond_the_plan_limit(
     assert pointers(problems) == [pointer]
     assert "at most 730 days ahead" in problems[0].reason and DATETIME_EXAMPLE in problems[0].reason
     assert pointers(implausible_times(with_time(datetime(1999, 12, 31, 23, 0, tzinfo=UTC)), NOW, LIMITS)) == [
-        pointer]
+        pointer
+    ]
 
 
 def test_the_minimum_year_is_judged_in_utc() -> None:
     # 2000-01-01T00:30+01:00 is 1999-12-31T23:30Z
-    assert pointers(implausible_times(event("order.confirmed", "2000-01-01T00:30:00+01:00"), NOW, LIMITS)) == [
-        "/occurred_at"]
+    assert pointers(
+        implausible_times(event("order.confirmed", "2000-01-01T00:30:00+01:00"), NOW, LIMITS)
+    ) == ["/occurred_at"]
     assert implausible_times(event("order.confirmed", "2000-01-01T00:30:00Z"), NOW, LIMITS) == []
 
 
@@ -168,24 +195,41 @@ def test_every_time_field_of_every_event_is_classified_exactly_once() -> None:
 
 
 def order(**requested: str) -> OrderIn:
-    return OrderIn.model_validate({
-        "order_id": "O1", "coi": "C", "product_code": "P", "site_id": "s", "priority": "routine",
-        "patient": {"mrn": "M", "family": "F", "given": ["G"], "birth_date": "1980-04-12", "sex": "female"},
-        "ordering_provider": {"npi": "1234567893", "family": "F", "given": ["G"]},
-        "requested": requested,
-    })
+    return OrderIn.model_validate(
+        {
+            "order_id": "O1",
+            "coi": "C",
+            "product_code": "P",
+            "site_id": "s",
+            "priority": "routine",
+            "patient": {
+                "mrn": "M",
+                "family": "F",
+                "given": ["G"],
+                "birth_date": "1980-04-12",
+                "sex": "female",
+            },
+            "ordering_provider": {"npi": "1234567893", "family": "F", "given": ["G"]},
+            "requested": requested,
+        }
+    )
 
 
-@pytest.mark.parametrize(("requested", "expected"), [
-    ({"apheresis_date": "2026-12-01", "infusion_date": "2027-01-15"}, []),
-    ({"apheresis_date": "2026-01-01"}, []),  # in the past: a late order entry is not implausible
-    ({"apheresis_date": "2028-11-25"}, []),  # 730 days (2028 is a leap year) and a day for time zones
-    ({"apheresis_date": "2028-11-26"}, ["/requested/apheresis_date"]),
-    ({"infusion_date": "2062-11-26"}, ["/requested/infusion_date"]),
-    ({"apheresis_date": "1999-12-31"}, ["/requested/apheresis_date"]),
-    ({"apheresis_date": "1900-01-01", "infusion_date": "2062-11-26"},
-     ["/requested/apheresis_date", "/requested/infusion_date"]),
-])
+@pytest.mark.parametrize(
+    ("requested", "expected"),
+    [
+        ({"apheresis_date": "2026-12-01", "infusion_date": "2027-01-15"}, []),
+        ({"apheresis_date": "2026-01-01"}, []),  # in the past: a late order entry is not implausible
+        ({"apheresis_date": "2028-11-25"}, []),  # 730 days (2028 is a leap year) and a day for time zones
+        ({"apheresis_date": "2028-11-26"}, ["/requested/apheresis_date"]),
+        ({"infusion_date": "2062-11-26"}, ["/requested/infusion_date"]),
+        ({"apheresis_date": "1999-12-31"}, ["/requested/apheresis_date"]),
+        (
+            {"apheresis_date": "1900-01-01", "infusion_date": "2062-11-26"},
+            ["/requested/apheresis_date", "/requested/infusion_date"],
+        ),
+    ],
+)
 def test_requested_dates_plan_the_future(requested: dict[str, str], expected: list[str]) -> None:
     problems = implausible_order_times(order(**requested), NOW, LIMITS)
     assert pointers(problems) == expected
@@ -193,20 +237,31 @@ def test_requested_dates_plan_the_future(requested: dict[str, str], expected: li
 
 
 def test_the_birth_date_keeps_its_own_rule() -> None:
-    born = order().model_copy(update={"patient": order().patient.model_copy(update={"birth_date": date(1931, 5, 2)})})
+    born = order().model_copy(
+        update={"patient": order().patient.model_copy(update={"birth_date": date(1931, 5, 2)})}
+    )
     assert implausible_order_times(born, NOW, LIMITS) == []
 
 
-# --------------------------------------------------------------------------- strict JSON types, every body model
+# --------------------------------------------------------------------------- strict JSON types, all bodies
 
 EVENT_SAMPLES: dict[EventType, dict[str, Any]] = {
     EventType.order_confirmed: {"slot_id": "S1"},
     EventType.apheresis_scheduled: {"start": DATETIME_EXAMPLE, "end": DATETIME_EXAMPLE, "location": "L"},
     EventType.apheresis_rescheduled: {"start": DATETIME_EXAMPLE, "end": DATETIME_EXAMPLE, "reason": "R"},
-    EventType.collection_completed: {"collected_at": DATETIME_EXAMPLE, "din": "A999921123456",
-                                     "measurements": [{"code": "cd3_count", "value": 1.5, "unit": "u"}]},
-    EventType.custody_transferred: {"from_party": "a", "to_party": "b", "at": DATETIME_EXAMPLE,
-                                    "location": "L", "temperature_c": 4.1, "container_id": "C"},
+    EventType.collection_completed: {
+        "collected_at": DATETIME_EXAMPLE,
+        "din": "A999921123456",
+        "measurements": [{"code": "cd3_count", "value": 1.5, "unit": "u"}],
+    },
+    EventType.custody_transferred: {
+        "from_party": "a",
+        "to_party": "b",
+        "at": DATETIME_EXAMPLE,
+        "location": "L",
+        "temperature_c": 4.1,
+        "container_id": "C",
+    },
     EventType.manufacturing_started: {"lot": "L1"},
     EventType.manufacturing_completed: {"lot": "L1", "expires_at": DATETIME_EXAMPLE},
     EventType.release_passed: {"results": []},
@@ -219,8 +274,16 @@ EVENT_SAMPLES: dict[EventType, dict[str, Any]] = {
     EventType.order_cancelled: {"reason": "R"},
 }
 BODY_SAMPLES: list[tuple[type[BaseModel], dict[str, Any]]] = [
-    (EventIn, {"event_id": "E1", "type": "order.confirmed", "occurred_at": DATETIME_EXAMPLE, "coi": "C",
-               "data": {}}),
+    (
+        EventIn,
+        {
+            "event_id": "E1",
+            "type": "order.confirmed",
+            "occurred_at": DATETIME_EXAMPLE,
+            "coi": "C",
+            "data": {},
+        },
+    ),
     (OrderIn, order(apheresis_date="2026-12-01").model_dump(mode="json", exclude_none=True)),
     (Patient, {"mrn": "M", "family": "F", "given": ["G"], "birth_date": DATE_EXAMPLE, "sex": "female"}),
     (Provider, {"npi": "1234567893", "family": "F", "given": ["G"]}),
@@ -266,24 +329,40 @@ def test_every_field_refuses_json_of_another_type(model: type[BaseModel], sample
 
 def _required(model: type[BaseModel], name: str) -> bool:
     return model.model_fields[name].is_required() or type(None) not in typing.get_args(
-        model.model_fields[name].annotation)
+        model.model_fields[name].annotation
+    )
 
 
-@pytest.mark.parametrize("value", [
-    "2026-11-25T09:00:00Z", "2026-11-25T09:00:00+00:00", "2026-11-25T04:00:00-05:00",
-    "2026-11-25T09:00:00.123456Z", "2026-11-25 09:00:00Z", "2026-11-25t09:00:00z",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-25T09:00:00Z",
+        "2026-11-25T09:00:00+00:00",
+        "2026-11-25T04:00:00-05:00",
+        "2026-11-25T09:00:00.123456Z",
+        "2026-11-25 09:00:00Z",
+        "2026-11-25t09:00:00z",
+    ],
+)
 def test_iso_strings_stay_valid_times(value: str) -> None:
     assert event("order.confirmed", value).occurred_at == datetime(2026, 11, 25, 9, 0, tzinfo=UTC).replace(
-        microsecond=123456 if ".123456" in value else 0)
+        microsecond=123456 if ".123456" in value else 0
+    )
 
 
-@pytest.mark.parametrize(("value", "fragment"), [
-    (1795000000, "not a number"), ("1795000000", DATETIME_EXAMPLE), (True, "not true or false"),
-    ("2026-11-25T09:00:00", "must have a time zone"), ("2026-11-25", DATETIME_EXAMPLE),
-    ("25/11/2026 09:00", DATETIME_EXAMPLE), ("2026-13-45T09:00:00Z", DATETIME_EXAMPLE),
-    ({"at": 1}, "given as a string"),
-])
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (1795000000, "not a number"),
+        ("1795000000", DATETIME_EXAMPLE),
+        (True, "not true or false"),
+        ("2026-11-25T09:00:00", "must have a time zone"),
+        ("2026-11-25", DATETIME_EXAMPLE),
+        ("25/11/2026 09:00", DATETIME_EXAMPLE),
+        ("2026-13-45T09:00:00Z", DATETIME_EXAMPLE),
+        ({"at": 1}, "given as a string"),
+    ],
+)
 def test_every_datetime_error_shows_the_expected_form(value: Any, fragment: str) -> None:
     with pytest.raises(ValidationError) as excinfo:
         event("order.confirmed", value)
@@ -294,7 +373,9 @@ def test_every_datetime_error_shows_the_expected_form(value: Any, fragment: str)
 @pytest.mark.parametrize("value", [19800412, "19800412", "0", "12/04/1980", "1980-02-30", False, 0.5])
 def test_every_date_error_shows_the_expected_form(value: Any) -> None:
     with pytest.raises(ValidationError) as excinfo:
-        Patient.model_validate({"mrn": "M", "family": "F", "given": ["G"], "birth_date": value, "sex": "male"})
+        Patient.model_validate(
+            {"mrn": "M", "family": "F", "given": ["G"], "birth_date": value, "sex": "male"}
+        )
     [error] = excinfo.value.errors()
     assert error["loc"] == ("birth_date",) and DATE_EXAMPLE in error["msg"]
 
