@@ -26,7 +26,7 @@ from gateway.intake import accept_event, accept_order
 from gateway.problem import problem_responses
 from gateway.store import OrderRow
 from mappings.domain import EventIn, Identifier, OrderIn, OrderStatus
-from mappings.strict_types import Instant
+from mappings.strict_types import DATETIME_FORM, Instant
 
 __all__ = ["router"]
 
@@ -43,7 +43,7 @@ def _in_utc_range(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        raise ValueError("is out of range once converted to UTC") from None
+        raise ValueError(f"is out of range once converted to UTC; send {DATETIME_FORM}") from None
 
 
 def _order_id_or_404(order_id: str) -> str:

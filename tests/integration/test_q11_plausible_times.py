@@ -268,3 +268,14 @@ def test_preview_judges_times_against_the_replay_clock(client, clock):
         refusal = steps[event_id]["refusal"]
         assert refusal["code"] == "validation-failed"
         assert [e["pointer"] for e in refusal["errors"]] == ["/data/collected_at"]
+
+
+def test_the_other_date_and_time_refusals_show_the_expected_form_too(client, clock):
+    clock.set(NOW)
+    body = order_body("T-4")
+    body["patient"] = {**body["patient"], "birth_date": "2027-01-01"}
+    reasons = refused_fields(client.post("/v1/orders", json=body, headers=ACME))
+    assert "1980-04-12" in reasons["/patient/birth_date"]
+    far = "9999-12-31T23:59:00-23:59"  # leaves the years 1-9999 once converted to UTC
+    reasons = refused_fields(client.get("/v1/orders", params={"updated_since": far}, headers=ACME))
+    assert EXAMPLE in reasons["/query/updated_since"]
