@@ -196,7 +196,7 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
     if order.patient.birth_date > (context.now() + timedelta(days=1)).date():  # a day for time zones
         raise ValidationFailed(
             "The patient's birth date is in the future.",
-            errors=[FieldError("/patient/birth_date", "must not be in the future (a date such as 1980-04-12)")],
+            errors=[FieldError("/patient/birth_date", "must not be in the future (e.g. 1980-04-12)")],
         )
     check_order_times(context.settings, order, context.now())
     coi = normalize_product_coi(order.coi, product.coi_format, product.coi_pattern)
