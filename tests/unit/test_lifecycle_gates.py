@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from gateway.config import load_settings
 from gateway.errors import FieldError, LifecycleError
 from gateway.lifecycle import (
     EVENT_STAGE,
@@ -24,7 +25,9 @@ from gateway.lifecycle import (
     has_release_decision,
     initial_state,
 )
+from gateway.replay import replay_journey
 from mappings.domain import EVENT_DATA_MODELS, EventType, OrderStatus
+from mappings.goldens import FIXTURES, load_case
 
 E = EventType
 S = OrderStatus
@@ -214,3 +217,15 @@ def test_the_full_gated_journey_reaches_infused() -> None:
         (E.product_infused, 7),
     )
     assert state.status is S.infused
+
+
+# --------------------------------------------------------------------------- the golden and bench journeys
+
+
+@pytest.mark.parametrize("path", sorted((FIXTURES / "events").glob("*.json")), ids=lambda p: p.stem)
+def test_every_fixture_journey_passes_the_gates(path) -> None:  # type: ignore[no-untyped-def]
+    """The golden cases (also the bench workload) are real journeys: no event of theirs is refused."""
+    case = load_case(path)
+    steps = replay_journey(load_settings(), case.order, case.events, placed_at=case.placed_at)
+    assert [(s.event_id, s.refusal) for s in steps if s.refusal is not None] == []
+    assert len(steps) == len(case.events) + 1
