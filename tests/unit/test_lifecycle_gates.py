@@ -225,7 +225,8 @@ def test_the_full_gated_journey_reaches_infused() -> None:
 @pytest.mark.parametrize("path", sorted((FIXTURES / "events").glob("*.json")), ids=lambda p: p.stem)
 def test_every_fixture_journey_passes_the_gates(path) -> None:  # type: ignore[no-untyped-def]
     """The golden cases (also the bench workload) are real journeys: no event of theirs is refused by a
-    gate or as an implausible time (journey-cancelled's event after the cancellation is refused on purpose)."""
+    gate or as an implausible time (journey-cancelled's event after the cancellation is refused on
+    purpose)."""
     case = load_case(path)
     steps = replay_journey(load_settings(), case.order, case.events, placed_at=case.placed_at)
     codes = {step.refusal.code for step in steps if step.refusal is not None}
