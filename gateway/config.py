@@ -173,6 +173,13 @@ class Settings(BaseSettings):
     # --- issue 11 / FHIR search, error lists, HTTP server bounds: settings of this part go below
 
     # --- issue 11 / plausible times and safety gates: settings of this part go below
+    # A time at which something happened (occurred_at, data.collected_at/at/received_at/infused_at) may
+    # be at most this many seconds ahead of the gateway's clock (clock drift between systems).
+    max_future_skew_s: int = Field(default=300, ge=0, le=86400)
+    # A planned time (data.start/end/expected_at/expires_at, requested dates) at most this far ahead.
+    max_plan_ahead_days: int = Field(default=730, ge=1, le=3650)
+    # Any order or event time before 1 January of this year (UTC) is refused (not birth dates).
+    min_event_year: int = Field(default=2000, ge=1900, le=2100)
 
     # --- issue 11 / retraction: settings of this part go below
 

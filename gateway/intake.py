@@ -47,6 +47,7 @@ from gateway.order_history import (
     load_history,
     lock_order,
 )
+from gateway.plausibility import check_event_times, check_order_times
 from gateway.prepared_sql import execute, fetch_rows
 from gateway.problem import validation_errors
 from gateway.store import EventRow, OrderRow, PatientCoiRow, SafetyLogRow, StoredEvent, as_utc
@@ -196,8 +197,9 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
     if order.patient.birth_date > (context.now() + timedelta(days=1)).date():  # a day for time zones
         raise ValidationFailed(
             "The patient's birth date is in the future.",
-            errors=[FieldError("/patient/birth_date", "must not be in the future")],
+            errors=[FieldError("/patient/birth_date", "must not be in the future (e.g. 1980-04-12)")],
         )
+    check_order_times(context.settings, order, context.now())
     coi = normalize_product_coi(order.coi, product.coi_format, product.coi_pattern)
     body = order.model_dump(mode="json")
     body_sha256 = canonical_sha256(body)
@@ -340,9 +342,10 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             if replay is not None:
                 return replay, None
             claims = identity_claims.check(conn, order, product, event.event_id, event.type.value, data, now)
+            check_event_times(context.settings, event, typed, now)
             _check_shelf_life(product, event, typed)
             state = LifecycleState.model_validate(order.state)
-            decision = decide(state, event.type, event.occurred_at, typed)
+            decision = decide(state, event.type, event.occurred_at, typed, autologous=product.autologous)
             sequence = order.last_sequence + 1
             status = decision.state.status.value
             values: dict[str, Any] = {

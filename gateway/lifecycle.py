@@ -1,7 +1,9 @@
 """The order lifecycle: a pure state machine deciding what each manufacturer event does to an order.
 
-``decide(state, event_type, occurred_at, data)`` returns a :class:`Decision` (the new state and
-whether the event is *late*) or raises :class:`gateway.errors.LifecycleError` with a stable code.
+``decide(state, event_type, occurred_at, data, autologous=...)`` returns a :class:`Decision` (the new
+state and whether the event is *late*) or raises :class:`gateway.errors.LifecycleError` with a stable
+code.  ``autologous`` (required, keyword-only) says whether the product is made from the patient's own
+cells, which the material gate needs.
 No I/O, no clock: the caller stores ``Decision.state`` (JSON via ``model_dump(mode="json")``) in
 the same transaction as the event.  The rules are listed in :data:`RULES`; the transition table in
 ``docs/lifecycle.md`` is generated from this code by :mod:`gateway.lifecycle_table`
@@ -37,6 +39,10 @@ __all__ = [
     "initial_state",
     "decide",
     "has_material",
+    "has_release_decision",
+    "NEEDS_MATERIAL",
+    "NEEDS_RELEASE",
+    "RELEASE_DECISIONS",
 ]
 
 S = OrderStatus
@@ -66,6 +72,12 @@ EVENT_STAGE: dict[EventType, OrderStatus] = {
     E.product_infused: S.infused,
 }
 
+# The safety gates (see RULES): what each gated event needs before it may move the order.
+NEEDS_MATERIAL = frozenset({E.manufacturing_started, E.manufacturing_completed})  # autologous products
+NEEDS_RELEASE = frozenset({E.shipment_dispatched, E.shipment_received, E.infusion_scheduled,
+                           E.product_infused})
+RELEASE_DECISIONS = frozenset({E.release_passed, E.release_failed})  # release.failed: exception_release
+
 RULES: tuple[str, ...] = (
     "Stages, in order: " + " < ".join(STAGES) + ". Side states: on_hold, cancelled, failed. "
     "Terminal: infused, cancelled, failed.",
@@ -80,19 +92,33 @@ RULES: tuple[str, ...] = (
     "time (else `out-of-order`). The shelf life is then forgotten, and any later forward event that "
     "occurred before the remanufacture decision (including another release decision) is refused "
     "`out-of-order`: it belongs to the failed run.",
-    "`release.failed` with `exception_release` moves to released; with `not_releasable` the order fails.",
+    "`release.failed` with `exception_release` moves to released; with `not_releasable` the order fails "
+    "(from any stage up to released: stopping an order is never gated).",
     "Terminal states accept no stage events, holds, resumes or cancellations (`terminal-state`, 409), "
     "late or not.",
     "On hold: `order.resumed` returns to the stage held, `order.cancelled` cancels, custody transfers and "
     "late events are accepted; every other stage event, including a same-stage update, is refused "
     "`order-on-hold` (409). A second hold is refused `order-on-hold`; a resume when not on hold is "
     "refused `not-on-hold`.",
+    "*Safety gates*, checked for every stage event that is not late (after the hold, before the "
+    "remanufacture cut-off): for an autologous product `manufacturing.started` and "
+    "`manufacturing.completed` need collected material (the order has reached collected), else "
+    "`no-material` (409); `shipment.dispatched`, `shipment.received`, `infusion.scheduled` and "
+    "`product.infused` need a release decision of the current manufacturing run, else `not-released` "
+    "(409); a release decision (`release.passed`, `release.failed` with `exception_release`) needs the "
+    "current run to be complete (the order has reached manufactured, by `manufacturing.completed`), "
+    "else `invalid-transition` (409). A release decision of the current run exists exactly when the "
+    "order's stage is released or beyond: only a release decision reaches released, every stage beyond "
+    "it is reached only through the gates, and a remanufacture moves the stage back to manufacturing. "
+    "Late events are not gated: they never move the order. For an allogeneic product the material gate "
+    "does not apply (the table below is for an autologous product).",
     "`custody.transferred` never moves the state. Before the order reaches collected there are no cells: "
     "refused `no-material` (409). Once cells exist it is accepted in every state, terminal ones included, "
     "because a custody record must never be refused while cells exist.",
     "`manufacturing.completed` remembers `data.expires_at` (a late one fills it only when no expiry is "
     "known for the current manufacturing run). `infusion.scheduled` with `data.start` after it is "
-    "refused `beyond-shelf-life` (422). Without a known expiry the check cannot apply.",
+    "refused `beyond-shelf-life` (422). Without a known expiry the check cannot apply (since the safety "
+    "gates every released order has one: a release needs `manufacturing.completed`).",
     "`order.placed` only creates an order: `decide` refuses it `invalid-transition`.",
 )
 
@@ -134,6 +160,15 @@ def has_material(state: LifecycleState) -> bool:
     return _RANK[state.stage] >= _RANK[S.collected]
 
 
+def has_release_decision(state: LifecycleState) -> bool:
+    """A release decision of the current manufacturing run exists (the stage is released or beyond).
+
+    Only ``release.passed`` or ``release.failed`` with ``exception_release`` reaches released, the
+    stages beyond are gated on it, and a remanufacture moves the stage back to manufacturing.
+    """
+    return _RANK[state.stage] >= _RANK[S.released]
+
+
 def _refuse(code: str, detail: str, pointer: str, reason: str, status: int | None = None) -> LifecycleError:
     return LifecycleError(detail, code=code, status=status, errors=[FieldError(pointer, reason)])
 
@@ -143,9 +178,13 @@ def _at(value: datetime) -> str:
 
 
 def decide(
-    state: LifecycleState, event_type: EventType, occurred_at: datetime, data: StrictModel
+    state: LifecycleState, event_type: EventType, occurred_at: datetime, data: StrictModel, *,
+    autologous: bool,
 ) -> Decision:
-    """What ``event_type`` does to an order in ``state``; raises :class:`LifecycleError` if refused."""
+    """What ``event_type`` does to an order in ``state``; raises :class:`LifecycleError` if refused.
+
+    ``autologous``: the product is made from the patient's own cells (the material gate applies).
+    """
     model = EVENT_DATA_MODELS[event_type]
     if not isinstance(data, model):
         raise TypeError(f"data for {event_type} must be {model.__name__}, got {type(data).__name__}")
@@ -174,11 +213,11 @@ def decide(
         return Decision(state.model_copy(update={"status": state.stage}), late=False)
     if event_type is E.order_cancelled:
         return Decision(state.model_copy(update={"status": S.cancelled}), late=False)
-    return _stage_event(state, event_type, occurred_at, data)
+    return _stage_event(state, event_type, occurred_at, data, autologous)
 
 
 def _stage_event(state: LifecycleState, event_type: EventType, occurred_at: datetime,
-                 data: StrictModel) -> Decision:
+                 data: StrictModel, autologous: bool) -> Decision:
     target = EVENT_STAGE[event_type]
     rank, current = _RANK[target], _RANK[state.stage]
     stage_at = state.stage_occurred_at
@@ -198,6 +237,7 @@ def _stage_event(state: LifecycleState, event_type: EventType, occurred_at: date
     if (event_type is E.release_failed and isinstance(data, ReleaseFailedData)
             and data.disposition == "remanufacture" and state.stage not in _REMANUFACTURE_FROM):
         return _remanufacture(state, occurred_at)  # refused invalid-transition, whatever its time
+    _check_gates(state, event_type, data, autologous)
     if rank > current and state.remanufactured_at is not None and occurred_at < state.remanufactured_at:
         raise _refuse(
             "out-of-order",
@@ -215,6 +255,25 @@ def _stage_event(state: LifecycleState, event_type: EventType, occurred_at: date
     if isinstance(data, ManufacturingCompletedData):
         update["expires_at"] = data.expires_at
     return Decision(state.model_copy(update=update), late=False)
+
+
+def _check_gates(state: LifecycleState, event_type: EventType, data: StrictModel, autologous: bool) -> None:
+    """The safety gates of a stage event that would move (or update) the order; see RULES."""
+    if autologous and event_type in NEEDS_MATERIAL and not has_material(state):
+        raise _refuse("no-material", f"{event_type} for an autologous product before any collection: the "
+                      f"order is at '{state.stage}', so there are no cells of this patient to manufacture "
+                      "from", "/type",
+                      "no cells have been collected for this order yet (collection.completed)")
+    if event_type in NEEDS_RELEASE and not has_release_decision(state):
+        raise _refuse("not-released", f"{event_type} before a release decision of the current manufacturing "
+                      f"run: the order is at '{state.stage}'", "/type",
+                      "the current manufacturing run has no release decision yet (release.passed, or "
+                      "release.failed with exception_release)")
+    if (event_type in RELEASE_DECISIONS and _RANK[state.stage] < _RANK[S.manufactured]
+            and not (isinstance(data, ReleaseFailedData) and data.disposition == "not_releasable")):
+        raise _refuse("invalid-transition", f"{event_type} is a release decision, but the current "
+                      f"manufacturing run is not complete: the order is at '{state.stage}'", "/type",
+                      "a release decision needs a completed manufacturing run (manufacturing.completed)")
 
 
 def _remanufacture(state: LifecycleState, occurred_at: datetime) -> Decision:

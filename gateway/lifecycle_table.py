@@ -96,11 +96,12 @@ def probe_states() -> list[LifecycleState]:
 
 
 def outcome_label(
-    state: LifecycleState, event_type: EventType, occurred_at: datetime, data: StrictModel
+    state: LifecycleState, event_type: EventType, occurred_at: datetime, data: StrictModel, *,
+    autologous: bool = True,
 ) -> str:
     """decide()'s answer in words: ``→ X``, ``update, stays X``, ``late (recorded, no move)``, …"""
     try:
-        decision = decide(state, event_type, occurred_at, data)
+        decision = decide(state, event_type, occurred_at, data, autologous=autologous)
     except LifecycleError as exc:
         return f"refused `{exc.code}` ({exc.status})"
     if decision.late:
@@ -114,11 +115,13 @@ def outcome_label(
     return f"update, stays {state.status}"
 
 
-def transition_grid() -> dict[tuple[str, str], dict[str, str]]:
-    """(event label, state label) -> {"before"|"at"|"after": outcome label}, all computed by decide()."""
+def transition_grid(*, autologous: bool = True) -> dict[tuple[str, str], dict[str, str]]:
+    """(event label, state label) -> {"before"|"at"|"after": outcome label}, all computed by decide()
+    for an autologous (default) or allogeneic product."""
     return {
         (label, state_label(state)): {
-            timing: outcome_label(state, event_type, _T0 + delta, data) for timing, delta in _TIMINGS
+            timing: outcome_label(state, event_type, _T0 + delta, data, autologous=autologous)
+            for timing, delta in _TIMINGS
         }
         for label, event_type, data in probe_events()
         for state in probe_states()
@@ -185,9 +188,11 @@ def render_markdown() -> str:
         "",
         "## Transition table",
         "",
-        "Computed by calling `decide` for every event on a representative order in every state, with the",
-        "event occurring before, at and after the *stage time*. `on_hold from X` is an order held at",
-        "stage X.",
+        "Computed by calling `decide` for every event on a representative order of an autologous product",
+        "in every state, with the event occurring before, at and after the *stage time*. `on_hold from X`",
+        "is an order held at stage X. For an allogeneic product only the `no-material` cells of",
+        "`manufacturing.started` and `manufacturing.completed` differ: those events move the order as from",
+        "collected.",
         "",
         "| Event | From state | Outcome |",
         "|---|---|---|",

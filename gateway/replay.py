@@ -5,6 +5,14 @@ its ISBT 128 normal form, the event's CoI must match the order's, and ``gateway.
 accepts (possibly as late) or refuses.  Refused events are reported and leave the order unchanged,
 exactly as the API would answer 409/422 and store nothing.  Times come from the inputs: the order is
 placed at ``placed_at`` and each event is accepted at ``max(occurred_at, previous acceptance)``.
+
+Plausible times (:mod:`mappings.plausible_times`) apply against that same replay clock, not the wall
+clock: a case file replays the journey as if each event were posted when it was accepted, so a
+historical case stays valid forever.  Against that clock ``occurred_at`` is never ahead, but a data
+time that happened (``collected_at``, ...) more than ``max_future_skew_s`` after the event's
+acceptance, a planned time more than ``max_plan_ahead_days`` ahead of it, and any time before
+``min_event_year`` are refused ``validation-failed`` as at intake.  The order's requested dates are
+not checked here (intake checks them against its clock when the order is placed).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from gateway.coi import normalize_din_field, normalize_product_coi
 from gateway.config import ProductConfig, Settings
 from gateway.errors import GatewayError, ValidationFailed
 from gateway.lifecycle import decide, initial_state
+from gateway.plausibility import check_event_times
 from mappings.domain import (
     CollectionCompletedData,
     EventIn,
@@ -106,7 +115,8 @@ def replay_journey(
                     code="coi-mismatch",
                     status=422,
                 )
-            decision = decide(state, event.type, event.occurred_at, typed)
+            check_event_times(settings, event, typed, max(accepted_at, event.occurred_at))
+            decision = decide(state, event.type, event.occurred_at, typed, autologous=product.autologous)
         except ValidationError as exc:
             errors = tuple((f"/data/{'/'.join(str(p) for p in e['loc'])}", e["msg"]) for e in exc.errors())
             steps.append(

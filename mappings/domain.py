@@ -24,6 +24,8 @@ from pydantic import (
     field_validator,
 )
 
+from mappings.strict_types import DATETIME_FORM, Day, Instant, Number
+
 __all__ = [
     "StrictModel",
     "OrderStatus",
@@ -65,7 +67,7 @@ class StrictModel(BaseModel):
                 try:
                     item.astimezone(UTC)
                 except OverflowError:
-                    raise ValueError("is out of range once converted to UTC") from None
+                    raise ValueError(f"is out of range once converted to UTC; send {DATETIME_FORM}") from None
         return value
 
 
@@ -158,7 +160,7 @@ class Patient(StrictModel):
     mrn: Annotated[str, Field(min_length=1, max_length=64)]
     family: NonEmpty
     given: Annotated[list[NonEmpty], Field(min_length=1, max_length=5)]
-    birth_date: date
+    birth_date: Day
     sex: Literal["male", "female", "other", "unknown"]
 
 
@@ -176,8 +178,8 @@ class Provider(StrictModel):
 
 
 class Requested(StrictModel):
-    apheresis_date: date | None = None
-    infusion_date: date | None = None
+    apheresis_date: Day | None = None
+    infusion_date: Day | None = None
 
     @field_validator("infusion_date")
     @classmethod
@@ -246,19 +248,19 @@ class OrderConfirmedData(StrictModel):
 
 
 class ApheresisScheduledData(StrictModel):
-    start: AwareDatetime
-    end: AwareDatetime | None = None
+    start: Instant
+    end: Instant | None = None
     location: Text | None = None
 
 
 class ApheresisRescheduledData(StrictModel):
-    start: AwareDatetime
-    end: AwareDatetime | None = None
+    start: Instant
+    end: Instant | None = None
     reason: Text | None = None
 
 
 class CollectionCompletedData(StrictModel):
-    collected_at: AwareDatetime
+    collected_at: Instant
     din: Annotated[str, Field(min_length=1, max_length=20)] | None = None
     measurements: list[Measurement] = []
 
@@ -266,9 +268,9 @@ class CollectionCompletedData(StrictModel):
 class CustodyTransferredData(StrictModel):
     from_party: Text
     to_party: Text
-    at: AwareDatetime
+    at: Instant
     location: Text | None = None
-    temperature_c: float | None = None
+    temperature_c: Number | None = None
     container_id: Text | None = None
 
 
@@ -278,7 +280,7 @@ class ManufacturingStartedData(StrictModel):
 
 class ManufacturingCompletedData(StrictModel):
     lot: Text
-    expires_at: AwareDatetime
+    expires_at: Instant
 
 
 class ReleasePassedData(StrictModel):
@@ -294,20 +296,20 @@ class ReleaseFailedData(StrictModel):
 class ShipmentDispatchedData(StrictModel):
     carrier: Text | None = None
     tracking_number: Text | None = None
-    expected_at: AwareDatetime | None = None
+    expected_at: Instant | None = None
 
 
 class ShipmentReceivedData(StrictModel):
-    received_at: AwareDatetime
-    temperature_c: float | None = None
+    received_at: Instant
+    temperature_c: Number | None = None
 
 
 class InfusionScheduledData(StrictModel):
-    start: AwareDatetime
+    start: Instant
 
 
 class ProductInfusedData(StrictModel):
-    infused_at: AwareDatetime
+    infused_at: Instant
 
 
 class OrderOnHoldData(StrictModel):
@@ -352,7 +354,7 @@ class EventIn(StrictModel):
 
     event_id: Identifier
     type: EventType
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     coi: Annotated[str, Field(min_length=1, max_length=64)]
     data: dict[str, Any] = {}
 

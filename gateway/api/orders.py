@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, AwareDatetime, TypeAdapter, ValidationError
+from pydantic import AfterValidator, TypeAdapter, ValidationError
 from sqlmodel import select
 
 from gateway.api.views import event_view, list_orders, order_summary, order_view
@@ -26,6 +26,7 @@ from gateway.intake import accept_event, accept_order
 from gateway.problem import problem_responses
 from gateway.store import OrderRow
 from mappings.domain import EventIn, Identifier, OrderIn, OrderStatus
+from mappings.strict_types import DATETIME_FORM, Instant
 
 __all__ = ["router"]
 
@@ -42,7 +43,7 @@ def _in_utc_range(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        raise ValueError("is out of range once converted to UTC") from None
+        raise ValueError(f"is out of range once converted to UTC; send {DATETIME_FORM}") from None
 
 
 def _order_id_or_404(order_id: str) -> str:
@@ -153,7 +154,7 @@ def get_orders(
     principal: PrincipalDep,
     site_id: Annotated[str | None, IdQuery] = None,
     status: OrderStatus | None = None,
-    updated_since: Annotated[AwareDatetime, AfterValidator(_in_utc_range)] | None = None,
+    updated_since: Annotated[Instant, AfterValidator(_in_utc_range)] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     manufacturer_id: Annotated[str | None, IdQuery] = None,

@@ -83,7 +83,7 @@ def test_two_patients_racing_for_one_coi(settings, engine):
 
 def test_concurrent_events_get_distinct_sequences_and_duplicates_collapse(settings, engine):
     t0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
-    context = build_context(settings, engine, now=lambda: t0)
+    context = build_context(settings, engine, now=lambda: t0 + timedelta(days=1))  # events are in the past
     accept_order(context, "acme-bio", OrderIn.model_validate(order_body("RACE-4")))
     confirm = EventIn.model_validate(
         event_body("C1", "order.confirmed", (t0 + timedelta(hours=1)).isoformat())

@@ -88,6 +88,7 @@ HAPPY_PATH = [
 def acme(client, clock):
     clock.set(T0)
     assert client.post("/v1/orders", json=order_body(), headers=ACME).status_code == 201
+    clock.set(T0 + timedelta(days=30))  # the events below are posted once they happened (plausible times)
     return client
 
 
@@ -192,6 +193,7 @@ def test_coi_is_compared_in_normal_form(acme):
 def test_manufacturer_format_coi_must_match_the_order(client, clock):
     clock.set(T0)
     assert client.post("/v1/orders", json=nova_order_body(), headers=NOVA).status_code == 201
+    clock.set(T0 + timedelta(days=1))
     ok = client.post(
         "/v1/orders/NOVA-1/events",
         json=event_body("N1", "order.confirmed", at(hours=1), coi=NOVA_COI),
@@ -379,7 +381,7 @@ def test_remanufacture_and_not_releasable(acme):
     r = post(
         acme,
         event_body(
-            "F2", "release.failed", at(days=40), {"reason": "contaminated", "disposition": "not_releasable"}
+            "F2", "release.failed", at(days=29), {"reason": "contaminated", "disposition": "not_releasable"}
         ),
     )
     assert r.json()["status_after"] == "failed"

@@ -16,6 +16,7 @@ from mappings.domain import EventIn, OrderIn
 from tests.conftest import event_body, order_body
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+NOW = T0 + timedelta(days=1)  # the clock: the events below (T0 + hours) are posted after they happened
 CONFIRM = ("E1", "order.confirmed", {})
 SCHEDULE = ("E2", "apheresis.scheduled", {"start": (T0 + timedelta(days=3)).isoformat()})
 RESCHEDULE = ("E3", "apheresis.rescheduled", {"start": (T0 + timedelta(days=4)).isoformat()})
@@ -50,7 +51,7 @@ def _full_read(engine, order_id: str) -> History:  # type: ignore[no-untyped-def
 
 
 def test_history_cached_after_commit_and_extended_incrementally(settings, engine, seen):
-    context = build_context(settings, engine, now=lambda: T0)
+    context = build_context(settings, engine, now=lambda: NOW)
     placed = accept_order(context, "acme-bio", OrderIn.model_validate(order_body("HIST-1")))
     accept_event(context, "acme-bio", "HIST-1", _event(CONFIRM, 1))
     accept_event(context, "acme-bio", "HIST-1", _event(SCHEDULE, 2))
@@ -61,12 +62,12 @@ def test_history_cached_after_commit_and_extended_incrementally(settings, engine
 
 
 def test_another_process_writing_the_order_is_seen(settings, engine, seen):
-    context = build_context(settings, engine, now=lambda: T0)
+    context = build_context(settings, engine, now=lambda: NOW)
     accept_order(context, "acme-bio", OrderIn.model_validate(order_body("HIST-2")))
     accept_event(context, "acme-bio", "HIST-2", _event(CONFIRM, 1))
     other_engine = make_engine(engine.url.render_as_string(hide_password=False))  # its own cache
     try:
-        other = build_context(settings, other_engine, now=lambda: T0)
+        other = build_context(settings, other_engine, now=lambda: NOW)
         accept_event(other, "acme-bio", "HIST-2", _event(SCHEDULE, 2))
     finally:
         other_engine.dispose()
@@ -77,7 +78,7 @@ def test_another_process_writing_the_order_is_seen(settings, engine, seen):
 
 
 def test_rolled_back_event_never_reaches_the_cache(settings, engine, seen, monkeypatch):
-    context = build_context(settings, engine, now=lambda: T0)
+    context = build_context(settings, engine, now=lambda: NOW)
     placed = accept_order(context, "acme-bio", OrderIn.model_validate(order_body("HIST-3")))
     accept_event(context, "acme-bio", "HIST-3", _event(CONFIRM, 1))
     recording = pipeline.process_event
@@ -98,7 +99,7 @@ def test_rolled_back_event_never_reaches_the_cache(settings, engine, seen, monke
 
 
 def test_a_cached_history_that_is_not_a_prefix_is_read_again(settings, engine):
-    context = build_context(settings, engine, now=lambda: T0)
+    context = build_context(settings, engine, now=lambda: NOW)
     accept_order(context, "acme-bio", OrderIn.model_validate(order_body("HIST-4")))
     accept_event(context, "acme-bio", "HIST-4", _event(CONFIRM, 1))
     accept_event(context, "acme-bio", "HIST-4", _event(SCHEDULE, 2))

@@ -36,7 +36,7 @@ def test_paging_filters_and_updated_since(client, clock):
     assert [o["order_id"] for o in site_a] == ["P-1", "P-3", "P-5"]
 
     clock.advance(minutes=5)
-    confirm = event_body("E", "order.confirmed", (T0 + timedelta(hours=1)).isoformat(), coi=isbt_coi(0))
+    confirm = event_body("E", "order.confirmed", (T0 + timedelta(minutes=11)).isoformat(), coi=isbt_coi(0))
     r = client.post("/v1/orders/P-0/events", json=confirm, headers=ACME)
     assert r.status_code == 201
     since = (T0 + timedelta(minutes=10)).isoformat().replace("+00:00", "Z")

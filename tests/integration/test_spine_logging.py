@@ -36,6 +36,7 @@ def test_full_flow_logs_no_phi(client, clock, caplog):
             ("manufacturing.completed", at(days=9), {"lot": "L1", "expires_at": at(days=90)}),
             ("release.passed", at(days=10), {}),
         ]
+        clock.set(T0 + timedelta(days=30))  # the events are posted once they happened
         for i, (type_, occurred, data) in enumerate(steps):
             r = client.post(
                 "/v1/orders/LOG-1/events", json=event_body(f"L{i}", type_, occurred, data), headers=ACME

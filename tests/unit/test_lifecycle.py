@@ -53,8 +53,10 @@ def at(hours: float) -> datetime:
     return T0 + timedelta(hours=hours)
 
 
-def apply(state: LifecycleState, event_type: EventType, hours: float, **fields: Any) -> Decision:
-    return decide(state, event_type, at(hours), data(event_type, **fields))
+def apply(
+    state: LifecycleState, event_type: EventType, hours: float, *, autologous: bool = True, **fields: Any
+) -> Decision:
+    return decide(state, event_type, at(hours), data(event_type, **fields), autologous=autologous)
 
 
 def run(*steps: tuple[EventType, float] | tuple[EventType, float, dict[str, Any]]) -> LifecycleState:
@@ -67,9 +69,11 @@ def run(*steps: tuple[EventType, float] | tuple[EventType, float, dict[str, Any]
     return state
 
 
-def refused(state: LifecycleState, event_type: EventType, hours: float, **fields: Any) -> LifecycleError:
+def refused(
+    state: LifecycleState, event_type: EventType, hours: float, *, autologous: bool = True, **fields: Any
+) -> LifecycleError:
     with pytest.raises(LifecycleError) as excinfo:
-        apply(state, event_type, hours, **fields)
+        apply(state, event_type, hours, autologous=autologous, **fields)
     return excinfo.value
 
 
@@ -111,35 +115,36 @@ def test_full_happy_path_walks_every_stage_in_order() -> None:
 
 
 @pytest.mark.parametrize(
-    ("event_type", "fields", "expected"),
+    ("start", "event_type", "fields", "expected"),
     [
-        (E.order_confirmed, {}, S.confirmed),
-        (E.apheresis_scheduled, {}, S.apheresis_scheduled),
-        (E.apheresis_rescheduled, {}, S.apheresis_scheduled),
-        (E.collection_completed, {}, S.collected),
-        (E.manufacturing_started, {}, S.manufacturing),
-        (E.manufacturing_completed, {}, S.manufactured),
-        (E.release_passed, {}, S.released),
-        (E.release_failed, {"disposition": "exception_release"}, S.released),
-        (E.release_failed, {"disposition": "not_releasable"}, S.failed),
-        (E.shipment_dispatched, {}, S.shipped),
-        (E.shipment_received, {}, S.received),
-        (E.infusion_scheduled, {}, S.infusion_scheduled),
-        (E.product_infused, {}, S.infused),
-        (E.order_on_hold, {}, S.on_hold),
-        (E.order_cancelled, {}, S.cancelled),
+        # from the earliest stage the safety gates allow (see the gate tests below)
+        (S.placed, E.order_confirmed, {}, S.confirmed),
+        (S.placed, E.apheresis_scheduled, {}, S.apheresis_scheduled),
+        (S.placed, E.apheresis_rescheduled, {}, S.apheresis_scheduled),
+        (S.placed, E.collection_completed, {}, S.collected),
+        (S.collected, E.manufacturing_started, {}, S.manufacturing),
+        (S.collected, E.manufacturing_completed, {}, S.manufactured),
+        (S.manufactured, E.release_passed, {}, S.released),
+        (S.manufactured, E.release_failed, {"disposition": "exception_release"}, S.released),
+        (S.placed, E.release_failed, {"disposition": "not_releasable"}, S.failed),
+        (S.released, E.shipment_dispatched, {}, S.shipped),
+        (S.released, E.shipment_received, {}, S.received),
+        (S.released, E.infusion_scheduled, {}, S.infusion_scheduled),
+        (S.released, E.product_infused, {}, S.infused),
+        (S.placed, E.order_on_hold, {}, S.on_hold),
+        (S.placed, E.order_cancelled, {}, S.cancelled),
     ],
 )
 def test_forward_moves_may_skip_stages(
-    event_type: EventType, fields: dict[str, Any], expected: OrderStatus
+    start: OrderStatus, event_type: EventType, fields: dict[str, Any], expected: OrderStatus
 ) -> None:
-    decision = apply(initial_state(T0), event_type, 1, **fields)
+    decision = apply(at_stage(start, hours=0), event_type, 1, **fields)
     assert (decision.state.status, decision.late) == (expected, False)
 
 
 def test_a_forward_move_records_the_stage_time() -> None:
-    state = apply(initial_state(T0), E.manufacturing_started, 5).state
-    assert (state.stage, state.stage_occurred_at) == (S.manufacturing, at(5))
+    state = apply(initial_state(T0), E.collection_completed, 5).state
+    assert (state.stage, state.stage_occurred_at) == (S.collected, at(5))
 
 
 # --------------------------------------------------------------------------- late and out-of-order
@@ -191,12 +196,17 @@ def test_late_events_are_accepted_while_on_hold() -> None:
 # --------------------------------------------------------------------------- terminal states
 
 
+# The first steps of every journey that gets as far as a product: collected, made, released.
+COLLECTED = (E.collection_completed, 0.5)
+MADE = (COLLECTED, (E.manufacturing_completed, 0.7))
+RELEASED = (*MADE, (E.release_passed, 0.9))
+
 TERMINAL = [
-    ("infused", lambda: run((E.collection_completed, 1), (E.product_infused, 2))),
+    ("infused", lambda: run(*RELEASED, (E.product_infused, 2))),
     ("cancelled", lambda: run((E.collection_completed, 1), (E.order_cancelled, 2))),
     (
         "failed",
-        lambda: run((E.manufacturing_completed, 1), (E.release_failed, 2, {"disposition": "not_releasable"})),
+        lambda: run(*MADE, (E.release_failed, 2, {"disposition": "not_releasable"})),
     ),
 ]
 
@@ -288,8 +298,8 @@ def test_resume_when_not_on_hold_is_refused(stage: OrderStatus) -> None:
 @pytest.mark.parametrize(
     "from_events",
     [
-        [(E.manufacturing_completed, 1)],
-        [(E.manufacturing_completed, 1), (E.release_passed, 2)],
+        [COLLECTED, (E.manufacturing_completed, 1)],
+        [COLLECTED, (E.manufacturing_completed, 1), (E.release_passed, 2)],
     ],
 )
 def test_remanufacture_returns_to_manufacturing_and_forgets_the_shelf_life(from_events: list[Any]) -> None:
@@ -305,6 +315,7 @@ def test_remanufacture_returns_to_manufacturing_and_forgets_the_shelf_life(from_
 def test_the_remanufacture_loop_can_run_twice_and_then_finish() -> None:
     new_expiry = T0 + timedelta(days=60)
     state = run(
+        COLLECTED,
         (E.manufacturing_completed, 1),
         (E.release_failed, 2),
         (E.manufacturing_completed, 3),
@@ -335,7 +346,7 @@ def test_remanufacture_without_a_manufactured_product_is_an_invalid_transition(s
 def test_a_second_remanufacture_dated_before_the_first_is_an_invalid_transition() -> None:
     # Found by the property test: the disposition rule is checked before the remanufacture cut-off,
     # so the answer matches the documented table (no manufactured product to remanufacture).
-    state = run((E.manufacturing_completed, 1), (E.release_failed, 5))
+    state = run(COLLECTED, (E.manufacturing_completed, 1), (E.release_failed, 5))
     error = refused(state, E.release_failed, 4)
     assert (error.code, error.status) == ("invalid-transition", 409)
     assert error.errors[0].pointer == "/data/disposition"
@@ -353,12 +364,14 @@ def test_a_remanufacture_after_shipment_is_late_or_out_of_order() -> None:
 
 
 def test_forward_events_from_the_failed_run_are_refused_after_a_remanufacture() -> None:
-    state = run((E.manufacturing_completed, 1), (E.release_failed, 5))
-    error = refused(state, E.release_passed, 4)  # passed before the remanufacture decision: the old product
+    state = run(COLLECTED, (E.manufacturing_completed, 1), (E.release_failed, 5))
+    assert apply(state, E.manufacturing_started, 4).late is True  # a late record of the old run is fine
+    # the new run is complete at 6: a release dated before the remanufacture decision is the old product's
+    remade = apply(state, E.manufacturing_completed, 6).state
+    error = refused(remade, E.release_passed, 4)
     assert error.code == "out-of-order"
     assert error.errors == [FieldError("/occurred_at", "must not be before 2026-03-02T13:00:00+00:00")]
-    assert apply(state, E.manufacturing_started, 4).late is True  # a late record of the old run is fine
-    assert apply(state, E.release_passed, 6).state.status is S.released
+    assert apply(remade, E.release_passed, 7).state.status is S.released
 
 
 # --------------------------------------------------------------------------- shelf life
@@ -366,7 +379,7 @@ def test_forward_events_from_the_failed_run_are_refused_after_a_remanufacture() 
 
 def test_infusion_scheduled_after_the_expiry_is_beyond_shelf_life() -> None:
     expiry = T0 + timedelta(days=30)
-    state = run((E.manufacturing_completed, 1, {"expires_at": expiry}), (E.release_passed, 2))
+    state = run(COLLECTED, (E.manufacturing_completed, 1, {"expires_at": expiry}), (E.release_passed, 2))
     error = refused(state, E.infusion_scheduled, 3, start=expiry + timedelta(minutes=1))
     assert (error.code, error.status) == ("beyond-shelf-life", 422)
     assert error.errors == [
@@ -377,20 +390,23 @@ def test_infusion_scheduled_after_the_expiry_is_beyond_shelf_life() -> None:
 
 def test_rescheduling_an_infusion_beyond_the_expiry_is_refused_too() -> None:
     expiry = T0 + timedelta(days=30)
-    state = run((E.manufacturing_completed, 1, {"expires_at": expiry}), (E.infusion_scheduled, 2))
+    state = run(
+        COLLECTED, (E.manufacturing_completed, 1, {"expires_at": expiry}), (E.release_passed, 1.5),
+        (E.infusion_scheduled, 2),
+    )
     assert (
         refused(state, E.infusion_scheduled, 3, start=expiry + timedelta(days=1)).code == "beyond-shelf-life"
     )
 
 
 def test_without_a_known_expiry_the_shelf_life_check_cannot_apply() -> None:
-    state = run((E.shipment_received, 1))
+    state = at_stage(S.received, hours=1)  # e.g. an order stored before expiries were kept
     start = T0 + timedelta(days=3650)
     assert apply(state, E.infusion_scheduled, 2, start=start).state.status is S.infusion_scheduled
 
 
 def test_a_late_manufacturing_completed_fills_a_missing_expiry_but_nothing_else() -> None:
-    state = run((E.shipment_received, 5))
+    state = at_stage(S.received, hours=5)  # no expiry known (stored before expiries were kept)
     decision = apply(state, E.manufacturing_completed, 1)
     assert decision.late is True
     assert decision.state == state.model_copy(update={"expires_at": T0 + timedelta(days=30)})
@@ -404,7 +420,7 @@ def test_a_late_manufacturing_completed_fills_a_missing_expiry_but_nothing_else(
 
 
 def test_a_manufacturing_completed_update_replaces_the_expiry() -> None:
-    state = run((E.manufacturing_completed, 1))
+    state = run(COLLECTED, (E.manufacturing_completed, 1))
     updated = apply(state, E.manufacturing_completed, 2, expires_at=T0 + timedelta(days=7)).state
     assert updated.expires_at == T0 + timedelta(days=7)
 
@@ -419,18 +435,19 @@ def test_order_placed_cannot_be_decided_on_an_existing_order() -> None:
 
 def test_data_of_the_wrong_type_is_a_programming_error() -> None:
     with pytest.raises(TypeError, match="data for order.confirmed must be OrderConfirmedData"):
-        decide(initial_state(T0), E.order_confirmed, T0, data(E.order_cancelled))
+        decide(initial_state(T0), E.order_confirmed, T0, data(E.order_cancelled), autologous=True)
 
 
 def test_naive_times_are_a_programming_error() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        decide(initial_state(T0), E.order_confirmed, datetime(2026, 1, 1), data(E.order_confirmed))
+        decide(initial_state(T0), E.order_confirmed, datetime(2026, 1, 1), data(E.order_confirmed),
+               autologous=True)
     with pytest.raises(ValidationError):
         initial_state(datetime(2026, 1, 1))
 
 
 def test_state_round_trips_through_json() -> None:
-    state = run((E.manufacturing_completed, 1), (E.release_failed, 2), (E.order_on_hold, 3))
+    state = run(COLLECTED, (E.manufacturing_completed, 1), (E.release_failed, 2), (E.order_on_hold, 3))
     dumped = json.loads(json.dumps(state.model_dump(mode="json")))
     assert dumped["status"] == "on_hold" and dumped["stage"] == "manufacturing"
     assert LifecycleState.model_validate(dumped) == state
@@ -458,6 +475,7 @@ def test_every_refusal_has_a_detail_and_field_errors() -> None:
         (run((E.order_on_hold, 1)), E.order_confirmed, 11),
         (at_stage(S.placed), E.order_resumed, 11),
         (at_stage(S.placed), E.custody_transferred, 11),
+        (at_stage(S.manufactured), E.shipment_dispatched, 11),
     ]
     codes = set()
     for state, event_type, hours in cases:
@@ -475,6 +493,7 @@ def test_every_refusal_has_a_detail_and_field_errors() -> None:
         "order-on-hold",
         "not-on-hold",
         "no-material",
+        "not-released",
     }
 
 
@@ -501,7 +520,9 @@ def test_the_table_covers_every_event_from_every_state_exactly_once() -> None:
 
 @pytest.mark.parametrize("disposition", ["not_releasable", "exception_release"])
 def test_a_release_decision_from_the_failed_run_cannot_decide_the_new_run(disposition: str) -> None:
-    state = run((E.manufacturing_completed, 1), (E.release_failed, 5))
+    state = run(
+        COLLECTED, (E.manufacturing_completed, 1), (E.release_failed, 5), (E.manufacturing_completed, 6)
+    )
     error = refused(state, E.release_failed, 4, disposition=disposition)
     assert error.code == "out-of-order"
-    assert apply(state, E.release_failed, 6, disposition=disposition).state.status in (S.failed, S.released)
+    assert apply(state, E.release_failed, 7, disposition=disposition).state.status in (S.failed, S.released)

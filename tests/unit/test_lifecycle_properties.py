@@ -6,13 +6,17 @@ Two independent checks on every step of every sequence:
   event's timing, except for the two rules the table cannot show (shelf life, the remanufacture
   cut-off), which are checked against their own conditions;
 * an independent, hand-written list of allowed status moves, and invariants: a late event never
-  moves, terminal states never change, the stage only goes backward by a remanufacture.
+  moves, terminal states never change, the stage only goes backward by a remanufacture;
+* the safety gates, against an independent record of the events accepted so far: no accepted
+  sequence reaches shipped, received, infusion_scheduled or infused without a release decision of the
+  current manufacturing run (one accepted, not late, after the run's manufacturing.completed and after
+  the last remanufacture), and for an autologous product none reaches manufacturing without an
+  accepted collection.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,7 +46,7 @@ from mappings.domain import (
 E = EventType
 S = OrderStatus
 T0 = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
-GRID = transition_grid()
+GRIDS = {autologous: transition_grid(autologous=autologous) for autologous in (True, False)}
 PROBES = {label: (event_type, data) for label, event_type, data in probe_events()}
 RANK = {stage: rank for rank, stage in enumerate(STAGES)}
 MAIN_LINE = set(STAGES)
@@ -87,11 +91,12 @@ def with_times(event_type: EventType, data: StrictModel, days: int) -> StrictMod
 
 
 def expected_label(
-    state: LifecycleState, label: str, event_type: EventType, occurred_at: datetime, data: StrictModel
+    state: LifecycleState, label: str, event_type: EventType, occurred_at: datetime, data: StrictModel,
+    autologous: bool,
 ) -> str:
     delta = occurred_at - state.stage_occurred_at
     timing = "before" if delta < timedelta(0) else "at" if delta == timedelta(0) else "after"
-    documented = GRID[(label, state_label(state))][timing]
+    documented = GRIDS[autologous][(label, state_label(state))][timing]
     if documented.startswith("refused"):
         return documented
     floor = state.remanufactured_at
@@ -133,24 +138,66 @@ def check_invariants(
         assert new.stage == old.stage
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(step, min_size=1, max_size=40))
-def test_random_sequences_follow_the_documented_table(steps: list[tuple[str, int, int]]) -> None:
+class GateWitness:
+    """An independent record of the accepted events that the safety gates are about."""
+
+    def __init__(self) -> None:
+        self.collected = False
+        self.run_complete = False  # manufacturing.completed accepted (not late) since the last remanufacture
+        self.released = False  # a release decision accepted (not late) after that completion
+
+    def accepted(self, event_type: EventType, data: StrictModel, decision: Decision) -> None:
+        if decision.late:
+            return
+        disposition = data.disposition if isinstance(data, ReleaseFailedData) else None
+        if event_type is E.collection_completed:
+            self.collected = True
+        elif event_type is E.manufacturing_completed:
+            self.run_complete = True
+        elif disposition == "remanufacture":
+            self.run_complete = self.released = False
+        elif event_type is E.release_passed or disposition == "exception_release":
+            assert self.run_complete, "a release decision accepted without a completed manufacturing run"
+            self.released = True
+
+    def check(self, state: LifecycleState, autologous: bool) -> None:
+        if state.stage in (S.shipped, S.received, S.infusion_scheduled, S.infused):
+            assert self.released, f"{state.stage} reached without a release decision of the current run"
+        if autologous and RANK[state.stage] >= RANK[S.manufacturing]:
+            assert self.collected, f"{state.stage} reached without a collection of the patient's cells"
+
+
+def walk(steps: list[tuple[str, int, int]], autologous: bool) -> list[OrderStatus]:
+    """Apply ``steps``, checking every answer against the table, the invariants and the gates."""
     state = initial_state(T0)
+    witness = GateWitness()
+    seen: list[OrderStatus] = []
     for label, minutes, days in steps:
         event_type, probe = PROBES[label]
         data = with_times(event_type, probe, days)
         occurred_at = state.stage_occurred_at + timedelta(minutes=minutes)
-        expected = expected_label(state, label, event_type, occurred_at, data)
-        assert outcome_label(state, event_type, occurred_at, data) == expected, (state, label, occurred_at)
+        expected = expected_label(state, label, event_type, occurred_at, data, autologous)
+        assert outcome_label(state, event_type, occurred_at, data, autologous=autologous) == expected, (
+            state, label, occurred_at)
         try:
-            decision = decide(state, event_type, occurred_at, data)
+            decision = decide(state, event_type, occurred_at, data, autologous=autologous)
         except LifecycleError as exc:
             assert exc.errors and all(error.pointer.startswith("/") for error in exc.errors)
             assert exc.status == (422 if exc.code == "beyond-shelf-life" else 409)
             continue
         check_invariants(state, event_type, data, decision)
+        witness.accepted(event_type, data, decision)
+        witness.check(decision.state, autologous)
+        seen.append(decision.state.status)
         state = decision.state
+    return seen
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, min_size=1, max_size=40), st.booleans())
+def test_random_sequences_follow_the_documented_table(steps: list[tuple[str, int, int]],
+                                                      autologous: bool) -> None:
+    walk(steps, autologous)
 
 
 def _mostly_forward() -> st.SearchStrategy[list[tuple[str, int, int]]]:
@@ -169,21 +216,29 @@ def _mostly_forward() -> st.SearchStrategy[list[tuple[str, int, int]]]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(_mostly_forward())
-def test_forward_heavy_sequences_never_reach_a_forbidden_state(steps: list[tuple[str, int, int]]) -> None:
-    state = initial_state(T0)
-    seen: list[Any] = []
-    for label, minutes, days in steps:
-        event_type, probe = PROBES[label]
-        data = with_times(event_type, probe, days)
-        occurred_at = state.stage_occurred_at + timedelta(minutes=minutes)
-        expected = expected_label(state, label, event_type, occurred_at, data)
-        assert outcome_label(state, event_type, occurred_at, data) == expected
-        try:
-            decision = decide(state, event_type, occurred_at, data)
-        except LifecycleError:
-            continue
-        check_invariants(state, event_type, data, decision)
-        seen.append(decision.state.status)
-        state = decision.state
+@given(_mostly_forward(), st.booleans())
+def test_forward_heavy_sequences_never_reach_a_forbidden_state(steps: list[tuple[str, int, int]],
+                                                               autologous: bool) -> None:
+    seen = walk(steps, autologous)
     assert all(status in MAIN_LINE or status is S.failed for status in seen)
+
+
+_GATED_STAGES = {S.shipped, S.received, S.infusion_scheduled, S.infused}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(set(PROBES) - {"order.cancelled", "order.on_hold"})),
+                          st.integers(min_value=0, max_value=600), st.integers(min_value=1, max_value=60)),
+                min_size=1, max_size=30),
+       st.booleans())
+def test_every_gated_stage_reached_had_its_gates_passed(steps: list[tuple[str, int, int]],
+                                                        autologous: bool) -> None:
+    """Forward-moving sequences reach the gated stages often; the witness checks each time they do."""
+    walk(steps, autologous)
+
+
+def test_the_gated_stages_are_reachable_so_the_property_is_not_vacuous() -> None:
+    steps = [("collection.completed", 10, 1), ("manufacturing.completed", 10, 30),
+             ("release.passed", 10, 1), ("shipment.dispatched", 10, 1), ("product.infused", 10, 1)]
+    assert walk(steps, autologous=True)[-1] is S.infused
+    assert set(walk(steps, autologous=True)) >= {S.shipped, S.infused}

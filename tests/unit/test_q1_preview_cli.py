@@ -46,7 +46,8 @@ def test_an_invalid_event_is_named_by_file_and_pointer(tmp_path: Path):
     code, out = _preview("--order", str(order), "--events", str(events))
     assert code == 1
     assert out.splitlines() == [
-        f"{events}: /1/occurred_at: Input should be a valid datetime or date, input is too short",
+        f"{events}: /1/occurred_at: must be an ISO 8601 date-time with a time zone, "
+        "such as 2026-11-25T09:00:00Z",
         "invalid order or event: 1 problem(s)",
     ]
     # Passing the order file as an event names the unknown fields, still without their values.
