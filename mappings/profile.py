@@ -13,8 +13,10 @@ import re
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from adapters.hl7v2.templates import check_template
 
 from mappings.domain import OrderStatus
 from mappings.profile_delivery import DeliverySettings
@@ -187,6 +189,21 @@ class SiteProfile(ProfileModel):
             raise PydanticCustomError(
                 "timezone", "unknown timezone '{value}' (expected an IANA name like Europe/Berlin)",
                 {"value": value}) from None
+        return value
+
+    @field_validator("hl7v2")
+    @classmethod
+    def _overrides_see_only_allowed_demographics(cls, value: Hl7v2Settings, info: ValidationInfo) -> Hl7v2Settings:
+        """Without the loader's context (direct validation), check the overrides against demographics."""
+        if isinstance(info.context, dict) and "demographics" in info.context:
+            return value  # the loader checked each override with the profile's demographics
+        patient = info.data.get("patient")
+        if isinstance(patient, PatientSettings) and patient.demographics != "full":
+            for path, source in value.overrides.items():
+                try:
+                    check_template(source, demographics=patient.demographics)
+                except ValueError as exc:
+                    raise ValueError(f"overrides.{path}: {exc}") from None
         return value
 
     @property
