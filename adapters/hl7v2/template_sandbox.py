@@ -216,7 +216,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         is_method = isinstance(owner, (str, list, tuple, dict)) and name in ALLOWED_METHODS
         if not (is_method or __obj is __self.globals.get("range") or __obj is __self.globals.get(LOOP_GUARD)):
             raise SecurityError(f"calling {name or type(__obj).__name__!r} is not allowed in an override")
-        __self._check_args([*args, *kwargs.values()])
+        if is_method:  # range() checks its own size
+            __self._check_args([*args, *kwargs.values()])
         if name == "replace" and len(args) >= 2:
             __self._check_replace(owner, args[0], args[1])
         return __self._check_value(super().call(__context, __obj, *args, **kwargs))

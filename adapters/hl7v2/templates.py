@@ -204,6 +204,8 @@ def check_template(source: str, limits: TemplateLimits = _DEFAULT_LIMITS, demogr
             raise ValueError("literal text of an override must not contain '|' or a line break")
     found = rule_problems(ast, limits)
     local_names = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    if any(True for _ in ast.find_all(nodes.For)):
+        local_names.add("loop")  # the loop variable of {% for %}
     _problems(ast, local_names, context_schema(demographics), found)
     if found:
         raise ValueError("; ".join(found))
