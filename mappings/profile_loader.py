@@ -65,10 +65,10 @@ _DEFAULT_LIMITS = ProfileLimits()
 class ProfileInvalid(ValueError):
     """A site profile that cannot be used; ``problems`` holds ``file:line: field.path: reason`` lines."""
 
-    def __init__(self, source: str, problems: Iterable[str], max_problems: int = 100) -> None:
+    def __init__(self, source: str, problems: Iterable[str], max_problems: int = 100, unlisted: int = 0) -> None:
         self.source = source
         listed: list[str] = []
-        more = 0
+        more = unlisted
         for problem in problems:
             if len(listed) < max_problems:
                 listed.append(problem)
@@ -163,6 +163,7 @@ def _parse(text: str, name: str, version: str, limits: ProfileLimits) -> SitePro
         raise ProfileInvalid(name, [f"{name}:{line}: (root): a profile must be a YAML mapping of fields"])
     lines = composed.lines
     found: list[tuple[int, str]] = list(composed.problems)
+    unlisted = composed.unlisted
     if "version" in data:
         found.append((lines.get(("version",), 1),
                       "version: set by the loader (content hash of the file); remove it from the profile"))
@@ -175,14 +176,15 @@ def _parse(text: str, name: str, version: str, limits: ProfileLimits) -> SitePro
         profile = SiteProfile.model_validate(data, context=context)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            if len(found) >= limits.max_problems + 1:
-                found.append((0, ""))  # counted only
+            if len(found) >= limits.max_problems:
+                unlisted += 1
                 continue
             loc = tuple(str(part) for part in error["loc"])
             found.append((_line_of(loc, lines), f"{dotted(loc)}: {_reason(error)}"))
     if found:
-        found.sort(key=lambda item: item[0] or 1 << 30)
-        raise ProfileInvalid(name, [f"{name}:{line}: {message}" for line, message in found], limits.max_problems)
+        found.sort(key=lambda item: item[0])
+        raise ProfileInvalid(name, [f"{name}:{line}: {message}" for line, message in found], limits.max_problems,
+                             unlisted)
     return profile.model_copy(update={"version": version})
 
 

@@ -63,6 +63,7 @@ class Composed:
     root: Node | None
     lines: dict[Path, int] = field(default_factory=dict)
     problems: list[tuple[int, str]] = field(default_factory=list)
+    unlisted: int = 0  # problems found past max_problems (counted, not kept)
 
 
 def dotted(loc: Path) -> str:
@@ -96,6 +97,8 @@ class _BoundedComposer(Composer):  # type: ignore[misc]
     def _problem(self, line: int, message: str) -> None:
         if len(self.composed.problems) < self.max_problems:
             self.composed.problems.append((line, message))
+        else:
+            self.composed.unlisted += 1
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
         event = self.peek_event()
