@@ -29,7 +29,9 @@ def _profile_files(path: Path) -> list[Path]:
 @profile_app.command("validate")
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="Profile YAML files (or directories of them).")],
-    config: Annotated[Path | None, typer.Option("--config", help="Gateway configuration (for its limits).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Gateway configuration (for its limits).")
+    ] = None,
 ) -> None:
     """Validate site profiles: print ``PATH: ok (version ...)`` or every problem, one a line.
 
@@ -150,11 +152,10 @@ def preview(
 
     from gateway.config import load_settings
     from gateway.errors import GatewayError
+    from gateway.profile_limits import profile_limits
     from gateway.replay import preview_order
     from mappings.domain import EventIn, OrderIn
     from terminology import load_terminology
-
-    from gateway.profile_limits import profile_limits
 
     settings = load_settings(config)
     try:

@@ -11,8 +11,8 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
-from mappings.profile import SiteProfile
 from gateway.profile_limits import profile_limits
+from mappings.profile import SiteProfile
 from mappings.profile_loader import ProfileLimits, load_profile
 from terminology import Terminology, load_terminology
 

@@ -45,7 +45,8 @@ def preview(request: Request, site_id: str, body: PreviewRequest,
         raise NotFound(f"No site {site_id}.")
     if body.profile_yaml is not None:
         try:
-            profile = load_profile_text(body.profile_yaml, f"{site_id}.yaml", profile_limits(context.settings))
+            profile = load_profile_text(body.profile_yaml, f"{site_id}.yaml",
+                                        profile_limits(context.settings))
         except ProfileInvalid as exc:
             raise ValidationFailed("The draft profile is not valid.", code="invalid-profile",
                                    errors=[FieldError("/profile_yaml", p) for p in exc.problems]) from None

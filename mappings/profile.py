@@ -13,11 +13,18 @@ import re
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from adapters.hl7v2.templates import check_template
-
 from mappings.domain import OrderStatus
 from mappings.profile_delivery import DeliverySettings
 from mappings.profile_hl7v2 import Hl7v2Settings
@@ -193,7 +200,8 @@ class SiteProfile(ProfileModel):
 
     @field_validator("hl7v2")
     @classmethod
-    def _overrides_see_only_allowed_demographics(cls, value: Hl7v2Settings, info: ValidationInfo) -> Hl7v2Settings:
+    def _overrides_see_only_allowed_demographics(cls, value: Hl7v2Settings,
+                                                 info: ValidationInfo) -> Hl7v2Settings:
         """Without the loader's context (direct validation), check the overrides against demographics."""
         if isinstance(info.context, dict) and "demographics" in info.context:
             return value  # the loader checked each override with the profile's demographics

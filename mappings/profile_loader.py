@@ -65,7 +65,8 @@ _DEFAULT_LIMITS = ProfileLimits()
 class ProfileInvalid(ValueError):
     """A site profile that cannot be used; ``problems`` holds ``file:line: field.path: reason`` lines."""
 
-    def __init__(self, source: str, problems: Iterable[str], max_problems: int = 100, unlisted: int = 0) -> None:
+    def __init__(self, source: str, problems: Iterable[str], max_problems: int = 100,
+                 unlisted: int = 0) -> None:
         self.source = source
         listed: list[str] = []
         more = unlisted
@@ -88,7 +89,8 @@ def profile_version(content: bytes) -> str:
 
 
 def _too_large(name: str, limits: ProfileLimits) -> ProfileInvalid:
-    return ProfileInvalid(name, [f"{name}:1: (file): larger than {limits.max_bytes} bytes (profile_max_bytes)"])
+    return ProfileInvalid(name, [f"{name}:1: (file): larger than {limits.max_bytes} bytes "
+                                 "(profile_max_bytes)"])
 
 
 def load_profile(path: str | Path, limits: ProfileLimits = _DEFAULT_LIMITS) -> SiteProfile:
@@ -108,7 +110,8 @@ def load_profile(path: str | Path, limits: ProfileLimits = _DEFAULT_LIMITS) -> S
     return _parse(text, name, profile_version(content), limits)
 
 
-def load_profile_text(text: str, name: str = "<profile>", limits: ProfileLimits = _DEFAULT_LIMITS) -> SiteProfile:
+def load_profile_text(text: str, name: str = "<profile>",
+                      limits: ProfileLimits = _DEFAULT_LIMITS) -> SiteProfile:
     """Validate a profile held in memory (the preview API); ``name`` stands for the file in messages."""
     if len(text) > limits.max_bytes:  # a character is at least one byte: refused before encoding
         raise _too_large(name, limits)
@@ -118,7 +121,8 @@ def load_profile_text(text: str, name: str = "<profile>", limits: ProfileLimits 
     return _parse(text, name, profile_version(content), limits)
 
 
-def load_profile_dir(directory: str | Path, limits: ProfileLimits = _DEFAULT_LIMITS) -> dict[str, SiteProfile]:
+def load_profile_dir(directory: str | Path,
+                     limits: ProfileLimits = _DEFAULT_LIMITS) -> dict[str, SiteProfile]:
     """Every ``*.yaml``/``*.yml`` profile in ``directory``, keyed by site id; all problems raised at once."""
     folder = Path(directory)
     files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
@@ -183,8 +187,8 @@ def _parse(text: str, name: str, version: str, limits: ProfileLimits) -> SitePro
             found.append((_line_of(loc, lines), f"{dotted(loc)}: {_reason(error)}"))
     if found:
         found.sort(key=lambda item: item[0])
-        raise ProfileInvalid(name, [f"{name}:{line}: {message}" for line, message in found], limits.max_problems,
-                             unlisted)
+        raise ProfileInvalid(name, [f"{name}:{line}: {message}" for line, message in found],
+                             limits.max_problems, unlisted)
     return profile.model_copy(update={"version": version})
 
 

@@ -17,7 +17,7 @@ libyaml parser is used when PyYAML has it (C speed); only the composing is in Py
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from yaml.composer import Composer, ComposerError
 from yaml.constructor import SafeConstructor
@@ -34,7 +34,7 @@ Path = tuple[str, ...]
 _MERGE: Final = "tag:yaml.org,2002:merge"
 
 try:
-    from yaml.cyaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - PyYAML without libyaml
     from yaml.parser import Parser
     from yaml.reader import Reader
@@ -79,7 +79,13 @@ def dotted(loc: Path) -> str:
     return out or "(root)"
 
 
-class _BoundedComposer(Composer):  # type: ignore[misc]
+class _BoundedComposer(Composer):
+    if TYPE_CHECKING:  # provided by the parser and the resolver the loader mixes in
+        def peek_event(self) -> Any: ...
+        def check_event(self, *choices: Any) -> bool: ...
+        def get_event(self) -> Any: ...
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str: ...
+
     def setup(self, max_nodes: int, max_aliases: int, max_problems: int, composed: Composed) -> None:
         self.max_nodes, self.max_aliases, self.max_problems = max_nodes, max_aliases, max_problems
         self.composed = composed
@@ -118,15 +124,16 @@ class _BoundedComposer(Composer):  # type: ignore[misc]
             if size is None:
                 raise YamlTooLarge(line, f"alias *{event.anchor} refers to a node that contains it")
             self._count(size, line)
-            return target  # type: ignore[no-any-return]
+            return target
         before = self.nodes
         self._count(1, line)
-        node: Node = super().compose_node(parent, index)
+        node = super().compose_node(parent, index)
+        assert node is not None
         if event.anchor is not None:
             self.sizes[id(node)] = self.nodes - before
         return node
 
-    def compose_sequence_node(self, anchor: str | None) -> SequenceNode:
+    def compose_sequence_node(self, anchor: Any) -> SequenceNode:
         start = self.get_event()
         tag = start.tag
         if tag is None or tag == "!":
@@ -145,7 +152,7 @@ class _BoundedComposer(Composer):  # type: ignore[misc]
         node.end_mark = self.get_event().end_mark
         return node
 
-    def compose_mapping_node(self, anchor: str | None) -> MappingNode:
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
         start = self.get_event()
         tag = start.tag
         if tag is None or tag == "!":
@@ -176,7 +183,7 @@ class _BoundedComposer(Composer):  # type: ignore[misc]
         return node
 
 
-class _BoundedLoader(_BoundedComposer, _Parser, SafeConstructor, Resolver):  # type: ignore[misc,valid-type]
+class _BoundedLoader(_BoundedComposer, _Parser, SafeConstructor, Resolver):
     def __init__(self, stream: str) -> None:
         _Parser.__init__(self, stream)
         Composer.__init__(self)
@@ -184,7 +191,8 @@ class _BoundedLoader(_BoundedComposer, _Parser, SafeConstructor, Resolver):  # t
         Resolver.__init__(self)
 
 
-def compose_bounded(text: str, *, max_nodes: int, max_aliases: int, max_problems: int) -> tuple[Composed, Any]:
+def compose_bounded(text: str, *, max_nodes: int, max_aliases: int,
+                    max_problems: int) -> tuple[Composed, Any]:
     """The composed document and its Python value (safe types only).
 
     Raises :class:`YamlTooLarge` when a bound is passed, ``yaml.YAMLError`` for malformed YAML or a

@@ -46,7 +46,7 @@ _EXPRESSIONS: Final = (
 )
 _STATEMENTS: Final = (nodes.Template, nodes.Output, nodes.If, nodes.For, nodes.Assign)
 
-_TAGS: Final = {
+_TAGS: Final[dict[type[nodes.Node], str]] = {
     nodes.Macro: "macro", nodes.CallBlock: "call", nodes.FilterBlock: "filter", nodes.Include: "include",
     nodes.Import: "import", nodes.FromImport: "from ... import", nodes.Extends: "extends",
     nodes.Block: "block", nodes.With: "with", nodes.AssignBlock: "set ... endset", nodes.Scope: "scope",
@@ -94,8 +94,8 @@ class _Rules:
             if node.recursive:
                 self.add("template-loop", "a recursive loop is not allowed in an override template")
             if depth > self.limits.max_loop_nesting:
-                self.add("template-loop", f"loops nested {depth} deep; at most {self.limits.max_loop_nesting} "
-                                          "(template_max_loop_nesting)")
+                self.add("template-loop", f"loops nested {depth} deep; at most "
+                                          f"{self.limits.max_loop_nesting} (template_max_loop_nesting)")
         elif isinstance(node, nodes.Pow):
             self.add("template-power", "'**' is not allowed in an override template (big-integer arithmetic)")
         elif isinstance(node, nodes.Mul):
@@ -122,7 +122,8 @@ class _Rules:
             for arg in [*node.args, *(k.value for k in node.kwargs)]:
                 value = _const_int(arg)
                 if value is not None and abs(value) > cap:
-                    self.add("template-argument", f"argument {value} is above {cap} (template_max_output_bytes)")
+                    self.add("template-argument",
+                             f"argument {value} is above {cap} (template_max_output_bytes)")
         for child in node.iter_child_nodes():
             self.visit(child, depth)
 

@@ -6,7 +6,8 @@ are the settings' defaults).  :class:`BoundedSandbox` is an
 
 * counts *steps* (attribute and item look-ups, calls, filters, operators, loop iterations, output
   chunks) against ``max_steps``, a deterministic budget, and checks the elapsed time against
-  ``timeout_ms`` (both per event: all overrides of one event share them; the timeout is a backstop: the step budget normally stops a template first, so the same event
+  ``timeout_ms`` (both per event: all overrides of one event share them; the timeout is a
+  backstop: the step budget normally stops a template first, so the same event
   renders the same way on a busy machine);
 * refuses ``**`` and ``*`` on integers whose result would exceed :data:`MAX_INT_BITS` bits (big-integer
   arithmetic holds the GIL: ``3**20000000`` froze every thread for 22 s), string and list repetition
@@ -34,10 +35,11 @@ from functools import lru_cache, wraps
 from typing import Any, Final
 
 from jinja2 import StrictUndefined, Template, nodes
-from jinja2.defaults import DEFAULT_FILTERS
+from jinja2.exceptions import SecurityError
+from jinja2.filters import FILTERS as DEFAULT_FILTERS
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from adapters.hl7v2.escape import escape
 
@@ -95,6 +97,9 @@ class TemplateLimits:
     max_range: int = 100  # template_max_range: items a range() may have
     max_loop_nesting: int = 2  # template_max_loop_nesting: {% for %} inside {% for %}...
     timer: Callable[[], float] = field(default=time.perf_counter, compare=False, repr=False)
+
+
+_SEQUENCES: Final = (str, list, tuple)
 
 
 class TemplateLimitExceeded(Exception):
@@ -196,7 +201,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 raise TemplateLimitExceeded(f"a product above 2**{MAX_INT_BITS} (big-integer arithmetic)")
         elif operator == "%" and isinstance(left, str):
             raise TemplateLimitExceeded("'%' string formatting is not allowed; use '~' and filters")
-        elif operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+        elif operator == "+" and isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
             if len(left) + len(right) > cap:
                 raise TemplateLimitExceeded(f"a value longer than {cap} (template_max_output_bytes)")
         return self._check_value(super().call_binop(context, operator, left, right))
@@ -244,7 +249,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             self._check_args(plain[1:] + list(kwargs.values()))
             if name == "replace" and len(plain) >= 3:
                 self._check_replace(plain[0], plain[1], plain[2])
-            if name == "join" and isinstance(plain[0], (list, tuple)) and all(isinstance(x, str) for x in plain[0]):
+            if name == "join" and isinstance(plain[0], (list, tuple)) and all(
+                    isinstance(x, str) for x in plain[0]):
                 separator = plain[1] if len(plain) > 1 and isinstance(plain[1], str) else ""
                 if sum(map(len, plain[0])) + len(separator) * len(plain[0]) > self.limits.max_output_bytes:
                     raise TemplateLimitExceeded(

@@ -68,7 +68,9 @@ def test_demo_profiles_are_ok_with_their_content_hash() -> None:
             "fixtures/profiles/broken/bad-timezone.yaml:3: timezone: "
             "unknown timezone 'Europe/Atlantis' (expected an IANA name like Europe/Berlin)",
         ]),
-        ("syntax", ["fixtures/profiles/broken/syntax.yaml:6: (yaml): mapping values are not allowed in this context"]),
+        ("syntax", [
+            "fixtures/profiles/broken/syntax.yaml:6: (yaml): "
+            "mapping values are not allowed in this context"]),
         ("duplicate-key", [
             "fixtures/profiles/broken/duplicate-key.yaml:14: products.CART-CD19: "
             "duplicate key (also on line 13)",

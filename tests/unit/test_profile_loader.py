@@ -215,7 +215,8 @@ def test_alias_bomb_is_refused_quickly() -> None:
     levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     text = MINIMAL + "\n".join(levels) + "\n"
     assert _problems(text) == [
-        f"x.yaml:21: (yaml): more than {MAX_PROFILE_NODES} values once aliases are expanded (profile_max_nodes)"]
+        f"x.yaml:21: (yaml): more than {MAX_PROFILE_NODES} values once aliases are expanded "
+        "(profile_max_nodes)"]
 
 
 def test_recursive_alias_is_refused() -> None:

@@ -49,7 +49,8 @@ def test_a_flat_list_under_the_size_limit_stops_at_the_node_limit_while_composin
 def test_the_size_limit_counts_utf8_bytes_and_files_are_not_read_past_it(tmp_path: Path) -> None:
     limits = ProfileLimits(max_bytes=len(MINIMAL) + 10)
     text = MINIMAL + "# " + "é" * 10 + "\n"  # 12 characters, 22 bytes
-    assert _refused(text, limits) == [f"x.yaml:1: (file): larger than {limits.max_bytes} bytes (profile_max_bytes)"]
+    assert _refused(text, limits) == [
+        f"x.yaml:1: (file): larger than {limits.max_bytes} bytes (profile_max_bytes)"]
     big = tmp_path / "big.yaml"
     with big.open("wb") as handle:
         handle.write(MINIMAL.encode())
@@ -59,7 +60,8 @@ def test_the_size_limit_counts_utf8_bytes_and_files_are_not_read_past_it(tmp_pat
     with pytest.raises(ProfileInvalid) as caught:
         load_profile(big)
     assert time.perf_counter() - started < 1.0
-    assert caught.value.problems == [f"{big}:1: (file): larger than {MAX_PROFILE_BYTES} bytes (profile_max_bytes)"]
+    assert caught.value.problems == [
+        f"{big}:1: (file): larger than {MAX_PROFILE_BYTES} bytes (profile_max_bytes)"]
 
 
 def test_billion_laughs_is_refused_while_composing() -> None:

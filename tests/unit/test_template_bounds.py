@@ -58,7 +58,8 @@ OVERRIDE_LINE = _draft("x").count("\n")  # the override is the file's last line
     ("{{ 'A'*4000*4000 }}", "template-repeat"),
     ("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}", "template-range"),
     ("{% for a in range(10**5) %}{% for b in range(10**5) %}{% endfor %}{% endfor %}", "template-power"),
-    ("{% for a in range(9) %}{% for b in range(9) %}{% for c in range(9) %}{% endfor %}{% endfor %}{% endfor %}",
+    ("{% for a in range(9) %}{% for b in range(9) %}{% for c in range(9) %}"
+     "{% endfor %}{% endfor %}{% endfor %}",
      "template-loop"),
     ("{% for x in order.patient.given recursive %}{{ loop(x) }}{% endfor %}", "template-loop"),
     ("{{ lipsum() }}", "template-global"),
@@ -134,7 +135,8 @@ CONTEXT = {"order": {"coi": "W1234", "note": "abc", "patient": {"given": ["A", "
     ("{{ 'A'*200000000 }}", "template_max_output_bytes"),
     ("{{ 'A'*4000*4000 }}", "template_max_output_bytes"),
     ("{{ 99999999999999999999 * 99999999999999999999 * 99999999999999999999 }}", "big-integer"),
-    ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", "template_max_range"),
+    ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+     "template_max_range"),
     ("{% for a in range(100) %}{% for b in range(100) %}{% for c in range(100) %}{% endfor %}{% endfor %}"
      "{% endfor %}", "template_max_steps"),
     ("{% for a in range(100) %}{{ 'x' * 100 }}{% endfor %}", "template_max_output_bytes"),
