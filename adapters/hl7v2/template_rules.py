@@ -10,12 +10,15 @@ Each refusal names its rule, so a profile author knows what to change:
 ``template-format``         ``'...' % value`` string formatting
 ``template-global``         ``lipsum``, ``dict``, ``cycler``, ``joiner``, ``namespace``, and any
                             name starting with ``_``
+``template-attribute``      an attribute or key starting with ``_`` (``__class__``...)
 ``template-filter``         a filter outside :data:`~adapters.hl7v2.template_sandbox.ALLOWED_FILTERS`
                             (``attr``, ``format``, ``center``, ``tojson``, ``map``, ``random``...)
 ``template-call``           calling anything but ``range`` and the allowed value methods
 ``template-argument``       a constant integer argument above the output cap (``ljust(10**9)``)
 ``template-range``          a ``range`` with constant bounds of more than ``max_range`` items
 ``template-loop``           a recursive loop, or loops nested deeper than ``max_loop_nesting``
+``template-set``            a ``{% set %}`` whose value uses a variable set by ``{% set %}``
+                            (``{% set s = s ~ s %}`` a hundred times doubles a string a hundred times)
 ==========================  =====================================================================
 
 The rules only look at the template's syntax tree; :mod:`adapters.hl7v2.template_sandbox` bounds
@@ -113,6 +116,12 @@ class _Rules:
             self._name(node.name)
         elif isinstance(node, nodes.Name) and node.name.startswith("_"):
             self.add("template-global", f"names starting with '_' ('{node.name}') are not allowed")
+        elif isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            self.add("template-attribute", f"attribute '{node.attr}' is not allowed in an override template")
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(
+                node.arg.value, str) and node.arg.value.startswith("_"):
+            self.add("template-attribute",
+                     f"attribute '{node.arg.value}' is not allowed in an override template")
         elif isinstance(node, nodes.Filter) and node.name not in ALLOWED_FILTERS:
             self.add("template-filter", f"filter '{node.name}' is not allowed in an override template; "
                                         f"allowed: {', '.join(sorted(ALLOWED_FILTERS))}")
@@ -156,8 +165,23 @@ class _Rules:
                                   f"allowed: range() and the methods {', '.join(sorted(ALLOWED_METHODS))}")
 
 
+def _names(node: nodes.Node) -> set[str]:
+    found = {n.name for n in node.find_all(nodes.Name)}
+    return found | {node.name} if isinstance(node, nodes.Name) else found
+
+
+def _compounding_sets(ast: nodes.Template, rules: _Rules) -> None:
+    assigned = set().union(*(_names(assign.target) for assign in ast.find_all(nodes.Assign)))
+    for assign in ast.find_all(nodes.Assign):
+        used = sorted(_names(assign.node) & assigned)
+        if used:
+            rules.add("template-set", f"a {{% set %}} value may not use a variable set by {{% set %}} "
+                                      f"('{used[0]}'): values would compound")
+
+
 def rule_problems(ast: nodes.Template, limits: TemplateLimits) -> list[str]:
     """Every rule ``ast`` breaks, each as ``reason (rule template-...)``, in template order."""
     rules = _Rules(limits)
     rules.visit(ast, 0)
+    _compounding_sets(ast, rules)
     return rules.found

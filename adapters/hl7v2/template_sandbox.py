@@ -17,7 +17,8 @@ are the settings' defaults).  :class:`BoundedSandbox` is an
   ``truncate``...) and any intermediate string or list longer than that;
 * offers one global, ``range``, of at most ``max_range`` items; ``lipsum``, ``dict``, ``cycler``,
   ``joiner`` and ``namespace`` do not exist here;
-* wraps the iterable of every ``{% for %}`` so each iteration is a step.
+* wraps the iterable of every ``{% for %}`` so each iteration is a step, and every ``~`` so that it
+  refuses a list or mapping operand and a result longer than ``max_output_bytes``.
 
 :func:`render_bounded` renders through ``Template.generate`` and stops as soon as the output passes
 ``max_output_bytes`` or the budget runs out, raising :class:`TemplateLimitExceeded`.  The static
@@ -40,6 +41,7 @@ from jinja2.filters import FILTERS as DEFAULT_FILTERS
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from adapters.hl7v2.escape import escape
 
@@ -47,6 +49,7 @@ __all__ = [
     "ALLOWED_FILTERS",
     "ALLOWED_GLOBALS",
     "ALLOWED_METHODS",
+    "CONCAT_GUARD",
     "LOOP_GUARD",
     "MAX_INT_BITS",
     "REFUSED_GLOBALS",
@@ -82,9 +85,10 @@ ALLOWED_GLOBALS: Final = frozenset({"range"})
 #: Jinja's other default globals, named in the check's refusal.
 REFUSED_GLOBALS: Final = frozenset({"lipsum", "dict", "cycler", "joiner", "namespace"})
 
-#: The name under which the sandbox wraps every ``{% for %}`` iterable (a user template may not use
-#: names starting with ``_``, so it cannot call it).
+#: The names under which the sandbox wraps every ``{% for %}`` iterable and every ``~`` (a user
+#: template may not use names starting with ``_``, so it cannot call them).
 LOOP_GUARD: Final = "_cgt_loop"
+CONCAT_GUARD: Final = "_cgt_concat"
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,9 @@ class TemplateLimits:
 
 
 _SEQUENCES: Final = (str, list, tuple)
+_CONTAINERS: Final = (list, tuple, dict, set, range)
+#: Filters that turn their value into text: a list or mapping there would be str()-ed whole.
+_TEXT_FILTERS: Final = frozenset({"capitalize", "lower", "replace", "title", "trim", "truncate", "upper"})
 
 
 class TemplateLimitExceeded(Exception):
@@ -141,7 +148,7 @@ def _finalize(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return "Y" if value else "N"
-    if isinstance(value, (list, tuple, dict, set, range)):
+    if isinstance(value, _CONTAINERS):
         raise TemplateLimitExceeded("renders a list or mapping; use join or an index to pick a value")
     return escape(str(value))
 
@@ -156,7 +163,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                          keep_trailing_newline=False)
         self.limits = limits
         self.filters = {name: self._bounded_filter(name, DEFAULT_FILTERS[name]) for name in ALLOWED_FILTERS}
-        self.globals = {"range": self._range, LOOP_GUARD: self._loop}
+        self.globals = {"range": self._range, LOOP_GUARD: self._loop, CONCAT_GUARD: self._concat}
 
     # -- values
     def _check_value(self, value: Any) -> Any:
@@ -219,7 +226,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         name = getattr(__obj, "__name__", "")
         owner = getattr(__obj, "__self__", None)
         is_method = isinstance(owner, (str, list, tuple, dict)) and name in ALLOWED_METHODS
-        if not (is_method or __obj is __self.globals.get("range") or __obj is __self.globals.get(LOOP_GUARD)):
+        own = any(__obj is __self.globals.get(g) for g in ("range", LOOP_GUARD, CONCAT_GUARD))
+        if not (is_method or own):
             raise SecurityError(f"calling {name or type(__obj).__name__!r} is not allowed in an override")
         if is_method:  # range() checks its own size
             __self._check_args([*args, *kwargs.values()])
@@ -241,12 +249,31 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             _tick()
             yield item
 
+    def _concat(self, *parts: Any) -> str:
+        size = 0
+        texts = []
+        for part in parts:
+            if isinstance(part, _CONTAINERS):
+                raise TemplateLimitExceeded("'~' of a list or mapping; use join or an index to pick a value")
+            text = str(part)
+            size += len(text)
+            if size > self.limits.max_output_bytes:
+                raise TemplateLimitExceeded(
+                    f"a value longer than {self.limits.max_output_bytes} (template_max_output_bytes)")
+            texts.append(text)
+        return "".join(texts)
+
     def _bounded_filter(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(func)
         def bounded(*args: Any, **kwargs: Any) -> Any:
             _tick()
             plain = [a for a in args if not isinstance(a, (EvalContext, Context)) and a is not self]
             self._check_args(plain[1:] + list(kwargs.values()))
+            if name in _TEXT_FILTERS and plain and isinstance(plain[0], _CONTAINERS):
+                raise TemplateLimitExceeded(f"filter '{name}' of a list or mapping; use join or an index")
+            if name == "join" and plain and isinstance(plain[0], (list, tuple)) and any(
+                    isinstance(x, _CONTAINERS) for x in plain[0]):
+                raise TemplateLimitExceeded("join of lists or mappings; join values")
             if name == "replace" and len(plain) >= 3:
                 self._check_replace(plain[0], plain[1], plain[2])
             if name == "join" and isinstance(plain[0], (list, tuple)) and all(
@@ -266,21 +293,32 @@ def bounded_environment(limits: TemplateLimits) -> BoundedSandbox:
     return BoundedSandbox(limits)
 
 
-def _guard_loops(ast: nodes.Template) -> nodes.Template:
+class _Guards(NodeTransformer):
+    """Route every ``~`` through the concat guard (the loop guard is set on each ``For`` below)."""
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return nodes.Call(nodes.Name(CONCAT_GUARD, "load", lineno=node.lineno), node.nodes, [], None, None,
+                          lineno=node.lineno)
+
+
+def _guard(ast: nodes.Template) -> nodes.Template:
     for loop in ast.find_all(nodes.For):
-        loop.iter = nodes.Call(nodes.Name(LOOP_GUARD, "load"), [loop.iter], [], None, None,
-                               lineno=loop.lineno)
-    return ast
+        guard = nodes.Name(LOOP_GUARD, "load", lineno=loop.lineno)
+        loop.iter = nodes.Call(guard, [loop.iter], [], None, None, lineno=loop.lineno)
+    guarded = _Guards().visit(ast)
+    assert isinstance(guarded, nodes.Template)
+    return guarded
 
 
 @lru_cache(maxsize=512)
 def compile_bounded(source: str, limits: TemplateLimits) -> Template:
-    """The compiled template (cached); every ``{% for %}`` iterable goes through the loop guard.
+    """The compiled template (cached); every ``{% for %}`` iterable and ``~`` goes through a guard.
 
     Raises ``TemplateSyntaxError``.
     """
     env = bounded_environment(limits)
-    ast = _guard_loops(env.parse(source))
+    ast = _guard(env.parse(source))
     return env.template_class.from_code(env, env.compile(ast), env.make_globals(None), None)
 
 

@@ -141,7 +141,7 @@ def _check_chain(parts: list[str | int], root: Schema) -> str | None:
     walked = str(parts[0])
     for part in parts:
         if isinstance(part, str) and part.startswith("_"):
-            return f"attribute '{part}' is not allowed in an override template"
+            return None  # reported by the rules (template-attribute)
         if schema == ANY:
             return None
         if schema == _LIST:

@@ -81,6 +81,10 @@ OVERRIDE_LINE = _draft("x").count("\n")  # the override is the file's last line
     ("{% with a = 1 %}{{ a }}{% endwith %}", "template-statement"),
     ("{% include 'x' %}", "template-statement"),
     ("{{ _cgt_loop([1]) }}", "template-global"),
+    ("{{ range.__class__.__mro__ }}", "template-attribute"),
+    ("{% set s = order.coi * 4000 %}" + "{% set s = s ~ s %}" * 60 + "{{ s | length }}", "template-set"),
+    ("{% set s = [order] %}" + "{% set s = [s, s] %}" * 60 + "{{ s == [order] }}", "template-set"),
+    ("{{ order.note['__class__'] }}", "template-attribute"),
 ])
 def test_dangerous_construct_is_refused_at_check_time_naming_the_rule(template: str, rule: str) -> None:
     started = time.perf_counter()
@@ -146,6 +150,12 @@ CONTEXT = {"order": {"coi": "W1234", "note": "abc", "patient": {"given": ["A", "
     ("{{ lipsum(100000) }}", "failed"),
     ("{{ order.coi.format(1) }}", "not allowed"),
     ("{{ order }}", "list or mapping"),
+    ("{{ order ~ '' }}", "list or mapping"),
+    ("{{ order.note * 4000 ~ order.note * 4000 }}", "template_max_output_bytes"),
+    ("{% set s = [order, order] %}{{ s | upper }}", "list or mapping"),
+    ("{{ [order.patient.given, order.patient.given] | join }}", "join of lists"),
+    ("{% set s = order.note * 4000 %}{% set s = s ~ s %}{% set s = s ~ s %}{{ s | length }}",
+     "template_max_output_bytes"),
 ])
 def test_an_unchecked_template_is_stopped_at_render_time(template: str, reason: str) -> None:
     started = time.perf_counter()
