@@ -96,8 +96,8 @@ class TemplateLimits:
     """Bounds of one override evaluation; the gateway builds it from ``template_*`` settings."""
 
     max_output_bytes: int = 4096  # template_max_output_bytes: UTF-8 bytes of one field's value
-    timeout_ms: int = 100  # template_timeout_ms: wall-clock backstop per field
-    max_steps: int = 10_000  # template_max_steps: look-ups, calls, operators, iterations per field
+    timeout_ms: int = 100  # template_timeout_ms: wall-clock backstop for the overrides of one event
+    max_steps: int = 10_000  # template_max_steps: look-ups, calls, operators, iterations per event
     max_range: int = 100  # template_max_range: items a range() may have
     max_loop_nesting: int = 2  # template_max_loop_nesting: {% for %} inside {% for %}...
     timer: Callable[[], float] = field(default=time.perf_counter, compare=False, repr=False)
@@ -233,6 +233,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             __self._check_args([*args, *kwargs.values()])
         if name == "replace" and len(args) >= 2:
             __self._check_replace(owner, args[0], args[1])
+        if name == "join" and isinstance(owner, str) and args and isinstance(args[0], (list, tuple)):
+            total = sum(len(x) for x in args[0] if isinstance(x, str)) + len(owner) * len(args[0])
+            if total > __self.limits.max_output_bytes:
+                raise TemplateLimitExceeded(
+                    f"join would produce more than {__self.limits.max_output_bytes} characters")
         return __self._check_value(super().call(__context, __obj, *args, **kwargs))
 
     # -- globals and filters

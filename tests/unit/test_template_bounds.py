@@ -154,6 +154,7 @@ CONTEXT = {"order": {"coi": "W1234", "note": "abc", "patient": {"given": ["A", "
     ("{{ order.note * 4000 ~ order.note * 4000 }}", "template_max_output_bytes"),
     ("{% set s = [order, order] %}{{ s | upper }}", "list or mapping"),
     ("{{ [order.patient.given, order.patient.given] | join }}", "join of lists"),
+    ("{{ (order.note * 1000).join([order.note * 1000] * 4) }}", "join would produce more than 4096"),
     ("{% set s = order.note * 4000 %}{% set s = s ~ s %}{% set s = s ~ s %}{{ s | length }}",
      "template_max_output_bytes"),
 ])
