@@ -29,18 +29,26 @@ def _profile_files(path: Path) -> list[Path]:
 @profile_app.command("validate")
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="Profile YAML files (or directories of them).")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Gateway configuration (for its limits).")
+    ] = None,
 ) -> None:
     """Validate site profiles: print ``PATH: ok (version ...)`` or every problem, one a line.
 
-    Problems read ``file:line: field.path: reason``.  Exits 1 if any profile is invalid.
+    Problems read ``file:line: field.path: reason``.  Exits 1 if any profile is invalid.  The
+    ``profile_*`` and ``template_*`` limits of the configuration apply, as at start-up.
     """
+    from gateway.config import load_settings
+    from gateway.profile_limits import profile_limits
+
+    limits = profile_limits(load_settings(config))
     invalid = 0
     checked = 0
     for given in paths:
         for path in _profile_files(given):
             checked += 1
             try:
-                profile = load_profile(path)
+                profile = load_profile(path, limits)
             except ProfileInvalid as exc:
                 invalid += 1
                 for problem in exc.problems:
@@ -146,12 +154,14 @@ def preview(
 
     from gateway.config import load_settings
     from gateway.errors import GatewayError
+    from gateway.profile_limits import profile_limits
     from gateway.replay import preview_order
     from mappings.domain import EventIn, OrderIn
     from terminology import load_terminology
 
+    settings = load_settings(config)
     try:
-        profile = load_profile(profile_path)
+        profile = load_profile(profile_path, profile_limits(settings))
     except ProfileInvalid as exc:
         for problem in exc.problems:
             typer.echo(problem, err=True)
@@ -188,7 +198,7 @@ def preview(
         raise typer.Exit(1) from None
     now = datetime.now(UTC)
     try:
-        steps = preview_order(load_settings(config), profile, order, event_list, load_terminology(),
+        steps = preview_order(settings, profile, order, event_list, load_terminology(),
                               now=now, placed_at=placed)
     except GatewayError as exc:
         typer.echo(f"order refused: {exc.code}: {exc.detail}", err=True)

@@ -169,6 +169,25 @@ class Settings(BaseSettings):
     # --- issue 11 / identity (DIN, lot, resource ids): settings of this part go below
 
     # --- issue 11 / templates and profile YAML bounds: settings of this part go below
+    # UTF-8 bytes one override template may render for one field; longer is a mapping issue and the
+    # field keeps its default value.
+    template_max_output_bytes: int = Field(default=4096, gt=0, le=65536)
+    # Wall-clock backstop for the override templates of one event (the step budget normally stops first).
+    template_timeout_ms: int = Field(default=100, gt=0, le=10_000)
+    # Evaluation steps (look-ups, calls, filters, operators, loop iterations) for the overrides of one event.
+    template_max_steps: int = Field(default=10_000, gt=0, le=1_000_000)
+    # Items one range() in a template may have; a constant range above it is refused at check time.
+    template_max_range: int = Field(default=100, gt=0, le=10_000)
+    # How deep {% for %} loops may nest in one template.
+    template_max_loop_nesting: int = Field(default=2, ge=1, le=5)
+    # Size of a profile file or preview profile_yaml, checked before it is read or parsed.
+    profile_max_bytes: int = Field(default=256 * 1024, gt=0, le=16 * 1024 * 1024)
+    # YAML values in one profile, aliases expanded, counted while composing.
+    profile_max_nodes: int = Field(default=20_000, gt=0, le=1_000_000)
+    # Alias uses (*name) in one profile, counted while composing.
+    profile_max_aliases: int = Field(default=100, ge=0, le=100_000)
+    # Problems listed for one invalid profile before "... and n more problems not listed".
+    profile_max_problems: int = Field(default=100, gt=0, le=10_000)
 
     # --- issue 11 / FHIR search, error lists, HTTP server bounds: settings of this part go below
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
+from gateway.profile_limits import profile_limits
 from mappings.profile import SiteProfile
-from mappings.profile_loader import load_profile
+from mappings.profile_loader import ProfileLimits, load_profile
 from terminology import Terminology, load_terminology
 
 __all__ = ["Clock", "utc_now", "Context", "load_site_profiles", "build_context"]
@@ -33,16 +34,16 @@ class Context:
     now: Clock = field(default=utc_now)
 
 
-_loaded: dict[tuple[str, int, int], SiteProfile] = {}
+_loaded: dict[tuple[str, int, int, ProfileLimits], SiteProfile] = {}
 
 
-def _load_profile_once(path: Path) -> SiteProfile:
-    """Profiles are immutable: reuse one already loaded from the same unchanged file."""
+def _load_profile_once(path: Path, limits: ProfileLimits) -> SiteProfile:
+    """Profiles are immutable: reuse one already loaded from the same unchanged file (same limits)."""
     stat = path.stat() if path.exists() else None
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size) if stat else None
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, limits) if stat else None
     if key is not None and key in _loaded:
         return _loaded[key]
-    profile = load_profile(path)
+    profile = load_profile(path, limits)
     if key is not None:
         _loaded[key] = profile
     return profile
@@ -51,8 +52,9 @@ def _load_profile_once(path: Path) -> SiteProfile:
 def load_site_profiles(settings: Settings) -> dict[str, SiteProfile]:
     """Every configured site's profile, validated; raises ``ProfileInvalid`` naming file, field, reason."""
     profiles: dict[str, SiteProfile] = {}
+    limits = profile_limits(settings)
     for site in settings.sites:
-        profile = _load_profile_once(site.profile)
+        profile = _load_profile_once(site.profile, limits)
         if profile.site_id != site.id:
             raise ValueError(
                 f"{site.profile}: site_id is {profile.site_id!r} but the configuration "

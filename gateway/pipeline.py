@@ -22,6 +22,7 @@ from adapters.fhir.bundle import transaction_bundle
 from gateway.context import Context
 from gateway.fhir_store import save_translation
 from gateway.outbox import NewMessage, enqueue
+from gateway.profile_limits import template_limits
 from mappings.domain import EventRecord, OrderSnapshot
 from mappings.ids import event_system, resource_id
 from mappings.profile import SiteProfile
@@ -71,7 +72,8 @@ def process_event(session: Session, snapshot: OrderSnapshot, record: EventRecord
     profile = context.profiles.get(snapshot.site.id)
     if profile is None:  # configuration is validated at start-up; a site without a profile cannot occur
         raise LookupError(f"no mapping profile loaded for site {snapshot.site.id!r}")
-    translation = translate(snapshot, record, profile, context.terminology, now)
+    translation = translate(snapshot, record, profile, context.terminology, now,
+                            template_limits=template_limits(context.settings))
     ids = {"site_id": snapshot.site.id, "manufacturer_id": snapshot.manufacturer.id,
            "order_id": snapshot.order.order_id}
     save_translation(session, resources=translation.resources, now=now, **ids)

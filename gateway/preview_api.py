@@ -2,7 +2,9 @@
 
 The site's own token or an admin may call it.  The body holds an order, its events and, to try a
 draft before it goes live, optionally the text of a candidate profile (``profile_yaml``), which is
-validated exactly as at start-up: an invalid draft is a 422 naming every ``file:line: field: reason``.
+validated exactly as at start-up (same ``profile_*`` and ``template_*`` bounds): an invalid draft is
+a 422 naming every ``file:line: field: reason``.  The handler is a plain ``def``: FastAPI runs it in
+its threadpool, never on the event loop, and every template it renders is bounded in steps and time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import Field
 from gateway.auth import Principal, current_principal
 from gateway.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from gateway.problem import problem_responses
+from gateway.profile_limits import profile_limits
 from gateway.replay import preview_order
 from mappings.domain import EventIn, OrderIn, StrictModel
 from mappings.profile_loader import ProfileInvalid, load_profile_text
@@ -42,7 +45,8 @@ def preview(request: Request, site_id: str, body: PreviewRequest,
         raise NotFound(f"No site {site_id}.")
     if body.profile_yaml is not None:
         try:
-            profile = load_profile_text(body.profile_yaml, f"{site_id}.yaml")
+            profile = load_profile_text(body.profile_yaml, f"{site_id}.yaml",
+                                        profile_limits(context.settings))
         except ProfileInvalid as exc:
             raise ValidationFailed("The draft profile is not valid.", code="invalid-profile",
                                    errors=[FieldError("/profile_yaml", p) for p in exc.problems]) from None

@@ -27,6 +27,7 @@ from gateway.config import ProductConfig, Settings
 from gateway.errors import GatewayError, ValidationFailed
 from gateway.lifecycle import decide, initial_state
 from gateway.plausibility import check_event_times
+from gateway.profile_limits import template_limits
 from mappings.domain import (
     CollectionCompletedData,
     EventIn,
@@ -165,6 +166,7 @@ def preview_order(
         events,
         terminology,
         now=now,
+        template_limits=template_limits(settings),
         replay=lambda o, e: replay_journey(
             settings, o, e, placed_at=placed_at or now, site_name=profile.name
         ),

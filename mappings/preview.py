@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.fhir.bundle import transaction_bundle
+from adapters.hl7v2.templates import TemplateLimits
 from mappings.domain import EventIn, EventRecord, EventType, OrderIn, OrderSnapshot
 from mappings.preview_overrides import empty_required_overrides
 from mappings.profile import SiteProfile
@@ -108,9 +109,13 @@ def message_json(message: Hl7Message) -> dict[str, Any]:
 
 
 def preview_steps(
-    profile: SiteProfile, steps: Sequence[JourneyStep], terminology: Terminology, now: datetime
+    profile: SiteProfile, steps: Sequence[JourneyStep], terminology: Terminology, now: datetime,
+    *, template_limits: TemplateLimits | None = None,
 ) -> list[PreviewStep]:
-    """Translate every accepted step for ``profile``; refused steps carry their refusal."""
+    """Translate every accepted step for ``profile``; refused steps carry their refusal.
+
+    ``template_limits`` bound the override templates exactly as for live delivery.
+    """
     previews = []
     for step in steps:
         if step.snapshot is None or step.record is None:
@@ -124,7 +129,8 @@ def preview_steps(
                 )
             )
             continue
-        translation = translate(step.snapshot, step.record, profile, terminology, now)
+        translation = translate(step.snapshot, step.record, profile, terminology, now,
+                                template_limits=template_limits)
         previews.append(
             PreviewStep(
                 step.event_id,
@@ -151,6 +157,7 @@ def preview(
     *,
     replay: Replay,
     now: datetime,
+    template_limits: TemplateLimits | None = None,
 ) -> list[PreviewStep]:
     """The order (as ``order.placed``) and each event, judged by ``replay`` and translated for ``profile``."""
     issues = []
@@ -163,7 +170,7 @@ def preview(
                 f"the order is for {order.site_id!r}; previewed with the profile of {profile.site_id!r}",
             )
         )
-    steps = preview_steps(profile, replay(order, events), terminology, now)
+    steps = preview_steps(profile, replay(order, events), terminology, now, template_limits=template_limits)
     if steps and issues:
         first = steps[0]
         steps[0] = PreviewStep(**{**first.__dict__, "issues": tuple(issues) + first.issues})

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from adapters.hl7v2.charset import charset_label, encodable, python_codec
+from adapters.hl7v2.templates import check_template
 from mappings.domain import OrderStatus
 from mappings.profile_delivery import DeliverySettings
 from mappings.profile_hl7v2 import Hl7v2Settings
@@ -218,6 +219,22 @@ class SiteProfile(ProfileModel):
                 raise PydanticCustomError(
                     "charset", "{path} has characters outside {charset}; codes are never transliterated",
                     {"path": path, "charset": charset_label(value.charset)})
+        return value
+
+    @field_validator("hl7v2")
+    @classmethod
+    def _overrides_see_only_allowed_demographics(cls, value: Hl7v2Settings,
+                                                 info: ValidationInfo) -> Hl7v2Settings:
+        """Without the loader's context (direct validation), check the overrides against demographics."""
+        if isinstance(info.context, dict) and "demographics" in info.context:
+            return value  # the loader checked each override with the profile's demographics
+        patient = info.data.get("patient")
+        if isinstance(patient, PatientSettings) and patient.demographics != "full":
+            for path, source in value.overrides.items():
+                try:
+                    check_template(source, demographics=patient.demographics)
+                except ValueError as exc:
+                    raise ValueError(f"overrides.{path}: {exc}") from None
         return value
 
     @property

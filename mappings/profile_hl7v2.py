@@ -24,7 +24,10 @@ Example (``fixtures/profiles/site-a.yaml``)::
         OBR-4: "{{ product.local_code }}^{{ product.display }}^L"
 
 The site's timezone (for every timestamp) is the profile's top-level ``timezone``.  Override
-templates are checked when the profile loads (see :mod:`adapters.hl7v2.templates`).
+templates are checked when the profile loads (see :mod:`adapters.hl7v2.templates`), against the
+limits and the demographics setting the loader passes in the validation context
+(:data:`TEMPLATE_CHECK_CONTEXT`); without a context the default limits apply and the demographics
+are checked by ``SiteProfile`` itself.
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from adapters.hl7v2.charset import CharsetFallback, charset_label, encodable, python_codec
-from adapters.hl7v2.templates import check_template
+from adapters.hl7v2.templates import TemplateLimits, check_template
 from mappings.profile_pv1 import Pv1Settings
 
 __all__ = [
@@ -43,7 +46,12 @@ __all__ = [
     "Hl7Version",
     "AckType",
     "OVERRIDABLE_SEGMENTS",
+    "TEMPLATE_CHECK_CONTEXT",
 ]
+
+#: Keys of the pydantic validation context the loader fills: ``TemplateLimits`` and the profile's
+#: ``patient.demographics`` (``full`` | ``mrn_only``).
+TEMPLATE_CHECK_CONTEXT = ("template_limits", "demographics")
 
 Hl7Version = Literal["2.3", "2.4", "2.5.1"]
 AckType = Literal["AL", "NE", "ER", "SU"]  # HL7 table 0155
@@ -72,8 +80,11 @@ def _check_path(path: str) -> str:
     return path
 
 
-def _check_template(source: str) -> str:
-    check_template(source)
+def _check_template(source: str, info: ValidationInfo) -> str:
+    context = info.context if isinstance(info.context, dict) else {}
+    limits = context.get("template_limits")
+    check_template(source, limits if isinstance(limits, TemplateLimits) else TemplateLimits(),
+                   demographics=str(context.get("demographics", "full")))
     return source
 
 

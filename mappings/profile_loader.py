@@ -3,26 +3,37 @@
 The YAML is composed into nodes first (PyYAML keeps their line numbers), so every validation error
 pydantic reports can be pointed at the line that holds the field, or at the line of the nearest
 enclosing field when the field is missing.  All problems are collected and raised together in
-:class:`ProfileInvalid`.  The profile's version is a hash of the file's bytes.
+:class:`ProfileInvalid` (at most ``max_problems`` of them, then a line saying how many more).
+The profile's version is a hash of the file's bytes.
+
+Every load is bounded by :class:`ProfileLimits` (the gateway fills it from its ``profile_*`` and
+``template_*`` settings): the size is checked before the file is read or the text parsed, nodes,
+aliases and nesting while composing (:mod:`mappings.profile_yaml`), and override templates with the
+limits and rules of :mod:`adapters.hl7v2.templates`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
+from adapters.hl7v2.templates import TemplateLimits
+from mappings.profile_yaml import YamlTooLarge, compose_bounded, dotted
+
 if TYPE_CHECKING:
     from mappings.profile import SiteProfile
 
 __all__ = [
-    "MAX_PROFILE_CHARS",
+    "MAX_PROFILE_BYTES",
     "MAX_PROFILE_NODES",
     "ProfileInvalid",
+    "ProfileLimits",
     "profile_version",
     "load_profile",
     "load_profile_text",
@@ -31,23 +42,43 @@ __all__ = [
 
 _Path = tuple[str, ...]
 
-#: Limits that keep a hostile profile (preview API) from exhausting memory or time: characters of
-#: text, and YAML nodes visited with aliases expanded (a "billion laughs" document exceeds it fast).
-MAX_PROFILE_CHARS = 1_000_000
+#: Defaults of the ``profile_max_bytes`` and ``profile_max_nodes`` settings (the demo profiles are
+#: 2-4 KB and about 150 nodes).
+MAX_PROFILE_BYTES = 256 * 1024
 MAX_PROFILE_NODES = 20_000
 
 
-class _TooLarge(Exception):
-    pass
+@dataclass(frozen=True)
+class ProfileLimits:
+    """Bounds of loading one profile; the gateway builds it from its settings."""
+
+    max_bytes: int = MAX_PROFILE_BYTES  # profile_max_bytes: size of the file/text, checked first
+    max_nodes: int = MAX_PROFILE_NODES  # profile_max_nodes: YAML values, aliases expanded
+    max_aliases: int = 100  # profile_max_aliases: alias uses (*name) in one profile
+    max_problems: int = 100  # profile_max_problems: problems listed before "... and n more"
+    templates: TemplateLimits = field(default_factory=TemplateLimits)
+
+
+_DEFAULT_LIMITS = ProfileLimits()
 
 
 class ProfileInvalid(ValueError):
     """A site profile that cannot be used; ``problems`` holds ``file:line: field.path: reason`` lines."""
 
-    def __init__(self, source: str, problems: Iterable[str]) -> None:
+    def __init__(self, source: str, problems: Iterable[str], max_problems: int = 100,
+                 unlisted: int = 0) -> None:
         self.source = source
-        self.problems: list[str] = list(problems)
-        count = len(self.problems)
+        listed: list[str] = []
+        more = unlisted
+        for problem in problems:
+            if len(listed) < max_problems:
+                listed.append(problem)
+            else:
+                more += 1
+        if more:
+            listed.append(f"{source}: ... and {more} more problem{'s' if more != 1 else ''} not listed")
+        self.problems: list[str] = listed
+        count = len(listed) - (1 if more else 0) + more
         super().__init__(f"{source}: invalid site profile ({count} problem{'s' if count != 1 else ''})\n"
                          + "\n".join(self.problems))
 
@@ -57,26 +88,41 @@ def profile_version(content: bytes) -> str:
     return "sha256:" + hashlib.sha256(content).hexdigest()[:16]
 
 
-def load_profile(path: str | Path) -> SiteProfile:
+def _too_large(name: str, limits: ProfileLimits) -> ProfileInvalid:
+    return ProfileInvalid(name, [f"{name}:1: (file): larger than {limits.max_bytes} bytes "
+                                 "(profile_max_bytes)"])
+
+
+def load_profile(path: str | Path, limits: ProfileLimits = _DEFAULT_LIMITS) -> SiteProfile:
     """Read and validate one profile file; raises :class:`ProfileInvalid` listing every problem."""
     name = str(path)
     try:
-        content = Path(path).read_bytes()
+        with Path(path).open("rb") as handle:
+            content = handle.read(limits.max_bytes + 1)  # never more than the limit, whatever the file
     except OSError as exc:
         raise ProfileInvalid(name, [f"{name}:1: (file): cannot read: {exc.strerror or exc}"]) from None
+    if len(content) > limits.max_bytes:
+        raise _too_large(name, limits)
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProfileInvalid(name, [f"{name}:1: (file): not UTF-8 text ({exc.reason})"]) from None
-    return _parse(text, name, profile_version(content))
+    return _parse(text, name, profile_version(content), limits)
 
 
-def load_profile_text(text: str, name: str = "<profile>") -> SiteProfile:
+def load_profile_text(text: str, name: str = "<profile>",
+                      limits: ProfileLimits = _DEFAULT_LIMITS) -> SiteProfile:
     """Validate a profile held in memory (the preview API); ``name`` stands for the file in messages."""
-    return _parse(text, name, profile_version(text.encode("utf-8")))
+    if len(text) > limits.max_bytes:  # a character is at least one byte: refused before encoding
+        raise _too_large(name, limits)
+    content = text.encode("utf-8", errors="surrogatepass")
+    if len(content) > limits.max_bytes:
+        raise _too_large(name, limits)
+    return _parse(text, name, profile_version(content), limits)
 
 
-def load_profile_dir(directory: str | Path) -> dict[str, SiteProfile]:
+def load_profile_dir(directory: str | Path,
+                     limits: ProfileLimits = _DEFAULT_LIMITS) -> dict[str, SiteProfile]:
     """Every ``*.yaml``/``*.yml`` profile in ``directory``, keyed by site id; all problems raised at once."""
     folder = Path(directory)
     files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
@@ -85,7 +131,7 @@ def load_profile_dir(directory: str | Path) -> dict[str, SiteProfile]:
     problems: list[str] = []
     for file in files:
         try:
-            profile = load_profile(file)
+            profile = load_profile(file, limits)
         except ProfileInvalid as exc:
             problems.extend(exc.problems)
             continue
@@ -96,55 +142,53 @@ def load_profile_dir(directory: str | Path) -> dict[str, SiteProfile]:
         profiles[profile.site_id] = profile
         where[profile.site_id] = str(file)
     if problems:
-        raise ProfileInvalid(str(folder), problems)
+        raise ProfileInvalid(str(folder), problems, limits.max_problems)
     return profiles
 
 
 # --------------------------------------------------------------------------- internals
 
 
-def _parse(text: str, name: str, version: str) -> SiteProfile:
+def _parse(text: str, name: str, version: str, limits: ProfileLimits) -> SiteProfile:
     from mappings.profile import SiteProfile
 
-    if len(text) > MAX_PROFILE_CHARS:
-        raise ProfileInvalid(name, [f"{name}:1: (file): larger than {MAX_PROFILE_CHARS} characters"])
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
+        composed, data = compose_bounded(text, max_nodes=limits.max_nodes, max_aliases=limits.max_aliases,
+                                         max_problems=limits.max_problems)
+    except YamlTooLarge as exc:
+        raise ProfileInvalid(name, [f"{name}:{exc.line}: (yaml): {exc.reason}"]) from None
+    except yaml.YAMLError as exc:  # malformed, or a tag SafeLoader cannot construct (!!python/object)
         raise ProfileInvalid(name, [_yaml_problem(name, exc)]) from None
     except RecursionError:
         raise ProfileInvalid(name, [f"{name}:1: (yaml): nested too deeply"]) from None
-    if not isinstance(root, yaml.MappingNode):
+    root = composed.root
+    if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
         line = root.start_mark.line + 1 if root is not None else 1
         raise ProfileInvalid(name, [f"{name}:{line}: (root): a profile must be a YAML mapping of fields"])
-
-    lines: dict[_Path, int] = {}
-    found: list[tuple[int, str]] = []
-    try:
-        _index(root, (), lines, found, [MAX_PROFILE_NODES])
-    except (_TooLarge, RecursionError):
-        raise ProfileInvalid(name, [f"{name}:1: (yaml): more than {MAX_PROFILE_NODES} values once aliases "
-                                    "are expanded"]) from None
-    try:
-        data = yaml.safe_load(text)  # the same document again, now known to be small and well-formed
-    except yaml.YAMLError as exc:  # e.g. a tag SafeLoader cannot construct (!!python/object)
-        raise ProfileInvalid(name, [_yaml_problem(name, exc)]) from None
-    if not isinstance(data, dict):
-        raise ProfileInvalid(name, [f"{name}:1: (root): a profile must be a YAML mapping of fields"])
+    lines = composed.lines
+    found: list[tuple[int, str]] = list(composed.problems)
+    unlisted = composed.unlisted
     if "version" in data:
-        found.append((lines[("version",)],
+        found.append((lines.get(("version",), 1),
                       "version: set by the loader (content hash of the file); remove it from the profile"))
         data = {key: value for key, value in data.items() if key != "version"}
+    patient = data.get("patient")
+    demographics = patient.get("demographics", "mrn_only") if isinstance(patient, dict) else "mrn_only"
+    context = {"template_limits": limits.templates,
+               "demographics": demographics if demographics == "full" else "mrn_only"}
     try:
-        profile = SiteProfile.model_validate(data)
+        profile = SiteProfile.model_validate(data, context=context)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
+            if len(found) >= limits.max_problems:
+                unlisted += 1
+                continue
             loc = tuple(str(part) for part in error["loc"])
-            path = _dotted(loc)
-            found.append((_line_of(loc, lines), f"{path}: {_reason(error)}"))
+            found.append((_line_of(loc, lines), f"{dotted(loc)}: {_reason(error)}"))
     if found:
         found.sort(key=lambda item: item[0])
-        raise ProfileInvalid(name, [f"{name}:{line}: {message}" for line, message in found])
+        raise ProfileInvalid(name, [f"{name}:{line}: {message}" for line, message in found],
+                             limits.max_problems, unlisted)
     return profile.model_copy(update={"version": version})
 
 
@@ -156,31 +200,6 @@ def _yaml_problem(name: str, exc: yaml.YAMLError) -> str:
     return f"{name}:1: (yaml): {exc}"
 
 
-def _index(node: yaml.Node, path: _Path, lines: dict[_Path, int], found: list[tuple[int, str]],
-           budget: list[int]) -> None:
-    """Record the line of every field and list item; report duplicate and non-scalar keys."""
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise _TooLarge
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                found.append((line, f"{_dotted(path)}: keys must be plain scalars"))
-                continue
-            child = (*path, key_node.value)
-            if child in lines:
-                found.append((line, f"{_dotted(child)}: duplicate key (also on line {lines[child]})"))
-                continue
-            lines[child] = line
-            _index(value_node, child, lines, found, budget)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            child = (*path, str(i))
-            lines[child] = item.start_mark.line + 1
-            _index(item, child, lines, found, budget)
-
-
 def _line_of(loc: _Path, lines: dict[_Path, int]) -> int:
     """Line of the field, else of its nearest enclosing field that exists in the file, else 1."""
     parts = tuple(part for part in loc if part != "[key]")
@@ -188,18 +207,6 @@ def _line_of(loc: _Path, lines: dict[_Path, int]) -> int:
         if parts[:end] in lines:
             return lines[parts[:end]]
     return 1
-
-
-def _dotted(loc: _Path) -> str:
-    out = ""
-    for part in loc:
-        if part == "[key]":
-            continue
-        if part.isdigit() and out:
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out or "(root)"
 
 
 _REASONS = {

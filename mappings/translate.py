@@ -17,6 +17,7 @@ from adapters.fhir.model import fhir_date, fhir_instant
 from adapters.fhir.order import Period, TaskInput, build_service_request, build_task
 from adapters.fhir.parties import build_organization, build_patient, build_practitioner, identifier
 from adapters.hl7v2.render import render_messages
+from adapters.hl7v2.templates import TemplateLimits
 from mappings.domain import (
     ApheresisRescheduledData,
     ApheresisScheduledData,
@@ -42,14 +43,17 @@ _NOT_TASK_CHANGES = frozenset({EventType.custody_transferred})
 
 
 def translate(
-    order: OrderSnapshot, event: EventRecord, profile: SiteProfile, terminology: Terminology, now: datetime
+    order: OrderSnapshot, event: EventRecord, profile: SiteProfile, terminology: Terminology, now: datetime,
+    *, template_limits: TemplateLimits | None = None,
 ) -> Translation:
     """Translate one accepted ``event`` of ``order`` for the site described by ``profile``.
 
     ``now`` is not used for any FHIR field (all times come from the events, so replays are
     identical); it is passed on to the HL7v2 renderer (``adapters.hl7v2.render.render_messages``).
     Event data that no longer validates is an ``error`` issue: the order resources are still
-    returned, nothing event-specific and no HL7v2 message.
+    returned, nothing event-specific and no HL7v2 message.  ``template_limits`` bound the
+    profile's override templates (the gateway passes its ``template_*`` settings; default: the
+    settings' defaults).
     """
     journey = Journey(order, event, profile)
     issues: list[MappingIssue] = list(journey.issues)
@@ -74,7 +78,8 @@ def translate(
     issues += found
     messages: tuple[Hl7Message, ...] = ()
     if valid_data:
-        messages, hl7_issues = render_messages(order, event, profile, terminology, now)
+        messages, hl7_issues = render_messages(order, event, profile, terminology, now,
+                                                template_limits=template_limits)
         issues += hl7_issues
     return Translation(
         resources=tuple(resources),

@@ -2,7 +2,8 @@
 
 Each template is rendered once per event with the context of :mod:`adapters.hl7v2.templates` and
 replaces field *n* of every segment with that id, in every message of the event.  A template that
-fails at run time keeps the default value and records an ``error`` mapping issue.
+fails at run time, or passes one of its bounds (``TemplateLimits``: output per field, steps and
+time per event), keeps the default value and records an ``error`` mapping issue.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.hl7v2.fields import Segment
-from adapters.hl7v2.templates import TemplateRenderError, render_template
+from adapters.hl7v2.templates import RenderBudget, TemplateLimits, TemplateRenderError, render_template
 from mappings.result import MappingIssue
 
 __all__ = ["render_overrides", "apply_overrides"]
@@ -20,13 +21,15 @@ FieldValues = dict[tuple[str, int], str]
 
 
 def render_overrides(overrides: Mapping[str, str], context: Mapping[str, Any],
-                     issues: list[MappingIssue]) -> FieldValues:
-    """``{("OBR", 4): "value"}`` for every override that rendered."""
+                     issues: list[MappingIssue], limits: TemplateLimits | None = None) -> FieldValues:
+    """``{("OBR", 4): "value"}`` for every override that rendered (all share one step budget)."""
+    limits = limits if limits is not None else TemplateLimits()
+    budget = RenderBudget.start(limits)
     values: FieldValues = {}
     for path, source in overrides.items():
         segment_id, _, number = path.partition("-")
         try:
-            values[(segment_id, int(number))] = render_template(source, context)
+            values[(segment_id, int(number))] = render_template(source, context, limits, budget)
         except TemplateRenderError as exc:
             issues.append(MappingIssue(severity="error", code="hl7v2-override-failed",
                                        path=f"profile.hl7v2.overrides.{path}",

@@ -51,6 +51,7 @@ from adapters.hl7v2.fields import (
 from adapters.hl7v2.overrides import apply_overrides, render_overrides
 from adapters.hl7v2.results import RESULT_STATUS_FINAL, render_observations
 from adapters.hl7v2.scheduling import pending_appointments, render_siu
+from adapters.hl7v2.templates import TemplateLimits
 from mappings import domain as d
 from mappings.domain import EventRecord, EventType, OrderSnapshot
 from mappings.profile import SiteProfile
@@ -277,7 +278,8 @@ def _add_pv1(drafts: list[_Draft], common: seg.Common) -> None:
 
 
 def render_messages(order: OrderSnapshot, event: EventRecord, profile: SiteProfile, terminology: Terminology,
-                    now: datetime) -> tuple[tuple[Hl7Message, ...], tuple[MappingIssue, ...]]:
+                    now: datetime, *, template_limits: TemplateLimits | None = None,
+                    ) -> tuple[tuple[Hl7Message, ...], tuple[MappingIssue, ...]]:
     """The HL7v2 messages the site receives for ``event`` (none when ``hl7v2.enabled`` is false)."""
     settings = profile.hl7v2
     if not settings.enabled:
@@ -304,7 +306,7 @@ def render_messages(order: OrderSnapshot, event: EventRecord, profile: SiteProfi
     _add_pv1(drafts, common)
     if settings.overrides:
         context = _template_context(order, event, profile, common)
-        values = render_overrides(settings.overrides, context, issues)
+        values = render_overrides(settings.overrides, context, issues, template_limits)
         for draft in drafts:
             apply_overrides(draft.segments, values)
     # Last, so that override output fits the character set too.
@@ -314,13 +316,25 @@ def render_messages(order: OrderSnapshot, event: EventRecord, profile: SiteProfi
     return _finish(drafts, fits, order, event, profile, now), tuple(issues)
 
 
+def _patient_context(order: OrderSnapshot, profile: SiteProfile) -> dict[str, Any]:
+    patient = order.order.patient
+    if profile.patient.demographics != "full":
+        return {"mrn": patient.mrn}
+    return {"mrn": patient.mrn, "family": patient.family, "given": list(patient.given),
+            "birth_date": format_date(patient.birth_date), "sex": patient.sex}
+
+
 def _optional_date(day: date | None) -> str | None:
     return format_date(day) if day is not None else None
 
 
 def _template_context(order: OrderSnapshot, event: EventRecord, profile: SiteProfile,
                       common: seg.Common) -> dict[str, Any]:
-    """What override templates may read (see ``adapters.hl7v2.templates.CONTEXT_SCHEMA``)."""
+    """What override templates may read (see ``adapters.hl7v2.templates.context_schema``).
+
+    With ``demographics: mrn_only`` the patient holds only the MRN: no name, birth date or sex can
+    reach the site through an override either.
+    """
     o = order.order
     zone = common.zone
     mapping = profile.products.get(order.product.code)
@@ -330,8 +344,7 @@ def _template_context(order: OrderSnapshot, event: EventRecord, profile: SitePro
             "order_id": o.order_id, "coi": order.coi, "product_code": o.product_code, "priority": o.priority,
             "note": o.note, "status": order.status.value, "placer_order_number": o.order_id,
             "filler_order_number": o.order_id, "created_at": format_ts(order.created_at, zone),
-            "patient": {"mrn": o.patient.mrn, "family": o.patient.family, "given": list(o.patient.given),
-                        "birth_date": format_date(o.patient.birth_date), "sex": o.patient.sex},
+            "patient": _patient_context(order, profile),
             "ordering_provider": {"npi": o.ordering_provider.npi, "family": o.ordering_provider.family,
                                   "given": list(o.ordering_provider.given)},
             "requested": {

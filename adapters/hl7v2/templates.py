@@ -12,24 +12,43 @@ attribute (``product.local_cod``), or a ``|``/line break in the literal text is 
 with a precise reason.  :func:`render_template` runs at translation time and raises
 :class:`TemplateRenderError` (a ``ValueError``) on failure; the renderer then keeps its default
 value and reports a mapping issue.
+
+Every evaluation is bounded (:mod:`adapters.hl7v2.template_sandbox`: output size, steps, time,
+integer size, repetition, ``range``) and the check refuses the dangerous constructs up front with a
+named rule (:mod:`adapters.hl7v2.template_rules`).  With ``demographics: mrn_only`` the patient in
+the context holds only ``mrn`` (:func:`context_schema`): a template naming ``order.patient.family``,
+``given``, ``birth_date`` or ``sex`` is refused at check time, and at render time those values are
+simply not there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any, Final
 
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes
 
-from adapters.hl7v2.escape import escape
+from adapters.hl7v2.template_rules import rule_problems
+from adapters.hl7v2.template_sandbox import (
+    ALLOWED_GLOBALS,
+    REFUSED_GLOBALS,
+    RenderBudget,
+    TemplateLimitExceeded,
+    TemplateLimits,
+    bounded_environment,
+    compile_bounded,
+    render_bounded,
+)
 
 __all__ = [
     "ANY",
     "CONTEXT_SCHEMA",
+    "DEMOGRAPHIC_FIELDS",
+    "RenderBudget",
+    "TemplateLimits",
     "TemplateRenderError",
     "check_template",
+    "context_schema",
     "compile_template",
     "render_template",
 ]
@@ -64,30 +83,29 @@ CONTEXT_SCHEMA: Final[Schema] = {
 }
 
 
+#: The patient fields a ``demographics: mrn_only`` site may not see (in messages or templates).
+DEMOGRAPHIC_FIELDS: Final = frozenset({"family", "given", "birth_date", "sex"})
+
+_DEFAULT_LIMITS: Final = TemplateLimits()
+_GLOBALS: Final = ALLOWED_GLOBALS | REFUSED_GLOBALS  # reported by the rules, not as unknown variables
+
+
+def context_schema(demographics: str = "full") -> Schema:
+    """:data:`CONTEXT_SCHEMA`, without the patient's demographics unless ``demographics`` is ``full``."""
+    if demographics == "full":
+        return CONTEXT_SCHEMA
+    order = dict(CONTEXT_SCHEMA["order"])
+    order["patient"] = {k: v for k, v in order["patient"].items() if k not in DEMOGRAPHIC_FIELDS}
+    return {**CONTEXT_SCHEMA, "order": order}
+
+
 class TemplateRenderError(ValueError):
     """An override template failed at translation time (undefined value, sandbox refusal...)."""
 
 
-def _finalize(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "Y" if value else "N"
-    return escape(str(value))
-
-
-_ENV: Final = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined,
-    finalize=_finalize,
-    autoescape=False,
-    keep_trailing_newline=False,
-)
-
-
-@lru_cache(maxsize=512)
-def compile_template(source: str) -> Template:
+def compile_template(source: str, limits: TemplateLimits = _DEFAULT_LIMITS) -> Template:
     """The compiled template for ``source`` (cached); raises ``TemplateSyntaxError``."""
-    return _ENV.from_string(source)
+    return compile_bounded(source, limits)
 
 
 def _chain(node: nodes.Node) -> tuple[list[str | int] | None, nodes.Node | None]:
@@ -118,12 +136,12 @@ def _chain(node: nodes.Node) -> tuple[list[str | int] | None, nodes.Node | None]
             return None, current
 
 
-def _check_chain(parts: list[str | int]) -> str | None:
-    schema: Any = CONTEXT_SCHEMA
+def _check_chain(parts: list[str | int], root: Schema) -> str | None:
+    schema: Any = root
     walked = str(parts[0])
     for part in parts:
         if isinstance(part, str) and part.startswith("_"):
-            return f"attribute '{part}' is not allowed in an override template"
+            return None  # reported by the rules (template-attribute)
         if schema == ANY:
             return None
         if schema == _LIST:
@@ -134,63 +152,83 @@ def _check_chain(parts: list[str | int]) -> str | None:
             return f"'{walked}' is a list and has no attribute '{part}'"
         if schema == _STR:
             if isinstance(part, str) and hasattr(str, part):
-                return None  # a string method such as upper(): the sandbox decides at render time
+                return None  # a string method such as upper(): the rules and the sandbox decide
             return f"'{walked}' is a value and has no attribute '{part}'"
         if part not in schema:
-            where = "" if schema is CONTEXT_SCHEMA else f" in '{walked}'"
+            if walked == "order.patient" and part in DEMOGRAPHIC_FIELDS:
+                return (f"'order.patient.{part}' is not available: the profile's patient.demographics is "
+                        "mrn_only (rule template-demographics)")
+            where = "" if schema is root else f" in '{walked}'"
             return f"unknown variable '{part}'{where}; available: {', '.join(sorted(schema))}"
-        if schema is not CONTEXT_SCHEMA:
+        if schema is not root:
             walked += f".{part}"
         schema = schema[part]
     return None
 
 
-def _problems(node: nodes.Node, local_names: set[str], found: list[str]) -> None:
+def _problems(node: nodes.Node, local_names: set[str], root: Schema, found: list[str]) -> None:
     if isinstance(node, (nodes.Getattr, nodes.Getitem, nodes.Name)):
         parts, base = _chain(node)
         if parts is not None:
-            if isinstance(parts[0], str) and parts[0] not in local_names:
-                problem = _check_chain(parts)
+            if isinstance(parts[0], str) and parts[0] not in local_names and parts[0] not in _GLOBALS \
+                    and not parts[0].startswith("_"):
+                problem = _check_chain(parts, root)
                 if problem is not None and problem not in found:
                     found.append(problem)
         # visit whatever the chain did not cover: the base, and non-constant subscripts
         current: nodes.Node | None = node
         while isinstance(current, (nodes.Getattr, nodes.Getitem)):
             if isinstance(current, nodes.Getitem) and not isinstance(current.arg, nodes.Const):
-                _problems(current.arg, local_names, found)
+                _problems(current.arg, local_names, root, found)
             current = current.node
         if base is not None:
-            _problems(base, local_names, found)
+            _problems(base, local_names, root, found)
         return
     for child in node.iter_child_nodes():
-        _problems(child, local_names, found)
+        _problems(child, local_names, root, found)
 
 
-def check_template(source: str) -> None:
-    """Raise ``ValueError`` with a precise reason if ``source`` is not a usable override template."""
+def check_template(source: str, limits: TemplateLimits = _DEFAULT_LIMITS, demographics: str = "full") -> None:
+    """Raise ``ValueError`` with a precise reason if ``source`` is not a usable override template.
+
+    The reason names the rule a refused construct breaks (``... (rule template-power)``).
+    ``demographics`` is the profile's ``patient.demographics``: with ``mrn_only`` the patient's
+    name, birth date and sex are unknown variables.
+    """
     try:
-        ast = _ENV.parse(source)
+        ast = bounded_environment(limits).parse(source)
     except TemplateSyntaxError as exc:
         raise ValueError(f"template syntax error at line {exc.lineno}: {exc.message}") from None
     for data in ast.find_all(nodes.TemplateData):
         if any(c in data.data for c in "|\r\n"):
             raise ValueError("literal text of an override must not contain '|' or a line break")
-    undeclared = meta.find_undeclared_variables(ast)
-    local_names = {n.name for n in ast.find_all(nodes.Name) if n.name not in undeclared}
-    found: list[str] = []
-    _problems(ast, local_names, found)
+    found = rule_problems(ast, limits)
+    local_names = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    if any(True for _ in ast.find_all(nodes.For)):
+        local_names.add("loop")  # the loop variable of {% for %}
+    _problems(ast, local_names, context_schema(demographics), found)
     if found:
         raise ValueError("; ".join(found))
-    compile_template(source)
-
-
-def render_template(source: str, context: Mapping[str, Any]) -> str:
-    """Render an override; the result is one HL7 field value (user values already escaped)."""
     try:
-        value = compile_template(source).render(**context)
+        compile_template(source, limits)
+    except TemplateError as exc:
+        raise ValueError(f"template error: {exc.message or type(exc).__name__}") from None
+
+
+def render_template(source: str, context: Mapping[str, Any], limits: TemplateLimits = _DEFAULT_LIMITS,
+                    budget: RenderBudget | None = None) -> str:
+    """Render an override within ``limits``; the result is one HL7 field value (user values escaped).
+
+    Raises :class:`TemplateRenderError` when the template fails or passes a bound (the caller keeps
+    the field's default value).
+    """
+    try:
+        value = render_bounded(source, context, limits, budget)
+    except TemplateLimitExceeded as exc:
+        raise TemplateRenderError(f"override template stopped: {exc}") from None
     except TemplateError as exc:  # UndefinedError, SecurityError, TemplateSyntaxError
         raise TemplateRenderError(f"override template failed: {exc.message or type(exc).__name__}") from None
-    except (TypeError, ValueError, ArithmeticError) as exc:
+    except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError, MemoryError) as exc:
         raise TemplateRenderError(f"override template failed: {type(exc).__name__}") from None
     if "|" in value or "\r" in value or "\n" in value:
         raise TemplateRenderError("override template produced a field separator or a line break")

@@ -68,7 +68,9 @@ def test_demo_profiles_are_ok_with_their_content_hash() -> None:
             "fixtures/profiles/broken/bad-timezone.yaml:3: timezone: "
             "unknown timezone 'Europe/Atlantis' (expected an IANA name like Europe/Berlin)",
         ]),
-        ("syntax", ["fixtures/profiles/broken/syntax.yaml:6: (yaml): mapping values are not allowed here"]),
+        ("syntax", [
+            "fixtures/profiles/broken/syntax.yaml:6: (yaml): "
+            "mapping values are not allowed in this context"]),
         ("duplicate-key", [
             "fixtures/profiles/broken/duplicate-key.yaml:14: products.CART-CD19: "
             "duplicate key (also on line 13)",
@@ -108,3 +110,20 @@ def test_empty_directory_fails(tmp_path: Path) -> None:
     code, _, err = _validate(str(tmp_path))
     assert code == 1
     assert err == ["no profile files found"]
+
+
+def test_validate_applies_the_configured_limits(tmp_path: Path) -> None:
+    """Issue 11: `profile validate` holds a profile to the same limits as start-up and preview."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("profile_max_bytes: 1000\ntemplate_max_range: 3\n", encoding="utf-8")
+    code, _, err = _validate("fixtures/profiles/site-a.yaml", "--config", str(config))
+    assert code == 1
+    assert err[0] == "fixtures/profiles/site-a.yaml:1: (file): larger than 1000 bytes (profile_max_bytes)"
+    draft = tmp_path / "draft.yaml"
+    draft.write_text((ROOT / "fixtures/profiles/site-a.yaml").read_text(encoding="utf-8")
+                     + "  overrides:\n    OBR-4: \"{{ range(4) | join }}\"\n", encoding="utf-8")
+    config.write_text("template_max_range: 3\n", encoding="utf-8")
+    code, _, err = _validate(str(draft), "--config", str(config))
+    assert code == 1 and "(rule template-range)" in err[0]
+    code, out, _ = _validate(str(draft))
+    assert code == 0 and out[0].startswith(f"{draft}: ok")
