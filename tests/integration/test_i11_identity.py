@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -172,7 +173,7 @@ def _collected(client: Any, order_id: str, coi: str, din: str, headers: dict[str
     assert _post(client, order_id, _collection(f"{order_id}-C", din, coi=coi), headers).status_code == 201
 
 
-def test_an_autologous_lot_belongs_to_one_order(client):
+def test_an_autologous_lot_belongs_to_one_order(client, clock):
     """acme-bio's order at site-a is made in lot LOT-77; acme-bio's order at site-b may not use it
     (``manufacturing.started`` nor ``manufacturing.completed``); nova-cell assigns its own lots."""
     patient_b = {**order_body()["patient"], "mrn": "MRN-B-1"}
@@ -183,6 +184,7 @@ def test_an_autologous_lot_belongs_to_one_order(client):
     _collected(client, "LOT-A", ACME_COI, "A999921000001", ACME)
     _collected(client, "LOT-B", isbt_coi(5), "A999921000002", ACME)
     _collected(client, "LOT-N", NOVA_COI, "A999921000003", NOVA)
+    clock.set(datetime(2026, 12, 22, tzinfo=UTC))  # the lot events below have happened by now
 
     started = _lot_event("A-M1", "manufacturing.started", "LOT-77", ACME_COI, "2026-12-02T09:00:00Z")
     assert _post(client, "LOT-A", started, ACME).status_code == 201
