@@ -57,7 +57,9 @@ def scope_for(principal: Principal) -> Scope:
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + router.prefix
+    """This server's FHIR base URL, from ``public_base_url``: never from the request's ``Host`` header
+    (a forged one would otherwise be echoed into fullUrl and links that caches keep)."""
+    return request.app.state.context.settings.base_url() + router.prefix
 
 
 def _connect(request: Request) -> Connection:
