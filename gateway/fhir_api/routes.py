@@ -37,6 +37,7 @@ from gateway.fhir_api.params import (
     parse_history,
     parse_search,
 )
+from gateway.fhir_api.search_limits import SearchLimits, check_raw
 from gateway.fhir_api.search_params import RESOURCE_TYPES, SEARCH_PARAMS, to_us
 from gateway.fhir_api.shared import ensure_published
 from gateway.fhir_store import PUBLIC_TYPES, Scope, StoredVersion, read_current, read_many, read_version
@@ -84,7 +85,8 @@ def _id(resource_type: str, resource_id: str) -> str:
 
 def _version(resource_type: str, resource_id: str, version_id: str) -> int:
     """A version id is a positive integer the store's column can hold; anything else is not known."""
-    if not (version_id.isascii() and version_id.isdigit()) or not 1 <= int(version_id) <= MAX_VERSION_ID:
+    if (not (version_id.isascii() and version_id.isdigit()) or len(version_id) > 10
+            or not 1 <= int(version_id) <= MAX_VERSION_ID):
         raise _not_found(resource_type, resource_id, version_id)
     return int(version_id)
 
@@ -94,7 +96,15 @@ def _not_found(resource_type: str, resource_id: str, version: str | None = None)
     return FhirError(404, "not-found", f"{what} is not known")
 
 
-def _items(request: Request) -> list[Pair]:
+def _limits(request: Request) -> SearchLimits:
+    settings = request.app.state.context.settings
+    return SearchLimits(settings.fhir_search_max_params, settings.fhir_search_max_values)
+
+
+def _items(request: Request, *also: bytes) -> list[Pair]:
+    """The query string's parameters, once their number (with ``also``'s, a form body's) is counted
+    and found within ``fhir_search_max_params`` (else 400 ``too-costly``, before any parsing)."""
+    check_raw(_limits(request), request.scope.get("query_string", b""), *also)
     return list(request.query_params.multi_items())
 
 
@@ -191,11 +201,13 @@ async def search_post(resource_type: str, request: Request,
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != FORM:
         raise FhirError(415, "not-supported", f"POST _search takes {FORM} parameters")
+    body = await request.body()
+    items = _items(request, body)  # counted before the body is parsed
     try:
-        form = parse_qsl((await request.body()).decode(), keep_blank_values=True, strict_parsing=False)
+        form = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
         raise FhirError(400, "invalid", "The form body is not UTF-8") from None
-    return await run_in_threadpool(_search, request, principal, resource_type, _items(request) + form)
+    return await run_in_threadpool(_search, request, principal, resource_type, items + form)
 
 
 def _search(request: Request, principal: Principal, resource_type: str, items: list[Pair]) -> Response:
@@ -211,10 +223,10 @@ def _search(request: Request, principal: Principal, resource_type: str, items: l
             raise FhirError(400, "invalid", "_cursor comes alone: follow Bundle.link[next] as given",
                             expression=CURSOR_PARAM)
         params, key = decode_cursor(cursor[0], (int, str))
-        q = parse_search(resource_type, params, lenient=False, base=base)
+        q = parse_search(resource_type, params, lenient=False, base=base, limits=_limits(request))
         after = (key[0], key[1])
     else:
-        q = parse_search(resource_type, items, lenient=lenient, base=base)
+        q = parse_search(resource_type, items, lenient=lenient, base=base, limits=_limits(request))
     with _connect(request) as conn:
         if q.total or q.includes:  # several statements: one snapshot (a lone SELECT is its own)
             conn.begin()
