@@ -54,6 +54,8 @@ class GatewayError(Exception):
         if status is not None:
             self.status = status
         self.errors: list[FieldError] = list(errors or [])
+        # how many errors there were, when ``errors`` holds only the first ones (bounded error lists)
+        self.errors_total: int = len(self.errors)
 
 
 class ValidationFailed(GatewayError):
