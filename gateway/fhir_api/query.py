@@ -145,7 +145,8 @@ def _filter_clause(rtype: str, i: int, shape: tuple[Any, ...], id_col: Any, lu_c
         elif kind == (True, False):
             alternatives.append(_T.c.system.in_([_bp(f"{s}_s") for s in slots]))
         else:
-            alternatives += [sa.and_(_T.c.system == _bp(f"{s}_s"), _T.c.value == _bp(f"{s}_v")) for s in slots]
+            alternatives += [sa.and_(_T.c.system == _bp(f"{s}_s"), _T.c.value == _bp(f"{s}_v"))
+                             for s in slots]
     if name == "_lastUpdated":
         return sa.or_(*alternatives)
     if param.type == "date":

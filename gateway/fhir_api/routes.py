@@ -123,8 +123,8 @@ def _serve(request: Request, stored: StoredVersion, *, second_shared: bool = Fal
         since = request.headers.get("if-modified-since")
         if since:
             try:
-                modified_since = parsedate_to_datetime(since)
-            except (TypeError, ValueError):
+                modified_since = parsedate_to_datetime(since[:64])
+            except (TypeError, ValueError, IndexError, OverflowError):  # garbage is no validator: ignored
                 modified_since = None
             seconds = stored.last_updated_us // 1_000_000
             since_seconds = None if modified_since is None else to_us(modified_since) // 1_000_000

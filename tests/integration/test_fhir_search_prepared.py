@@ -102,7 +102,8 @@ def test_one_statement_per_shape_whatever_the_values(seeded):
     # bare cursor, and 3 or 4 ids share one statement
     statements = set()
     for ids in ("a,b,c", "a,b,c,d", "d,c,b,a"):
-        shape, binds = query._shape_and_binds(Scope("all"), parse_search("Task", [("_id", ids)], lenient=False))
+        q = parse_search("Task", [("_id", ids)], lenient=False)
+        shape, binds = query._shape_and_binds(Scope("all"), q)
         statement = query._page_statement(shape, False, False)
         statements.add(id(statement))
         binds["limit"] = 2

@@ -97,7 +97,8 @@ def test_a_connection_that_sends_nothing_is_closed(server):
 
 def test_a_stalled_body_is_timed_out(server):
     with _connect(server) as sock:
-        sock.sendall(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: " + ACME["Authorization"].encode()
+        token = ACME["Authorization"].encode()
+        sock.sendall(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: " + token
                      + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"order_id\": ")
         assert _get(server).startswith(b"HTTP/1.1 200")
         answer, waited = _read_until_closed(sock)
