@@ -159,7 +159,7 @@ def _filter_clause(rtype: str, i: int, shape: tuple[Any, ...], id_col: Any, lu_c
 def _shape_weight(shape: tuple[Any, ...]) -> int:
     """About the number of bound parameters of a shape's statement (its cache weight)."""
     _rtype, _scoped, filters = shape
-    return 4 + sum(2 * size for _name, groups in filters for _kind, size in groups)
+    return 4 + sum(2 * int(size) for _name, groups in filters for _kind, size in groups)
 
 
 # (resource type, walks the access rows, filter shapes); then (descending, after a key or not)

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from gateway.auth import Principal, current_principal
+from gateway.config import Settings
 from gateway.fhir_api import query
 from gateway.fhir_api.bundle import (
     CURSOR_PARAM,
@@ -60,7 +61,8 @@ def scope_for(principal: Principal) -> Scope:
 def _base(request: Request) -> str:
     """This server's FHIR base URL, from ``public_base_url``: never from the request's ``Host`` header
     (a forged one would otherwise be echoed into fullUrl and links that caches keep)."""
-    return request.app.state.context.settings.base_url() + router.prefix
+    settings: Settings = request.app.state.context.settings
+    return settings.base_url() + router.prefix
 
 
 def _connect(request: Request) -> Connection:

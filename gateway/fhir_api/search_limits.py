@@ -33,7 +33,7 @@ def _fields(raw: bytes | str) -> int:
     """An upper bound on the number of ``name=value`` fields, by counting separators only."""
     if not raw:
         return 0
-    return raw.count(b"&" if isinstance(raw, bytes) else "&") + 1
+    return (raw.count(b"&") if isinstance(raw, bytes) else raw.count("&")) + 1
 
 
 def check_raw(limits: SearchLimits, *raws: bytes | str) -> None:
