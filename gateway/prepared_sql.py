@@ -113,9 +113,9 @@ class Prepared:
     direct: bool  # every bind takes its value from the parameters (no constants): no construct_params
 
 
-# at most 512 statements holding 32768 bound parameters in all (a statement heavier than that is
+# at most 512 statements holding 16384 bound parameters in all (a statement heavier than that is
 # compiled for each run and never kept)
-PREPARED_CACHE: BoundedCache[Prepared | None] = BoundedCache(max_entries=512, max_weight=32_768)
+PREPARED_CACHE: BoundedCache[Prepared | None] = BoundedCache(max_entries=512, max_weight=16_384)
 
 
 def _weight(prepared: Prepared | None) -> int:

@@ -120,8 +120,8 @@ def test_200_distinct_shapes_leave_every_statement_cache_bounded(client, engine)
         assert response.status_code == 200, response.text
     for cache in (query.PAGE_STATEMENTS, query.COUNT_STATEMENTS, PREPARED_CACHE):
         assert len(cache) <= cache.max_entries and cache.weight <= cache.max_weight
-    assert query.PAGE_STATEMENTS.max_entries == 256 and query.PAGE_STATEMENTS.max_weight == 16_384
-    assert PREPARED_CACHE.max_entries == 512 and PREPARED_CACHE.max_weight == 32_768
+    assert query.PAGE_STATEMENTS.max_entries == 256 and query.PAGE_STATEMENTS.max_weight == 8_192
+    assert PREPARED_CACHE.max_entries == 512 and PREPARED_CACHE.max_weight == 16_384
     # the weight bound did its work: older shapes were evicted, not all 200 statements are kept
     assert len(query.PAGE_STATEMENTS) < 200
     # the search never fills SQLAlchemy's engine-wide cache with its statements
