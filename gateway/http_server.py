@@ -98,8 +98,9 @@ class _ReadDeadlines:
         While a head is awaited, ``cycle`` is the previous request's (complete) or None."""
         self._disarm()
         cycle = self.cycle
-        started = (phase == "body" and cycle is not None and cycle.response_started
-                   and not cycle.response_complete)
+        # awaiting a body: this request's response may have started (or even ended: the app answered
+        # without reading the body), and then nothing more may be written on the connection
+        started = phase == "body" and cycle is not None and cycle.response_started
         if not started:
             body = message.encode("ascii")
             self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
