@@ -139,7 +139,7 @@ def _serve(request: Request, stored: StoredVersion, *, second_shared: bool = Fal
 @router.get("/metadata", name="fhir_metadata")
 def metadata(request: Request) -> Response:
     check_format(request)
-    return fhir_response(capability_statement(_base(request)))
+    return fhir_response(capability_statement(_base(request), _limits(request)))
 
 
 @router.get("/{resource_type}", name="fhir_search")
