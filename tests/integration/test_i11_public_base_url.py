@@ -74,7 +74,8 @@ def test_an_unset_public_base_url_follows_host_and_port():
         load_settings(DEMO_CONFIG, public_base_url="javascript:alert(1)")
 
 
-@pytest.mark.parametrize("path", ["/v1/orders/", "/healthz/", "/v1/admin/outbox/", "/metrics/", "/fhir/Task/"])
+@pytest.mark.parametrize("path", ["/v1/orders/", "/healthz/", "/v1/admin/outbox/", "/metrics/",
+                                  "/fhir/Task/"])
 def test_no_redirect_reflects_the_host(public_client, path):
     """Starlette's trailing-slash redirect built its Location from the Host header: none are made."""
     response = public_client.get(path, headers={**SITE_A, **EVIL}, follow_redirects=False)
