@@ -44,6 +44,7 @@ class GatewayError(Exception):
     status: int = 500
     title: str = "Gateway error"
     fhir_issue_code: str = "exception"  # OperationOutcome.issue.code
+    errors_total: int = 0  # see __init__ (a class default for subclasses that set ``errors`` themselves)
 
     def __init__(self, detail: str, *, code: str | None = None, errors: list[FieldError] | None = None,
                  status: int | None = None) -> None:
@@ -55,7 +56,7 @@ class GatewayError(Exception):
             self.status = status
         self.errors: list[FieldError] = list(errors or [])
         # how many errors there were, when ``errors`` holds only the first ones (bounded error lists)
-        self.errors_total: int = len(self.errors)
+        self.errors_total = len(self.errors)
 
 
 class ValidationFailed(GatewayError):
