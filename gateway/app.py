@@ -26,6 +26,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         title="cgt-gateway",
         version="0.1.0",
         description="Cell and gene therapy orders and events in; FHIR R4 resources and HL7v2 messages out.",
+        # no trailing-slash redirects: Starlette builds their Location from the request's Host header
+        redirect_slashes=False,
     )
     app.state.context = build_context(settings, engine, now=now)
     app.state.metrics = GatewayMetrics(engine, clock=now)

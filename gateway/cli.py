@@ -55,6 +55,7 @@ def serve(
 
     from gateway.app import create_app
     from gateway.db import make_engine, migrate
+    from gateway.http_server import uvicorn_options
     from gateway.logging_config import configure_logging
 
     settings = _settings(config, host=host, port=port)
@@ -74,8 +75,7 @@ def serve(
             port=settings.port,
             log_config=None,
             log_level=settings.log_level.lower(),
-            loop=settings.server_loop,
-            http=settings.server_http,
+            **uvicorn_options(settings),  # loop, HTTP parser with read deadlines, concurrency limit
         )
     finally:
         if stop_worker is not None:

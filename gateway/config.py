@@ -164,7 +164,9 @@ class Settings(BaseSettings):
     # httptools (installed with uvicorn[standard]) when they import, else asyncio and h11.
     server_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     server_http: Literal["auto", "h11", "httptools"] = "auto"
-    public_base_url: str = "http://127.0.0.1:8080"
+    # The gateway's own absolute URL (Bundle fullUrl, paging links, /fhir/metadata); never taken from
+    # the request's Host header. Unset: http://{host}:{port} (filled in by the issue-11 block below).
+    public_base_url: str | None = None
 
     # --- issue 11 / identity (DIN, lot, resource ids): settings of this part go below
 
@@ -190,6 +192,38 @@ class Settings(BaseSettings):
     profile_max_problems: int = Field(default=100, gt=0, le=10_000)
 
     # --- issue 11 / FHIR search, error lists, HTTP server bounds: settings of this part go below
+    # A FHIR search takes at most this many parameters (each occurrence counts), and at most this many
+    # values per parameter name (repeats and comma-separated OR values together); else 400 too-costly.
+    fhir_search_max_params: int = Field(default=50, ge=1, le=1000)
+    fhir_search_max_values: int = Field(default=100, ge=1, le=1000)
+    # An error body (problem+json errors[], OperationOutcome issue[]) lists at most this many entries.
+    max_error_entries: int = Field(default=100, ge=1, le=10_000)
+    # cgt-gateway serve: a request's headers must arrive within server_header_timeout_s of its first byte
+    # (or of the connection), its body within server_body_timeout_s of its headers (else 408 and close);
+    # headers beyond server_max_header_bytes get 431; past server_limit_concurrency open connections or
+    # requests in flight, uvicorn answers 503; idle keep-alive connections close after the keep-alive timeout.
+    server_header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    server_body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    server_keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    server_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    server_limit_concurrency: int = Field(default=256, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _public_base_url(self) -> Settings:
+        """An unset ``public_base_url`` follows ``host`` and ``port``; a set one loses its trailing slash."""
+        url = self.public_base_url
+        if not url:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            url = f"http://{host}:{self.port}"
+        elif not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", url):
+            raise ValueError(f"public_base_url must be an absolute http(s) URL with no query, not {url!r}")
+        object.__setattr__(self, "public_base_url", url.rstrip("/"))
+        return self
+
+    def base_url(self) -> str:
+        """``public_base_url`` (always set once validated): this gateway's absolute URL, no trailing slash."""
+        assert self.public_base_url is not None
+        return self.public_base_url
 
     # --- issue 11 / plausible times and safety gates: settings of this part go below
     # A time at which something happened (occurred_at, data.collected_at/at/received_at/infused_at) may

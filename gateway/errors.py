@@ -44,6 +44,7 @@ class GatewayError(Exception):
     status: int = 500
     title: str = "Gateway error"
     fhir_issue_code: str = "exception"  # OperationOutcome.issue.code
+    errors_total: int = 0  # see __init__ (a class default for subclasses that set ``errors`` themselves)
 
     def __init__(self, detail: str, *, code: str | None = None, errors: list[FieldError] | None = None,
                  status: int | None = None) -> None:
@@ -54,6 +55,8 @@ class GatewayError(Exception):
         if status is not None:
             self.status = status
         self.errors: list[FieldError] = list(errors or [])
+        # how many errors there were, when ``errors`` holds only the first ones (bounded error lists)
+        self.errors_total = len(self.errors)
 
 
 class ValidationFailed(GatewayError):

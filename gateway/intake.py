@@ -49,7 +49,7 @@ from gateway.order_history import (
 )
 from gateway.plausibility import check_event_times, check_order_times
 from gateway.prepared_sql import execute, fetch_rows
-from gateway.problem import validation_errors
+from gateway.problem import DEFAULT_MAX_ERRORS, validation_errors
 from gateway.store import EventRow, OrderRow, PatientCoiRow, SafetyLogRow, StoredEvent, as_utc
 from mappings.domain import (
     CollectionCompletedData,
@@ -266,9 +266,10 @@ def _typed_data(event: EventIn) -> tuple[StrictModel, dict[str, Any]]:
     try:
         typed = event.typed_data()
     except ValidationError as exc:
-        raise ValidationFailed(
-            f"data is not valid for {event.type.value}.", errors=validation_errors(exc.errors(), "/data")
-        ) from None
+        error = ValidationFailed(f"data is not valid for {event.type.value}.",
+                                 errors=validation_errors(exc.errors(), "/data", DEFAULT_MAX_ERRORS))
+        error.errors_total = exc.error_count()
+        raise error from None
     if isinstance(typed, CollectionCompletedData) and typed.din is not None:
         typed = typed.model_copy(update={"din": normalize_din_field(typed.din, "/data/din")})
     return typed, typed.model_dump(mode="json", exclude_none=True)

@@ -33,7 +33,8 @@ from gateway.problem import problem_responses
 
 __all__ = ["router", "metrics_router"]
 
-router = APIRouter(prefix="/v1/admin", tags=["admin: outbox"], responses=problem_responses(401, 403, 422))
+router = APIRouter(prefix="/v1/admin", tags=["admin: outbox"],
+                   responses=problem_responses(400, 401, 403, 422))
 metrics_router = APIRouter(tags=["operations"])
 
 AdminPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -28,12 +28,17 @@ Driver errors are raised as SQLAlchemy's (``IntegrityError``, ``OperationalError
 the API's error mapping) see what they saw before; a connection the driver reports as lost is
 invalidated.  Statements that need SQLAlchemy at run time (parameters expanded at execution,
 Python-side column defaults, escaped bind names) always run through ``Connection.execute``.
+
+**Bounded memory.** Prepared statements are kept in :data:`PREPARED_CACHE`, an LRU bounded in entries
+and in the total number of bound parameters (:class:`gateway.statement_cache.BoundedCache`), so the
+variety of statements callers build (FHIR searches of many shapes) cannot make it grow without
+limit.  For the same reason :func:`fetch_all`'s fallback through ``Connection.execute`` bypasses
+SQLAlchemy's engine-wide compiled cache: its statements are cached per shape by their caller.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +47,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
-__all__ = ["fetch_all", "compiled_for", "prepared_for", "execute", "executemany", "fetch_rows"]
+from gateway.statement_cache import BoundedCache
+
+__all__ = ["fetch_all", "compiled_for", "prepared_for", "execute", "executemany", "fetch_rows",
+           "PREPARED_CACHE"]
 
 
 def compiled_for(dialect: Dialect, statement: Any, keys: tuple[str, ...] = ()) -> Prepared | None:
@@ -57,8 +65,9 @@ def compiled_for(dialect: Dialect, statement: Any, keys: tuple[str, ...] = ()) -
 def fetch_all(conn: Connection, statement: Any, binds: dict[str, Any]) -> list[Any]:
     """The rows of ``statement`` with ``binds``: plain tuples in the statement's column order."""
     prepared = compiled_for(conn.dialect, statement, tuple(sorted(binds)))
-    if prepared is None:
-        return [tuple(row) for row in conn.execute(statement, binds)]
+    if prepared is None:  # the caller caches the statement; SQLAlchemy's cache would keep a 2nd copy
+        return [tuple(row) for row in conn.execute(statement, binds,
+                                                   execution_options={"compiled_cache": None})]
     params = _params(prepared, binds)
     proxied = conn.connection
     dbapi_connection: Any = proxied.dbapi_connection
@@ -104,12 +113,25 @@ class Prepared:
     direct: bool  # every bind takes its value from the parameters (no constants): no construct_params
 
 
-@functools.lru_cache(maxsize=512)
+# at most 512 statements holding 16384 bound parameters in all (a statement heavier than that is
+# compiled for each run and never kept)
+PREPARED_CACHE: BoundedCache[Prepared | None] = BoundedCache(max_entries=512, max_weight=16_384)
+
+
+def _weight(prepared: Prepared | None) -> int:
+    return 1 if prepared is None else len(prepared.names) + 1
+
+
 def prepared_for(dialect: Dialect, statement: Any, keys: tuple[str, ...] = (),
                  many: bool = False) -> Prepared | None:
     """``statement`` compiled for ``dialect`` as ``Connection.execute`` compiles it for parameter
     sets with ``keys`` (sorted), with its type processors; None when it needs SQLAlchemy at run time
-    (it then runs through ``Connection.execute``)."""
+    (it then runs through ``Connection.execute``).  Kept in :data:`PREPARED_CACHE`."""
+    return PREPARED_CACHE.get_or_build((dialect, statement, keys, many),
+                                       lambda: _prepare(dialect, statement, keys, many), _weight)
+
+
+def _prepare(dialect: Dialect, statement: Any, keys: tuple[str, ...], many: bool) -> Prepared | None:
     compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=many)
     if (compiled.literal_execute_params or compiled.post_compile_params
             or getattr(compiled, "escaped_bind_names", None)

@@ -3,6 +3,11 @@
 One function renders a :class:`gateway.errors.GatewayError`; handlers translate FastAPI's own
 errors (unknown route 404, 405, request validation) into the same shape, and anything unexpected
 becomes a bare 500 without internals.
+
+A malformed query, path or header parameter is ``400 invalid-parameter``; a bad body is ``422
+validation-failed``.  ``errors[]`` lists at most ``max_error_entries`` entries (default 100, in
+request order); when there were more, ``errors_truncated`` says how many more.  Only the entries
+shown are ever converted, so 70,000 unknown keys cost no more than 100.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ __all__ = [
     "problem_responses",
     "MalformedJson",
     "PayloadTooLarge",
+    "InvalidParameter",
+    "DEFAULT_MAX_ERRORS",
     "install_problem_handlers",
 ]
 
@@ -48,6 +55,17 @@ class PayloadTooLarge(GatewayError):
     fhir_issue_code = "too-costly"
 
 
+class InvalidParameter(GatewayError):
+    """A query, path or header parameter that is malformed (named in ``errors[]``: ``/query/limit``)."""
+
+    code = "invalid-parameter"
+    status = 400
+    title = "A request parameter is malformed"
+    fhir_issue_code = "invalid"
+
+
+DEFAULT_MAX_ERRORS = 100  # the setting max_error_entries
+_PARAMETER_LOCS = frozenset({("query",), ("path",), ("header",), ("cookie",)})  # first part of a loc
 _FASTAPI_BODY_ERROR = "There was an error parsing the body"  # FastAPI's 400 when reading a body fails
 _HTTP_CODES = {
     400: ("bad-request", "Bad request"),
@@ -70,21 +88,31 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def problem_body(
-    *, code: str, title: str, status: int, detail: str, errors: list[FieldError] | None = None
+    *, code: str, title: str, status: int, detail: str, errors: list[FieldError] | None = None,
+    max_errors: int = DEFAULT_MAX_ERRORS, errors_total: int | None = None,
 ) -> dict[str, Any]:
-    return {
+    """``errors_total``: how many errors there were when ``errors`` holds only the first ones."""
+    errors = errors or []
+    shown = errors[:max_errors]
+    body: dict[str, Any] = {
         "type": PROBLEM_BASE + code,
         "title": title,
         "status": status,
         "detail": detail,
         "code": code,
-        "errors": [{"pointer": e.pointer, "reason": e.reason} for e in errors or []],
+        "errors": [{"pointer": e.pointer, "reason": e.reason} for e in shown],
     }
+    more = max(len(errors), errors_total or 0) - len(shown)
+    if more > 0:
+        body["errors_truncated"] = more
+    return body
 
 
-def problem_response(error: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
+def problem_response(error: GatewayError, headers: dict[str, str] | None = None,
+                     max_errors: int = DEFAULT_MAX_ERRORS) -> JSONResponse:
     body = problem_body(
-        code=error.code, title=error.title, status=error.status, detail=error.detail, errors=error.errors
+        code=error.code, title=error.title, status=error.status, detail=error.detail, errors=error.errors,
+        max_errors=max_errors, errors_total=error.errors_total,
     )
     if error.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="cgt-gateway"', **(headers or {})}
@@ -95,10 +123,12 @@ def _pointer(loc: tuple[Any, ...] | list[Any]) -> str:
     return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
 
 
-def validation_errors(errors: list[Any], prefix: str = "") -> list[FieldError]:
-    """Pydantic errors -> FieldErrors with JSON pointers (``prefix`` + the error's location)."""
+def validation_errors(errors: list[Any], prefix: str = "",
+                      max_errors: int | None = None) -> list[FieldError]:
+    """Pydantic errors -> FieldErrors with JSON pointers (``prefix`` + the error's location); only the
+    first ``max_errors`` are converted when given."""
     found: list[FieldError] = []
-    for err in errors:
+    for err in errors if max_errors is None else errors[:max_errors]:
         reason = (
             "extra field not permitted" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
         )
@@ -113,8 +143,9 @@ def _is_json_media_type(content_type: str) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
-def _request_validation(exc: RequestValidationError, content_type: str | None = None) -> GatewayError:
-    errors = list(exc.errors())
+def _request_validation(exc: RequestValidationError, content_type: str | None = None,
+                        max_errors: int = DEFAULT_MAX_ERRORS) -> GatewayError:
+    errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return MalformedJson("The request body could not be parsed as JSON.")
     if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
@@ -129,33 +160,46 @@ def _request_validation(exc: RequestValidationError, content_type: str | None = 
             status=415,
         )
     fields: list[FieldError] = []
-    for err in errors:
+    for err in errors[:max_errors]:  # only the entries shown are converted
         loc = tuple(err.get("loc", ()))
         where, rest = (loc[0], loc[1:]) if loc else ("body", ())
         prefix = "" if where == "body" else f"/{where}"
         fields.extend(validation_errors([{**err, "loc": rest}], prefix))
-    n = len(fields)
-    return GatewayError(
-        f"The request has {n} invalid field{'s' if n != 1 else ''}.",
-        code="validation-failed",
-        status=422,
-        errors=fields,
-    )
+    n = len(errors)
+    parameters_only = all(tuple(e.get("loc", ("body",)))[:1] in _PARAMETER_LOCS for e in errors)
+    if parameters_only:
+        error: GatewayError = InvalidParameter(
+            f"The request has {n} malformed parameter{'s' if n != 1 else ''}.", errors=fields)
+    else:
+        error = GatewayError(
+            f"The request has {n} invalid field{'s' if n != 1 else ''}.",
+            code="validation-failed",
+            status=422,
+            errors=fields,
+        )
+    error.errors_total = n
+    return error
+
+
+def _max_errors(request: Request) -> int:
+    context = getattr(request.app.state, "context", None)
+    return int(getattr(getattr(context, "settings", None), "max_error_entries", DEFAULT_MAX_ERRORS))
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    async def on_gateway_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GatewayError)
-        return problem_response(exc)
+        return problem_response(exc, max_errors=_max_errors(request))
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        error = _request_validation(exc, request.headers.get("content-type"))
+        max_errors = _max_errors(request)
+        error = _request_validation(exc, request.headers.get("content-type"), max_errors)
         if error.code == "validation-failed":
             error.title = "Request failed validation"
         elif error.code == "unsupported-media-type":
             error.title = _HTTP_CODES[415][1]
-        return problem_response(error)
+        return problem_response(error, max_errors=max_errors)
 
     async def on_http(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

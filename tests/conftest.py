@@ -111,8 +111,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 @pytest.fixture
 def settings(engine: Engine) -> Settings:
-    """The demo configuration pointed at the test database."""
-    return load_settings(DEMO_CONFIG, database_url=engine.url.render_as_string(hide_password=False))
+    """The demo configuration pointed at the test database, published at the TestClient's address
+    (absolute URLs come from ``public_base_url``, never from the request's ``Host``)."""
+    return load_settings(DEMO_CONFIG, database_url=engine.url.render_as_string(hide_password=False),
+                         public_base_url="http://testserver")
 
 
 @pytest.fixture

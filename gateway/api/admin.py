@@ -15,7 +15,7 @@ from gateway.store import SafetyLogRow
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=problem_responses(401, 403, 422))
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=problem_responses(400, 401, 403, 422))
 
 
 @router.get("/safety-log", summary="Refused Chain-of-Identity attempts (admin only)")

@@ -10,7 +10,8 @@ import orjson
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from gateway.errors import FieldError, ValidationFailed
+from gateway.errors import FieldError
+from gateway.problem import InvalidParameter
 from gateway.store import EventRow, OrderRow, StoredEvent, as_utc
 
 __all__ = [
@@ -99,13 +100,21 @@ def encode_cursor(row: OrderRow) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
+_MAX_PK = 2**63 - 1  # the id column is at most a 64-bit integer
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The (updated_at, id) in a cursor of ours; anything else (a forged id of 2^63, a float, a
+    non-ASCII or out-of-range time) is ``400 invalid-parameter`` naming ``/query/cursor``."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=" * (-len(cursor) % 4))
         updated, pk = orjson.loads(raw)
-        return as_utc(datetime.fromisoformat(updated)), int(pk)
+        if (not isinstance(updated, str) or not updated.isascii() or len(updated) > 40
+                or type(pk) is not int or not 1 <= pk <= _MAX_PK):
+            raise ValueError("not a cursor of ours")
+        return as_utc(datetime.fromisoformat(updated)), pk
     except (ValueError, TypeError, OverflowError, orjson.JSONDecodeError):
-        raise ValidationFailed(
+        raise InvalidParameter(
             "The cursor is not one this API returned.",
             errors=[FieldError("/query/cursor", "not a valid cursor")],
         ) from None

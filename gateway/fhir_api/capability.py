@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.fhir_api.params import DEFAULT_COUNT, MAX_COUNT
+from gateway.fhir_api.search_limits import SearchLimits
 from gateway.fhir_api.search_params import INCLUDES, RESOURCE_TYPES, SEARCH_PARAMS
 from gateway.fhir_store import PUBLIC_TYPES
 
@@ -38,7 +39,7 @@ def _resource(rtype: str) -> dict[str, Any]:
     return resource
 
 
-def capability_statement(base_url: str) -> dict[str, Any]:
+def capability_statement(base_url: str, limits: SearchLimits = SearchLimits()) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -57,7 +58,9 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                 "-_lastUpdated (default _lastUpdated), _summary=count, _total=accurate (also "
                 "_totalMethod=count, as fhirpy's count() sends), _include as listed; HEAD answers every "
                 "read like GET; "
-                "GET [type]?... or POST [type]/_search (form parameters). Reference parameters take "
+                "GET [type]?... or POST [type]/_search (form parameters), with at most "
+                f"{limits.max_params} parameters and {limits.max_values} values per parameter (repeats and "
+                "comma-separated values together; beyond them 400 too-costly). Reference parameters take "
                 "Type/id, id, or the absolute URL of a resource on this server. "
                 "Paging by opaque keyset cursor in Bundle.link[next]: an ascending walk misses nothing and "
                 "never repeats a version under concurrent writes (a resource updated mid-walk reappears "

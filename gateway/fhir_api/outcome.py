@@ -28,6 +28,7 @@ __all__ = ["FHIR_JSON", "FhirError", "FhirRoute", "fhir_response", "operation_ou
 FHIR_JSON = "application/fhir+json"
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json", "application/json+fhir"})
 _log = logging.getLogger(__name__)
+_MAX_MESSAGES = 100  # as gateway.problem.DEFAULT_MAX_ERRORS: the /fhir routes take no body models
 
 
 class FhirError(Exception):
@@ -70,8 +71,11 @@ def _as_fhir_error(exc: Exception) -> FhirError:
         return FhirError(exc.status, exc.fhir_issue_code, exc.detail, headers=headers)
     if isinstance(exc, HTTPException):
         return FhirError(exc.status_code, _HTTP_CODES.get(exc.status_code, "exception"), str(exc.detail))
-    if isinstance(exc, RequestValidationError):
-        return FhirError(400, "invalid", "; ".join(str(e.get("msg")) for e in exc.errors()))
+    if isinstance(exc, RequestValidationError):  # at most DEFAULT_MAX_ERRORS messages, and how many more
+        errors = exc.errors()
+        shown = "; ".join(str(e.get("msg")) for e in errors[:_MAX_MESSAGES])
+        more = len(errors) - _MAX_MESSAGES
+        return FhirError(400, "invalid", shown + (f" (and {more} more)" if more > 0 else ""))
     if isinstance(exc, OperationalError):  # database unreachable, locked, out of space: try later
         _log.error("FHIR API database error: %s", type(exc.orig).__name__)
         return FhirError(503, "transient", "The resource store is unavailable; retry later",

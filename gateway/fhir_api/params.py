@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.fhir_api.outcome import FhirError
+from gateway.fhir_api.search_limits import SearchLimits, check_items
 from gateway.fhir_api.search_params import INCLUDES, SEARCH_PARAMS, SearchParam, date_range
 from mappings.ids import ISBT128_COI_SYSTEM
 from terminology.isbt128 import normalize_coi
@@ -37,7 +38,7 @@ MAX_COUNT = 1000
 RESULT_PARAMS = ("_count", "_sort", "_include", "_summary", "_total", "_totalMethod")
 _TOTAL_METHOD = "_totalMethod"
 _IGNORED = ("_format",)  # handled by content negotiation
-_PREFIX_RE = re.compile(r"^([a-z]{2})(?=\d)")
+_PREFIX_RE = re.compile(r"^([a-z]{2})(?=[0-9])")
 _DATE_PREFIXES = ("eq", "gt", "ge", "lt", "le")
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 MAX_VERSION_ID = 2**31 - 1  # the store's version_id column is a 32-bit INTEGER
@@ -168,9 +169,11 @@ def _filter(param: SearchParam, raw: str, base: str | None) -> Filter:
 
 
 def _count(raw: str) -> int:
-    if not raw.isdigit():
-        raise _bad(f"_count must be a non-negative integer (got {raw!r})", "_count")
-    return min(int(raw), MAX_COUNT)
+    """ASCII digits only (``str.isdigit`` takes ``²``, which ``int`` refuses); any length, capped."""
+    if not (raw.isascii() and raw.isdigit()):
+        raise _bad(f"_count must be a non-negative integer (got {raw[:32]!r})", "_count")
+    digits = raw.lstrip("0")
+    return MAX_COUNT if len(digits) > len(str(MAX_COUNT)) else min(int(digits or "0"), MAX_COUNT)
 
 
 def _refuse_nul(items: Sequence[Pair]) -> None:
@@ -186,8 +189,10 @@ def _once(items: Sequence[Pair], name: str) -> None:
 
 
 def parse_search(resource_type: str, items: Sequence[Pair], *, lenient: bool,
-                 base: str | None = None) -> SearchQuery:
-    """``base``: this server's FHIR base URL; reference values under it are taken as ``Type/id``."""
+                 base: str | None = None, limits: SearchLimits = SearchLimits()) -> SearchQuery:
+    """``base``: this server's FHIR base URL; reference values under it are taken as ``Type/id``.
+    Beyond ``limits`` the search is refused ``too-costly`` before any value is parsed."""
+    check_items(limits, items)
     known = SEARCH_PARAMS[resource_type]
     filters: list[Filter] = []
     honoured: list[Pair] = []

@@ -15,7 +15,6 @@ History walks the immutable ``fhir_resource_version`` newest first by
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,8 +34,10 @@ from gateway.fhir_store import (
     version_visible_clause,
 )
 from gateway.prepared_sql import fetch_all
+from gateway.statement_cache import BoundedCache
 
-__all__ = ["search_page", "search_count", "history_page", "SearchKey", "HistoryKey"]
+__all__ = ["search_page", "search_count", "history_page", "SearchKey", "HistoryKey", "PAGE_STATEMENTS",
+           "COUNT_STATEMENTS"]
 
 SearchKey = tuple[int, str]  # (last_updated_us, resource_id)
 HistoryKey = tuple[int, str, int]  # (last_updated_us, resource_id, version_id)
@@ -75,30 +76,50 @@ def _instant_clause(prefix: str, lo: Any, hi: Any, column: Any) -> Any:
     return sa.and_(column >= lo, column < hi)
 
 
+def _bucket(n: int) -> int:
+    """The number of bound slots for ``n`` values: the next power of two, so that a statement's text
+    depends on how many values a filter has only through a handful of sizes (1, 2, 4, ... 128)."""
+    return 1 << (n - 1).bit_length()
+
+
+def _groups(flt: Filter) -> list[tuple[object, list[tuple[object, ...]]]]:
+    """The filter's distinct alternatives grouped by what of them changes the SQL text: ``_id`` one
+    group; a date by prefix; a token or reference by which of (system, value) it constrains.  Groups
+    and their values in a fixed order, so equal filters get equal shapes and binds."""
+    groups: dict[object, list[tuple[object, ...]]] = {}
+    for value in dict.fromkeys(flt.values):  # OR of duplicates: the same filter
+        if flt.param.name == "_id":
+            kind: object = "id"
+        elif flt.param.type == "date":
+            kind = str(value[0])
+        else:
+            kind = (value[0] is not None, value[1] is not None)
+        groups.setdefault(kind, []).append(value)
+    return sorted(groups.items(), key=lambda item: repr(item[0]))
+
+
 def _filter_shape(flt: Filter) -> tuple[object, ...]:
-    """What of a filter changes the SQL text: its parameter, and per alternative its date prefix or
-    which of (system, value) it constrains (``_id`` is one expanding list whatever its length)."""
-    param = flt.param
-    if param.name == "_id":
-        return (param.name,)
-    if param.type == "date":
-        return (param.name, tuple(str(value[0]) for value in flt.values))
-    return (param.name, tuple((system is not None, value is not None) for system, value in flt.values))
+    """What of a filter changes the SQL text: its parameter, and per group of alternatives
+    (:func:`_groups`) the group and its bucketed size (:func:`_bucket`)."""
+    return (flt.param.name, tuple((kind, _bucket(len(values))) for kind, values in _groups(flt)))
 
 
 def _filter_binds(i: int, flt: Filter, binds: dict[str, Any]) -> None:
-    """The bound values of filter ``i``, named as :func:`_filter_clause` names its parameters."""
-    if flt.param.name == "_id":
-        binds[f"f{i}"] = [value for _, value in flt.values]
-    elif flt.param.type == "date":
-        for j, (_prefix, lo, hi) in enumerate(flt.values):
-            binds[f"f{i}_{j}_lo"], binds[f"f{i}_{j}_hi"] = lo, hi
-    else:
-        for j, (system, value) in enumerate(flt.values):
-            if system is not None:
-                binds[f"f{i}_{j}_s"] = system
-            if value is not None:
-                binds[f"f{i}_{j}_v"] = value
+    """The bound values of filter ``i``, named as :func:`_filter_clause` names its parameters; each
+    group is padded to its bucket by repeating its last value (an OR of a repeat changes nothing)."""
+    for g, (_kind, values) in enumerate(_groups(flt)):
+        padded = values + [values[-1]] * (_bucket(len(values)) - len(values))
+        for j, value in enumerate(padded):
+            name = f"f{i}_{g}_{j}"
+            if flt.param.name == "_id":
+                binds[name] = value[1]
+            elif flt.param.type == "date":
+                binds[f"{name}_lo"], binds[f"{name}_hi"] = value[1], value[2]
+            else:
+                if value[0] is not None:
+                    binds[f"{name}_s"] = value[0]
+                if value[1] is not None:
+                    binds[f"{name}_v"] = value[1]
 
 
 def _bp(name: str) -> Any:
@@ -106,28 +127,39 @@ def _bp(name: str) -> Any:
 
 
 def _filter_clause(rtype: str, i: int, shape: tuple[Any, ...], id_col: Any, lu_col: Any) -> Any:
-    name = shape[0]
+    name, groups = shape
     if name == "_id":
-        return id_col.in_(sa.bindparam(f"f{i}", expanding=True))
+        ((_, size),) = groups
+        return id_col.in_([_bp(f"f{i}_0_{j}") for j in range(size)])
     param = SEARCH_PARAMS[rtype][name]
+    alternatives = []
+    for g, (kind, size) in enumerate(groups):
+        slots = [f"f{i}_{g}_{j}" for j in range(size)]
+        if name == "_lastUpdated":
+            alternatives += [_instant_clause(kind, _bp(f"{s}_lo"), _bp(f"{s}_hi"), lu_col) for s in slots]
+        elif param.type == "date":
+            alternatives += [_date_clause(kind, _bp(f"{s}_lo"), _bp(f"{s}_hi"), _D.c.start_us, _D.c.end_us)
+                             for s in slots]
+        elif kind == (False, True):
+            alternatives.append(_T.c.value.in_([_bp(f"{s}_v") for s in slots]))
+        elif kind == (True, False):
+            alternatives.append(_T.c.system.in_([_bp(f"{s}_s") for s in slots]))
+        else:
+            alternatives += [sa.and_(_T.c.system == _bp(f"{s}_s"), _T.c.value == _bp(f"{s}_v"))
+                             for s in slots]
     if name == "_lastUpdated":
-        return sa.or_(*(_instant_clause(prefix, _bp(f"f{i}_{j}_lo"), _bp(f"f{i}_{j}_hi"), lu_col)
-                        for j, prefix in enumerate(shape[1])))
+        return sa.or_(*alternatives)
     if param.type == "date":
-        alternatives = [_date_clause(prefix, _bp(f"f{i}_{j}_lo"), _bp(f"f{i}_{j}_hi"),
-                                     _D.c.start_us, _D.c.end_us) for j, prefix in enumerate(shape[1])]
         return sa.exists().where(_D.c.resource_type == rtype, _D.c.resource_id == id_col,
                                  _D.c.param == name, sa.or_(*alternatives))
-    alternatives = []
-    for j, (has_system, has_value) in enumerate(shape[1]):
-        parts = []
-        if has_system:
-            parts.append(_T.c.system == _bp(f"f{i}_{j}_s"))
-        if has_value:
-            parts.append(_T.c.value == _bp(f"f{i}_{j}_v"))
-        alternatives.append(sa.and_(*parts))
     return sa.exists().where(_T.c.resource_type == rtype, _T.c.resource_id == id_col,
                              _T.c.param == name, sa.or_(*alternatives))
+
+
+def _shape_weight(shape: tuple[Any, ...]) -> int:
+    """About the number of bound parameters of a shape's statement (its cache weight)."""
+    _rtype, _scoped, filters = shape
+    return 4 + sum(2 * int(size) for _name, groups in filters for _kind, size in groups)
 
 
 # (resource type, walks the access rows, filter shapes); then (descending, after a key or not)
@@ -153,9 +185,21 @@ def _base(shape: _Shape) -> tuple[Any, Any, Any]:
     return stmt, lu_col, id_col
 
 
-@functools.lru_cache(maxsize=256)
+# Statements by shape: at most 256 of each kind, holding about 8192 bound parameters in all (a poll's
+# shape weighs about 10; the largest shape the search limits allow, 50 parameters of 128 slots, is
+# built for its request and never kept).  Measured: about 20 MB each when full.
+PAGE_STATEMENTS: BoundedCache[Any] = BoundedCache(max_entries=256, max_weight=8_192)
+COUNT_STATEMENTS: BoundedCache[Any] = BoundedCache(max_entries=256, max_weight=8_192)
+
+
 def _page_statement(shape: _Shape, descending: bool, after: bool) -> Any:
-    """The page query of one shape, built once: every value is a bound parameter (:func:`_binds`)."""
+    """The page query of one shape, built once (while cached): every value is a bound parameter."""
+    return PAGE_STATEMENTS.get_or_build((shape, descending, after),
+                                        lambda: _build_page_statement(shape, descending, after),
+                                        lambda _: _shape_weight(shape))
+
+
+def _build_page_statement(shape: _Shape, descending: bool, after: bool) -> Any:
     stmt, lu_col, id_col = _base(shape)
     if after:
         key = sa.tuple_(lu_col, id_col)
@@ -165,8 +209,12 @@ def _page_statement(shape: _Shape, descending: bool, after: bool) -> Any:
     return stmt.order_by(*order).limit(sa.bindparam("limit", type_=sa.Integer))
 
 
-@functools.lru_cache(maxsize=256)
 def _count_statement(shape: _Shape) -> Any:
+    return COUNT_STATEMENTS.get_or_build(shape, lambda: _build_count_statement(shape),
+                                         lambda _: _shape_weight(shape))
+
+
+def _build_count_statement(shape: _Shape) -> Any:
     stmt, _, _ = _base(shape)
     return sa.select(sa.func.count()).select_from(stmt.subquery())
 
@@ -176,9 +224,11 @@ def _shape_and_binds(scope: Scope, query: SearchQuery) -> tuple[_Shape, dict[str
     binds: dict[str, Any] = {}
     if scoped:
         binds["tenant_kind"], binds["tenant_id"] = scope.kind, scope.tenant_id
-    for i, flt in enumerate(query.filters):
+    # AND is commutative: filters in a fixed order, so their order in the request makes no new shape
+    filters = sorted(query.filters, key=lambda flt: repr(_filter_shape(flt)))
+    for i, flt in enumerate(filters):
         _filter_binds(i, flt, binds)
-    shape = (query.resource_type, scoped, tuple(_filter_shape(flt) for flt in query.filters))
+    shape = (query.resource_type, scoped, tuple(_filter_shape(flt) for flt in filters))
     return shape, binds
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from gateway.auth import Principal, current_principal
+from gateway.config import Settings
 from gateway.fhir_api import query
 from gateway.fhir_api.bundle import (
     CURSOR_PARAM,
@@ -37,6 +38,7 @@ from gateway.fhir_api.params import (
     parse_history,
     parse_search,
 )
+from gateway.fhir_api.search_limits import SearchLimits, check_raw
 from gateway.fhir_api.search_params import RESOURCE_TYPES, SEARCH_PARAMS, to_us
 from gateway.fhir_api.shared import ensure_published
 from gateway.fhir_store import PUBLIC_TYPES, Scope, StoredVersion, read_current, read_many, read_version
@@ -57,7 +59,10 @@ def scope_for(principal: Principal) -> Scope:
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + router.prefix
+    """This server's FHIR base URL, from ``public_base_url``: never from the request's ``Host`` header
+    (a forged one would otherwise be echoed into fullUrl and links that caches keep)."""
+    settings: Settings = request.app.state.context.settings
+    return settings.base_url() + router.prefix
 
 
 def _connect(request: Request) -> Connection:
@@ -82,7 +87,8 @@ def _id(resource_type: str, resource_id: str) -> str:
 
 def _version(resource_type: str, resource_id: str, version_id: str) -> int:
     """A version id is a positive integer the store's column can hold; anything else is not known."""
-    if not (version_id.isascii() and version_id.isdigit()) or not 1 <= int(version_id) <= MAX_VERSION_ID:
+    if (not (version_id.isascii() and version_id.isdigit()) or len(version_id) > 10
+            or not 1 <= int(version_id) <= MAX_VERSION_ID):
         raise _not_found(resource_type, resource_id, version_id)
     return int(version_id)
 
@@ -92,7 +98,15 @@ def _not_found(resource_type: str, resource_id: str, version: str | None = None)
     return FhirError(404, "not-found", f"{what} is not known")
 
 
-def _items(request: Request) -> list[Pair]:
+def _limits(request: Request) -> SearchLimits:
+    settings = request.app.state.context.settings
+    return SearchLimits(settings.fhir_search_max_params, settings.fhir_search_max_values)
+
+
+def _items(request: Request, *also: bytes) -> list[Pair]:
+    """The query string's parameters, once their number (with ``also``'s, a form body's) is counted
+    and found within ``fhir_search_max_params`` (else 400 ``too-costly``, before any parsing)."""
+    check_raw(_limits(request), request.scope.get("query_string", b""), *also)
     return list(request.query_params.multi_items())
 
 
@@ -111,8 +125,8 @@ def _serve(request: Request, stored: StoredVersion, *, second_shared: bool = Fal
         since = request.headers.get("if-modified-since")
         if since:
             try:
-                modified_since = parsedate_to_datetime(since)
-            except (TypeError, ValueError):
+                modified_since = parsedate_to_datetime(since[:64])
+            except (TypeError, ValueError, IndexError, OverflowError):  # garbage is no validator: ignored
                 modified_since = None
             seconds = stored.last_updated_us // 1_000_000
             since_seconds = None if modified_since is None else to_us(modified_since) // 1_000_000
@@ -125,7 +139,7 @@ def _serve(request: Request, stored: StoredVersion, *, second_shared: bool = Fal
 @router.get("/metadata", name="fhir_metadata")
 def metadata(request: Request) -> Response:
     check_format(request)
-    return fhir_response(capability_statement(_base(request)))
+    return fhir_response(capability_statement(_base(request), _limits(request)))
 
 
 @router.get("/{resource_type}", name="fhir_search")
@@ -189,11 +203,13 @@ async def search_post(resource_type: str, request: Request,
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != FORM:
         raise FhirError(415, "not-supported", f"POST _search takes {FORM} parameters")
+    body = await request.body()
+    items = _items(request, body)  # counted before the body is parsed
     try:
-        form = parse_qsl((await request.body()).decode(), keep_blank_values=True, strict_parsing=False)
+        form = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
         raise FhirError(400, "invalid", "The form body is not UTF-8") from None
-    return await run_in_threadpool(_search, request, principal, resource_type, _items(request) + form)
+    return await run_in_threadpool(_search, request, principal, resource_type, items + form)
 
 
 def _search(request: Request, principal: Principal, resource_type: str, items: list[Pair]) -> Response:
@@ -209,10 +225,10 @@ def _search(request: Request, principal: Principal, resource_type: str, items: l
             raise FhirError(400, "invalid", "_cursor comes alone: follow Bundle.link[next] as given",
                             expression=CURSOR_PARAM)
         params, key = decode_cursor(cursor[0], (int, str))
-        q = parse_search(resource_type, params, lenient=False, base=base)
+        q = parse_search(resource_type, params, lenient=False, base=base, limits=_limits(request))
         after = (key[0], key[1])
     else:
-        q = parse_search(resource_type, items, lenient=lenient, base=base)
+        q = parse_search(resource_type, items, lenient=lenient, base=base, limits=_limits(request))
     with _connect(request) as conn:
         if q.total or q.includes:  # several statements: one snapshot (a lone SELECT is its own)
             conn.begin()

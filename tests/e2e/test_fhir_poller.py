@@ -3,6 +3,7 @@ way an EHR's interface engine polls it."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,17 +29,21 @@ TOKENS = {"site-a": "demo-site-a-token", "site-b": "demo-site-b-token", "acme-bi
 
 @pytest.fixture
 def fhir_base(settings, engine) -> Iterator[str]:
-    """The app on a live uvicorn server, 127.0.0.1 on an ephemeral port, in a thread."""
-    config = uvicorn.Config(create_app(settings, engine=engine), host="127.0.0.1", port=0, lifespan="off",
+    """The app on a live uvicorn server, 127.0.0.1 on an ephemeral port, in a thread; its
+    ``public_base_url`` is that address (absolute URLs never come from the request's Host)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    live = settings.model_copy(update={"public_base_url": f"http://127.0.0.1:{port}"})
+    config = uvicorn.Config(create_app(live, engine=engine), host="127.0.0.1", port=port, lifespan="off",
                             log_level="warning", ws="none")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}/fhir"
     server.should_exit = True
     thread.join(10)

@@ -72,13 +72,14 @@ def test_unknown_route_and_wrong_method_are_problems(client):
     _problem(client.delete("/v1/orders", headers=ACME), 405, "method-not-allowed")
 
 
-def test_bad_query_parameters_are_422_naming_them(client):
-    body = _problem(client.get("/v1/orders?limit=0&status=bogus", headers=ACME), 422, "validation-failed")
+def test_bad_query_parameters_are_400_naming_them(client):
+    # issue 11: a malformed parameter is 400 invalid-parameter (a bad body stays 422 validation-failed)
+    body = _problem(client.get("/v1/orders?limit=0&status=bogus", headers=ACME), 400, "invalid-parameter")
     assert {e["pointer"] for e in body["errors"]} == {"/query/limit", "/query/status"}
-    body = _problem(client.get("/v1/orders?cursor=!!!", headers=ACME), 422, "validation-failed")
+    body = _problem(client.get("/v1/orders?cursor=!!!", headers=ACME), 400, "invalid-parameter")
     assert body["errors"][0]["pointer"] == "/query/cursor"
     body = _problem(
-        client.get("/v1/orders?updated_since=2026-01-01T00:00:00", headers=ACME), 422, "validation-failed"
+        client.get("/v1/orders?updated_since=2026-01-01T00:00:00", headers=ACME), 400, "invalid-parameter"
     )
     assert body["errors"][0]["pointer"] == "/query/updated_since"
 
