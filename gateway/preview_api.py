@@ -48,8 +48,10 @@ def preview(request: Request, site_id: str, body: PreviewRequest,
             profile = load_profile_text(body.profile_yaml, f"{site_id}.yaml",
                                         profile_limits(context.settings))
         except ProfileInvalid as exc:
-            raise ValidationFailed("The draft profile is not valid.", code="invalid-profile",
-                                   errors=[FieldError("/profile_yaml", p) for p in exc.problems]) from None
+            error = ValidationFailed("The draft profile is not valid.", code="invalid-profile",
+                                     errors=[FieldError("/profile_yaml", p) for p in exc.listed])
+            error.errors_total = exc.count  # errors_truncated counts the problems not listed
+            raise error from None
         if profile.site_id != site_id:
             raise ValidationFailed("The draft profile is for another site.", code="invalid-profile",
                                    errors=[FieldError("/profile_yaml", f"site_id is {profile.site_id!r}")])

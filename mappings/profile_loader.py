@@ -75,10 +75,12 @@ class ProfileInvalid(ValueError):
                 listed.append(problem)
             else:
                 more += 1
+        self.listed: list[str] = list(listed)  # the problems themselves, without the "... more" line
+        count = len(listed) + more
+        self.count = count  # how many problems there were in all
         if more:
             listed.append(f"{source}: ... and {more} more problem{'s' if more != 1 else ''} not listed")
         self.problems: list[str] = listed
-        count = len(listed) - (1 if more else 0) + more
         super().__init__(f"{source}: invalid site profile ({count} problem{'s' if count != 1 else ''})\n"
                          + "\n".join(self.problems))
 

@@ -212,7 +212,8 @@ def test_a_number_field_takes_a_json_number_only(placed, value, reason_fragment)
 
 
 def test_updated_since_takes_an_iso_time_not_a_number(client):
-    reasons = refused_fields(client.get("/v1/orders", params={"updated_since": "1795000000"}, headers=ACME))
+    reasons = refused_fields(client.get("/v1/orders", params={"updated_since": "1795000000"}, headers=ACME),
+                             status=400, code="invalid-parameter")  # a query parameter: 400 naming it
     assert list(reasons) == ["/query/updated_since"] and EXAMPLE in reasons["/query/updated_since"]
     assert client.get("/v1/orders", params={"updated_since": EXAMPLE}, headers=ACME).status_code == 200
 
@@ -277,5 +278,6 @@ def test_the_other_date_and_time_refusals_show_the_expected_form_too(client, clo
     reasons = refused_fields(client.post("/v1/orders", json=body, headers=ACME))
     assert "1980-04-12" in reasons["/patient/birth_date"]
     far = "9999-12-31T23:59:00-23:59"  # leaves the years 1-9999 once converted to UTC
-    reasons = refused_fields(client.get("/v1/orders", params={"updated_since": far}, headers=ACME))
+    reasons = refused_fields(client.get("/v1/orders", params={"updated_since": far}, headers=ACME),
+                             status=400, code="invalid-parameter")
     assert EXAMPLE in reasons["/query/updated_since"]
