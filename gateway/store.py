@@ -56,10 +56,13 @@ class OrderRow(SQLModel, table=True):
     last_sequence: int = 0
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    history_revision: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # retractions
 
 
 class EventRow(SQLModel, table=True):
-    """An accepted event (never updated or deleted); ``order.placed`` is sequence 0."""
+    """An accepted event (never deleted); ``order.placed`` is sequence 0.  What was posted never
+    changes; a retraction (``gateway.retraction``) sets ``retracted_at``/``retraction_reason`` and
+    the replay of the remaining events may recompute their ``late``/``status_after``."""
 
     __tablename__ = "order_event"
     __table_args__ = (
@@ -80,6 +83,8 @@ class EventRow(SQLModel, table=True):
     accepted_at: datetime = _ts()
     late: bool = False
     status_after: str = _str(32)
+    retracted_at: datetime | None = _ts(default=None, nullable=True)  # entered in error
+    retraction_reason: str | None = _str(1000, default=None, nullable=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,8 @@ class StoredEvent:
     accepted_at: datetime
     late: bool
     status_after: str
+    retracted_at: datetime | None = None
+    retraction_reason: str | None = None
 
 
 class PatientCoiRow(SQLModel, table=True):
