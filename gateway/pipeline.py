@@ -91,7 +91,8 @@ def process_retraction(session: Session, before: OrderSnapshot, after: OrderSnap
     profile = context.profiles.get(after.site.id)
     if profile is None:
         raise LookupError(f"no mapping profile loaded for site {after.site.id!r}")
-    translation = translate_retraction(before, after, retracted, retraction, profile, context.terminology, now)
+    translation = translate_retraction(before, after, retracted, retraction, profile, context.terminology,
+                                       now)
     ids = {"site_id": after.site.id, "manufacturer_id": after.manufacturer.id,
            "order_id": after.order.order_id}
     save_translation(session, resources=translation.resources, now=now, **ids)

@@ -52,8 +52,8 @@ def mark_entered_in_error(resource: dict[str, Any], *, retracted_at: str, reason
     if kind == "BiologicallyDerivedProduct":
         head = {k: resource[k] for k in ("resourceType", "id", "meta") if k in resource}
         rest = {k: v for k, v in resource.items() if k not in head and k != "extension"}
-        marked = {**head, "extension": [_error_extension(retracted_at, reason)], **rest,
-                  "status": "unavailable"}
+        marked: dict[str, Any] = {**head, "extension": [_error_extension(retracted_at, reason)], **rest,
+                                  "status": "unavailable"}
         return validated(marked)
     raise ValueError(f"a {kind} is not marked; the NULLIFY Provenance targets it")
 

@@ -29,8 +29,8 @@ from mappings.result import Hl7Message, MappingIssue
 from mappings.translate_journey import typed_data
 from terminology import Terminology
 
-__all__ = ["render_retraction_messages", "RETRACTION_SUFFIX", "RESULT_STATUS_WRONG", "RESULT_STATUS_CORRECTED",
-           "ORDER_CONTROL_STATUS_CHANGED", "retraction_note"]
+__all__ = ["render_retraction_messages", "retraction_note", "RETRACTION_SUFFIX", "RESULT_STATUS_WRONG",
+           "RESULT_STATUS_CORRECTED", "ORDER_CONTROL_STATUS_CHANGED"]
 
 RETRACTION_SUFFIX = "#retraction"
 RESULT_STATUS_WRONG = "W"  # OBX-11, table 0085
