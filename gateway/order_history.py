@@ -172,7 +172,8 @@ def event_record(row: Any) -> EventRecord:
 
 def load_history(conn: Connection, order: LockedOrder, cached: History | None = None) -> History:
     """Every accepted, not retracted event of ``order`` up to its ``last_sequence``; only the newer
-    ones are read if ``cached`` (a committed history of this order, from :data:`HISTORY_CACHE`) is still its prefix."""
+    ones are read if ``cached`` (a committed history of this order, from :data:`HISTORY_CACHE`) is
+    still its prefix."""
     if cached is not None and cached.same_order(order) and cached.events[-1].sequence <= order.last_sequence:
         last = cached.events[-1]
         rows = fetch_rows(conn, _EVENTS_FROM, {"pk": order.pk, "first": last.sequence})

@@ -50,7 +50,7 @@ def mark_entered_in_error(resource: dict[str, Any], *, retracted_at: str, reason
     if kind == "Observation":
         return validated({**resource, "status": "entered-in-error"})
     if kind == "BiologicallyDerivedProduct":
-        head = {k: resource[k] for k in ("resourceType", "id", "meta") if k in resource}
+        head: dict[str, Any] = {k: resource[k] for k in ("resourceType", "id", "meta") if k in resource}
         rest = {k: v for k, v in resource.items() if k not in head and k != "extension"}
         marked: dict[str, Any] = {**head, "extension": [_error_extension(retracted_at, reason)], **rest,
                                   "status": "unavailable"}
