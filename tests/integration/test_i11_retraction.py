@@ -28,6 +28,7 @@ from tests.integration.test_delivery_support import FAST, Peer, all_finished, si
 from tests.unit.hl7v2_cases import validate_hl7apy
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+BDP = "BiologicallyDerivedProduct"
 
 # The issue's wrong timestamp was in 2062.  The plausibility part of issue 11 refuses such a time at
 # intake unless ``max_future_skew_s`` allows it; the fixture below allows it where that setting exists.
@@ -290,24 +291,23 @@ def test_a_repeat_is_a_no_op_200(acme, engine, clock):
 def test_retracting_an_erroneous_cancellation_returns_the_order_to_its_stage(acme, clock):
     clock.set(T0 + timedelta(days=1))
     assert post(acme, event_body("E1", "order.confirmed", at(hours=1))).status_code == 201
-    assert post(acme, event_body("C", "order.cancelled", at(hours=2), {"reason": "wrong patient?"})).status_code \
-        == 201
+    cancel = event_body("C", "order.cancelled", at(hours=2), {"reason": "wrong patient?"})
+    assert post(acme, cancel).status_code == 201
     assert task(acme)["status"] == "cancelled"
-    problem(post(acme, event_body("E2", "apheresis.scheduled", at(hours=3), {"start": at(days=5)})),
-            409, "terminal-state")
+    schedule = event_body("E2", "apheresis.scheduled", at(hours=3), {"start": at(days=5)})
+    problem(post(acme, schedule), 409, "terminal-state")
     answer = retract(acme, "C", "cancelled the wrong order")
     assert answer.status_code == 200 and answer.json()["status"] == "confirmed"
     site_task = task(acme)
     assert site_task["status"] == "accepted" and "statusReason" not in site_task
-    assert post(acme, event_body("E2", "apheresis.scheduled", at(hours=3), {"start": at(days=5)})).status_code \
-        == 201
+    assert post(acme, schedule).status_code == 201
 
 
 def test_a_retraction_in_a_terminal_state_is_allowed(acme, clock):
     """An erroneous custody record after infusion-like terminal states: retracting it keeps the state."""
     _collected_with_custody(acme, clock)
-    assert post(acme, event_body("X", "order.cancelled", at(days=2, hours=2), {"reason": "stop"})).status_code \
-        == 201
+    cancel = event_body("X", "order.cancelled", at(days=2, hours=2), {"reason": "stop"})
+    assert post(acme, cancel).status_code == 201
     assert retract(acme, "E3").status_code == 200
     assert order(acme)["status"] == "cancelled"
 
@@ -345,14 +345,16 @@ def test_the_site_receives_the_correction(client, engine, clock, peers):
         assert client.get(f"/fhir/{reference}/_history/1", headers=SITE_A).json()["status"] == "final"
     site_task = task(client)
     assert site_task["status"] == "accepted"
-    products = [r for r in order(client)["fhir_resources"] if r["resourceType"] == "BiologicallyDerivedProduct"]
+    products = [r for r in order(client)["fhir_resources"] if r["resourceType"] == BDP]
     (material,) = [client.get(f"/fhir/{r['reference']}", headers=SITE_A).json() for r in products]
-    assert material["status"] == "unavailable" and material["extension"][0]["url"].endswith("/entered-in-error")
-    provenances = client.get("/fhir/Provenance", params={"target": f"BiologicallyDerivedProduct/{material['id']}"},
+    assert material["status"] == "unavailable"
+    assert material["extension"][0]["url"].endswith("/entered-in-error")
+    provenances = client.get("/fhir/Provenance", params={"target": f"{BDP}/{material['id']}"},
                              headers=SITE_A).json()
     nullify = [e["resource"] for e in provenances.get("entry", [])
                if e["resource"]["activity"].get("coding", [{}])[0].get("code") == "NULLIFY"]
-    assert len(nullify) == 1 and nullify[0]["reason"] == [{"text": "measurements belong to another collection"}]
+    assert len(nullify) == 1
+    assert nullify[0]["reason"] == [{"text": "measurements belong to another collection"}]
     assert {t["reference"] for t in nullify[0]["target"]} >= set(observations) | {f"Task/{site_task['id']}"}
 
     # HL7v2: ORU with OBX-11 W for every result, OBR-25 C; a status message with the recomputed ORC-5.
@@ -397,11 +399,12 @@ def test_retracted_events_are_not_in_later_translations(acme, engine, clock):
         assert [(e.event_id, e.retracted_at is not None) for e in events] == [
             ("ORD-1:placed", False), ("E1", False), ("E2", True), ("E3", True), ("E4", False)]
         assert session.exec(select(OrderRow)).one().history_revision == 2
-    products = [r for r in order(acme)["fhir_resources"] if r["resourceType"] == "BiologicallyDerivedProduct"]
+    products = [r for r in order(acme)["fhir_resources"] if r["resourceType"] == BDP]
     bodies = [acme.get(f"/fhir/{r['reference']}", headers=SITE_A).json() for r in products]
     available = [b for b in bodies if b["status"] == "available"]
     (genuine_product,) = available
-    dins = [i["value"] for i in genuine_product["identifier"] if i["system"].endswith("DonationIdentificationNumber")]
+    dins = [i["value"] for i in genuine_product["identifier"]
+            if i["system"].endswith("DonationIdentificationNumber")]
     assert len(dins) == 1 and dins[0].startswith("A999921123457")
     assert ACME_COI in [i["value"] for i in genuine_product["identifier"]]
     (retracted_product,) = [b for b in bodies if b["status"] == "unavailable"]
