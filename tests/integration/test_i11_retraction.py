@@ -411,3 +411,30 @@ def test_retracted_events_are_not_in_later_translations(acme, engine, clock):
     assert retracted_product["extension"][0]["url"].endswith("/entered-in-error")
     # The Task's collection facts come from the genuine collection only.
     assert task(acme)["executionPeriod"]["start"] == at(days=3, hours=11)
+
+
+def test_a_history_cached_by_another_process_before_the_retraction_is_not_reused(acme, engine, settings,
+                                                                                  clock):
+    """Process A caches the order's history; process B retracts; A's next event must not see the
+    retracted event (the history cache is per engine; ``history_revision`` tells it the history changed)."""
+    from gateway.db import make_engine
+
+    clock.set(T0 + timedelta(days=1))
+    assert post(acme, event_body("E1", "order.confirmed", at(hours=1))).status_code == 201
+    scheduled = event_body("E2", "apheresis.scheduled", at(hours=2),
+                           {"start": at(days=5), "location": "Unit 2"})
+    assert post(acme, scheduled).status_code == 201
+    moved = event_body("E3", "apheresis.rescheduled", at(hours=2, minutes=30), {"start": at(days=6)})
+    assert post(acme, moved).status_code == 201  # A's cache now holds E1, E2, E3
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    try:
+        with TestClient(create_app(settings, engine=other, now=clock), raise_server_exceptions=False) as b:
+            assert retract(b, "E2", "wrong patient's slot").status_code == 200
+    finally:
+        other.dispose()
+    hold = event_body("E4", "order.on_hold", at(hours=3), {"reason": "awaiting a new slot"})
+    assert post(acme, hold).status_code == 201  # translated by A
+    site_task = task(acme)
+    assert site_task["status"] == "on-hold"
+    assert task_input(site_task, "apheresis-location") is None  # only E2 had one
+    assert task_input(site_task, "apheresis-start") == at(days=6)
