@@ -438,3 +438,50 @@ def test_a_history_cached_by_another_process_before_the_retraction_is_not_reused
     assert site_task["status"] == "on-hold"
     assert task_input(site_task, "apheresis-location") is None  # only E2 had one
     assert task_input(site_task, "apheresis-start") == at(days=6)
+
+
+
+def test_concurrent_retractions_and_events_serialise(settings, engine):
+    """8 threads retract the same hold while 8 post updates that a hold refuses: exactly one retraction
+    changes the order (the others are no-op repeats), updates are refused before it and applied after
+    it, and sequences stay gap-free (real threads, real database)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.context import build_context
+    from gateway.errors import GatewayError
+    from gateway.intake import accept_event, accept_order
+    from gateway.retraction import retract_event
+    from mappings.domain import EventIn, OrderIn
+
+    context = build_context(settings, engine, now=lambda: T0 + timedelta(days=1))
+    accept_order(context, "acme-bio", OrderIn.model_validate(order_body()))
+    for event in (event_body("E1", "order.confirmed", at(hours=1)),
+                  event_body("H", "order.on_hold", at(hours=2), {"reason": "query"})):
+        accept_event(context, "acme-bio", "ORD-1", EventIn.model_validate(event))
+    barrier = threading.Barrier(16)
+
+    def run(i: int) -> Any:
+        barrier.wait()
+        if i % 2:
+            return retract_event(context, "acme-bio", "ORD-1", "H", f"reason {i}").changed
+        update = event_body(f"N{i}", "apheresis.scheduled", at(hours=3, minutes=i), {"start": at(days=5)})
+        try:
+            return accept_event(context, "acme-bio", "ORD-1", EventIn.model_validate(update)).created
+        except GatewayError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(run, range(16)))
+    assert sorted(results[1::2]) == [False] * 7 + [True]
+    assert set(results[0::2]) <= {True, "order-on-hold"}
+    with Session(engine) as session:
+        events = session.exec(select(EventRow).order_by(EventRow.sequence)).all()  # type: ignore[arg-type]
+        assert [e.sequence for e in events] == list(range(len(events)))
+        (hold,) = [e for e in events if e.retracted_at is not None]
+        assert hold.event_id == "H" and hold.retraction_reason in {f"reason {i}" for i in range(1, 16, 2)}
+        applied = [e for e in events if e.event_id.startswith("N")]
+        assert all(e.sequence > hold.sequence for e in applied)
+        assert len(applied) == results[0::2].count(True)
+        expected = "apheresis_scheduled" if applied else "confirmed"
+        assert session.exec(select(OrderRow)).one().status == expected
