@@ -7,6 +7,11 @@
   measurements, release results): the same ``ORU^R01`` again with every result OBX-11 ``W``
   ("post original as wrong", table 0085) and OBR-25 ``C`` (correction, table 0123), the same NTE
   first.  The CoI OBX is not a result and stays ``F``.
+* When the profile sends scheduling (SIU) and the retraction changes an appointment the site was
+  told about: ``SIU^S15`` cancels one that only the retracted event booked, ``SIU^S13`` moves one
+  back to the time the remaining events give it, ``SIU^S12`` books again one the retracted event had
+  ended or cancelled (an erroneous ``collection.completed``, ``product.infused`` or
+  ``order.cancelled``); the NTE gives the retraction.
 
 The segments come from the same builders and site profile as every other message (profile
 overrides included); MSH-10 derives from the retracted event id plus ``#retraction`` (``#`` cannot
@@ -18,12 +23,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from adapters.hl7v2 import segments as seg
-from adapters.hl7v2.event_map import ORDER_STATUS_BY_STATUS
+from adapters.hl7v2.event_map import ORDER_STATUS_BY_STATUS, Appointment
 from adapters.hl7v2.fields import Segment
 from adapters.hl7v2.overrides import apply_overrides, render_overrides
 from adapters.hl7v2.render import _common, _Draft, _finish, _results_message, _template_context
+from adapters.hl7v2.scheduling import pending_appointments, render_siu
 from adapters.hl7v2.segments import COI_CODE
-from mappings.domain import EventRecord, OrderSnapshot
+from mappings.domain import EventRecord, OrderSnapshot, OrderStatus
 from mappings.profile import SiteProfile
 from mappings.result import Hl7Message, MappingIssue
 from mappings.translate_journey import typed_data
@@ -69,6 +75,36 @@ def _as_wrong(segments: list[Segment]) -> list[Segment]:
     return out
 
 
+_Booking = tuple[datetime, datetime | None]
+
+
+def _booked(order: OrderSnapshot) -> dict[Appointment, _Booking]:
+    """The appointments the site holds as booked for ``order`` (a cancellation sent S15 for each)."""
+    if order.status is OrderStatus.cancelled or not order.events:
+        return {}
+    beyond = order.events[-1].model_copy(update={"sequence": order.events[-1].sequence + 1})
+    return {kind: (start, end) for kind, start, end in pending_appointments(order, beyond)}
+
+
+def _scheduling_corrections(common: seg.Common, before: OrderSnapshot, after: OrderSnapshot,
+                            note: str) -> list[_Draft]:
+    was, now = _booked(before), _booked(after)
+    drafts: list[_Draft] = []
+    kinds: tuple[Appointment, ...] = ("apheresis", "infusion")
+    for kind in kinds:
+        old, new = was.get(kind), now.get(kind)
+        if old == new:
+            continue
+        if new is None:
+            assert old is not None
+            trigger, (start, end) = "S15", old
+        else:
+            trigger, (start, end) = ("S12" if old is None else "S13"), new
+        segments = render_siu(common, kind, trigger, start=start, end=end, reason=note)
+        drafts.append(_Draft(f"SIU^{trigger}", "SIU_S12", segments))
+    return drafts
+
+
 def render_retraction_messages(
     before: OrderSnapshot,
     after: OrderSnapshot,
@@ -111,6 +147,8 @@ def render_retraction_messages(
         if results is not None:
             results.segments = _with_note(common, _as_wrong(results.segments), note)
             drafts.append(results)
+    if settings.scheduling:
+        drafts.extend(_scheduling_corrections(common, before, after, note))
     for draft in drafts:
         if settings.coi_location == "ZCG":
             draft.segments.append(seg.build_zcg(common))

@@ -169,3 +169,39 @@ def test_replay_without_a_late_event_changes_nothing_else() -> None:
     assert [e.event_id for e in replayed.events] == [e.event_id for e in before.events[:-1]]
     assert [(e.late, e.status_after) for e in replayed.events] == [
         (e.late, e.status_after) for e in before.events[:-1]]
+
+
+def _siu(site_profile_: Any, before: OrderSnapshot, event_id: str) -> list[list[str]]:
+    retracted = next(e for e in before.events if e.event_id == event_id)
+    after = without(before, retracted)
+    assert after is not None
+    result = translate_retraction(before, after, retracted, Retraction("booked in error", RETRACTED_AT),
+                                  site_profile_, load_terminology(), NOW)
+    for message in result.messages:
+        same_fields_in_both_parsers(message)
+    return [m.er7.split("\r") for m in result.messages if m.message_type.startswith("SIU")]
+
+
+def _sch(message: list[str]) -> list[str]:
+    return next(s for s in message if s.startswith("SCH|")).split("|")
+
+
+@pytest.mark.parametrize("site", ["site-a", pytest.param("site-b", id="site-b-2.3")])
+def test_appointments_follow_the_retraction(site: str) -> None:
+    site_profile_ = variant(site, scheduling=True)
+    steps = journey(site, "journey-autologous")
+    rescheduled, _ = next((s, r) for s, r in steps if r.event_id == "evt-003")
+    scheduled, _ = next((s, r) for s, r in steps if r.event_id == "evt-002")
+    # A wrong reschedule: the appointment moves back to the first booking's time (S13).
+    (moved,) = _siu(site_profile_, rescheduled, "evt-003")
+    first_start = scheduled.events[-1].data["start"]
+    assert moved[0].split("|")[8].startswith("SIU^S13") and _sch(moved)[25] == "Booked"
+    assert _sch(moved)[11].split("^")[3][:8] == first_start[:10].replace("-", "")
+    # A wrong booking: the appointment is cancelled (S15).
+    (cancelled,) = _siu(site_profile_, scheduled, "evt-002")
+    assert cancelled[0].split("|")[8].startswith("SIU^S15") and _sch(cancelled)[25] == "Cancelled"
+    # A wrong infusion record: the infusion appointment is booked again (S12).
+    (rebooked,) = _siu(site_profile_, final(site, "journey-autologous"), "evt-020")
+    assert rebooked[0].split("|")[8].startswith("SIU^S12")
+    # Without scheduling in the profile, no SIU.
+    assert _siu(variant(site, scheduling=False), scheduled, "evt-002") == []
