@@ -16,8 +16,10 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_RUN = [201, 201, 201, 201, 200, 200, 422, 200, 422, 400, 404, 403, 401, 201]
-REPEAT_RUN = [200, 200, 200, 200, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200]
+# ... then the retraction examples: retract EVT-3, read the order, the genuine collection EVT-4, and the
+# order-placing event refused (409 retraction-conflict); a repeat retraction is 200 and changes nothing.
+FIRST_RUN = [201, 201, 201, 201, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200, 200, 201, 409, 201]
+REPEAT_RUN = [200, 200, 200, 200, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200, 200, 200, 409, 200]
 # Then the later sections: site preview, three FHIR polls, outbox, alerts, metrics (read-only, 200 each).
 LATER_RUN = [200] * 7
 FIRST_RUN += LATER_RUN
