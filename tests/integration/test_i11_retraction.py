@@ -485,3 +485,12 @@ def test_concurrent_retractions_and_events_serialise(settings, engine):
         assert len(applied) == results[0::2].count(True)
         expected = "apheresis_scheduled" if applied else "confirmed"
         assert session.exec(select(OrderRow)).one().status == expected
+
+
+def test_openapi_documents_the_retraction(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    operation = paths["/v1/orders/{order_id}/events/{event_id}/retract"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/RetractionIn")
+    for code in ("400", "401", "403", "404", "409", "413", "415", "422"):
+        assert list(operation["responses"][code]["content"]) == ["application/problem+json"], code
+    assert "201" not in operation["responses"] and "200" in operation["responses"]
