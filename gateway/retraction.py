@@ -63,8 +63,9 @@ _RETRIES = 5
 _O: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
 _E: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
 
-_FIND_EVENT = sa.select(*EVENT_COLUMNS).where(
-    _E.c.order_pk == sa.bindparam("pk"), _E.c.event_id == sa.bindparam("e"))
+_FIND_EVENT = sa.select(*EVENT_COLUMNS).where(  # by the unique (manufacturer_id, event_id)
+    _E.c.manufacturer_id == sa.bindparam("m"), _E.c.event_id == sa.bindparam("e"),
+    _E.c.order_pk == sa.bindparam("pk"))
 _MARK_RETRACTED = _E.update().where(_E.c.id == sa.bindparam("k_id")).values(
     retracted_at=sa.bindparam("k_at", type_=_E.c.retracted_at.type),
     retraction_reason=sa.bindparam("k_reason", type_=_E.c.retraction_reason.type))
@@ -175,7 +176,7 @@ def retract_event(context: Context, manufacturer_id: str, order_id: str, event_i
             order = lock_order(conn, manufacturer_id, order_id)
             if order is None:
                 raise NotFound(f"No order {order_id} for this manufacturer.")
-            found = fetch_rows(conn, _FIND_EVENT, {"pk": order.pk, "e": event_id})
+            found = fetch_rows(conn, _FIND_EVENT, {"m": manufacturer_id, "e": event_id, "pk": order.pk})
             if not found:
                 raise NotFound(f"No event {event_id} on order {order_id}.")
             row = StoredEvent(**found[0]._asdict())

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
 
 from gateway.api.orders import _context, _manufacturer, _order_id_or_404
 from gateway.api.views import event_view
@@ -28,13 +29,13 @@ router = APIRouter(prefix="/v1", tags=["orders"],
                    responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422))
 
 ManufacturerDep = Annotated[str, Depends(_manufacturer)]
+_EVENT_ID: TypeAdapter[str] = TypeAdapter(Identifier)
 
 
 def _event_id_or_404(event_id: str) -> str:
-    from pydantic import TypeAdapter, ValidationError
-
+    """An ``event_id`` no event can have (``%00``, 65 characters) names no event: 404."""
     try:
-        return TypeAdapter(Identifier).validate_python(event_id)
+        return _EVENT_ID.validate_python(event_id)
     except ValidationError:
         raise NotFound(f"No event {event_id[:64]!r}.") from None
 
