@@ -125,9 +125,10 @@ def _conflict(retracted: EventRecord, blocked: EventRecord, why: str) -> Retract
                            f"event {blocked.event_id} ({blocked.type.value}) would be refused: {why}")])
 
 
-def replay_without(events: Sequence[EventRecord], retracted: EventRecord) -> Replayed:
+def replay_without(events: Sequence[EventRecord], retracted: EventRecord, *, autologous: bool) -> Replayed:
     """Replay ``events`` (an order's accepted events in sequence order, ``order.placed`` first, none
-    retracted before) without ``retracted``; raises :class:`RetractionConflict` if any is refused."""
+    retracted before) without ``retracted``; raises :class:`RetractionConflict` if any is refused.
+    ``autologous``: the order's product (the lifecycle's safety gates depend on it)."""
     placed = events[0]
     if placed.type is not EventType.order_placed:
         raise ValueError("an order's history starts with order.placed")
@@ -140,7 +141,7 @@ def replay_without(events: Sequence[EventRecord], retracted: EventRecord) -> Rep
         if data is None:
             raise _conflict(retracted, record, "its stored data no longer validates")
         try:
-            # autologous: pass product.autologous once the safety-gates part lands
+            # autologous: pass product.autologous once the safety-gates part lands (`autologous=autologous`)
             decision = decide(state, record.type, record.occurred_at, data)
         except LifecycleError as exc:
             raise _conflict(retracted, record, f"{exc.code}: {exc.detail}") from None
@@ -189,7 +190,9 @@ def retract_event(context: Context, manufacturer_id: str, order_id: str, event_i
                     "order.placed creates the order and cannot be retracted; to withdraw the order, post "
                     "order.cancelled.",
                     errors=[FieldError("/timeline/0", f"event {event_id} (order.placed) is not retractable")])
-            replayed = replay_without(history.events, target)
+            product = context.settings.product(manufacturer_id, order.product_code)
+            assert product is not None
+            replayed = replay_without(history.events, target, autologous=product.autologous)
             status = replayed.state.status.value
             execute(conn, _MARK_RETRACTED, {"k_id": row.id, "k_at": now, "k_reason": reason})
             was = {e.sequence: e for e in history.events}

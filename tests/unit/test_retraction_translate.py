@@ -32,7 +32,7 @@ def final(site: str, case: str) -> OrderSnapshot:
 def without(snapshot: OrderSnapshot, retracted: EventRecord) -> OrderSnapshot | None:
     """The order once ``retracted`` is retracted, or None if the replay refuses a remaining event."""
     try:
-        replayed = replay_without(snapshot.events, retracted)
+        replayed = replay_without(snapshot.events, retracted, autologous=True)
     except RetractionConflict:
         return None
     return snapshot.model_copy(update={"events": replayed.events, "status": replayed.state.status})
@@ -155,7 +155,7 @@ def test_replay_refuses_what_would_no_longer_be_accepted() -> None:
     before = final("site-a", "journey-autologous")
     collection = next(e for e in before.events if e.type is EventType.collection_completed)
     with pytest.raises(RetractionConflict) as refused:
-        replay_without(before.events, collection)
+        replay_without(before.events, collection, autologous=True)
     assert isinstance(refused.value, Conflict) and refused.value.code == "retraction-conflict"
     (error,) = refused.value.errors
     blocked = before.events[int(error.pointer.rsplit("/", 1)[1])]
@@ -165,7 +165,7 @@ def test_replay_refuses_what_would_no_longer_be_accepted() -> None:
 def test_replay_without_a_late_event_changes_nothing_else() -> None:
     before = final("site-a", "journey-autologous")
     newest = before.events[-1]
-    replayed = replay_without(before.events, newest)
+    replayed = replay_without(before.events, newest, autologous=True)
     assert [e.event_id for e in replayed.events] == [e.event_id for e in before.events[:-1]]
     assert [(e.late, e.status_after) for e in replayed.events] == [
         (e.late, e.status_after) for e in before.events[:-1]]
