@@ -56,7 +56,10 @@ class OrderRow(SQLModel, table=True):
     last_sequence: int = 0
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
-    history_revision: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # retractions
+    # Retractions so far (gateway.order_history).  A server default, not a Python one, so inserts that
+    # leave it out still compile to a plain INSERT (gateway.prepared_sql refuses Python-side defaults).
+    history_revision: int = Field(default=0, sa_column=sa.Column("history_revision", sa.Integer(),
+                                                                 nullable=False, server_default="0"))
 
 
 class EventRow(SQLModel, table=True):
