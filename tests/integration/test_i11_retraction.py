@@ -356,6 +356,15 @@ def test_the_site_receives_the_correction(client, engine, clock, peers):
     assert len(nullify) == 1
     assert nullify[0]["reason"] == [{"text": "measurements belong to another collection"}]
     assert {t["reference"] for t in nullify[0]["target"]} >= set(observations) | {f"Task/{site_task['id']}"}
+    # An EHR holding an entered-in-error Observation finds why by searching Provenance by target.
+    def provenance_ids(target: str) -> set[str]:
+        found = client.get("/fhir/Provenance", params={"target": target}, headers=SITE_A).json()
+        return {e["resource"]["id"] for e in found["entry"]}
+
+    for reference in observations:
+        assert provenance_ids(reference) == {nullify[0]["id"]}
+    assert nullify[0]["id"] in provenance_ids(f"Task/{site_task['id']}")  # with E3's retraction
+    assert len(provenance_ids(f"Task/{site_task['id']}")) == 2
 
     # HL7v2: ORU with OBX-11 W for every result, OBR-25 C; a status message with the recomputed ORC-5.
     new = [m for m in outbox(engine) if m.control_id not in sent_before]
