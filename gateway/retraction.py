@@ -24,6 +24,7 @@ cached only after the commit.  Nothing here logs the reason (free text).
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -89,9 +90,11 @@ class RetractionIn(StrictModel):
 
     @field_validator("reason")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
+    def _readable(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be blank")
+        if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
+            raise ValueError("must not contain control characters (tab and line breaks are allowed)")
         return value
 
 

@@ -250,6 +250,8 @@ def test_only_the_orders_manufacturer_may_retract(acme, clock):
         ({"reason": None}, "/reason"),
         ({"reason": "x" * 1001}, "/reason"),
         ({"reason": "a\x00b"}, "/reason"),
+        ({"reason": "a\x1bb"}, "/reason"),
+        ({"reason": "a\x7f"}, "/reason"),
         ({"reason": "ok", "by": "me"}, "/by"),
     ],
 )

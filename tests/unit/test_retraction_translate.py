@@ -13,13 +13,23 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from adapters.fhir import codes
 from adapters.fhir.retraction import DATA_OPERATION_SYSTEM, ENTERED_IN_ERROR_EXTENSION
+from adapters.hl7v2.escape import unescape
 from gateway.errors import Conflict
 from gateway.retraction import RetractionConflict, replay_without
 from mappings.domain import EventRecord, EventType, OrderSnapshot, OrderStatus
 from mappings.retraction import Retraction, translate_retraction
 from mappings.translate import translate
 from terminology import load_terminology
-from tests.unit.hl7v2_cases import CASES, NOW, SITES, journey, profile, same_fields_in_both_parsers, variant
+from tests.unit.hl7v2_cases import (
+    CASES,
+    NOW,
+    SITES,
+    journey,
+    profile,
+    same_fields_in_both_parsers,
+    validate_hl7apy,
+    variant,
+)
 
 RETRACTED_AT = datetime(2026, 12, 20, 8, 30, tzinfo=UTC)
 
@@ -205,3 +215,25 @@ def test_appointments_follow_the_retraction(site: str) -> None:
     assert rebooked[0].split("|")[8].startswith("SIU^S12")
     # Without scheduling in the profile, no SIU.
     assert _siu(variant(site, scheduling=False), scheduled, "evt-002") == []
+
+
+def test_a_reason_with_delimiters_and_line_breaks_is_escaped() -> None:
+    before = final("site-a", "journey-autologous")
+    release = next(e for e in before.events if e.type is EventType.release_passed and not e.late)
+    order = before
+    for record in reversed([e for e in before.events if e.sequence > release.sequence]):
+        after = without(order, record)
+        assert after is not None
+        order = after
+    after = without(order, release)
+    assert after is not None
+    reason = "lot|LOT-2^A & B ~ \\x\\\r\nsecond line\tend"
+    result = translate_retraction(order, after, release, Retraction(reason, RETRACTED_AT), profile("site-a"),
+                                  load_terminology(), NOW)
+    for message in result.messages:
+        validate_hl7apy(message)  # STRICT; hl7apy re-escapes some sequences its own way, so no round trip
+        (note,) = [s for s in message.er7.split("\r") if s.startswith("NTE|1|")]
+        fields = note.split("|")
+        assert len(fields) == 5 and unescape(fields[3]).endswith(reason)
+    (nullify,) = [r for r in result.resources if r["resourceType"] == "Provenance"]
+    assert nullify["reason"] == [{"text": reason}]
