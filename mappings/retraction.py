@@ -9,6 +9,10 @@ the ``late``/``status_after`` of the replay, ``status`` the recomputed status). 
   Task (status, businessStatus, inputs, lastModified), the ServiceRequest and the products are what
   they would be had the retracted event never been accepted (its HL7v2 messages were sent when it
   was accepted and are not sent again);
+* the Observations and Provenance of every other remaining event translated again, so one that
+  pointed at what the retracted event made (a custody handoff of the material it recorded, results
+  of the lot it started) points at what the remaining events say (the store keeps a new version only
+  where the content changed; their mapping issues were reported when they were accepted);
 * the Observations born from the retracted event with ``status: entered-in-error``;
 * the products only the retracted event created: ``unavailable`` with our entered-in-error
   extension (R4 has no such BiologicallyDerivedProduct status);
@@ -82,6 +86,11 @@ def translate_retraction(
               for r in made if r["resourceType"] == "Observation"]
     untouched = [r for r in made if r["resourceType"] != "Observation"]  # a custody Provenance
 
+    again: list[dict[str, Any]] = []
+    for record in after.events[1:-1]:  # the newest one is in ``current``
+        resources, _ = build_event_resources(Journey(after, record, profile), terminology)
+        again.extend(resources)
+
     still_there = {r["id"] for r in current.resources if r["resourceType"] == _BDP}
     products_before = build_products(Journey(before, before.events[-1], profile))
     orphans = [mark_entered_in_error(p, retracted_at=retracted_at, reason=retraction.reason)
@@ -103,7 +112,7 @@ def translate_retraction(
         profile=profile, terminology=terminology, now=now)
     issues += hl7_issues
     return Translation(
-        resources=(*current.resources, *marked, *orphans, provenance),
+        resources=(*current.resources, *again, *marked, *orphans, provenance),
         messages=messages,
         issues=tuple(issues),
         profile_version=profile.version,

@@ -505,3 +505,38 @@ def test_openapi_documents_the_retraction(client):
     for code in ("400", "401", "403", "404", "409", "413", "415", "422"):
         assert list(operation["responses"][code]["content"]) == ["application/problem+json"], code
     assert "201" not in operation["responses"] and "200" in operation["responses"]
+
+
+def test_a_custody_record_follows_the_retraction_of_the_collection_it_pointed_at(acme, clock):
+    """Chain of custody: a handoff recorded after an erroneous second collection pointed at that
+    collection's material; once it is retracted, the handoff's Provenance points at the genuine one."""
+    clock.set(T0 + timedelta(days=3))
+    for event in (
+        event_body("E1", "order.confirmed", at(hours=1)),
+        event_body("C1", "collection.completed", at(days=1),
+                   {"collected_at": at(days=1, hours=-1), "din": "A999921123456"}),
+        event_body("C2", "collection.completed", at(days=1, hours=2),  # posted in error
+                   {"collected_at": at(days=1, hours=1), "din": "A999921123457"}),
+        event_body("K", "custody.transferred", at(days=1, hours=3),
+                   {"from_party": "site-a", "to_party": "courier", "at": at(days=1, hours=3)}),
+        event_body("M", "manufacturing.started", at(days=2), {"lot": "LOT-7"}),
+    ):
+        assert post(acme, event).status_code == 201
+
+    def custody_target() -> str:
+        refs = [r["reference"] for r in order(acme)["fhir_resources"] if r["resourceType"] == "Provenance"]
+        bodies = [acme.get(f"/fhir/{ref}", headers=SITE_A).json() for ref in refs]
+        (handoff,) = [b for b in bodies if b["activity"].get("text") == "Custody transfer"]
+        return str(handoff["target"][0]["reference"])
+
+    def product(din_prefix: str) -> str:
+        for ref in (r for r in order(acme)["fhir_resources"] if r["resourceType"] == BDP):
+            body = acme.get(f"/fhir/{ref['reference']}", headers=SITE_A).json()
+            if any(i["value"].startswith(din_prefix) for i in body["identifier"]):
+                return f"{BDP}/{body['id']}"
+        raise AssertionError(din_prefix)
+
+    assert custody_target() == product("A999921123457")
+    assert retract(acme, "C2", "DIN of another donation").status_code == 200
+    assert custody_target() == product("A999921123456")
+    assert order(acme)["status"] == "manufacturing"

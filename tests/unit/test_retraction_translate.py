@@ -55,6 +55,11 @@ def _round_trips(resource: dict[str, Any]) -> None:
     assert model.model_validate(first).model_dump(mode="json", exclude_none=True) == resource
 
 
+def nullifications(resources: Any) -> list[dict[str, Any]]:
+    return [r for r in resources if r["resourceType"] == "Provenance"
+            and r["activity"].get("coding", [{}])[0].get("code") == "NULLIFY"]
+
+
 CASES_BY_SITE = [(site, case) for site in SITES for case in CASES]
 
 
@@ -110,7 +115,7 @@ def test_the_correction_of_a_retracted_release() -> None:
     assert len(observations) == len(data.results)  # type: ignore[attr-defined]
     (task,) = [r for r in result.resources if r["resourceType"] == "Task"]
     assert task["businessStatus"]["coding"][-1]["code"] == "manufactured"
-    (nullify,) = [r for r in result.resources if r["resourceType"] == "Provenance"]
+    (nullify,) = nullifications(result.resources)
     assert nullify["activity"]["coding"][0] == {"system": DATA_OPERATION_SYSTEM, "code": "NULLIFY",
                                                 "display": "nullify"}
     assert {t["reference"] for t in nullify["target"]} >= {f"Observation/{o['id']}" for o in observations}
@@ -145,7 +150,7 @@ def test_a_product_only_the_retracted_event_made_is_marked() -> None:
     assert extension["url"] == ENTERED_IN_ERROR_EXTENSION
     parts = {e["url"]: next(v for k, v in e.items() if k.startswith("value")) for e in extension["extension"]}
     assert parts == {"retractedAt": "2026-12-20T08:30:00Z", "reason": "wrong DIN"}
-    (nullify,) = [r for r in result.resources if r["resourceType"] == "Provenance"]
+    (nullify,) = nullifications(result.resources)
     assert f"BiologicallyDerivedProduct/{material['id']}" in {t["reference"] for t in nullify["target"]}
 
 
@@ -235,5 +240,5 @@ def test_a_reason_with_delimiters_and_line_breaks_is_escaped() -> None:
         (note,) = [s for s in message.er7.split("\r") if s.startswith("NTE|1|")]
         fields = note.split("|")
         assert len(fields) == 5 and unescape(fields[3]).endswith(reason)
-    (nullify,) = [r for r in result.resources if r["resourceType"] == "Provenance"]
+    (nullify,) = nullifications(result.resources)
     assert nullify["reason"] == [{"text": reason}]
