@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from gateway import fhir_api, outbox_api, preview_api
-from gateway.api import admin, health, orders
+from gateway.api import admin, health, orders, retraction
 from gateway.api.limits import BodyLimitMiddleware
 from gateway.config import Settings, load_settings
 from gateway.context import Clock, build_context, utc_now
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # the FHIR poll, come first (no path of one router overlaps another's, so the order changes
     # nothing else).
     app.include_router(orders.router)
+    app.include_router(retraction.router)
     app.include_router(fhir_api.router)
     app.include_router(health.router)
     app.include_router(admin.router)

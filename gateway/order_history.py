@@ -12,6 +12,11 @@ events from the last cached sequence on: the cached last event must come back un
 id or body, a shorter history, a changed last event) reads the whole history again.  So another
 process writing the same order is seen on the next read, and a history is cached only after its
 transaction committed (intake calls :meth:`HistoryCache.put` after the commit).
+
+**Retracted events** (``gateway.retraction``) are not part of the history: translation never sees
+them.  A retraction changes the history in the middle (it removes an event and may recompute the
+``late``/``status_after`` of the others), so it bumps ``cgt_order.history_revision``; a cached
+history of another revision is read again in full.
 """
 
 from __future__ import annotations
@@ -55,14 +60,16 @@ _O: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
 _E: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
 
 _ORDER_COLUMNS = (_O.c.id, _O.c.manufacturer_id, _O.c.order_id, _O.c.site_id, _O.c.product_code, _O.c.coi,
-                  _O.c.status, _O.c.state, _O.c.body_sha256, _O.c.last_sequence, _O.c.created_at)
+                  _O.c.status, _O.c.state, _O.c.body_sha256, _O.c.last_sequence, _O.c.created_at,
+                  _O.c.history_revision)
 _FIND_ORDER = sa.select(*_ORDER_COLUMNS).where(_O.c.manufacturer_id == sa.bindparam("m"),
                                                _O.c.order_id == sa.bindparam("o"))
 _LOCK_ORDER = _FIND_ORDER.with_for_update()  # PostgreSQL: the row stays locked until commit
 _ORDER_BODY = sa.select(_O.c.body).where(_O.c.id == sa.bindparam("pk"))
 EVENT_COLUMNS = tuple(_E.c)  # every column: an EventRow can be rebuilt from a row
 _EVENTS_FROM = sa.select(*EVENT_COLUMNS).where(
-    _E.c.order_pk == sa.bindparam("pk"), _E.c.sequence >= sa.bindparam("first")).order_by(_E.c.sequence)
+    _E.c.order_pk == sa.bindparam("pk"), _E.c.sequence >= sa.bindparam("first"),
+    _E.c.retracted_at.is_(None)).order_by(_E.c.sequence)
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class LockedOrder:
     body_sha256: str
     last_sequence: int
     created_at: datetime
+    history_revision: int = 0  # bumped by every retraction
 
 
 @dataclass(frozen=True)
@@ -91,15 +99,17 @@ class History:
     order_id: str
     body_sha256: str
     order: OrderIn
-    events: tuple[EventRecord, ...]
+    events: tuple[EventRecord, ...]  # never a retracted event
+    history_revision: int = 0
 
     def appended(self, record: EventRecord) -> History:
         return History(self.order_pk, self.manufacturer_id, self.order_id, self.body_sha256, self.order,
-                       (*self.events, record))
+                       (*self.events, record), self.history_revision)
 
     def same_order(self, order: LockedOrder) -> bool:
-        return (self.order_pk, self.manufacturer_id, self.order_id, self.body_sha256) == (
-            order.pk, order.manufacturer_id, order.order_id, order.body_sha256)
+        return (self.order_pk, self.manufacturer_id, self.order_id, self.body_sha256,
+                self.history_revision) == (order.pk, order.manufacturer_id, order.order_id,
+                                           order.body_sha256, order.history_revision)
 
 
 class HistoryCache:
@@ -141,7 +151,8 @@ def lock_order(conn: Connection, manufacturer_id: str, order_id: str) -> LockedO
         return None
     row = rows[0]
     return LockedOrder(int(row.id), row.manufacturer_id, row.order_id, row.site_id, row.product_code, row.coi,
-                       row.status, row.state, row.body_sha256, int(row.last_sequence), as_utc(row.created_at))
+                       row.status, row.state, row.body_sha256, int(row.last_sequence), as_utc(row.created_at),
+                       int(row.history_revision))
 
 
 def event_record(row: Any) -> EventRecord:
@@ -160,18 +171,19 @@ def event_record(row: Any) -> EventRecord:
 
 
 def load_history(conn: Connection, order: LockedOrder, cached: History | None = None) -> History:
-    """Every accepted event of ``order`` up to its ``last_sequence``: only the newer ones are read if
-    ``cached`` (a committed history of this order, from :data:`HISTORY_CACHE`) is still its prefix."""
+    """Every accepted, not retracted event of ``order`` up to its ``last_sequence``; only the newer
+    ones are read if ``cached`` (a committed history of this order, from :data:`HISTORY_CACHE`) is
+    still its prefix."""
     if cached is not None and cached.same_order(order) and cached.events[-1].sequence <= order.last_sequence:
         last = cached.events[-1]
         rows = fetch_rows(conn, _EVENTS_FROM, {"pk": order.pk, "first": last.sequence})
         if rows and rows[0].sequence == last.sequence and rows[0].event_id == last.event_id:
             return History(order.pk, order.manufacturer_id, order.order_id, order.body_sha256, cached.order,
-                           (*cached.events, *(event_record(r) for r in rows[1:])))
+                           (*cached.events, *(event_record(r) for r in rows[1:])), order.history_revision)
     body = conn.execute(_ORDER_BODY, {"pk": order.pk}).scalar_one()
     rows = fetch_rows(conn, _EVENTS_FROM, {"pk": order.pk, "first": 0})
     return History(order.pk, order.manufacturer_id, order.order_id, order.body_sha256,
-                   OrderIn.model_validate(body), tuple(event_record(r) for r in rows))
+                   OrderIn.model_validate(body), tuple(event_record(r) for r in rows), order.history_revision)
 
 
 def build_snapshot(settings: Settings, order: LockedOrder, history: History, status: str) -> OrderSnapshot:

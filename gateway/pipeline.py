@@ -27,9 +27,10 @@ from mappings.domain import EventRecord, OrderSnapshot
 from mappings.ids import event_system, resource_id
 from mappings.profile import SiteProfile
 from mappings.result import Translation
+from mappings.retraction import Retraction, translate_retraction
 from mappings.translate import translate
 
-__all__ = ["process_event", "outbox_messages", "mllp_destination", "fhir_destination"]
+__all__ = ["process_event", "process_retraction", "outbox_messages", "mllp_destination", "fhir_destination"]
 
 log = logging.getLogger("cgt_gateway.pipeline")
 
@@ -82,6 +83,29 @@ def process_event(session: Session, snapshot: OrderSnapshot, record: EventRecord
         enqueue(session, rows, event_id=record.event_id, now=now, **ids)
     for issue in translation.issues:  # codes and paths only: never values (PHI)
         log.warning("mapping issue", extra={**_ids(ids, record), "severity": issue.severity,
+                                            "issue_code": issue.code, "path": issue.path})
+    return translation
+
+
+def process_retraction(session: Session, before: OrderSnapshot, after: OrderSnapshot, retracted: EventRecord,
+                       retraction: Retraction, context: Context, now: datetime) -> Translation:
+    """Translate the retraction of ``retracted`` (``before``/``after``: the order with and without it),
+    store the resource versions and enqueue the site's corrections, in the caller's transaction."""
+    profile = context.profiles.get(after.site.id)
+    if profile is None:
+        raise LookupError(f"no mapping profile loaded for site {after.site.id!r}")
+    translation = translate_retraction(before, after, retracted, retraction, profile, context.terminology,
+                                       now, template_limits=template_limits(context.settings))
+    ids = {"site_id": after.site.id, "manufacturer_id": after.manufacturer.id,
+           "order_id": after.order.order_id}
+    save_translation(session, resources=translation.resources, now=now, **ids)
+    # The FHIR push Bundle of a retraction gets its own id ('#' cannot occur in an event id).
+    marker = retracted.model_copy(update={"event_id": f"{retracted.event_id}#retraction"})
+    rows = outbox_messages(translation, profile, after, marker)
+    if rows:
+        enqueue(session, rows, event_id=retracted.event_id, now=now, **ids)
+    for issue in translation.issues:
+        log.warning("mapping issue", extra={**_ids(ids, retracted), "severity": issue.severity,
                                             "issue_code": issue.code, "path": issue.path})
     return translation
 

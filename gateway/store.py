@@ -58,10 +58,16 @@ class OrderRow(SQLModel, table=True):
     last_sequence: int = 0
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    # Retractions so far (gateway.order_history).  A server default, not a Python one, so inserts that
+    # leave it out still compile to a plain INSERT (gateway.prepared_sql refuses Python-side defaults).
+    history_revision: int = Field(default=0, sa_column=sa.Column("history_revision", sa.Integer(),
+                                                                 nullable=False, server_default="0"))
 
 
 class EventRow(SQLModel, table=True):
-    """An accepted event (never updated or deleted); ``order.placed`` is sequence 0."""
+    """An accepted event (never deleted); ``order.placed`` is sequence 0.  What was posted never
+    changes; a retraction (``gateway.retraction``) sets ``retracted_at``/``retraction_reason`` and
+    the replay of the remaining events may recompute their ``late``/``status_after``."""
 
     __tablename__ = "order_event"
     __table_args__ = (
@@ -82,6 +88,8 @@ class EventRow(SQLModel, table=True):
     accepted_at: datetime = _ts()
     late: bool = False
     status_after: str = _str(32)
+    retracted_at: datetime | None = _ts(default=None, nullable=True)  # entered in error
+    retraction_reason: str | None = _str(1000, default=None, nullable=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +110,8 @@ class StoredEvent:
     accepted_at: datetime
     late: bool
     status_after: str
+    retracted_at: datetime | None = None
+    retraction_reason: str | None = None
 
 
 class PatientCoiRow(SQLModel, table=True):

@@ -303,17 +303,29 @@ def render_messages(order: OrderSnapshot, event: EventRecord, profile: SiteProfi
             settings.coi_location == "OBX" and draft.structure in ("BPS_O29", "BTS_O31")
         ):
             draft.segments.append(seg.build_zcg(common))
+    return finish_drafts(drafts, common, order, event, profile, now, issues,
+                         template_limits=template_limits), tuple(issues)
+
+
+def finish_drafts(drafts: list[_Draft], common: seg.Common, order: OrderSnapshot, event: EventRecord,
+                  profile: SiteProfile, now: datetime, issues: list[MappingIssue], *,
+                  template_limits: TemplateLimits | None = None,
+                  codes: dict[str, Any] | None = None) -> tuple[Hl7Message, ...]:
+    """The last steps every message takes, in this order: PV1, the profile's override templates (``codes``
+    added to their ``codes`` context), the site's character set (so override output fits it too), MSH."""
+    settings = profile.hl7v2
     _add_pv1(drafts, common)
     if settings.overrides:
         context = _template_context(order, event, profile, common)
+        if codes:
+            context["codes"] = {**context["codes"], **codes}
         values = render_overrides(settings.overrides, context, issues, template_limits)
         for draft in drafts:
             apply_overrides(draft.segments, values)
-    # Last, so that override output fits the character set too.
     fits = [fit_segments(draft.segments, settings.charset, settings.charset_fallback) for draft in drafts]
     issues += charset_issues([(d.message_type, f) for d, f in zip(drafts, fits, strict=True)],
                              settings.charset, settings.charset_fallback)
-    return _finish(drafts, fits, order, event, profile, now), tuple(issues)
+    return _finish(drafts, fits, order, event, profile, now)
 
 
 def _patient_context(order: OrderSnapshot, profile: SiteProfile) -> dict[str, Any]:

@@ -56,6 +56,9 @@ def event_view(row: EventRow | StoredEvent, order_id: str) -> dict[str, Any]:
         "status_after": row.status_after,
         "coi": row.coi,
         "data": row.data,
+        # set once the manufacturer retracted the event (entered in error; see gateway.retraction)
+        "retracted_at": iso(row.retracted_at) if row.retracted_at is not None else None,
+        "retraction_reason": row.retraction_reason,
     }
 
 

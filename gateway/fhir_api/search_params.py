@@ -260,8 +260,9 @@ _OBSERVATION = (
        _references("focus"), ("BiologicallyDerivedProduct",)),
 )
 _PROVENANCE = (
-    _p("target", "reference", "Provenance.target", "Provenance-target", "The product handed over",
-       _references("target"), ("BiologicallyDerivedProduct",)),
+    _p("target", "reference", "Provenance.target", "Provenance-target",
+       "The product handed over, or what a retraction (activity NULLIFY) corrected",
+       _references("target"), ("BiologicallyDerivedProduct", "Observation", "Task", "Provenance")),
 )
 
 RESOURCE_TYPES: tuple[str, ...] = (

@@ -16,8 +16,11 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_RUN = [201, 201, 201, 201, 200, 200, 422, 200, 422, 400, 404, 403, 401, 201, 422]
-REPEAT_RUN = [200, 200, 200, 200, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200, 422]
+# ... then the retraction examples: retract EVT-3, read the order, the genuine collection EVT-4 (its DIN is
+# free again once EVT-3 is retracted), and the order-placing event refused (409 retraction-conflict); a repeat
+# retraction is 200 and changes nothing. Then nova-cell's order, and its collection refused 422 din-in-use.
+FIRST_RUN = [201, 201, 201, 201, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200, 200, 201, 409, 201, 422]
+REPEAT_RUN = [200, 200, 200, 200, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200, 200, 200, 409, 200, 422]
 # Then the later sections: site preview, three FHIR polls, outbox, alerts, metrics (read-only, 200 each).
 LATER_RUN = [200] * 7
 FIRST_RUN += LATER_RUN

@@ -1,10 +1,17 @@
 """Event retraction: an accepted event may be marked entered-in-error.
 
+``order_event.retracted_at`` / ``retraction_reason`` mark a retracted event (the row itself stays);
+``cgt_order.history_revision`` counts the order's retractions, so a cached history (see
+``gateway.order_history``) taken before a retraction is never mistaken for the current one.
+
 Revision ID: 0005_event_retraction
 Revises: 0004_identity_claims
 """
 
 from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0005_event_retraction"
 down_revision = "0004_identity_claims"
@@ -13,8 +20,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.add_column("order_event", sa.Column("retracted_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("order_event", sa.Column("retraction_reason", sa.String(1000), nullable=True))
+    op.add_column("cgt_order", sa.Column("history_revision", sa.Integer(), nullable=False,
+                                         server_default="0"))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("cgt_order") as batch:
+        batch.drop_column("history_revision")
+    with op.batch_alter_table("order_event") as batch:
+        batch.drop_column("retraction_reason")
+        batch.drop_column("retracted_at")

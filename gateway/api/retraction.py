@@ -1,0 +1,60 @@
+"""``POST /v1/orders/{order_id}/events/{event_id}/retract``: withdraw an event accepted in error.
+
+The order's manufacturer only (site and admin tokens 403; another manufacturer's order 404, as on
+every read).  ``200`` with the retracted event and the order's recomputed status, the first time and
+on every repeat (a repeat changes nothing).  The write runs through :func:`gateway.db.run_write`
+like the other writes; the rules are in :mod:`gateway.retraction`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
+
+from gateway.api.orders import _context, _manufacturer, _order_id_or_404
+from gateway.api.views import event_view
+from gateway.context import Context
+from gateway.db import run_write
+from gateway.errors import NotFound
+from gateway.problem import problem_responses
+from gateway.retraction import RetractionIn, retract_event
+from mappings.domain import Identifier
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["orders"],
+                   responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422))
+
+ManufacturerDep = Annotated[str, Depends(_manufacturer)]
+_EVENT_ID: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+def _event_id_or_404(event_id: str) -> str:
+    """An ``event_id`` no event can have (``%00``, 65 characters) names no event: 404."""
+    try:
+        return _EVENT_ID.validate_python(event_id)
+    except ValidationError:
+        raise NotFound(f"No event {event_id[:64]!r}.") from None
+
+
+@router.post(
+    "/orders/{order_id}/events/{event_id}/retract", status_code=200,
+    summary="Retract an event accepted in error (idempotent: a repeat changes nothing)",
+    responses={200: {"description": "The retracted event (retracted_at, retraction_reason) and the "
+                                    "order's recomputed status and state"}},
+)
+async def post_retraction(order_id: str, event_id: str, body: RetractionIn, request: Request,
+                          manufacturer_id: ManufacturerDep) -> JSONResponse:
+    context = _context(request)
+    return await run_write(context.engine, _retract, context, manufacturer_id, order_id, event_id, body)
+
+
+def _retract(context: Context, manufacturer_id: str, order_id: str, event_id: str,
+             body: RetractionIn) -> JSONResponse:
+    order_id = _order_id_or_404(order_id)
+    done = retract_event(context, manufacturer_id, order_id, _event_id_or_404(event_id), body.reason)
+    event = {k: v for k, v in event_view(done.row, order_id).items() if k not in ("order_id", "coi")}
+    return JSONResponse({"order_id": order_id, "status": done.status, "state": done.state, "event": event})
