@@ -51,7 +51,9 @@ def test_upgrade_backfills_claims_and_withdraws_foreign_access(client, engine):
     command.downgrade(config, "0003_outbox")
     with engine.begin() as conn:
         assert "identity_claim" not in sa.inspect(conn).get_table_names()
-        orders = {r.order_id: r for r in conn.execute(sa.select(OrderRow.__table__))}  # type: ignore[attr-defined]
+        table = OrderRow.__table__  # type: ignore[attr-defined]
+        columns = (table.c.id, table.c.order_id, table.c.manufacturer_id, table.c.coi)  # those of 0003
+        orders = {r.order_id: r for r in conn.execute(sa.select(*columns))}
         acme, nova = orders["ORD-1"], orders["NOVA-1"]
         # accepted before this revision: the DIN on acme's order, then on nova's; lot LOT-1 at
         # each manufacturer (lots are per manufacturer: both are claimed)

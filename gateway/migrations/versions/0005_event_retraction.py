@@ -27,8 +27,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("cgt_order") as batch:
-        batch.drop_column("history_revision")
-    with op.batch_alter_table("order_event") as batch:
-        batch.drop_column("retraction_reason")
-        batch.drop_column("retracted_at")
+    # Plain ALTER TABLE ... DROP COLUMN (PostgreSQL; SQLite 3.35+): batch mode would recreate cgt_order,
+    # which SQLite's enforced foreign keys (order_event -> cgt_order) refuse once orders exist.
+    op.execute("ALTER TABLE cgt_order DROP COLUMN history_revision")
+    op.execute("ALTER TABLE order_event DROP COLUMN retraction_reason")
+    op.execute("ALTER TABLE order_event DROP COLUMN retracted_at")
