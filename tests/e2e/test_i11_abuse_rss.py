@@ -6,10 +6,7 @@ nobody gets a 500, a poll between them is still served, and the server's residen
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,19 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.serving import serve
+
 ROOT = Path(__file__).resolve().parents[2]
-CLI = Path(sys.executable).parent / "cgt-gateway"
 SITE_A = {"Authorization": "Bearer demo-site-a-token"}
 ACME = {"Authorization": "Bearer demo-acme-token"}
 RSS_LIMIT_KB = 300 * 1024
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_kb(pid: int) -> int:
@@ -41,31 +33,8 @@ def _rss_kb(pid: int) -> int:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
-    env = {**os.environ, "CGT_GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'abuse.db'}"}
-    env.pop("CGT_GATEWAY_CONFIG", None)
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(CLI), "serve", "--port", str(port), "--no-worker"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(log_path.read_text())
-                time.sleep(0.2)
-            yield base, process
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    with serve(tmp_path, "--no-worker", database="abuse.db") as server:
+        yield server.base, server.process
 
 
 def _preview_body(profile_yaml: str) -> dict[str, object]:

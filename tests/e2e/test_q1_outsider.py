@@ -9,9 +9,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.serving import serve
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "cgt-gateway"
 SITE_A = {"Authorization": "Bearer demo-site-a-token"}
@@ -28,39 +28,10 @@ ACME = {"Authorization": "Bearer demo-acme-token"}
 PHI = ("MRN-Q1-5521", "Quintessa", "1966-02-03")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = _free_port()
-    env = {**os.environ, "CGT_GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'q1.db'}"}
-    env.pop("CGT_GATEWAY_CONFIG", None)
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(CLI), "serve", "--port", str(port), "--no-worker"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(log_path.read_text())
-                time.sleep(0.2)
-            yield base, log_path, env
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+def served(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
+    with serve(tmp_path, "--no-worker", database="q1.db") as server:
+        yield server.base, server.log_path, server.env
 
 
 def test_query_strings_never_reach_the_server_log(served):

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.e2e.serving import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 # ... then the retraction examples: retract EVT-3, read the order, the genuine collection EVT-4 (its DIN is
@@ -27,43 +24,10 @@ FIRST_RUN += LATER_RUN
 REPEAT_RUN += LATER_RUN
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "CGT_GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.db'}",
-        "CGT_GATEWAY_PORT": str(port),
-    }
-    env.pop("CGT_GATEWAY_CONFIG", None)
-    cli = Path(sys.executable).parent / "cgt-gateway"
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [str(cli), "serve"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((tmp_path / "server.log").read_text())
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+    with serve(tmp_path) as served:  # with the in-process delivery worker, as `make run`
+        yield served.base
     text = (tmp_path / "server.log").read_text()
     for secret in ("Doe", "Jane", "MRN-0042", "1980-04-12", "Roe", "B-7781"):
         assert secret not in text, f"{secret!r} appeared in the server log"
