@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy mappings terminology adapters
 
 goldens: $(STAMP)
-	$(BIN)/python -m mappings.goldens
+	$(BIN)/python -m gateway.cli.goldens
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

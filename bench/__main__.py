@@ -70,7 +70,7 @@ MODES: dict[str, dict[str, Any]] = {
 def _pg_version(url: str) -> str | None:
     import sqlalchemy as sa
 
-    from gateway.db import make_engine
+    from gateway.store.db import make_engine
 
     engine = make_engine(url, pool_pre_ping=False)
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import Body, FastAPI, Response
 
-from gateway.db import make_engine
+from gateway.store.db import make_engine
 
 __all__ = ["create_baseline_app", "main"]
 

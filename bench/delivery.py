@@ -2,7 +2,7 @@
 
 Throughput, the same messages (rendered by the translation, each with its own MSH-10) each time:
 
-- ``worker``: the real delivery worker (``python -m gateway.cli_outbox worker``, default settings)
+- ``worker``: the real delivery worker (``python -m gateway.cli.outbox worker``, default settings)
   draining an outbox queue of N messages enqueued beforehand (SQLite): messages/s between the
   first and the last ACK, and the peer's arrival order checked against the queue's order;
 - ``sender``: ``adapters.mllp.client.MllpSender`` alone (no outbox, no database), in a process;
@@ -68,7 +68,7 @@ def _messages(count: int) -> list[tuple[str, str, str]]:
     """``(message_type, control_id, er7)``: site-a's rendered messages, cycled, each its own MSH-10."""
     from bench.translation import _NOW
     from bench.workload import translation_steps
-    from mappings.profile import load_profile
+    from mappings.profile.loader import load_profile
     from mappings.translate import translate
     from terminology import load_terminology
 
@@ -107,7 +107,7 @@ def _client(kind: str, port: int, messages: list[str]) -> dict[str, Any]:
 
 @contextmanager
 def _worker(database_url: str, config: Path, workdir: Path, poll_interval: float | None) -> Iterator[Any]:
-    cmd = [sys.executable, "-m", "gateway.cli_outbox", "worker", "--config", str(config)]
+    cmd = [sys.executable, "-m", "gateway.cli.outbox", "worker", "--config", str(config)]
     if poll_interval is not None:
         cmd += ["--poll-interval", str(poll_interval)]
     env = {**os.environ, "CGT_GATEWAY_DATABASE_URL": database_url, "CGT_GATEWAY_LOG_LEVEL": "WARNING"}
@@ -127,8 +127,8 @@ def _worker(database_url: str, config: Path, workdir: Path, poll_interval: float
 def _worker_throughput(
     peer: Peer, messages: list[tuple[str, str, str]], workdir: Path, config: Path
 ) -> dict[str, Any]:
-    from gateway.db import make_engine, migrate, write_session
-    from gateway.outbox import NewMessage, enqueue
+    from gateway.delivery.outbox import NewMessage, enqueue
+    from gateway.store.db import make_engine, migrate, write_session
 
     url = f"sqlite:///{workdir / 'delivery-queue.db'}"
     engine = make_engine(url)
@@ -174,7 +174,7 @@ def _worker_throughput(
 def _event_to_ack(
     peer: Peer, workdir: Path, config: Path, journeys: int, poll_interval: float | None, tag: str
 ) -> dict[str, Any]:
-    from adapters.hl7v2.render import control_id
+    from mappings.hl7v2.render import control_id
 
     url = f"sqlite:///{workdir / f'delivery-latency-{tag}.db'}"
     samples: list[float] = []

@@ -1,7 +1,7 @@
 """Part 3: polling latency as the store grows (10 thousand, 100 thousand, with ``--full`` 1 million Tasks).
 
 The store is seeded directly in bulk (the FHIR store's own tables, one version per Task, with the
-same access and search-index rows ``gateway.fhir_store.save_translation`` writes, computed with the
+same access and search-index rows ``gateway.store.fhir.save_translation`` writes, computed with the
 store's own ``index_values``), from a Task the translation produced for the fixture journey.  Half
 the Tasks belong to ``site-a``, half to ``site-b``; the poller is ``site-a``.
 
@@ -45,7 +45,7 @@ _STEP_US = 1000  # one Task version a millisecond
 def template_task() -> dict[str, Any]:
     """The Task the translation produces after the fixture journey's last event (site-a)."""
     from bench.workload import FIXTURES, translation_steps
-    from mappings.profile import load_profile
+    from mappings.profile.loader import load_profile
     from mappings.translate import translate
     from terminology import load_terminology
 
@@ -56,7 +56,7 @@ def template_task() -> dict[str, Any]:
 
 
 def _task(template: bytes, n: int, stamp: int) -> dict[str, Any]:
-    from gateway.fhir_api.search_params import format_instant
+    from gateway.store.search_params import format_instant
 
     task: dict[str, Any] = orjson.loads(template)
     order_id = f"SEED-{n:07d}"
@@ -75,8 +75,8 @@ def seed_tasks(engine: Any, start: int, count: int) -> int:
     """Insert Tasks ``start`` .. ``start+count-1``; returns the newest ``lastUpdated`` (µs)."""
     import sqlalchemy as sa
 
-    from gateway.fhir_api.search_params import index_values
-    from gateway.fhir_store import FHIR_TABLES, content_hash
+    from gateway.store.fhir import FHIR_TABLES, content_hash
+    from gateway.store.search_params import index_values
 
     versions, current, access, tokens, dates, clock = FHIR_TABLES
     template = orjson.dumps(template_task())
@@ -171,7 +171,7 @@ def _watermarks(stored: int, samples: int, rng: random.Random) -> list[int]:
 
 
 def _measure(db_url: str, workdir: Path, stored: int, seconds: float) -> dict[str, Any]:
-    from gateway.fhir_api.search_params import format_instant
+    from gateway.store.search_params import format_instant
 
     rng = random.Random(stored)
     marks = _watermarks(stored, 500, rng)
@@ -257,7 +257,7 @@ def _measure(db_url: str, workdir: Path, stored: int, seconds: float) -> dict[st
 
 
 def run_polling(workdir: Path, pg_url: str | None, *, tiers: list[int], seconds: float) -> dict[str, Any]:
-    from gateway.db import make_engine, migrate
+    from gateway.store.db import make_engine, migrate
 
     results: dict[str, Any] = {}
     for db, url in database_urls(workdir, pg_url, "polling").items():

@@ -123,7 +123,7 @@ def gateway_server(
     ``worker`` is false: ``--no-worker``) on the demo configuration (or ``config``)."""
     port = free_port()
     script = Path(sys.executable).parent / "cgt-gateway"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from gateway.cli import app; app()"]
+    cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from gateway.cli.main import app; app()"]
     env = {
         "CGT_GATEWAY_DATABASE_URL": database_url,
         "CGT_GATEWAY_LOG_LEVEL": "WARNING",
@@ -151,7 +151,7 @@ def _create_database(url: str) -> None:
     """Create the benchmark's database when the server answers but the database does not exist yet."""
     import sqlalchemy as sa
 
-    from gateway.db import make_engine
+    from gateway.store.db import make_engine
 
     target = sa.make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
     name = target.database
@@ -176,7 +176,7 @@ def pg_available(url: str) -> str | None:
     """None when PostgreSQL at ``url`` answers (its database is created if missing), else why not."""
     import sqlalchemy as sa
 
-    from gateway.db import make_engine
+    from gateway.store.db import make_engine
 
     try:
         _create_database(url)
@@ -196,7 +196,7 @@ def reset_postgres(url: str) -> None:
     """Drop and recreate schema ``public`` of the benchmark database (it is ours alone)."""
     import sqlalchemy as sa
 
-    from gateway.db import make_engine
+    from gateway.store.db import make_engine
 
     engine = make_engine(url)
     with engine.begin() as conn:

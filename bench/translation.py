@@ -2,7 +2,7 @@
 
 Measured: ``mappings.translate`` for every accepted event of many distinct orders (both demo sites,
 both fixture journeys), each HL7v2 message also checked structurally
-(``adapters.hl7v2.structure.check_segment_order``).  One process, one core.
+(``mappings.er7.structure.check_segment_order``).  One process, one core.
 
 Baseline: for the same events, the bare cost of what the translation must produce: every FHIR
 resource validated and dumped with ``fhir.resources`` R4B (``model_validate`` + ``model_dump``), and
@@ -65,9 +65,9 @@ def _bare(resources: Any, messages: Any) -> int:
 
 
 def run_translation(*, orders: int, max_seconds: float, baseline_seconds: float) -> dict[str, Any]:
-    from adapters.hl7v2.structure import check_segment_order
     from bench.workload import FIXTURES, translation_steps
-    from mappings.profile import load_profile
+    from mappings.er7.structure import check_segment_order
+    from mappings.profile.loader import load_profile
     from mappings.translate import translate
     from terminology import load_terminology
 

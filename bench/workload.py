@@ -82,8 +82,9 @@ def translation_steps(orders: int, start: int = 0) -> list[tuple[Any, Any, str]]
     """``(snapshot, record, site_id)`` of every accepted event of ``orders`` distinct orders,
     alternating sites and the two fixture journeys (the lifecycle replay is not timed)."""
     from gateway.config import load_settings
-    from gateway.replay import replay_journey
-    from mappings.domain import EventIn, OrderIn
+    from gateway.intake.replay import replay_journey
+    from mappings.events import EventIn
+    from mappings.orders import OrderIn
 
     settings = load_settings()
     steps = []

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.config import Settings, hash_token, parse_role
 from gateway.errors import AuthError, Forbidden
-from gateway.store import ApiClientRow
+from gateway.store.tables import ApiClientRow
 
 __all__ = [
     "Principal",

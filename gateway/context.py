@@ -12,8 +12,8 @@ from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
 from gateway.profile_limits import profile_limits
-from mappings.profile import SiteProfile
-from mappings.profile_loader import ProfileLimits, load_profile
+from mappings.profile.loader import ProfileLimits, load_profile
+from mappings.profile.schema import SiteProfile
 from terminology import Terminology, load_terminology
 
 __all__ = ["Clock", "utc_now", "Context", "load_site_profiles", "build_context"]

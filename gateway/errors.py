@@ -1,14 +1,15 @@
 """One error tree with stable machine codes.
 
 Every failure the gateway reports derives from :class:`GatewayError`.  Each protocol renders it in
-its own form through one function: problem+json (``gateway.problem``), OperationOutcome
-(``gateway.fhir_api``), an AE/AR ACK with ERR (``adapters.hl7v2``).  Third-party exceptions are
+its own form through one function: problem+json (``gateway.api.problem``), OperationOutcome
+(``gateway.fhir_api``), an AE/AR ACK with ERR (``mappings.hl7v2``).  Third-party exceptions are
 translated at the adapter boundary and never leak.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "FieldError",
@@ -25,6 +26,8 @@ __all__ = [
     "DeliveryError",
     "RetryableDeliveryError",
     "PermanentDeliveryError",
+    "DEFAULT_MAX_ERRORS",
+    "validation_errors",
 ]
 
 
@@ -142,3 +145,25 @@ class PermanentDeliveryError(DeliveryError):
     code = "delivery-permanent"
     fhir_issue_code = "exception"
     retryable = False
+
+
+DEFAULT_MAX_ERRORS = 100  # the setting max_error_entries
+
+
+def _pointer(loc: tuple[Any, ...] | list[Any]) -> str:
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
+
+
+def validation_errors(errors: list[Any], prefix: str = "",
+                      max_errors: int | None = None) -> list[FieldError]:
+    """Pydantic errors -> FieldErrors with JSON pointers (``prefix`` + the error's location); only the
+    first ``max_errors`` are converted when given."""
+    found: list[FieldError] = []
+    for err in errors if max_errors is None else errors[:max_errors]:
+        reason = (
+            "extra field not permitted" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+        )
+        if reason.startswith("Value error, "):
+            reason = reason[len("Value error, ") :]
+        found.append(FieldError(prefix + _pointer(err.get("loc", ())), reason, err.get("type", "invalid")))
+    return found

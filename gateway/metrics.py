@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from adapters.delivery_result import DeliveryOutcome
-from gateway.outbox import DeliveryAttempt, MessageState, OutboxMessage, queue_stats
+from gateway.delivery.outbox import DeliveryAttempt, MessageState, OutboxMessage, queue_stats
 
 __all__ = ["GatewayMetrics"]
 

@@ -1,15 +1,15 @@
 """The bounds of profile loading and override templates, built once from the settings.
 
-The pure layers (``mappings.profile_loader``, ``adapters.hl7v2.templates``) never read settings:
+The pure layers (``mappings.profile.loader``, ``mappings.profile.templates``) never read settings:
 the gateway passes them :func:`profile_limits` / :func:`template_limits` (start-up, CLI, preview,
 delivery pipeline), so live and draft profiles are held to the same bounds.
 """
 
 from __future__ import annotations
 
-from adapters.hl7v2.templates import TemplateLimits
 from gateway.config import Settings
-from mappings.profile_loader import ProfileLimits
+from mappings.profile.loader import ProfileLimits
+from mappings.profile.templates import TemplateLimits
 
 __all__ = ["profile_limits", "template_limits"]
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from mappings.domain import EventIn, OrderIn, StrictModel
+from mappings.domain import StrictModel
+from mappings.events import EventIn
+from mappings.orders import OrderIn
 from mappings.strict_types import DATE_EXAMPLE, DATETIME_EXAMPLE
 
 __all__ = [

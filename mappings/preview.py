@@ -1,7 +1,7 @@
 """Preview: what a site would receive for an order and its events, without touching any database.
 
 The lifecycle lives in ``gateway`` (the pure core may not import it), so the events are first judged
-by a *replay* (``gateway.replay.replay_journey``) into :class:`JourneyStep` s; :func:`preview_steps`
+by a *replay* (``gateway.intake.replay.replay_journey``) into :class:`JourneyStep` s; :func:`preview_steps`
 then translates each accepted step for the profile, and adds what only preview checks (an override
 that renders a required field empty, :mod:`mappings.preview_overrides`).  :meth:`PreviewStep.to_json`
 is JSON-ready for
@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from adapters.fhir.bundle import transaction_bundle
-from adapters.hl7v2.templates import TemplateLimits
-from mappings.domain import EventIn, EventRecord, EventType, OrderIn, OrderSnapshot
+from mappings.domain import EventType
+from mappings.events import EventIn, EventRecord
+from mappings.fhir.bundle import transaction_bundle
+from mappings.orders import OrderIn
 from mappings.preview_overrides import empty_required_overrides
-from mappings.profile import SiteProfile
+from mappings.profile.schema import SiteProfile
+from mappings.profile.templates import TemplateLimits
 from mappings.result import Hl7Message, MappingIssue
+from mappings.snapshot import OrderSnapshot
 from mappings.translate import translate
 from terminology import Terminology
 

@@ -18,7 +18,7 @@ the ``late``/``status_after`` of the replay, ``status`` the recomputed status). 
   extension (R4 has no such BiologicallyDerivedProduct status);
 * one Provenance (activity ``NULLIFY``) recording the retraction, its reason and what it touched
   (a retracted custody transfer's own Provenance is targeted by it: R4 Provenance has no status);
-* HL7v2: :func:`adapters.hl7v2.retraction.render_retraction_messages` (status message with the
+* HL7v2: :func:`mappings.hl7v2.retraction.render_retraction_messages` (status message with the
   recomputed ORC-5; results sent before come again with OBX-11 ``W``).
 
 Every time comes from the events or the retraction, never from ``now`` (passed on to HL7v2 MSH-7).
@@ -30,14 +30,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from adapters.fhir.model import fhir_instant
-from adapters.fhir.retraction import build_retraction_provenance, mark_entered_in_error
-from adapters.hl7v2.retraction import RETRACTION_SUFFIX, render_retraction_messages
-from adapters.hl7v2.template_sandbox import TemplateLimits
-from mappings.domain import EventRecord, OrderSnapshot
+from mappings.events import EventRecord
+from mappings.fhir.model import fhir_instant
+from mappings.fhir.retraction import build_retraction_provenance, mark_entered_in_error
+from mappings.hl7v2.retraction import RETRACTION_SUFFIX, render_retraction_messages
 from mappings.ids import reference
-from mappings.profile import SiteProfile
+from mappings.profile.schema import SiteProfile
+from mappings.profile.template_sandbox import TemplateLimits
 from mappings.result import Translation
+from mappings.snapshot import OrderSnapshot
 from mappings.translate import translate
 from mappings.translate_journey import Journey
 from mappings.translate_products import build_event_resources, build_products

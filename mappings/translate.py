@@ -13,27 +13,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from adapters.fhir.model import fhir_date, fhir_instant
-from adapters.fhir.order import Period, TaskInput, build_service_request, build_task
-from adapters.fhir.parties import build_organization, build_patient, build_practitioner, identifier
-from adapters.hl7v2.render import render_messages
-from adapters.hl7v2.templates import TemplateLimits
-from mappings.domain import (
+from mappings.domain import EventType
+from mappings.event_data import typed_data
+from mappings.events import (
     ApheresisRescheduledData,
     ApheresisScheduledData,
     EventRecord,
-    EventType,
     InfusionScheduledData,
     ManufacturingCompletedData,
     OrderConfirmedData,
-    OrderSnapshot,
     ShipmentDispatchedData,
 )
+from mappings.fhir.model import fhir_date, fhir_instant
+from mappings.fhir.order import Period, TaskInput, build_service_request, build_task
+from mappings.fhir.parties import build_organization, build_patient, build_practitioner, identifier
+from mappings.hl7v2.render import render_messages
 from mappings.ids import MANUFACTURER_SYSTEM, SITE_SYSTEM, reference
-from mappings.profile import SiteProfile
+from mappings.profile.schema import SiteProfile
+from mappings.profile.templates import TemplateLimits
 from mappings.result import Hl7Message, MappingIssue, Translation
+from mappings.snapshot import OrderSnapshot
 from mappings.task_status import TERMINAL_STATUSES, status_row
-from mappings.translate_journey import Journey, typed_data
+from mappings.translate_journey import Journey
 from mappings.translate_products import build_event_resources, build_products, product_coding
 from terminology import Terminology
 
@@ -49,7 +50,7 @@ def translate(
     """Translate one accepted ``event`` of ``order`` for the site described by ``profile``.
 
     ``now`` is not used for any FHIR field (all times come from the events, so replays are
-    identical); it is passed on to the HL7v2 renderer (``adapters.hl7v2.render.render_messages``).
+    identical); it is passed on to the HL7v2 renderer (``mappings.hl7v2.render.render_messages``).
     Event data that no longer validates is an ``error`` issue: the order resources are still
     returned, nothing event-specific and no HL7v2 message.  ``template_limits`` bound the
     profile's override templates (the gateway passes its ``template_*`` settings; default: the

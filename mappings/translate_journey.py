@@ -6,22 +6,13 @@ translated, so translating an event always sees the same history.  Pure.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-from pydantic import ValidationError
-
-from mappings.domain import (
-    EVENT_DATA_MODELS,
-    CollectionCompletedData,
-    EventRecord,
-    EventType,
-    OrderSnapshot,
-    StrictModel,
-)
+from mappings.domain import EventType
+from mappings.event_data import typed_data
+from mappings.events import CollectionCompletedData, EventRecord
 from mappings.ids import (
     MANUFACTURER_SYSTEM,
     NPI_SYSTEM,
@@ -35,11 +26,12 @@ from mappings.ids import (
     reference,
     resource_id,
 )
-from mappings.profile import SiteProfile
+from mappings.profile.schema import SiteProfile
 from mappings.result import MappingIssue
+from mappings.snapshot import OrderSnapshot
 from terminology.isbt128 import normalize_din
 
-__all__ = ["Collection", "Lot", "Journey", "typed_data"]
+__all__ = ["Collection", "Lot", "Journey"]
 
 
 @dataclass(frozen=True)
@@ -228,35 +220,3 @@ class Journey:
         if self.current_lot is not None:
             return self.current_lot.product_id
         return self.collections[-1].product_id if self.collections else None
-
-
-def typed_data(record: EventRecord) -> StrictModel | None:
-    """The record's data validated for its type; None if stored data no longer validates.
-
-    Each event's data is read again at every later event of its order, so the (frozen) result is
-    kept per distinct JSON content.  Content that is not plain JSON, or holds a ``null`` (orjson
-    also writes NaN and infinities so), is validated every time.
-    """
-    try:
-        content = orjson.dumps(record.data, option=_PLAIN_JSON)
-    except TypeError:
-        content = b"null"
-    if b"null" in content:
-        return _validated_data(EVENT_DATA_MODELS[record.type], record.data)
-    return _typed_data_of(record.type, content)
-
-
-_PLAIN_JSON = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-               | orjson.OPT_PASSTHROUGH_SUBCLASS)
-
-
-@functools.lru_cache(maxsize=4096)
-def _typed_data_of(event_type: EventType, content: bytes) -> StrictModel | None:
-    return _validated_data(EVENT_DATA_MODELS[event_type], orjson.loads(content))
-
-
-def _validated_data(model: type[StrictModel], data: Any) -> StrictModel | None:
-    try:
-        return model.model_validate(data)
-    except ValidationError:
-        return None

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.fhir.codes import PRODUCT_SYSTEM, UCUM_UNITS
-from adapters.fhir.model import fhir_instant
-from adapters.fhir.observation import ObservationValue, build_observation
-from adapters.fhir.product import build_product
-from adapters.fhir.provenance import build_custody_provenance
-from adapters.fhir.specification import interpret, parse_specification
-from mappings.domain import (
+from mappings.domain import EventType, OrderStatus
+from mappings.event_data import typed_data
+from mappings.events import (
     CollectionCompletedData,
     CustodyTransferredData,
-    EventType,
     Measurement,
-    OrderStatus,
     ReleaseFailedData,
     ReleasePassedData,
     ShipmentReceivedData,
 )
+from mappings.fhir.codes import PRODUCT_SYSTEM, UCUM_UNITS
+from mappings.fhir.model import fhir_instant
+from mappings.fhir.observation import ObservationValue, build_observation
+from mappings.fhir.product import build_product
+from mappings.fhir.provenance import build_custody_provenance
+from mappings.fhir.specification import interpret, parse_specification
 from mappings.ids import ISBT128_DIN_SYSTEM, reference
 from mappings.result import MappingIssue
-from mappings.translate_journey import Journey, Lot, typed_data
+from mappings.translate_journey import Journey, Lot
 from terminology import LOINC_SYSTEM, Concept, Terminology, UnknownCode
 
 __all__ = ["build_products", "build_event_resources", "product_coding", "TEMPERATURE_CODE"]
@@ -199,7 +199,7 @@ def _measurement_observation(
     value, value_issues = _value(measurement.value, measurement.unit, expected_unit, path)
     issues += value_issues
     answer = _coded_answer(terminology, measurement, path, issues)
-    if answer is not None:  # the same SNOMED CT coding as OBX-5 (adapters.hl7v2.results)
+    if answer is not None:  # the same SNOMED CT coding as OBX-5 (mappings.hl7v2.results)
         value = ObservationValue(
             text=str(measurement.value), coding=(answer.system, answer.code, answer.display)
         )

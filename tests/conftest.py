@@ -23,9 +23,9 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import DEMO_CONFIG, Settings, load_settings
-from gateway.db import make_engine, metadata, migrate
+from gateway.store.db import make_engine, metadata, migrate
 
 PG_URL_VAR = "CGT_GATEWAY_TEST_DATABASE_URL"
 
@@ -54,7 +54,7 @@ class FakeClock:
 def _head() -> str:
     from alembic.script import ScriptDirectory
 
-    from gateway.db import alembic_config
+    from gateway.store.db import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
@@ -82,7 +82,7 @@ def _reset_postgres(engine: Engine) -> None:
 @pytest.fixture(scope="session")
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated SQLite file per test session; each test gets a copy."""
-    path = tmp_path_factory.mktemp("template") / "gateway.db"
+    path = tmp_path_factory.mktemp("template") / "gateway.store.db"
     engine = make_engine(f"sqlite:///{path}")
     migrate(engine)
     with engine.connect() as conn:
@@ -96,7 +96,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A migrated, empty database: a SQLite file, or the PostgreSQL test database (tables emptied,
     or schema ``public`` dropped, recreated and migrated when it is not at the newest migration)."""
     if request.param == "sqlite":
-        path = tmp_path / "gateway.db"
+        path = tmp_path / "gateway.store.db"
         shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
         engine = make_engine(f"sqlite:///{path}")
     else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 from adapters.delivery_result import DeliveryOutcome
-from adapters.hl7v2.ack import Ack
+from mappings.er7.ack import Ack
 
 __all__ = ["AckStage", "awaits_application_ack", "judge_ack"]
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from adapters.delivery_result import DeliveryOutcome
-from adapters.hl7v2.ack import Ack, AckParseError, build_ack, parse_ack, read_header
 from adapters.mllp.ack_policy import awaits_application_ack, judge_ack
 from adapters.mllp.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameReader, FramingError, frame
+from mappings.er7.ack import Ack, AckParseError, build_ack, parse_ack, read_header
 
 __all__ = ["ConnectionFactory", "MllpEndpoint", "MllpSender", "StreamReaderLike", "StreamWriterLike"]
 

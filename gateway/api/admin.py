@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import select
 
+from gateway.api.problem import problem_responses
 from gateway.api.views import iso
 from gateway.auth import Principal, current_principal, require_admin
-from gateway.db import read_session
-from gateway.problem import problem_responses
-from gateway.store import SafetyLogRow
+from gateway.store.db import read_session
+from gateway.store.tables import SafetyLogRow
 
 __all__ = ["router"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from gateway.db import ping
-from gateway.problem import PROBLEM_MEDIA_TYPE, problem_body
+from gateway.api.problem import PROBLEM_MEDIA_TYPE, problem_body
+from gateway.store.db import ping
 
 __all__ = ["router"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.api.problem import PayloadTooLarge, problem_response
 from gateway.fhir_api.outcome import fhir_response, operation_outcome
-from gateway.problem import PayloadTooLarge, problem_response
 
 __all__ = ["BodyLimitMiddleware"]
 

@@ -3,7 +3,7 @@
 A manufacturer token sees and touches only its own orders (another's order is 404); site tokens
 read their site's orders; admin reads all; only manufacturer tokens write (403 otherwise).
 
-The two writes run through :func:`gateway.db.run_write` (on SQLite: the engine's one writer thread;
+The two writes run through :func:`gateway.store.db.run_write` (on SQLite: the engine's one writer thread;
 the reads stay in the thread pool and never queue behind them).
 """
 
@@ -17,15 +17,18 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, TypeAdapter, ValidationError
 from sqlmodel import select
 
+from gateway.api.problem import problem_responses
 from gateway.api.views import event_view, list_orders, order_summary, order_view
 from gateway.auth import Principal, current_principal, require_manufacturer
 from gateway.context import Context
-from gateway.db import read_session, run_write
 from gateway.errors import Conflict, FieldError, Forbidden, NotFound
-from gateway.intake import accept_event, accept_order
-from gateway.problem import problem_responses
-from gateway.store import OrderRow
-from mappings.domain import EventIn, Identifier, OrderIn, OrderStatus
+from gateway.intake.events import accept_event
+from gateway.intake.orders import accept_order
+from gateway.store.db import read_session, run_write
+from gateway.store.tables import OrderRow
+from mappings.domain import OrderStatus
+from mappings.events import EventIn
+from mappings.orders import Identifier, OrderIn
 from mappings.strict_types import DATETIME_FORM, Instant
 
 __all__ = ["router"]

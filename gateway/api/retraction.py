@@ -2,8 +2,8 @@
 
 The order's manufacturer only (site and admin tokens 403; another manufacturer's order 404, as on
 every read).  ``200`` with the retracted event and the order's recomputed status, the first time and
-on every repeat (a repeat changes nothing).  The write runs through :func:`gateway.db.run_write`
-like the other writes; the rules are in :mod:`gateway.retraction`.
+on every repeat (a repeat changes nothing).  The write runs through :func:`gateway.store.db.run_write`
+like the other writes; the rules are in :mod:`gateway.intake.retraction`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.api.orders import _context, _manufacturer, _order_id_or_404
+from gateway.api.problem import problem_responses
 from gateway.api.views import event_view
 from gateway.context import Context
-from gateway.db import run_write
 from gateway.errors import NotFound
-from gateway.problem import problem_responses
-from gateway.retraction import RetractionIn, retract_event
-from mappings.domain import Identifier
+from gateway.intake.retraction import RetractionIn, retract_event
+from gateway.store.db import run_write
+from mappings.orders import Identifier
 
 __all__ = ["router"]
 

@@ -10,9 +10,9 @@ import orjson
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from gateway.api.problem import InvalidParameter
 from gateway.errors import FieldError
-from gateway.problem import InvalidParameter
-from gateway.store import EventRow, OrderRow, StoredEvent, as_utc
+from gateway.store.tables import EventRow, OrderRow, StoredEvent, as_utc
 
 __all__ = [
     "iso",
@@ -56,7 +56,7 @@ def event_view(row: EventRow | StoredEvent, order_id: str) -> dict[str, Any]:
         "status_after": row.status_after,
         "coi": row.coi,
         "data": row.data,
-        # set once the manufacturer retracted the event (entered in error; see gateway.retraction)
+        # set once the manufacturer retracted the event (entered in error; see gateway.intake.retraction)
         "retracted_at": iso(row.retracted_at) if row.retracted_at is not None else None,
         "retraction_reason": row.retraction_reason,
     }
@@ -74,7 +74,7 @@ def timeline(session: Session, row: OrderRow) -> list[dict[str, Any]]:
 def fhir_references(session: Session, row: OrderRow) -> list[dict[str, Any]]:
     """``{reference, resourceType, id, versionId}`` (latest version) of every FHIR resource versioned
     for this order, read from the FHIR store's ``fhir_resource_version`` table."""
-    from gateway.fhir_store import FhirResourceVersion as V
+    from gateway.store.fhir_tables import FhirResourceVersion as V
 
     query = (
         sa.select(V.resource_type, V.resource_id, sa.func.max(V.version_id))

@@ -1,5 +1,5 @@
 """The CapabilityStatement, derived from the same tables the endpoints use, so it cannot over- or
-under-promise: resource types and search parameters from :mod:`gateway.fhir_api.search_params`,
+under-promise: resource types and search parameters from :mod:`gateway.store.search_params`,
 result parameters and paging limits from :mod:`gateway.fhir_api.params`."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 from gateway.fhir_api.params import DEFAULT_COUNT, MAX_COUNT
 from gateway.fhir_api.search_limits import SearchLimits
-from gateway.fhir_api.search_params import INCLUDES, RESOURCE_TYPES, SEARCH_PARAMS
-from gateway.fhir_store import PUBLIC_TYPES
+from gateway.store.fhir import PUBLIC_TYPES
+from gateway.store.search_params import INCLUDES, RESOURCE_TYPES, SEARCH_PARAMS
 
 __all__ = ["INTERACTIONS", "FORMATS", "capability_statement"]
 

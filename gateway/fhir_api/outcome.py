@@ -28,7 +28,7 @@ __all__ = ["FHIR_JSON", "FhirError", "FhirRoute", "fhir_response", "operation_ou
 FHIR_JSON = "application/fhir+json"
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json", "application/json+fhir"})
 _log = logging.getLogger(__name__)
-_MAX_MESSAGES = 100  # as gateway.problem.DEFAULT_MAX_ERRORS: the /fhir routes take no body models
+_MAX_MESSAGES = 100  # as gateway.api.problem.DEFAULT_MAX_ERRORS: the /fhir routes take no body models
 
 
 class FhirError(Exception):

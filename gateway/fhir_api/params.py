@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from gateway.fhir_api.outcome import FhirError
 from gateway.fhir_api.search_limits import SearchLimits, check_items
-from gateway.fhir_api.search_params import INCLUDES, SEARCH_PARAMS, SearchParam, date_range
+from gateway.store.search_params import INCLUDES, SEARCH_PARAMS, SearchParam, date_range
 from mappings.ids import ISBT128_COI_SYSTEM
 from terminology.isbt128 import normalize_coi
 

@@ -7,7 +7,7 @@ index range scan whatever the size of the store.  A page asks for ``count + 1`` 
 cursor key; the extra row only says whether there is a next page.  Each search statement is built
 once per shape (resource type, scope kind, which filters with which prefixes) with every value a
 bound parameter, so a poll costs no SQL construction or compilation after the first, and runs on
-the DB-API cursor (:mod:`gateway.prepared_sql`).
+the DB-API cursor (:mod:`gateway.store.prepared_sql`).
 
 History walks the immutable ``fhir_resource_version`` newest first by
 ``(last_updated, id, version)``, so its pages cannot shift under concurrent writes.
@@ -21,20 +21,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.fhir_api.params import Filter, SearchQuery
-from gateway.fhir_api.search_params import SEARCH_PARAMS
-from gateway.fhir_store import (
-    PUBLIC_TYPES,
+from gateway.store.fhir import PUBLIC_TYPES, Scope, StoredVersion, version_visible_clause
+from gateway.store.fhir_tables import (
     FhirResourceAccess,
     FhirResourceCurrent,
     FhirResourceVersion,
     FhirSearchDate,
     FhirSearchToken,
-    Scope,
-    StoredVersion,
-    version_visible_clause,
 )
-from gateway.prepared_sql import fetch_all
-from gateway.statement_cache import BoundedCache
+from gateway.store.prepared_sql import fetch_all
+from gateway.store.search_params import SEARCH_PARAMS
+from gateway.store.statement_cache import BoundedCache
 
 __all__ = ["search_page", "search_count", "history_page", "SearchKey", "HistoryKey", "PAGE_STATEMENTS",
            "COUNT_STATEMENTS"]

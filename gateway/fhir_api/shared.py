@@ -15,8 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.db import write_session
-from gateway.fhir_store import FhirResourceCurrent, content_hash, publish_shared
+from gateway.store.db import write_session
+from gateway.store.fhir import content_hash, publish_shared
+from gateway.store.fhir_tables import FhirResourceCurrent
 
 __all__ = ["shared_resources", "publish_terminology", "ensure_published"]
 

@@ -18,9 +18,10 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import ResourceNotFound
 
-from gateway.app import create_app
-from gateway.db import write_session
-from gateway.fhir_store import FhirResourceCurrent, FhirResourceVersion, save_translation
+from gateway.bootstrap import create_app
+from gateway.store.db import write_session
+from gateway.store.fhir import save_translation
+from gateway.store.fhir_tables import FhirResourceCurrent, FhirResourceVersion
 from tests.integration.test_fhir_store_support import T0, order_resources, seed_order
 
 TOKENS = {"site-a": "demo-site-a-token", "site-b": "demo-site-b-token", "acme-bio": "demo-acme-token",

@@ -14,9 +14,9 @@ SCRIPT = r'''
 import base64, json, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 from tests.conftest import TestClient, order_body
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import DEMO_CONFIG, load_settings
-from gateway.db import make_engine, migrate
+from gateway.store.db import make_engine, migrate
 from tests.integration.test_i11_fhir_search_bounds import _shape
 
 directory = tempfile.mkdtemp()

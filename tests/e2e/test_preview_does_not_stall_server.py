@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from tests.integration.test_fhir_store_support import T0, seed_order
 
 ROOT = Path(__file__).parents[2]

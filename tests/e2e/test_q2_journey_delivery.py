@@ -13,9 +13,9 @@ import hl7
 import yaml
 from sqlalchemy.engine import Engine
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import load_settings
-from gateway.delivery_senders import build_delivery_worker
+from gateway.delivery.senders import build_delivery_worker
 from tests.conftest import (
     ACME,
     TestClient,  # imported there with the httpx deprecation warning silenced

@@ -11,10 +11,10 @@ import yaml
 from sqlalchemy.engine import Engine
 
 from adapters.http.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, verify_signature
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import load_settings
-from gateway.delivery_senders import build_delivery_worker
-from gateway.outbox import MessageState
+from gateway.delivery.outbox import MessageState
+from gateway.delivery.senders import build_delivery_worker
 from tests.conftest import (
     ACME,
     TestClient,  # imported there with the httpx deprecation warning silenced

@@ -1,4 +1,4 @@
-"""A standalone worker process (``python -m gateway.cli_outbox worker``, i.e. ``cgt-gateway worker``)
+"""A standalone worker process (``python -m gateway.cli.outbox worker``, i.e. ``cgt-gateway worker``)
 killed with SIGKILL mid-delivery and restarted: every message is delivered, in order, and the only
 duplicates are resends of the same MSH-10.  SQLite file database, real MLLP peer on loopback."""
 
@@ -9,8 +9,8 @@ import signal
 import threading
 from pathlib import Path
 
-from gateway.db import make_engine, migrate
-from gateway.outbox import MessageState
+from gateway.delivery.outbox import MessageState
+from gateway.store.db import make_engine, migrate
 from tests.integration.test_delivery_support import (
     Peer,
     PeerLoop,
@@ -24,7 +24,7 @@ from tests.integration.test_delivery_support import (
 
 
 def test_sigkill_mid_delivery_then_restart_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    url = f"sqlite:///{tmp_path / 'gateway.store.db'}"
     engine = make_engine(url)
     migrate(engine)
     expected = [f"M{i:03d}" for i in range(120)]

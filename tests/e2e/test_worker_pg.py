@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from gateway.outbox import DeliveryAttempt, MessageState, OutboxMessage
+from gateway.delivery.outbox import DeliveryAttempt, MessageState, OutboxMessage
 from tests.integration.test_delivery_support import (
     Peer,
     PeerLoop,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import load_settings
-from gateway.delivery_senders import build_delivery_worker
+from gateway.delivery.outbox import MessageState
+from gateway.delivery.senders import build_delivery_worker
 from gateway.metrics import GatewayMetrics
-from gateway.outbox import MessageState
 from tests.conftest import (
     ACME,
     ADMIN,

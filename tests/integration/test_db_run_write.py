@@ -1,4 +1,4 @@
-"""``gateway.db.run_write``: SQLite writes on the engine's one writer thread, PostgreSQL's in the pool."""
+"""``gateway.store.db.run_write``: SQLite writes on the engine's one writer thread, PostgreSQL's in the pool."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlmodel import Session, select
 
-from gateway.db import run_write
 from gateway.errors import NotFound
-from gateway.store import EventRow, OrderRow
+from gateway.store.db import run_write
+from gateway.store.tables import EventRow, OrderRow
 from tests.conftest import ACME, event_body, order_body
 
 _TAG: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="unset")

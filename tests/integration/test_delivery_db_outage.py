@@ -3,7 +3,7 @@
 The worker has its own engine; while the outage lasts every statement it sends fails with the
 driver's own OperationalError (what a locked, full or unreachable database raises): before
 SQLAlchemy runs it and, on PostgreSQL, in the DB-API cursor too (the worker runs its per-message
-statements on the cursor, :mod:`gateway.prepared_sql`).  On PostgreSQL its server connections are
+statements on the cursor, :mod:`gateway.store.prepared_sql`).  On PostgreSQL its server connections are
 also killed (``pg_terminate_backend``) when the outage starts and ends.
 """
 
@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from gateway.db import make_engine
-from gateway.delivery_senders import DestinationSenders
-from gateway.delivery_worker import DeliveryWorker
-from gateway.outbox import MessageState
+from gateway.delivery.outbox import MessageState
+from gateway.delivery.senders import DestinationSenders
+from gateway.delivery.worker import DeliveryWorker
+from gateway.store.db import make_engine
 from tests.integration.test_delivery_support import (
     FAST,
     Peer,

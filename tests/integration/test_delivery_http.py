@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from adapters.http.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, verify_signature
-from gateway.delivery_senders import DestinationSenders, WebhookTarget
-from gateway.delivery_worker import DeliveryWorker
-from gateway.outbox import MessageState
+from gateway.delivery.outbox import MessageState
+from gateway.delivery.senders import DestinationSenders, WebhookTarget
+from gateway.delivery.worker import DeliveryWorker
 from tests.integration.test_delivery_support import (
     FAST,
     alerts,

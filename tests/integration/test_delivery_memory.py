@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import insert
 
 from adapters.delivery_result import DeliveryOutcome
-from gateway.db import make_engine, write_session
-from gateway.delivery_worker import DeliveryWorker
+from gateway.delivery.outbox import MessageState, OutboxMessage
+from gateway.delivery.worker import DeliveryWorker
 from gateway.metrics import GatewayMetrics
-from gateway.outbox import MessageState, OutboxMessage
+from gateway.store.db import make_engine, write_session
 from tests.integration.test_delivery_support import FAST, enqueue_mllp, er7, wait_until
 
 

@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.engine import Engine
 
-from gateway.delivery_senders import DestinationSenders
-from gateway.delivery_worker import DeliveryWorker, WorkerSettings
-from gateway.outbox import MessageState
+from gateway.delivery.outbox import MessageState
+from gateway.delivery.senders import DestinationSenders
+from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from tests.integration.test_delivery_support import (
     FAST,
     FAST_RETRY,

@@ -1,4 +1,4 @@
-"""The worker's database side (:mod:`gateway.delivery_store`): a dead letter is recorded by the same
+"""The worker's database side (:mod:`gateway.delivery.store`): a dead letter is recorded by the same
 statements as a delivery or a retry, so the same rules hold (a message skipped meanwhile stays skipped,
 the attempt is always kept), and its record and its follow-ups commit together or not at all; a
 worker's lease book renews a lease only once half of it has run and gives back only its own leases."""
@@ -14,10 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from adapters.delivery_result import DeliveryOutcome
-from gateway.delivery_lease import LeaseBook, acquire_lease
-from gateway.delivery_senders import dead_letter_notifier
-from gateway.delivery_worker import DeliveryWorker
-from gateway.outbox import DestinationLease, MessageState, OutboxMessage, skip
+from gateway.delivery.lease import LeaseBook, acquire_lease
+from gateway.delivery.outbox import DestinationLease, MessageState, OutboxMessage, skip
+from gateway.delivery.senders import dead_letter_notifier
+from gateway.delivery.worker import DeliveryWorker
 from tests.integration.test_delivery_support import FAST, alerts, attempts, enqueue_mllp, messages
 
 _ACK = {"delivered": "AA", "dead": "AE", "retry": "AR"}

@@ -20,12 +20,19 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from adapters.retry import RetryPolicy
-from gateway.db import write_session
-from gateway.delivery_worker import WorkerSettings
-from gateway.outbox import DeliveryAlert, DeliveryAttempt, MessageState, NewMessage, OutboxMessage, enqueue
-from mappings.profile import SiteProfile
-from mappings.profile_delivery import DeliverySettings, FhirPushEndpoint, MllpEndpoint
-from mappings.profile_loader import load_profile
+from gateway.delivery.outbox import (
+    DeliveryAlert,
+    DeliveryAttempt,
+    MessageState,
+    NewMessage,
+    OutboxMessage,
+    enqueue,
+)
+from gateway.delivery.worker import WorkerSettings
+from gateway.store.db import write_session
+from mappings.profile.delivery import DeliverySettings, FhirPushEndpoint, MllpEndpoint
+from mappings.profile.loader import load_profile
+from mappings.profile.schema import SiteProfile
 
 __all__ = ["FAST_RETRY", "FAST", "PeerLoop", "Peer", "er7", "enqueue_mllp", "enqueue_raw", "wait_until",
            "site_profile", "messages", "attempts", "alerts", "received_in_order_allowing_resends"]
@@ -274,13 +281,13 @@ def write_config(directory: Path, database_url: str, mllp_ports: dict[str, int],
 
 def start_worker_process(config: Path, log: Path, *, lease_seconds: float = 1.0,
                          poll_interval_s: float = 0.01) -> Any:
-    """``python -m gateway.cli_outbox worker`` (what ``cgt-gateway worker`` runs) with fast settings."""
+    """``python -m gateway.cli.outbox worker`` (what ``cgt-gateway worker`` runs) with fast settings."""
     import subprocess
     import sys
 
     with log.open("ab") as handle:
         return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli_outbox", "worker", "--config", str(config),
+            [sys.executable, "-m", "gateway.cli.outbox", "worker", "--config", str(config),
              "--lease-seconds", str(lease_seconds), "--poll-interval", str(poll_interval_s),
              "--retry-initial", "0.02", "--retry-max", "0.1", "--retry-jitter", "0"],
             cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)

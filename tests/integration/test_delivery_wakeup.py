@@ -24,12 +24,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-import gateway.delivery_store as delivery_store_module
+import gateway.delivery.store as delivery_store_module
 from adapters.delivery_result import DeliveryOutcome
-from gateway.db import write_session
-from gateway.delivery_worker import DeliveryWorker
-from gateway.outbox import MessageState, NewMessage, OutboxMessage, enqueue
-from gateway.outbox_wakeup import PgListener, subscribe
+from gateway.delivery.outbox import MessageState, NewMessage, OutboxMessage, enqueue
+from gateway.delivery.wakeup import PgListener, subscribe
+from gateway.delivery.worker import DeliveryWorker
+from gateway.store.db import write_session
 from tests.integration.test_delivery_support import (
     FAST,
     Peer,
@@ -155,7 +155,7 @@ def test_an_outcome_not_recorded_after_the_ack_means_a_resend_first(engine: Engi
 
 def test_deliver_head_reads_the_head_again_each_time(engine: Engine) -> None:
     """An operator's skip between two steps is seen at once: the skipped message is never sent."""
-    from gateway.outbox import skip
+    from gateway.delivery.outbox import skip
 
     sender = RecordingSender()
     enqueue_mllp(engine, ["M1", "M2", "M3"])

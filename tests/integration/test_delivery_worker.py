@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from adapters.delivery_result import DeliveryOutcome
-from gateway.delivery_worker import DeliveryWorker
-from gateway.outbox import MessageState, OutboxMessage
+from gateway.delivery.outbox import MessageState, OutboxMessage
+from gateway.delivery.worker import DeliveryWorker
 from tests.integration.test_delivery_support import (
     FAST,
     all_finished,

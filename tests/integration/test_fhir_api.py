@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from fhir.resources.R4B import get_fhir_model_class
 
-from gateway.db import write_session
-from gateway.fhir_store import publish_shared
+from gateway.store.db import write_session
+from gateway.store.fhir import publish_shared
 from terminology import load_terminology
 from tests.conftest import ACME, ADMIN, NOVA, SITE_A, SITE_B
 from tests.integration.test_fhir_store_support import T0, seed_order

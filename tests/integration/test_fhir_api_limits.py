@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import load_settings
 from tests.conftest import ACME, ADMIN, order_body
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gateway.fhir_api.bundle import decode_cursor, encode_cursor
 from gateway.fhir_api.outcome import FhirError
 from gateway.fhir_api.params import MAX_COUNT, is_lenient, parse_history, parse_search
-from gateway.fhir_api.search_params import date_range, format_instant, from_us, index_values, to_us
+from gateway.store.search_params import date_range, format_instant, from_us, index_values, to_us
 
 instants = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1),
                         timezones=st.just(UTC))

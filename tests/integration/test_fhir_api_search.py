@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from gateway.fhir_api.params import MAX_COUNT
-from gateway.fhir_api.search_params import format_instant, to_us
+from gateway.store.search_params import format_instant, to_us
 from tests.conftest import ACME, ADMIN, SITE_A, SITE_B
 from tests.integration.test_fhir_api import ok, outcome
 from tests.integration.test_fhir_store_support import BS_SYSTEM, T0, order_resources, seed_order

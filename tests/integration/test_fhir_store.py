@@ -9,21 +9,11 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from gateway.db import write_session
-from gateway.fhir_api.search_params import date_range, format_instant, to_us
-from gateway.fhir_store import (
-    CrossTenantWrite,
-    FhirResourceAccess,
-    FhirResourceVersion,
-    FhirSearchDate,
-    FhirSearchToken,
-    Scope,
-    publish_shared,
-    read_current,
-    read_many,
-    read_version,
-    save_translation,
-)
+from gateway.store.db import write_session
+from gateway.store.fhir import CrossTenantWrite, Scope, publish_shared, save_translation
+from gateway.store.fhir_read import read_current, read_many, read_version
+from gateway.store.fhir_tables import FhirResourceAccess, FhirResourceVersion, FhirSearchDate, FhirSearchToken
+from gateway.store.search_params import date_range, format_instant, to_us
 from tests.integration.test_fhir_store_support import T0, order_resources, seed_order
 
 SITE_A = Scope("site", "site-a")
@@ -135,7 +125,7 @@ def test_vread_and_history_check_each_version_not_only_the_resource(engine):
     """A resource stored before ids were scoped may hold versions two tenants' orders wrote (the
     store then granted both): each reader sees only the versions its own orders wrote."""
     from gateway.fhir_api import query
-    from gateway.fhir_store import FhirResourceCurrent
+    from gateway.store.fhir_tables import FhirResourceCurrent
 
     a = seed_order(engine, "o1", now=T0)
     product = next(r for r in a if r["resourceType"] == "BiologicallyDerivedProduct")

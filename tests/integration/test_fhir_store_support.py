@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from gateway.db import write_session
-from gateway.fhir_store import save_translation
+from gateway.store.db import write_session
+from gateway.store.fhir import save_translation
 
 __all__ = ["order_resources", "seed_order", "T0", "BS_SYSTEM"]
 

@@ -15,10 +15,10 @@ import hl7.mllp
 import yaml
 from sqlalchemy.engine import Engine
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import load_settings
-from gateway.delivery_senders import build_delivery_worker
-from gateway.outbox import MessageState
+from gateway.delivery.outbox import MessageState
+from gateway.delivery.senders import build_delivery_worker
 from tests.conftest import NOVA, TestClient, event_body
 from tests.integration.test_delivery_support import (
     FAST,

@@ -16,10 +16,10 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import DEMO_CONFIG, load_settings
 from gateway.fhir_api import query
-from gateway.prepared_sql import PREPARED_CACHE
+from gateway.store.prepared_sql import PREPARED_CACHE
 from tests.conftest import SITE_A, TestClient
 from tests.integration.test_fhir_api import by_type, ok, outcome
 from tests.integration.test_fhir_store_support import T0, seed_order

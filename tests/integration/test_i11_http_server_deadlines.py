@@ -1,5 +1,5 @@
 """Issue 11: slow clients holding half-sent headers were never timed out.  ``cgt-gateway serve``'s
-uvicorn options (:mod:`gateway.http_server`) add a head deadline, a body deadline and a head size
+uvicorn options (:mod:`gateway.cli.http_server`) add a head deadline, a body deadline and a head size
 limit to uvicorn's own protocol (httptools and h11 alike), over a real server on a free port driven
 by raw sockets, while other clients keep being served."""
 
@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
+from gateway.cli.http_server import uvicorn_options
 from gateway.config import DEMO_CONFIG, load_settings
-from gateway.http_server import uvicorn_options
 from tests.conftest import ACME
 
 HEADER_TIMEOUT = 0.5
@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 @pytest.fixture(params=["httptools", "h11"])
 def server(request, tmp_path) -> Iterator[tuple[str, int]]:
-    from gateway.db import make_engine, migrate
+    from gateway.store.db import make_engine, migrate
 
     url = f"sqlite:///{tmp_path / 'serve.db'}"
     engine = make_engine(url)

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from gateway import identity_claims
-from gateway.db import write_session
 from gateway.errors import CoiError
-from gateway.intake import accept_event
-from gateway.store import IdentityClaimRow
-from mappings.domain import EventIn
+from gateway.intake import identity_claims
+from gateway.intake.events import accept_event
+from gateway.store.db import write_session
+from gateway.store.tables import IdentityClaimRow
+from mappings.events import EventIn
 from tests.conftest import (
     ACME,
     ACME_COI,
@@ -233,7 +233,7 @@ def test_release_claims_of_event_frees_the_din_for_another_order(client, engine)
 def test_after_a_release_the_orders_remaining_events_reclaim_their_din(client, engine):
     """Retraction frees what the retracted event claimed; a DIN a remaining event of the same order
     records is claimed again (by that event), so it stays refused on other orders."""
-    from gateway.order_history import lock_order
+    from gateway.intake.order_history import lock_order
 
     assert client.post("/v1/orders", json=order_body("ORD-Y"), headers=ACME).status_code == 201
     assert _post(client, "ORD-Y", _collection("Y-1", DIN), ACME).status_code == 201

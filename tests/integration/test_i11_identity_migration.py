@@ -11,9 +11,9 @@ import orjson
 import sqlalchemy as sa
 from alembic import command
 
-from gateway.db import alembic_config
-from gateway.fhir_store import FhirResourceAccess, FhirResourceCurrent, FhirResourceVersion
-from gateway.store import EventRow, IdentityClaimRow, OrderRow
+from gateway.store.db import alembic_config
+from gateway.store.fhir_tables import FhirResourceAccess, FhirResourceCurrent, FhirResourceVersion
+from gateway.store.tables import EventRow, IdentityClaimRow, OrderRow
 from tests.conftest import ACME, ACME_COI, NOVA, NOVA_COI, event_body, nova_order_body, order_body
 
 DIN = "A9999211234563"

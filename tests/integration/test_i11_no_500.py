@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import DEMO_CONFIG, load_settings
 from tests.conftest import ACME, ADMIN, SITE_A, TestClient, order_body
 from tests.integration.test_fhir_api import by_type

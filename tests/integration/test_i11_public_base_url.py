@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import DEMO_CONFIG, load_settings
 from tests.conftest import SITE_A, TestClient
 from tests.integration.test_fhir_api import by_type, ok

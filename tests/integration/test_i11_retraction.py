@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import Settings
-from gateway.delivery_senders import DestinationSenders
-from gateway.delivery_worker import DeliveryWorker
-from gateway.fhir_store import FhirResourceVersion
-from gateway.outbox import OutboxMessage
-from gateway.store import EventRow, OrderRow
+from gateway.delivery.outbox import OutboxMessage
+from gateway.delivery.senders import DestinationSenders
+from gateway.delivery.worker import DeliveryWorker
+from gateway.store.fhir_tables import FhirResourceVersion
+from gateway.store.tables import EventRow, OrderRow
 from mappings.result import Hl7Message
 from tests.conftest import ACME, ACME_COI, ADMIN, NOVA, SITE_A, TestClient, event_body, order_body
 from tests.integration.test_delivery_support import FAST, Peer, all_finished, site_profile, wait_until
@@ -428,7 +428,7 @@ def test_a_history_cached_by_another_process_before_the_retraction_is_not_reused
                                                                                   clock):
     """Process A caches the order's history; process B retracts; A's next event must not see the
     retracted event (the history cache is per engine; ``history_revision`` tells it the history changed)."""
-    from gateway.db import make_engine
+    from gateway.store.db import make_engine
 
     clock.set(T0 + timedelta(days=1))
     assert post(acme, event_body("E1", "order.confirmed", at(hours=1))).status_code == 201
@@ -461,9 +461,11 @@ def test_concurrent_retractions_and_events_serialise(settings, engine):
 
     from gateway.context import build_context
     from gateway.errors import GatewayError
-    from gateway.intake import accept_event, accept_order
-    from gateway.retraction import retract_event
-    from mappings.domain import EventIn, OrderIn
+    from gateway.intake.events import accept_event
+    from gateway.intake.orders import accept_order
+    from gateway.intake.retraction import retract_event
+    from mappings.events import EventIn
+    from mappings.orders import OrderIn
 
     context = build_context(settings, engine, now=lambda: T0 + timedelta(days=1))
     accept_order(context, "acme-bio", OrderIn.model_validate(order_body()))

@@ -9,8 +9,8 @@ from sqlalchemy import update
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from gateway.cli_outbox import outbox_app
-from gateway.outbox import MessageState, OutboxMessage
+from gateway.cli.outbox import outbox_app
+from gateway.delivery.outbox import MessageState, OutboxMessage
 from tests.integration.test_delivery_support import enqueue_mllp, messages, write_config
 
 runner = CliRunner()
@@ -76,7 +76,7 @@ def test_the_worker_refuses_to_start_without_a_secret_it_needs(engine, tmp_path:
     import typer
     import yaml
 
-    from gateway.cli_outbox import worker_command
+    from gateway.cli.outbox import worker_command
 
     config = Path(_config(engine, tmp_path))
     profile = tmp_path / "site-a.yaml"

@@ -10,10 +10,10 @@ from sqlalchemy import update
 from sqlmodel import Session
 
 from adapters.retry import RetryPolicy
-from gateway.delivery_lease import acquire_lease, give_back_lease, release_lease, take_lease
-from gateway.delivery_senders import DestinationSenders
-from gateway.delivery_worker import DeliveryWorker, WorkerSettings
-from gateway.outbox import DestinationLease, MessageState
+from gateway.delivery.lease import acquire_lease, give_back_lease, release_lease, take_lease
+from gateway.delivery.outbox import DestinationLease, MessageState
+from gateway.delivery.senders import DestinationSenders
+from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from tests.integration.test_delivery_support import (
     FAST,
     Peer,

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from adapters.delivery_result import DeliveryOutcome
-from gateway.delivery_senders import DestinationSenders
-from gateway.delivery_worker import DeliveryWorker
+from gateway.delivery.outbox import MessageState, OutboxMessage, get_message, replay, skip
+from gateway.delivery.senders import DestinationSenders
+from gateway.delivery.worker import DeliveryWorker
 from gateway.metrics import GatewayMetrics
-from gateway.outbox import MessageState, OutboxMessage, get_message, replay, skip
 from tests.conftest import ACME, ADMIN, SITE_A
 from tests.integration.test_delivery_support import (
     FAST,

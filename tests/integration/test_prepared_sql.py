@@ -1,4 +1,4 @@
-"""Statements run on the DB-API cursor (:mod:`gateway.prepared_sql`) inside the session's
+"""Statements run on the DB-API cursor (:mod:`gateway.store.prepared_sql`) inside the session's
 transaction: they store and read back what ``Connection.execute`` would, roll back with the
 transaction, raise SQLAlchemy's ``IntegrityError`` on a unique constraint (intake's retry depends on
 it), and never run outside a transaction on their own."""
@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from gateway import prepared_sql
-from gateway.db import write_session
-from gateway.store import OrderRow
+from gateway.store import prepared_sql
+from gateway.store.db import write_session
+from gateway.store.tables import OrderRow
 
 _O: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
 _INSERT = _O.insert().returning(_O.c.id)

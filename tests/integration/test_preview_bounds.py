@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import load_settings
-from mappings.profile import SiteProfile
-from mappings.profile_delivery import DeliverySettings, MllpEndpoint
+from mappings.profile.delivery import DeliverySettings, MllpEndpoint
+from mappings.profile.schema import SiteProfile
 from tests.conftest import ACME, SITE_A, SITE_B, TestClient, event_body, order_body
 
 ROOT = Path(__file__).parents[2]

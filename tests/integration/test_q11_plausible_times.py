@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import load_settings
 from tests.conftest import ACME, ADMIN, DEMO_CONFIG, SITE_A, TestClient, event_body, order_body
 

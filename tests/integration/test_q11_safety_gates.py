@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session, select
 
-from gateway.store import EventRow
+from gateway.store.tables import EventRow
 from tests.conftest import ACME, NOVA, NOVA_COI, event_body, nova_order_body, order_body
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

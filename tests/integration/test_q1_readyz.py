@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from gateway.app import create_app
+from gateway.bootstrap import create_app
 from gateway.config import DEMO_CONFIG, load_settings
-from gateway.db import make_engine
+from gateway.store.db import make_engine
 from tests.conftest import TestClient  # imported there with the httpx deprecation warning silenced
 
 

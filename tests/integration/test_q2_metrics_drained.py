@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from adapters.delivery_result import DeliveryOutcome
-from gateway.delivery_worker import DeliveryWorker
+from gateway.delivery.outbox import OutboxMessage
+from gateway.delivery.worker import DeliveryWorker
 from gateway.metrics import GatewayMetrics
-from gateway.outbox import OutboxMessage
 from tests.integration.test_delivery_support import FAST, enqueue_mllp, enqueue_raw
 
 

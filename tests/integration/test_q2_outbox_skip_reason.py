@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.outbox import MessageState
+from gateway.delivery.outbox import MessageState
 from tests.conftest import ADMIN
 from tests.integration.test_delivery_support import enqueue_mllp, messages
 

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from gateway.cli_outbox import outbox_app
+from gateway.cli.outbox import outbox_app
 from tests.conftest import PG_URL_VAR
 from tests.integration.test_delivery_support import write_config
 

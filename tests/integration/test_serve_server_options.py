@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.cli import app
+from gateway.cli.main import app
 from gateway.config import load_settings
 
 

@@ -6,7 +6,7 @@ import hashlib
 
 from typer.testing import CliRunner
 
-from gateway.cli import app
+from gateway.cli.main import app
 from gateway.config import DEMO_CONFIG
 
 
@@ -41,7 +41,7 @@ def test_token_create_stores_only_the_hash(tmp_path, monkeypatch):
 
     from fastapi.testclient import TestClient
 
-    from gateway.app import create_app
+    from gateway.bootstrap import create_app
     from gateway.config import load_settings
 
     settings = load_settings(DEMO_CONFIG)

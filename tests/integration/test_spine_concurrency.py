@@ -11,9 +11,11 @@ from sqlmodel import Session, select
 
 from gateway.context import build_context
 from gateway.errors import GatewayError
-from gateway.intake import accept_event, accept_order
-from gateway.store import EventRow, OrderRow, PatientCoiRow
-from mappings.domain import EventIn, OrderIn
+from gateway.intake.events import accept_event
+from gateway.intake.orders import accept_order
+from gateway.store.tables import EventRow, OrderRow, PatientCoiRow
+from mappings.events import EventIn
+from mappings.orders import OrderIn
 from tests.conftest import event_body, order_body
 
 N = 16

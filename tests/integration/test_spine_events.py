@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session, select
 
-from gateway.store import EventRow, OrderRow, SafetyLogRow
+from gateway.store.tables import EventRow, OrderRow, SafetyLogRow
 from tests.conftest import (
     ACME,
     ACME_COI,
@@ -408,7 +408,7 @@ def test_event_for_unknown_order_is_404(acme):
 
 
 def test_event_and_its_outputs_commit_together_or_not_at_all(acme, engine, monkeypatch):
-    from gateway import pipeline
+    from gateway.intake import pipeline
 
     before = snapshot(engine)
     monkeypatch.setattr(

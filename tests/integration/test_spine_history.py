@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway import pipeline
 from gateway.context import build_context
-from gateway.db import make_engine, write_session
-from gateway.intake import accept_event, accept_order
-from gateway.order_history import HISTORY_CACHE, History, load_history, lock_order
-from mappings.domain import EventIn, OrderIn
+from gateway.intake import pipeline
+from gateway.intake.events import accept_event
+from gateway.intake.order_history import HISTORY_CACHE, History, load_history, lock_order
+from gateway.intake.orders import accept_order
+from gateway.store.db import make_engine, write_session
+from mappings.events import EventIn
+from mappings.orders import OrderIn
 from tests.conftest import event_body, order_body
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)

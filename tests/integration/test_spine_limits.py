@@ -8,7 +8,7 @@ import json
 import pytest
 from sqlmodel import Session, select
 
-from gateway.store import EventRow, OrderRow
+from gateway.store.tables import EventRow, OrderRow
 from tests.conftest import ACME, order_body
 
 JSON = {**ACME, "content-type": "application/json"}
@@ -92,8 +92,8 @@ def test_health_and_readiness(client):
 def test_readiness_fails_without_database(settings, tmp_path):
     from fastapi.testclient import TestClient
 
-    from gateway.app import create_app
-    from gateway.db import make_engine
+    from gateway.bootstrap import create_app
+    from gateway.store.db import make_engine
 
     broken = make_engine("postgresql://nobody@127.0.0.1:1/none")
     with TestClient(create_app(settings, engine=broken), raise_server_exceptions=False) as c:

@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from gateway.db import alembic_config, metadata
+from gateway.store.db import alembic_config, metadata
 
 
 def test_migrations_match_the_models(engine):

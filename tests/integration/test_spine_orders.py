@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session, select
 
-from gateway.store import EventRow, OrderRow, PatientCoiRow, SafetyLogRow
+from gateway.store.tables import EventRow, OrderRow, PatientCoiRow, SafetyLogRow
 from tests.conftest import ACME, ACME_COI, ADMIN, NOVA, NOVA_COI, nova_order_body, order_body
 
 PROBLEM = "application/problem+json"
@@ -202,7 +202,7 @@ def test_get_unknown_order_is_404(client):
 
 
 def test_order_and_its_outputs_commit_together_or_not_at_all(client, engine, monkeypatch):
-    from gateway import pipeline
+    from gateway.intake import pipeline
 
     def broken(*args, **kwargs):
         raise RuntimeError("translation blew up")

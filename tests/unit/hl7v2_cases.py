@@ -1,6 +1,6 @@
 """Shared inputs and independent checks for the HL7v2 rendering tests (no tests here).
 
-Inputs come from the journey fixtures replayed through the real lifecycle (``gateway.replay``);
+Inputs come from the journey fixtures replayed through the real lifecycle (``gateway.intake.replay``);
 checks use the two independent parsers: hl7apy (STRICT validation for the declared version) and
 python-hl7.
 """
@@ -15,15 +15,17 @@ import hl7
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message, parse_segment
 
-from adapters.hl7v2.render import render_messages
-from adapters.hl7v2.structure import check_segment_order
+from gateway.cli.goldens import FIXTURES, load_case
 from gateway.config import load_settings
-from gateway.replay import replay_journey
-from mappings.domain import EventRecord, OrderSnapshot
-from mappings.goldens import FIXTURES, load_case
-from mappings.profile import SiteProfile, load_profile
-from mappings.profile_hl7v2 import Hl7v2Settings
+from gateway.intake.replay import replay_journey
+from mappings.er7.structure import check_segment_order
+from mappings.events import EventRecord
+from mappings.hl7v2.render import render_messages
+from mappings.profile.hl7v2 import Hl7v2Settings
+from mappings.profile.loader import load_profile
+from mappings.profile.schema import SiteProfile
 from mappings.result import Hl7Message, MappingIssue
+from mappings.snapshot import OrderSnapshot
 from terminology import load_terminology
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from hl7apy.parser import parse_message, parse_segments
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.hl7v2.ack import AckParseError, build_ack, parse_ack, read_header
+from mappings.er7.ack import AckParseError, build_ack, parse_ack, read_header
 
 NOW = datetime(2026, 11, 21, 12, 30, 5, tzinfo=UTC)
 

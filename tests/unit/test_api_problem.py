@@ -6,9 +6,9 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from gateway.errors import CoiError, FieldError, LifecycleError
-from gateway.problem import problem_body, problem_response, validation_errors
-from mappings.domain import OrderIn
+from gateway.api.problem import problem_body, problem_response
+from gateway.errors import CoiError, FieldError, LifecycleError, validation_errors
+from mappings.orders import OrderIn
 
 
 def test_problem_response_shape():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.coi import normalize_din_field, normalize_product_coi
 from gateway.errors import CoiError, FieldError
+from gateway.intake.coi import normalize_din_field, normalize_product_coi
 
 NOVA_PATTERN = r"NC-[0-9]{6}-[A-Z]{2}"
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from gateway.delivery_worker import _DatabaseThread
+from gateway.delivery.worker import _DatabaseThread
 
 _TAG: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="none")
 

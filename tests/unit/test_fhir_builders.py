@@ -8,10 +8,10 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
-from adapters.fhir.bundle import transaction_bundle
-from adapters.fhir.model import UNVERSIONED, fhir_instant, profile_meta, validated
-from adapters.fhir.observation import ObservationValue, build_observation
-from adapters.fhir.specification import interpret, parse_specification
+from mappings.fhir.bundle import transaction_bundle
+from mappings.fhir.model import UNVERSIONED, fhir_instant, profile_meta, validated
+from mappings.fhir.observation import ObservationValue, build_observation
+from mappings.fhir.specification import interpret, parse_specification
 from mappings.ids import NPI_SYSTEM, resource_id
 
 

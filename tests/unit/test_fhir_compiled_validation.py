@@ -1,4 +1,4 @@
-"""The compiled validator (``adapters.fhir.compiled_validation``) must give exactly the R4B answer.
+"""The compiled validator (``mappings.fhir.compiled_validation``) must give exactly the R4B answer.
 
 Differential: every resource the builders produce for every fixture journey of both demo sites goes
 through the fast path (after its shape is learned) and comes out byte-equal to the bare R4B
@@ -19,13 +19,13 @@ from fhir.resources.R4B import get_fhir_model_class
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import adapters.fhir.model as fhir_model
-from adapters.fhir import compiled_validation as compiled
-from adapters.fhir.model import validated
+import mappings.fhir.model as fhir_model
+from gateway.cli.goldens import CASES, FIXTURES, GOLDEN_NOW, SITES, load_case
 from gateway.config import load_settings
-from gateway.replay import preview_order
-from mappings.goldens import CASES, FIXTURES, GOLDEN_NOW, SITES, load_case
-from mappings.profile import load_profile
+from gateway.intake.replay import preview_order
+from mappings.fhir import compiled_validation as compiled
+from mappings.fhir.model import validated
+from mappings.profile.loader import load_profile
 from terminology import load_terminology
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "gateway" / "demo" / "gateway.yaml"

@@ -1,4 +1,4 @@
-"""``adapters.fhir.model.validated`` caches the dump of each distinct content: the cache must never
+"""``mappings.fhir.model.validated`` caches the dump of each distinct content: the cache must never
 change what it returns, share state between callers, or let invalid content through."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from adapters.fhir.model import _validate, _validated_json, validated
+from mappings.fhir.model import _validate, _validated_json, validated
 
 
 def _organization(name: str) -> dict:

@@ -1,6 +1,6 @@
 """Golden files: the translation of each journey for each demo site equals fixtures/expected.
 
-Regenerate deliberately with ``python -m mappings.goldens``; this test never writes.
+Regenerate deliberately with ``python -m gateway.cli.goldens``; this test never writes.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_settings
-from gateway.replay import preview_order
-from mappings.goldens import (
+from gateway.cli.goldens import (
     CASES,
     FIXTURES,
     GOLDEN_NOW,
@@ -24,11 +22,13 @@ from mappings.goldens import (
     load_case,
     strip_volatile,
 )
-from mappings.profile import load_profile
+from gateway.config import load_settings
+from gateway.intake.replay import preview_order
+from mappings.profile.loader import load_profile
 from terminology import load_terminology
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "gateway" / "demo" / "gateway.yaml"
-REGENERATE = "outputs changed: review, then regenerate deliberately with `python -m mappings.goldens`"
+REGENERATE = "outputs changed: review, then regenerate deliberately with `python -m gateway.cli.goldens`"
 
 
 @pytest.mark.parametrize("site_id", SITES)

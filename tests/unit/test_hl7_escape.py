@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.hl7v2.escape import escape, unescape
+from mappings.er7.escape import escape, unescape
 
 _CONTAINER = hl7.parse("MSH|^~\\&|A\r")  # python-hl7's unescape needs the message's separators
 

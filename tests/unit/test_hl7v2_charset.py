@@ -11,13 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.hl7v2.charset import fit_segments, python_codec, transliterate
-from gateway.delivery_senders import mllp_endpoint
-from mappings.domain import EventType, OrderSnapshot
+from gateway.delivery.senders import mllp_endpoint
+from mappings.domain import EventType
+from mappings.er7.charsets import python_codec
+from mappings.hl7v2.charset import fit_segments, transliterate
 from mappings.preview import preview_steps
-from mappings.profile import ProfileInvalid, load_profile_text
-from mappings.profile_delivery import MllpEndpoint
+from mappings.profile.delivery import MllpEndpoint
+from mappings.profile.loader import ProfileInvalid, load_profile_text
 from mappings.result import Hl7Message
+from mappings.snapshot import OrderSnapshot
 from terminology import load_terminology
 from tests.unit.hl7v2_cases import FIXTURES, NOW, journey, profile, render, variant
 
@@ -71,7 +73,7 @@ def test_transliteration_always_fits_the_character_set(text: str) -> None:
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30))
 def test_fitted_fields_never_gain_a_delimiter(text: str) -> None:
     """A fullwidth ＾ or ｜ decomposes to ^ or |: it must arrive escaped, never as a delimiter."""
-    from adapters.hl7v2.escape import escape, unescape
+    from mappings.er7.escape import escape, unescape
 
     seg = ["NTE", "1", "L", escape(text)]
     fit_segments([seg], None, "transliterate")
@@ -175,9 +177,9 @@ def test_an_identifier_is_never_transliterated_whatever_the_fallback() -> None:
 
 
 def test_preview_shows_the_transliteration_and_the_refusal() -> None:
+    from gateway.cli.goldens import load_case
     from gateway.config import load_settings
-    from gateway.replay import replay_journey
-    from mappings.goldens import load_case
+    from gateway.intake.replay import replay_journey
 
     fixture = load_case(FIXTURES / "events" / "journey-cancelled.json").for_site("site-b")
     order = fixture.order.model_copy(update={"note": "Zoë's café"})
@@ -237,7 +239,7 @@ def test_cli_preview_says_which_message_would_not_be_sent(tmp_path: Any) -> None
 
     from typer.testing import CliRunner
 
-    from gateway.cli_profile import profile_app
+    from gateway.cli.profile import profile_app
 
     draft = tmp_path / "site-b-refuse.yaml"
     draft.write_text(_site_b_text(**{"  charset: null": "  charset: null\n  charset_fallback: refuse"}),

@@ -14,7 +14,8 @@ import pytest
 from mappings.domain import EventType
 from mappings.preview import preview_steps
 from mappings.preview_overrides import empty_required_overrides, required_fields
-from mappings.profile import ProfileInvalid, SiteProfile, load_profile_text
+from mappings.profile.loader import ProfileInvalid, load_profile_text
+from mappings.profile.schema import SiteProfile
 from mappings.result import Hl7Message
 from mappings.translate import translate
 from terminology import load_terminology
@@ -249,9 +250,9 @@ def test_required_fields_come_from_the_declared_version() -> None:
 ])
 def test_preview_flags_an_override_that_renders_a_required_field_empty(overrides: dict[str, str],
                                                                        flagged: list[str]) -> None:
+    from gateway.cli.goldens import load_case
     from gateway.config import load_settings
-    from gateway.replay import replay_journey
-    from mappings.goldens import load_case
+    from gateway.intake.replay import replay_journey
 
     site = variant("site-a", overrides=overrides)
     fixture = load_case(FIXTURES / "events" / "journey-autologous.json").for_site("site-a")
@@ -274,7 +275,7 @@ def test_the_empty_required_check_reads_only_segments_present() -> None:
 def test_the_readme_hl7v2_example_is_a_valid_profile_section() -> None:
     import yaml
 
-    from mappings.profile_hl7v2 import Hl7v2Settings
+    from mappings.profile.hl7v2 import Hl7v2Settings
 
     readme = (FIXTURES.parent / "README.md").read_text(encoding="utf-8")
     (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "charset_fallback" in b]
@@ -287,7 +288,7 @@ def test_the_readme_hl7v2_example_is_a_valid_profile_section() -> None:
 def test_pv1_codes_are_the_hl7_tables() -> None:
     from typing import get_args
 
-    from mappings.profile_pv1 import PatientClass, PersonLocationType
+    from mappings.profile.pv1 import PatientClass, PersonLocationType
     from terminology.hl7_tables import load_hl7_tables
 
     tables = load_hl7_tables()

@@ -1,4 +1,4 @@
-"""The golden ``.hl7`` files (written by ``python -m mappings.goldens`` from ``Translation.messages``)
+"""The golden ``.hl7`` files (written by ``python -m gateway.cli.goldens`` from ``Translation.messages``)
 hold exactly what ``render_messages`` renders for every event of both demo journeys, compared after
 removing the volatile fields MSH-7 (message time) and MSH-10 (control id)."""
 
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from mappings.goldens import CASES, SITES, expected_paths
+from gateway.cli.goldens import CASES, SITES, expected_paths
 from tests.unit.hl7v2_cases import journey, profile, render
 
 VOLATILE_MSH_FIELDS = (7, 10)
-REGENERATE = "golden out of date: run `python -m mappings.goldens` and review the diff"
+REGENERATE = "golden out of date: run `python -m gateway.cli.goldens` and review the diff"
 
 
 def strip_volatile(segment_line: str) -> str:

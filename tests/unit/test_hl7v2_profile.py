@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from adapters.hl7v2.templates import TemplateRenderError, check_template, render_template
-from mappings.profile_hl7v2 import Hl7v2Settings
+from mappings.profile.hl7v2 import Hl7v2Settings
+from mappings.profile.templates import TemplateRenderError, check_template, render_template
 from tests.unit.hl7v2_cases import profile
 
 

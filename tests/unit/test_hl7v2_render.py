@@ -9,10 +9,12 @@ from datetime import timedelta
 import hl7
 import pytest
 
-from adapters.hl7v2.render import render_messages
-from mappings.domain import EventRecord, EventType, OrderSnapshot, OrderStatus
-from mappings.profile import SiteProfile
+from mappings.domain import EventType, OrderStatus
+from mappings.events import EventRecord
+from mappings.hl7v2.render import render_messages
+from mappings.profile.schema import SiteProfile
 from mappings.result import Hl7Message
+from mappings.snapshot import OrderSnapshot
 from terminology import load_terminology
 from terminology.hl7_tables import load_hl7_tables
 from tests.unit.hl7v2_cases import (

@@ -9,9 +9,10 @@ import hl7
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.hl7v2.charset import transliterate
-from mappings.domain import EventType, OrderSnapshot
+from mappings.domain import EventType
+from mappings.hl7v2.charset import transliterate
 from mappings.result import Hl7Message
+from mappings.snapshot import OrderSnapshot
 from tests.unit.hl7v2_cases import journey, profile, render
 
 DELIMITERS = list("|^~\\&\r\n<>\"'\t\x0b\x1c")

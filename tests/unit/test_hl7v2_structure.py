@@ -7,8 +7,8 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import ValidationError
 from hl7apy.parser import parse_message
 
-from adapters.hl7v2.results import abnormal_flag
-from adapters.hl7v2.structure import check_segment_order
+from mappings.er7.structure import check_segment_order
+from mappings.hl7v2.results import abnormal_flag
 from tests.unit.hl7v2_cases import journey, profile, render, render_journey, variant
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hl7apy
 import pytest
 
-from adapters.hl7v2.event_map import (
+from mappings.domain import EventType, OrderStatus
+from mappings.hl7v2.event_map import (
     DISPENSE_STATUS_BY_EVENT,
     ORDER_CONTROL_BY_EVENT,
     ORDER_CONTROL_FAILED,
@@ -16,10 +17,9 @@ from adapters.hl7v2.event_map import (
     order_control,
     order_status,
 )
-from adapters.hl7v2.render import SEX_CODES
-from adapters.hl7v2.scheduling import FILLER_STATUS_BY_TRIGGER
-from adapters.hl7v2.segments import COMMENT_TYPES, PRIORITY_CODES
-from mappings.domain import EventType, OrderStatus
+from mappings.hl7v2.render import SEX_CODES
+from mappings.hl7v2.scheduling import FILLER_STATUS_BY_TRIGGER
+from mappings.hl7v2.segments import COMMENT_TYPES, PRIORITY_CODES
 from terminology.hl7_tables import load_hl7_tables
 
 TABLES = load_hl7_tables()

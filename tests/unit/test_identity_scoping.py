@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
+from gateway.cli.goldens import FIXTURES, GOLDEN_NOW, load_case
 from gateway.config import ProductConfig, Settings, load_settings
-from gateway.identity_claims import Claim, claims_of
-from gateway.replay import replay_journey
-from mappings.domain import EventIn, OrderIn
-from mappings.goldens import FIXTURES, GOLDEN_NOW, load_case
+from gateway.intake.identity_claims import Claim, claims_of
+from gateway.intake.replay import replay_journey
+from mappings.events import EventIn
 from mappings.ids import ISBT128_DIN_SYSTEM, lot_system
-from mappings.profile import SiteProfile, load_profile
+from mappings.orders import OrderIn
+from mappings.profile.loader import load_profile
+from mappings.profile.schema import SiteProfile
 from mappings.translate import translate
 from terminology import load_terminology
 from tests.unit.test_translate import DEMO_CONFIG

@@ -11,19 +11,16 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.errors import FieldError, LifecycleError
-from gateway.lifecycle import (
-    STAGES,
-    Decision,
-    LifecycleState,
-    decide,
-    initial_state,
+from gateway.intake.lifecycle import STAGES, Decision, LifecycleState, decide, initial_state
+from gateway.intake.lifecycle_table import (
     probe_events,
     probe_states,
     render_markdown,
     state_label,
     transition_table,
 )
-from mappings.domain import EVENT_DATA_MODELS, EventType, OrderStatus, StrictModel
+from mappings.domain import EventType, OrderStatus, StrictModel
+from mappings.events import EVENT_DATA_MODELS
 
 E = EventType
 S = OrderStatus
@@ -502,8 +499,8 @@ def test_every_refusal_has_a_detail_and_field_errors() -> None:
 
 def test_docs_lifecycle_md_is_generated_from_the_code() -> None:
     assert DOC.read_text(encoding="utf-8") == render_markdown(), (
-        "docs/lifecycle.md disagrees with gateway/lifecycle.py; regenerate it with "
-        "`.venv/bin/python -m gateway.lifecycle > docs/lifecycle.md` and review the diff"
+        "docs/lifecycle.md disagrees with gateway/intake/lifecycle.py; regenerate it with "
+        "`.venv/bin/python -m gateway.intake.lifecycle_table > docs/lifecycle.md` and review the diff"
     )
 
 

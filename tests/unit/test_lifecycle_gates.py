@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from gateway.cli.goldens import FIXTURES, load_case
 from gateway.config import load_settings
 from gateway.errors import FieldError, LifecycleError
-from gateway.lifecycle import (
+from gateway.intake.lifecycle import (
     EVENT_STAGE,
     NEEDS_MATERIAL,
     NEEDS_RELEASE,
@@ -25,9 +26,9 @@ from gateway.lifecycle import (
     has_release_decision,
     initial_state,
 )
-from gateway.replay import replay_journey
-from mappings.domain import EVENT_DATA_MODELS, EventType, OrderStatus
-from mappings.goldens import FIXTURES, load_case
+from gateway.intake.replay import replay_journey
+from mappings.domain import EventType, OrderStatus
+from mappings.events import EVENT_DATA_MODELS
 
 E = EventType
 S = OrderStatus

@@ -22,26 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import LifecycleError
-from gateway.lifecycle import (
-    EVENT_STAGE,
-    STAGES,
-    Decision,
-    LifecycleState,
-    decide,
-    initial_state,
-    outcome_label,
-    probe_events,
-    state_label,
-    transition_grid,
-)
-from mappings.domain import (
-    EventType,
-    InfusionScheduledData,
-    ManufacturingCompletedData,
-    OrderStatus,
-    ReleaseFailedData,
-    StrictModel,
-)
+from gateway.intake.lifecycle import EVENT_STAGE, STAGES, Decision, LifecycleState, decide, initial_state
+from gateway.intake.lifecycle_table import outcome_label, probe_events, state_label, transition_grid
+from mappings.domain import EventType, OrderStatus, StrictModel
+from mappings.events import InfusionScheduledData, ManufacturingCompletedData, ReleaseFailedData
 
 E = EventType
 S = OrderStatus
@@ -54,7 +38,7 @@ TERMINAL = {S.infused, S.cancelled, S.failed}
 
 
 def allowed_move(old: LifecycleState, new: LifecycleState) -> bool:
-    """The status moves the issue allows, written independently of gateway.lifecycle."""
+    """The status moves the issue allows, written independently of gateway.intake.lifecycle."""
     a, b = old.status, new.status
     if a == b:
         return True

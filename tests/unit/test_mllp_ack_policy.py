@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.hl7v2.ack import parse_ack
 from adapters.mllp.ack_policy import awaits_application_ack, judge_ack
+from mappings.er7.ack import parse_ack
 
 
 def ack(code: str, control_id: str = "C1", extra: str = "") -> str:

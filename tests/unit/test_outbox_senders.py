@@ -11,18 +11,18 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from gateway.delivery_senders import (
+from gateway.delivery.destinations import webhook_destination
+from gateway.delivery.outbox import DeliveryAttempt, OutboxMessage, message_view
+from gateway.delivery.senders import (
     DeliveryConfigError,
     DestinationSenders,
     WebhookTarget,
     mllp_endpoint,
-    webhook_destination,
     webhook_targets,
 )
-from gateway.delivery_worker import WorkerSettings
-from gateway.outbox import DeliveryAttempt, OutboxMessage, message_view
-from mappings.profile_delivery import DeliverySettings, FhirPushEndpoint, MllpEndpoint
-from mappings.profile_loader import load_profile
+from gateway.delivery.worker import WorkerSettings
+from mappings.profile.delivery import DeliverySettings, FhirPushEndpoint, MllpEndpoint
+from mappings.profile.loader import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = load_profile(ROOT / "fixtures" / "profiles" / "site-a.yaml")

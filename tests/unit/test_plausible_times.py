@@ -14,16 +14,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from mappings.domain import (
-    EVENT_DATA_MODELS,
-    EventIn,
-    EventType,
-    Measurement,
-    OrderIn,
-    Patient,
-    Provider,
-    Requested,
-)
+from mappings.domain import EventType
+from mappings.events import EVENT_DATA_MODELS, EventIn, Measurement
+from mappings.orders import OrderIn, Patient, Provider, Requested
 from mappings.plausible_times import (
     HAPPENED_FIELDS,
     PLANNED_FIELDS,

@@ -10,13 +10,13 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from typer.testing import CliRunner
 
-from gateway.cli import app
+from gateway.cli.goldens import FIXTURES, load_case
+from gateway.cli.main import app
 from gateway.config import load_settings
 from gateway.errors import GatewayError
-from gateway.replay import preview_order, replay_journey
-from mappings.domain import EventIn
-from mappings.goldens import FIXTURES, load_case
-from mappings.profile import load_profile
+from gateway.intake.replay import preview_order, replay_journey
+from mappings.events import EventIn
+from mappings.profile.loader import load_profile
 from terminology import load_terminology
 
 ROOT = Path(__file__).resolve().parents[2]

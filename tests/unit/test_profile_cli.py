@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gateway.cli_profile import profile_app
-from mappings.profile_loader import profile_version
+from gateway.cli.profile import profile_app
+from mappings.profile.loader import profile_version
 
 BROKEN = "fixtures/profiles/broken"
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,15 @@ import pytest
 import yaml
 
 from mappings.domain import OrderStatus
-from mappings.profile import ProfileInvalid, SiteProfile, load_profile, load_profile_dir, load_profile_text
-from mappings.profile_loader import MAX_PROFILE_BYTES, MAX_PROFILE_NODES
+from mappings.profile.loader import (
+    MAX_PROFILE_BYTES,
+    MAX_PROFILE_NODES,
+    ProfileInvalid,
+    load_profile,
+    load_profile_dir,
+    load_profile_text,
+)
+from mappings.profile.schema import SiteProfile
 from terminology import load_terminology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,8 +203,8 @@ def test_exception_message_lists_problems() -> None:
 
 
 def test_loader_module_can_be_imported_first() -> None:
-    code = ("import mappings.profile_loader as l; p = l.load_profile('fixtures/profiles/site-a.yaml');"
-            "import mappings.profile as m; assert isinstance(p, m.SiteProfile)")
+    code = ("import mappings.profile.loader as l; p = l.load_profile('fixtures/profiles/site-a.yaml');"
+            "import mappings.profile.schema as m; assert isinstance(p, m.SiteProfile)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

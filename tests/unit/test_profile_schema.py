@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from mappings.profile import SiteProfile, check_system_uri
+from mappings.profile.schema import SiteProfile, check_system_uri
 
 
 def _profile(**changes: Any) -> dict[str, Any]:

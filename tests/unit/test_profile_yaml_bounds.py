@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from mappings.profile import ProfileInvalid, load_profile, load_profile_dir, load_profile_text
-from mappings.profile_loader import MAX_PROFILE_BYTES, MAX_PROFILE_NODES, ProfileLimits
+from mappings.profile.loader import (
+    MAX_PROFILE_BYTES,
+    MAX_PROFILE_NODES,
+    ProfileInvalid,
+    ProfileLimits,
+    load_profile,
+    load_profile_dir,
+    load_profile_text,
+)
 from tests.unit.test_profile_loader import MINIMAL
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from gateway.cli_profile import profile_app
+from gateway.cli.profile import profile_app
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = str(ROOT / "fixtures/profiles/site-a.yaml")

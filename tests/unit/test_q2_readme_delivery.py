@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from mappings.profile_delivery import DeliverySettings
+from mappings.profile.delivery import DeliverySettings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

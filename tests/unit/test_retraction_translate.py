@@ -1,4 +1,4 @@
-"""The pure side of retraction: the replay without an event (``gateway.retraction.replay_without``)
+"""The pure side of retraction: the replay without an event (``gateway.intake.retraction.replay_without``)
 and ``translate_retraction`` over every event of the fixture journeys, for both demo sites and the
 HL7v2 variants (OBX CoI, OML/ORM): every FHIR resource round-trips through R4B, every HL7v2 message
 parses with hl7apy STRICT (and python-hl7 reads the same fields)."""
@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from adapters.fhir import codes
-from adapters.fhir.retraction import DATA_OPERATION_SYSTEM, ENTERED_IN_ERROR_EXTENSION
-from adapters.hl7v2.escape import unescape
 from gateway.errors import Conflict
-from gateway.retraction import RetractionConflict, replay_without
-from mappings.domain import EventRecord, EventType, OrderSnapshot, OrderStatus
+from gateway.intake.retraction import RetractionConflict, replay_without
+from mappings.domain import EventType, OrderStatus
+from mappings.er7.escape import unescape
+from mappings.events import EventRecord
+from mappings.fhir import codes
+from mappings.fhir.retraction import DATA_OPERATION_SYSTEM, ENTERED_IN_ERROR_EXTENSION
 from mappings.retraction import Retraction, translate_retraction
+from mappings.snapshot import OrderSnapshot
 from mappings.translate import translate
 from terminology import load_terminology
 from tests.unit.hl7v2_cases import (

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from gateway.statement_cache import BoundedCache
+from gateway.store.statement_cache import BoundedCache
 
 
 def test_least_recently_used_entries_go_first_when_either_bound_is_passed():

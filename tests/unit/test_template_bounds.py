@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from adapters.hl7v2.template_sandbox import ALLOWED_FILTERS
-from adapters.hl7v2.templates import (
+from mappings.profile.loader import ProfileInvalid, ProfileLimits, load_profile_text
+from mappings.profile.schema import SiteProfile
+from mappings.profile.template_sandbox import ALLOWED_FILTERS
+from mappings.profile.templates import (
     TemplateLimits,
     TemplateRenderError,
     check_template,
     context_schema,
     render_template,
 )
-from mappings.profile import ProfileInvalid, SiteProfile, load_profile_text
-from mappings.profile_loader import ProfileLimits
 from tests.unit.hl7v2_cases import journey, profile, render, variant
 
 FIXTURE = "fixtures/profiles/site-a.yaml"

@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from adapters.fhir import codes
+from gateway.cli.goldens import CASES, FIXTURES, GOLDEN_NOW, SITES, load_case
 from gateway.config import Settings, load_settings
-from gateway.replay import replay_journey
+from gateway.intake.replay import replay_journey
 from mappings.domain import EventType, OrderStatus
-from mappings.goldens import CASES, FIXTURES, GOLDEN_NOW, SITES, load_case
+from mappings.fhir import codes
 from mappings.ids import ISBT128_COI_SYSTEM, ISBT128_DIN_SYSTEM, NPI_SYSTEM
 from mappings.preview import JourneyStep
-from mappings.profile import SiteProfile, load_profile
+from mappings.profile.loader import load_profile
+from mappings.profile.schema import SiteProfile
 from mappings.result import Translation
 from mappings.task_status import STATUS_TABLE
 from mappings.translate import translate

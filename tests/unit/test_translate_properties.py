@@ -10,11 +10,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.cli.goldens import FIXTURES, load_case
 from gateway.config import Settings, load_settings
-from gateway.replay import replay_journey
-from mappings.domain import EventIn, EventType, OrderIn
-from mappings.goldens import FIXTURES, load_case
-from mappings.profile import SiteProfile, load_profile
+from gateway.intake.replay import replay_journey
+from mappings.domain import EventType
+from mappings.events import EventIn
+from mappings.orders import OrderIn
+from mappings.profile.loader import load_profile
+from mappings.profile.schema import SiteProfile
 from mappings.task_status import STATUS_TABLE, stage_index
 from mappings.translate import translate
 from terminology import load_terminology

@@ -1,0 +1,2 @@
+"""The ``cgt-gateway`` command (``main``) and its ``outbox`` and ``profile`` groups; ``goldens``
+regenerates the golden files (``make goldens``)."""

@@ -1,0 +1,129 @@
+"""``cgt-gateway``: ``serve``, ``migrate``, ``token create``, and ``profile ...`` (site profiles)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.cli.outbox import outbox_app, worker_command
+from gateway.cli.profile import profile_app
+
+__all__ = ["app"]
+
+app = typer.Typer(help="cgt-gateway: CGT orders and events in; FHIR R4 and HL7v2 out.", no_args_is_help=True)
+token_app = typer.Typer(help="Create API tokens (only their hash is stored).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(profile_app, name="profile")
+app.add_typer(outbox_app, name="outbox")
+app.command("worker")(worker_command)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML configuration file (default: $CGT_GATEWAY_CONFIG, else the demo configuration)",
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
+    """The settings, or exit 2 printing why the configuration is invalid."""
+    from pydantic import ValidationError
+
+    from gateway.config import load_settings
+
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except (ValidationError, OSError, ValueError) as exc:
+        typer.echo(f"invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default 8080)")] = None,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker",
+                                         help="Run the delivery worker in this process (default on)")] = True,
+) -> None:
+    """Migrate the database, load every site profile, and serve the API (with a delivery worker)."""
+    import uvicorn
+
+    from gateway.bootstrap import create_app
+    from gateway.cli.http_server import uvicorn_options
+    from gateway.logging_config import configure_logging
+    from gateway.store.db import make_engine, migrate
+
+    settings = _settings(config, host=host, port=port)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    try:
+        application = create_app(settings, engine=engine)
+    except ValueError as exc:  # ProfileInvalid lists every problem as file:line: field: reason
+        typer.echo(f"cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
+    configure_logging(settings.log_level)
+    stop_worker = _start_worker(settings, engine, application) if worker else None
+    try:
+        uvicorn.run(
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            log_level=settings.log_level.lower(),
+            **uvicorn_options(settings),  # loop, HTTP parser with read deadlines, concurrency limit
+        )
+    finally:
+        if stop_worker is not None:
+            stop_worker()
+
+
+def _start_worker(settings, engine, application):  # type: ignore[no-untyped-def]
+    """The in-process delivery worker on its own thread and event loop; returns its stop function."""
+    from gateway.delivery.senders import DeliveryConfigError, build_delivery_worker
+
+    try:
+        delivery = build_delivery_worker(settings, engine, application.state.context.profiles,
+                                         on_outcome=application.state.metrics.observe)
+    except DeliveryConfigError as exc:
+        typer.echo(f"cannot start the delivery worker: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return delivery.run_in_thread()
+
+
+@app.command()
+def migrate(config: ConfigOption = None) -> None:
+    """Upgrade the configured database to the newest schema."""
+    from gateway.store.db import make_engine
+    from gateway.store.db import migrate as run_migrations
+
+    run_migrations(make_engine(_settings(config).database_url))
+    typer.echo("database is at the newest migration")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="manufacturer:<id>, site:<id> or admin")],
+    name: Annotated[str | None, typer.Option(help="Who holds the token")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a token for ROLE, print it once, and store only its SHA-256."""
+    from gateway.auth import create_token
+    from gateway.context import utc_now
+    from gateway.store.db import make_engine
+    from gateway.store.db import migrate as run_migrations
+
+    settings = _settings(config)
+    engine = make_engine(settings.database_url)
+    run_migrations(engine)
+    try:
+        token = create_token(engine, settings, role=role, name=name or role, now=utc_now())
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(token)
+    typer.echo("Store this token now: it is not shown again (only its hash is kept).", err=True)

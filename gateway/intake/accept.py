@@ -1,0 +1,102 @@
+"""Order and event intake: every accepted write happens in ONE transaction.
+
+``accept_order`` and ``accept_event`` validate what needs no database first (site, product, CoI
+format, DIN), then open a write transaction (``BEGIN IMMEDIATE`` on SQLite; the order row locked
+with ``SELECT ... FOR UPDATE`` on PostgreSQL), decide, append the event row, update the order's
+state, and call ``gateway.intake.pipeline.process_event`` before committing.  Unique constraints settle
+races: on ``IntegrityError`` the transaction is retried, and the retry sees the winner's rows and
+answers "identical replay" (200) or "conflict" (409).
+
+The statements are SQLAlchemy Core, built once; the order's history for the translation comes from
+:mod:`gateway.intake.order_history` (read incrementally, see its cache), which is remembered only once the
+transaction has committed.
+
+Refused Chain-of-Identity attempts (``coi-mismatch``, ``coi-in-use``, and ``din-in-use`` /
+``lot-in-use`` from :mod:`gateway.intake.identity_claims`) roll back and are written to the safety log in a
+transaction of their own.  Nothing here logs patient data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from gateway.context import Context
+from gateway.errors import (
+    CoiError,
+)
+from gateway.intake.order_history import (
+    build_snapshot,
+    event_record,
+)
+from gateway.store.db import write_session
+from gateway.store.tables import EventRow, OrderRow, PatientCoiRow, SafetyLogRow
+
+__all__ = ["canonical_sha256", "placed_event_id", "event_record", "build_snapshot"]
+
+log = logging.getLogger(__name__)
+_RETRIES = 5
+
+_O: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
+_E: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
+_P: sa.Table = PatientCoiRow.__table__  # type: ignore[attr-defined]
+
+
+class _Refused(Exception):
+    """Carries a CoI refusal out of the write transaction (which then rolls back)."""
+
+    def __init__(self, error: CoiError, entry: SafetyLogRow) -> None:
+        self.error = error
+        self.entry = entry
+
+
+def canonical_sha256(value: Any) -> str:
+    """SHA-256 of the canonical JSON form (sorted keys) of ``value``."""
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def placed_event_id(order_id: str) -> str:
+    """The stored ``event_id`` of an order's own ``order.placed`` event."""
+    return f"{order_id}:placed"
+
+
+def _retrying(action: Any) -> Any:
+    for _ in range(_RETRIES - 1):
+        try:
+            return action()
+        except IntegrityError:
+            log.info("write conflict, retrying")
+    return action()
+
+
+def _write_safety_log(context: Context, entry: SafetyLogRow) -> None:
+    with write_session(context.engine) as session:
+        session.add(entry)
+    log.warning(
+        "chain of identity refusal",
+        extra={
+            "code": entry.code,
+            "manufacturer_id": entry.manufacturer_id,
+            "order_id": entry.order_id,
+            "event_id": entry.event_id,
+        },
+    )
+
+
+def _insert(conn: Connection, table: sa.Table, values: dict[str, Any]) -> int:
+    """INSERT one row; its new primary key."""
+    key = conn.execute(table.insert(), values).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+# --------------------------------------------------------------------------- orders
+
+
+# --------------------------------------------------------------------------- events

@@ -1,0 +1,319 @@
+"""The persisted FHIR resource store: every version of every resource the translation produced.
+
+Tables (SQLModel; migration ``0002_fhir_store``):
+
+- ``fhir_resource_version``: every version ever written (immutable), with the site, manufacturer
+  and order whose event produced it.  Serves vread and ``_history``.
+- ``fhir_resource_current``: the latest version of each resource.  Serves read and search.
+- ``fhir_resource_access``: who may see a resource: one row per (resource, tenant), the tenant
+  being ``site:<id>`` or ``manufacturer:<id>``.  A resource belongs to the one site and the one
+  manufacturer whose order first wrote it: the translation derives every id from business
+  identifiers scoped by site and manufacturer (parties) or by order (everything else, see
+  :mod:`mappings.ids`), and :func:`save_translation` refuses (:class:`CrossTenantWrite`, nothing
+  stored) a write that would add a version to a resource another tenant can see.  Reads check
+  each *version* too (:func:`version_visible_clause`: the version's own site or manufacturer is the
+  reader's), so vread and ``_history`` never show a version another tenant's order wrote, even of a
+  resource stored before ids were scoped.  ``last_updated_us`` is copied from the current version
+  so a tenant's poll walks an index ``(type, tenant, last_updated, id)`` and costs O(log n).
+- ``fhir_search_token`` / ``fhir_search_date``: the search index of the current versions, filled
+  from :data:`gateway.store.search_params.SEARCH_PARAMS`.
+- ``fhir_clock``: one row, the last ``meta.lastUpdated`` handed out.
+
+Times are integers, microseconds since the epoch (UTC): exact, index-friendly and identical on
+SQLite and PostgreSQL.  Bodies are the resource JSON as orjson bytes (``bytea`` on PostgreSQL), so
+the API serves them without re-serialising.
+
+**Watermark correctness.** A poller asking ``_lastUpdated=gt<watermark>`` must never miss a version
+that commits late with an earlier timestamp.  So ``meta.lastUpdated`` is monotonic in commit order:
+every writer first takes the clock row's next stamp, ``max(now, last + 1 µs)``, in one
+``UPDATE ... RETURNING`` (which locks the row on PostgreSQL; on SQLite the caller's ``BEGIN
+IMMEDIATE`` (:func:`gateway.store.db.write_session`) already serialises writers), stamps its versions
+with it and holds the lock until it commits (a call that then writes nothing leaves a gap in the
+stamps, which no reader can tell from a quiet moment).  A transaction
+that commits later therefore always carries a later ``lastUpdated`` than everything visible before
+it.  The cost is that FHIR-writing transactions are serialised, which they are on SQLite anyway.
+
+A new version is written only when a resource's content (ignoring ``meta.versionId`` and
+``meta.lastUpdated``) differs from its latest version, or when a tenant gains access to it (so
+the newly entitled site's ``_lastUpdated`` poll sees it).  Replays therefore write nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from gateway.errors import Conflict
+from gateway.store.fhir_read import visible_clause
+from gateway.store.fhir_tables import (
+    FhirClock,
+    FhirResourceAccess,
+    FhirResourceCurrent,
+    FhirResourceVersion,
+    FhirSearchDate,
+    FhirSearchToken,
+)
+from gateway.store.prepared_sql import executemany, fetch_rows
+from gateway.store.search_params import format_instant, index_values, to_us
+
+__all__ = [
+    "FHIR_TABLES",
+    "PUBLIC_TYPES",
+    "Scope",
+    "StoredVersion",
+    "CrossTenantWrite",
+    "save_translation",
+    "publish_shared",
+    "content_hash",
+    "version_visible_clause",
+]
+
+PUBLIC_TYPES = frozenset({"CodeSystem"})  # readable by every authenticated client, no tenant rows
+
+
+_V: sa.Table = FhirResourceVersion.__table__  # type: ignore[attr-defined]
+_C: sa.Table = FhirResourceCurrent.__table__  # type: ignore[attr-defined]
+_A: sa.Table = FhirResourceAccess.__table__  # type: ignore[attr-defined]
+_T: sa.Table = FhirSearchToken.__table__  # type: ignore[attr-defined]
+_D: sa.Table = FhirSearchDate.__table__  # type: ignore[attr-defined]
+_K: sa.Table = FhirClock.__table__  # type: ignore[attr-defined]
+FHIR_TABLES: tuple[sa.Table, ...] = (_V, _C, _A, _T, _D, _K)
+
+
+class CrossTenantWrite(Conflict):
+    """A write would add a version to a resource another tenant (site or manufacturer) can see.
+    Resource ids are scoped so this cannot happen; if it ever does, the event is refused whole
+    (its transaction rolls back) rather than show one tenant's data to another."""
+
+    code = "tenant-conflict"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose resources a reader may see: ``all`` (admin), or one site's or one manufacturer's."""
+
+    kind: Literal["all", "site", "manufacturer"]
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated_us: int
+    body: bytes  # the resource JSON (orjson), meta.versionId/lastUpdated included
+
+    @property
+    def last_updated(self) -> str:
+        return format_instant(self.last_updated_us)
+
+
+def content_hash(resource: dict[str, Any]) -> str:
+    """SHA-256 of the resource without ``meta.versionId``/``meta.lastUpdated`` (sorted keys)."""
+    content = dict(resource)
+    meta = {k: v for k, v in (content.pop("meta", None) or {}).items()
+            if k not in ("versionId", "lastUpdated")}
+    if meta:
+        content["meta"] = meta
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _conn(session: Session | Connection) -> Connection:
+    return session if isinstance(session, Connection) else session.connection()
+
+
+_STAMP = sa.bindparam("now_us", type_=sa.BigInteger())
+# One statement takes the clock's lock (PostgreSQL: the row lock; SQLite: the caller's BEGIN
+# IMMEDIATE already serialises writers) and hands out the next stamp, max(now, last + 1 µs).
+_NEXT_STAMP = _K.update().where(_K.c.id == 1).values(
+    last_us=sa.case((_K.c.last_us < _STAMP, _STAMP), else_=_K.c.last_us + 1)).returning(_K.c.last_us)
+
+
+def _next_stamp(conn: Connection, now_us: int) -> int:
+    """Lock the clock row until commit and return the stamp of this transaction's versions."""
+    stamped = fetch_rows(conn, _NEXT_STAMP, {"now_us": now_us})
+    stamp = stamped[0][0] if stamped else None
+    if stamp is None:  # the migration seeds the row; recreate it if someone emptied the table
+        dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(dialect_insert(_K).values(id=1, last_us=0).on_conflict_do_nothing())
+        stamp = conn.execute(_NEXT_STAMP, {"now_us": now_us}).scalar_one()
+    return int(stamp)
+
+
+def save_translation(session: Session | Connection, *, site_id: str, manufacturer_id: str, order_id: str,
+                     resources: Sequence[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """Store the new versions of ``resources`` for one order; return the versions written (new
+    top-level dicts and ``meta``; other values are shared with ``resources``, not copied).
+
+    Runs inside the caller's transaction (the caller commits).  On SQLite the caller must hold the
+    write lock from the start (:func:`gateway.store.db.write_session`).  Each resource needs
+    ``resourceType`` and ``id``; a resource whose content equals its latest version, and which the
+    site and manufacturer can already see, writes nothing.
+    """
+    tenants = (("site", site_id), ("manufacturer", manufacturer_id))
+    return _save(_conn(session), resources, now, tenants, (site_id, manufacturer_id, order_id))
+
+
+def publish_shared(session: Session | Connection, *, resources: Sequence[dict[str, Any]],
+                   now: datetime) -> list[dict[str, Any]]:
+    """Store resources every authenticated client may read (types in :data:`PUBLIC_TYPES`, e.g.
+    the business-status CodeSystem).  Idempotent: unchanged content writes nothing."""
+    for resource in resources:
+        if resource.get("resourceType") not in PUBLIC_TYPES:
+            raise ValueError(f"{resource.get('resourceType')} is not a shared resource type")
+    return _save(_conn(session), resources, now, (), (None, None, None))
+
+
+@functools.lru_cache(maxsize=64)
+def _select_stored(count: int) -> sa.Select[Any]:
+    """The current version and the tenants of ``count`` resources in one query (``current LEFT
+    JOIN access``; access rows are only ever written with a current row), with a primary-key probe
+    per key, ``(type = :t0 AND id = :i0) OR ...``: indexed on SQLite (multi-index OR) and
+    PostgreSQL (BitmapOr), where a row-value ``IN (VALUES ...)`` scans the table on SQLite."""
+    tenants = _C.outerjoin(_A, sa.and_(_A.c.resource_type == _C.c.resource_type,
+                                       _A.c.resource_id == _C.c.resource_id))
+    return sa.select(_C.c.resource_type, _C.c.resource_id, _C.c.version_id, _C.c.content_sha256,
+                     _A.c.tenant_kind, _A.c.tenant_id).select_from(tenants).where(sa.or_(*(
+                         sa.and_(_C.c.resource_type == sa.bindparam(f"t{n}"),
+                                 _C.c.resource_id == sa.bindparam(f"i{n}"))
+                         for n in range(count))))
+
+
+_Key = tuple[str, str]
+_ENVELOPE = frozenset({"resourceType", "id", "meta"})
+
+
+def _stored_state(conn: Connection, keys: Sequence[_Key]
+                  ) -> tuple[dict[_Key, tuple[int, str]], dict[_Key, set[tuple[str, str]]]]:
+    """``(current, seen)``: the latest (version, content hash) and the tenants of each stored key."""
+    params = {}
+    for n, (rtype, rid) in enumerate(keys):
+        params[f"t{n}"], params[f"i{n}"] = rtype, rid
+    current: dict[_Key, tuple[int, str]] = {}
+    seen: dict[_Key, set[tuple[str, str]]] = {}
+    for r in fetch_rows(conn, _select_stored(len(keys)), params):
+        key = (r.resource_type, r.resource_id)
+        current[key] = (int(r.version_id), r.content_sha256)
+        if r.tenant_kind is not None:
+            seen.setdefault(key, set()).add((r.tenant_kind, r.tenant_id))
+    return current, seen
+
+
+def _one(column_type: Any, column_id: Any) -> Any:
+    """``resource_type = :k_type AND resource_id = :k_id`` (executed once per key, as executemany)."""
+    return sa.and_(column_type == sa.bindparam("k_type"), column_id == sa.bindparam("k_id"))
+
+
+# Built once; each event runs each of these at most once, as executemany over its resources.
+_UPDATE_CURRENT = _C.update().where(_one(_C.c.resource_type, _C.c.resource_id)).values(
+    version_id=sa.bindparam("k_version"), last_updated_us=sa.bindparam("k_updated"),
+    content_sha256=sa.bindparam("k_sha256"), body=sa.bindparam("k_body"))
+_UPDATE_ACCESS = _A.update().where(_one(_A.c.resource_type, _A.c.resource_id)).values(
+    last_updated_us=sa.bindparam("k_updated"))
+_DELETE_TOKENS = _T.delete().where(_one(_T.c.resource_type, _T.c.resource_id))
+_DELETE_DATES = _D.delete().where(_one(_D.c.resource_type, _D.c.resource_id))
+_INSERT_VERSION = _V.insert()
+_INSERT_CURRENT = _C.insert()
+_INSERT_ACCESS = _A.insert()
+_INSERT_TOKEN = _T.insert()
+_INSERT_DATE = _D.insert()
+
+
+def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
+          tenants: Iterable[tuple[str, str]], origin: tuple[str | None, str | None, str | None]
+          ) -> list[dict[str, Any]]:
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for resource in resources:
+        rtype, rid = resource.get("resourceType"), resource.get("id")
+        if not isinstance(rtype, str) or not isinstance(rid, str) or not rtype or not rid:
+            raise ValueError("every resource needs a resourceType and an id")
+        latest[(rtype, rid)] = resource  # a later version in the same call wins
+    if not latest:
+        return []
+    tenants = tuple(tenants)
+    stamp = _next_stamp(conn, to_us(now))  # locked before reading, so the versions we read are the newest
+    current, seen = _stored_state(conn, list(latest))
+    for key in latest:
+        if seen.get(key, set()) - set(tenants):
+            raise CrossTenantWrite(f"{key[0]}/{key[1]} belongs to another site or manufacturer; nothing was "
+                                   "stored.")
+    plan: list[tuple[tuple[str, str], dict[str, Any], str, int | None, list[tuple[str, str]]]] = []
+    for key, resource in latest.items():
+        row = current.get(key)
+        missing = [t for t in tenants if t not in seen.get(key, ())]
+        digest = content_hash(resource)
+        if row is not None and row[1] == digest and not missing:
+            continue
+        plan.append((key, resource, digest, None if row is None else row[0], missing))
+    if not plan:
+        return []
+    site_id, manufacturer_id, order_id = origin
+    written: list[dict[str, Any]] = []
+    versions: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    grants: list[dict[str, Any]] = []
+    tokens: list[dict[str, Any]] = []
+    dates: list[dict[str, Any]] = []
+    instant = format_instant(stamp)
+    for (rtype, rid), resource, digest, old_version, missing in plan:
+        version = 1 if old_version is None else old_version + 1
+        meta = {**(resource.get("meta") or {}), "versionId": str(version), "lastUpdated": instant}
+        stored = {"resourceType": rtype, "id": rid, "meta": meta,
+                  **{k: v for k, v in resource.items() if k not in _ENVELOPE}}
+        body = orjson.dumps(stored)
+        versions.append({"resource_type": rtype, "resource_id": rid, "version_id": version,
+                         "last_updated_us": stamp, "body": body, "site_id": site_id,
+                         "manufacturer_id": manufacturer_id, "order_id": order_id})
+        if old_version is None:
+            inserts.append({"resource_type": rtype, "resource_id": rid, "version_id": version,
+                            "last_updated_us": stamp, "content_sha256": digest, "body": body})
+        else:
+            updates.append({"k_type": rtype, "k_id": rid, "k_version": version, "k_updated": stamp,
+                            "k_sha256": digest, "k_body": body})
+        grants.extend({"resource_type": rtype, "resource_id": rid, "tenant_kind": kind, "tenant_id": tid,
+                       "last_updated_us": stamp} for kind, tid in missing)
+        token_values, date_values = index_values(stored)
+        tokens.extend({"resource_type": rtype, "resource_id": rid, "param": p, "system": s[:255],
+                       "value": v[:255]} for p, s, v in token_values)
+        dates.extend({"resource_type": rtype, "resource_id": rid, "param": p, "start_us": lo, "end_us": hi}
+                     for p, lo, hi in date_values)
+        written.append(stored)
+    # only resources with an earlier version can have access rows or index rows to bring up to date
+    changed = [{"k_type": rtype, "k_id": rid, "k_updated": stamp}
+               for (rtype, rid), _, _, old_version, _ in plan if old_version is not None]
+    executemany(conn, _INSERT_VERSION, versions)  # each a no-op when given no rows
+    executemany(conn, _INSERT_CURRENT, inserts)
+    executemany(conn, _UPDATE_CURRENT, updates)
+    executemany(conn, _UPDATE_ACCESS, changed)
+    executemany(conn, _DELETE_TOKENS, changed)  # their search index is rebuilt below
+    executemany(conn, _DELETE_DATES, changed)
+    executemany(conn, _INSERT_ACCESS, grants)
+    executemany(conn, _INSERT_TOKEN, tokens)
+    executemany(conn, _INSERT_DATE, dates)
+    return written
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+def version_visible_clause(scope: Scope, resource_type: str) -> Any:
+    """A SQL condition on ``fhir_resource_version`` rows: the resource is visible in ``scope``
+    (:func:`visible_clause`) AND this version was written by an order of the reader's site or
+    manufacturer.  Serves vread and every ``_history``."""
+    if scope.kind == "all" or resource_type in PUBLIC_TYPES:
+        return sa.true()
+    own = _V.c.site_id if scope.kind == "site" else _V.c.manufacturer_id
+    return sa.and_(own == scope.tenant_id, visible_clause(scope, resource_type, _V.c.resource_id))
