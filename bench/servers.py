@@ -123,7 +123,8 @@ def gateway_server(
     ``worker`` is false: ``--no-worker``) on the demo configuration (or ``config``)."""
     port = free_port()
     script = Path(sys.executable).parent / "cgt-gateway"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from gateway.cli.main import app; app()"]
+    fallback = [sys.executable, "-c", "from gateway.cli.main import app; app()"]
+    cmd = [str(script)] if script.exists() else fallback
     env = {
         "CGT_GATEWAY_DATABASE_URL": database_url,
         "CGT_GATEWAY_LOG_LEVEL": "WARNING",

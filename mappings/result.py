@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
+
+from terminology.issues import MappingIssue  # defined below translation: terminology reports issues too
 
 __all__ = ["Hl7Message", "MappingIssue", "Translation"]
 
@@ -24,16 +26,6 @@ class Hl7Message:
     er7: str
     version: str
     refused: str | None = None
-
-
-@dataclass(frozen=True)
-class MappingIssue:
-    """A problem found while mapping; at run time errors fall back to our own codes and warn."""
-
-    severity: Literal["fatal", "error", "warning", "information"]
-    code: str  # stable machine code, e.g. "unmapped-code"
-    path: str  # where: "event.data.measurements[0].code", "profile.products.CART-CD19"
-    message: str
 
 
 @dataclass(frozen=True)

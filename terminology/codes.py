@@ -14,10 +14,9 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
-if TYPE_CHECKING:  # imported lazily at run time: mappings may import terminology
-    from mappings.result import MappingIssue
+from terminology.issues import MappingIssue
 
 __all__ = [
     "BUSINESS_STATUS_SYSTEM",
@@ -199,8 +198,6 @@ def _normal_text(text: str) -> str:
 
 
 def _warning(path: str, message: str) -> MappingIssue:
-    from mappings.result import MappingIssue
-
     return MappingIssue(severity="warning", code="unmapped-code", path=path,
                         message=f"{message}; sent as our own code")
 

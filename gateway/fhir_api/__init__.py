@@ -1,8 +1,8 @@
 """The FHIR R4 API (``/fhir``) that EHR engines poll: read, vread, history and search over the
 resource store (:mod:`gateway.store.fhir`).  ``router`` is included by the app factory.
 
-``router`` is resolved on first access (PEP 562) so that :mod:`gateway.store.fhir` can import the
-pure :mod:`gateway.store.search_params` without importing the routes (which import the store).
+``router`` is resolved on first access (PEP 562), so that importing one submodule (``outcome``,
+``params``) does not import the routes and, through them, the store.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
@@ -303,25 +302,3 @@ def _check_shelf_life(state: LifecycleState, data: StrictModel) -> None:
         raise _refuse("beyond-shelf-life", f"infusion scheduled for {_at(data.start)}, after the product "
                       f"expires at {_at(state.expires_at)}", "/data/start",
                       f"must not be after the product's expiry {_at(state.expires_at)}", status=422)
-
-
-# --------------------------------------------------------------------------- the transition table
-# Computed in gateway.intake.lifecycle_table (it calls decide); its names are still importable from here.
-_TABLE_NAMES = frozenset({
-    "TransitionRow", "state_label", "probe_events", "probe_states", "outcome_label", "transition_grid",
-    "transition_table", "render_markdown",
-})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _TABLE_NAMES:
-        from gateway.intake import lifecycle_table
-
-        return getattr(lifecycle_table, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-if __name__ == "__main__":
-    from gateway.intake.lifecycle_table import render_markdown
-
-    print(render_markdown(), end="")

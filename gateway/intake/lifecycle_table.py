@@ -1,8 +1,8 @@
-"""The lifecycle's transition table, computed by calling :func:`gateway.intake.lifecycle.decide` (the source of
-``docs/lifecycle.md``: ``python -m gateway.intake.lifecycle_table > docs/lifecycle.md``).
+"""The lifecycle's transition table, computed by calling :func:`gateway.intake.lifecycle.decide`
+(the source of ``docs/lifecycle.md``: ``python -m gateway.intake.lifecycle_table > docs/lifecycle.md``).
 
-Split out of :mod:`gateway.intake.lifecycle`, which re-exports these names: the state machine decides
-events at run time; this module only describes it.
+Apart from :mod:`gateway.intake.lifecycle` (which does not import this module): the state machine
+decides events at run time; this module only describes it.
 """
 
 from __future__ import annotations
@@ -176,7 +176,8 @@ def render_markdown() -> str:
     lines = [
         "# Order lifecycle",
         "",
-        "<!-- Generated from gateway/intake/lifecycle.py: python -m gateway.intake.lifecycle_table > docs/lifecycle.md -->",
+        "<!-- Generated from gateway/intake/lifecycle.py: "
+        "python -m gateway.intake.lifecycle_table > docs/lifecycle.md -->",
         "<!-- Do not edit by hand: tests/unit/test_lifecycle.py fails when it and the code disagree. -->",
         "",
         "The gateway decides every manufacturer event with one pure state machine,",
@@ -200,3 +201,7 @@ def render_markdown() -> str:
         *[f"| `{row.event}` | {_compact(row.from_states)} | {row.outcome} |" for row in transition_table()],
     ]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # ``python -m gateway.intake.lifecycle_table > docs/lifecycle.md``
+    print(render_markdown(), end="")

@@ -2,7 +2,7 @@
 
 A hospital interface team states once how CGT orders appear in its EHR: identifier systems, local
 order codes, business statuses, how much demographic data.  ``load_profile`` (in
-:mod:`mappings.profile.loader`, re-exported here) reads the YAML, validates it against
+:mod:`mappings.profile.loader`) reads the YAML, validates it against
 :class:`SiteProfile`, reports every problem as ``file:line: field.path: reason`` and stamps the
 content hash on :attr:`SiteProfile.version`.
 """
@@ -43,11 +43,6 @@ __all__ = [
     "BusinessStatusSettings",
     "SiteProfile",
     "check_system_uri",
-    # re-exported from mappings.profile.loader
-    "ProfileInvalid",
-    "load_profile",
-    "load_profile_text",
-    "load_profile_dir",
 ]
 
 _HTTP_URI = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s]*)?$")
@@ -241,12 +236,3 @@ class SiteProfile(ProfileModel):
     def zone(self) -> ZoneInfo:
         """The site's timezone as a ``ZoneInfo``."""
         return ZoneInfo(self.timezone)
-
-
-# The loader imports this module lazily, so either import order works.
-from mappings.profile.loader import (  # noqa: E402
-    ProfileInvalid,
-    load_profile,
-    load_profile_dir,
-    load_profile_text,
-)

@@ -1,4 +1,5 @@
-"""``gateway.store.db.run_write``: SQLite writes on the engine's one writer thread, PostgreSQL's in the pool."""
+"""``gateway.store.db.run_write``: SQLite writes on the engine's one writer thread, PostgreSQL's in the
+pool."""
 
 from __future__ import annotations
 
