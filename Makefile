@@ -23,6 +23,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gateway adapters mappings terminology tests
 	$(BIN)/mypy mappings terminology adapters
+	$(BIN)/lint-imports
 
 goldens: $(STAMP)
 	$(BIN)/python -m gateway.cli.goldens
