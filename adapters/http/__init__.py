@@ -1,0 +1,1 @@
+"""HTTP transports: FHIR transaction push, signed webhooks, OAuth2 client credentials (httpx)."""

@@ -1,1 +1,2 @@
-"""The manufacturer API (``/v1``), admin views and health checks."""
+"""The manufacturer API (``/v1``): orders and events, read views, problem+json, admin (safety log,
+outbox and alerts), site profile preview, health checks."""
