@@ -4,7 +4,8 @@ log and API clients.
 Uniqueness lives in the database, so concurrent duplicates cannot slip through:
 ``cgt_order (manufacturer_id, order_id)``, ``order_event (manufacturer_id, event_id)`` and
 ``order_event (order_pk, sequence)``, ``patient_coi (manufacturer_id, coi)``, ``identity_claim (kind,
-scope, value_sha256)`` (a DIN, or an autologous lot, belongs to one order: :mod:`gateway.intake.identity_claims`).
+scope, value_sha256)`` (a DIN, or an autologous lot, belongs to one order:
+:mod:`gateway.intake.identity_claims`).
 Events are only ever inserted.  Timestamps are stored in UTC; :func:`as_utc` restores the zone SQLite drops.
 """
 
