@@ -18,7 +18,7 @@ import orjson
 
 from gateway.fhir_api.outcome import FhirError
 from gateway.fhir_api.params import is_fhir_id
-from gateway.store.fhir import StoredVersion
+from gateway.store.fhir_read import StoredVersion
 from gateway.store.search_params import from_us
 
 __all__ = ["CURSOR_PARAM", "encode_cursor", "decode_cursor", "searchset", "history_bundle", "entry_etag",

@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.fhir_api.params import DEFAULT_COUNT, MAX_COUNT
 from gateway.fhir_api.search_limits import SearchLimits
-from gateway.store.fhir import PUBLIC_TYPES
+from gateway.store.fhir_read import PUBLIC_TYPES
 from gateway.store.search_params import INCLUDES, RESOURCE_TYPES, SEARCH_PARAMS
 
 __all__ = ["INTERACTIONS", "FORMATS", "capability_statement"]

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.fhir_api.params import Filter, SearchQuery
-from gateway.store.fhir import PUBLIC_TYPES, Scope, StoredVersion, version_visible_clause
+from gateway.store.fhir_read import PUBLIC_TYPES, Scope, StoredVersion, version_visible_clause
 from gateway.store.fhir_tables import (
     FhirResourceAccess,
     FhirResourceCurrent,

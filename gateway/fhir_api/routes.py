@@ -40,8 +40,7 @@ from gateway.fhir_api.params import (
 )
 from gateway.fhir_api.search_limits import SearchLimits, check_raw
 from gateway.fhir_api.shared import ensure_published
-from gateway.store.fhir import PUBLIC_TYPES, Scope, StoredVersion
-from gateway.store.fhir_read import read_current, read_many, read_version
+from gateway.store.fhir_read import PUBLIC_TYPES, Scope, StoredVersion, read_current, read_many, read_version
 from gateway.store.search_params import RESOURCE_TYPES, SEARCH_PARAMS, to_us
 
 __all__ = ["router", "scope_for"]

@@ -43,9 +43,8 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -55,7 +54,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from gateway.errors import Conflict
-from gateway.store.fhir_read import visible_clause
+from gateway.store.fhir_read import PUBLIC_TYPES
 from gateway.store.fhir_tables import (
     FhirClock,
     FhirResourceAccess,
@@ -69,17 +68,12 @@ from gateway.store.search_params import format_instant, index_values, to_us
 
 __all__ = [
     "FHIR_TABLES",
-    "PUBLIC_TYPES",
-    "Scope",
-    "StoredVersion",
     "CrossTenantWrite",
     "save_translation",
     "publish_shared",
     "content_hash",
-    "version_visible_clause",
 ]
 
-PUBLIC_TYPES = frozenset({"CodeSystem"})  # readable by every authenticated client, no tenant rows
 
 
 _V: sa.Table = FhirResourceVersion.__table__  # type: ignore[attr-defined]
@@ -97,27 +91,6 @@ class CrossTenantWrite(Conflict):
     (its transaction rolls back) rather than show one tenant's data to another."""
 
     code = "tenant-conflict"
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Whose resources a reader may see: ``all`` (admin), or one site's or one manufacturer's."""
-
-    kind: Literal["all", "site", "manufacturer"]
-    tenant_id: str | None = None
-
-
-@dataclass(frozen=True)
-class StoredVersion:
-    resource_type: str
-    resource_id: str
-    version_id: int
-    last_updated_us: int
-    body: bytes  # the resource JSON (orjson), meta.versionId/lastUpdated included
-
-    @property
-    def last_updated(self) -> str:
-        return format_instant(self.last_updated_us)
 
 
 def content_hash(resource: dict[str, Any]) -> str:
@@ -304,16 +277,3 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
     executemany(conn, _INSERT_TOKEN, tokens)
     executemany(conn, _INSERT_DATE, dates)
     return written
-
-
-# --- reads -------------------------------------------------------------------------------------
-
-
-def version_visible_clause(scope: Scope, resource_type: str) -> Any:
-    """A SQL condition on ``fhir_resource_version`` rows: the resource is visible in ``scope``
-    (:func:`visible_clause`) AND this version was written by an order of the reader's site or
-    manufacturer.  Serves vread and every ``_history``."""
-    if scope.kind == "all" or resource_type in PUBLIC_TYPES:
-        return sa.true()
-    own = _V.c.site_id if scope.kind == "site" else _V.c.manufacturer_id
-    return sa.and_(own == scope.tenant_id, visible_clause(scope, resource_type, _V.c.resource_id))

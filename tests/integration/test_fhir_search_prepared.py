@@ -14,7 +14,7 @@ from gateway.auth import create_token, principal_for_token
 from gateway.config import hash_token, load_settings
 from gateway.fhir_api import query
 from gateway.fhir_api.params import parse_search
-from gateway.store.fhir import Scope
+from gateway.store.fhir_read import Scope
 from gateway.store.prepared_sql import compiled_for, fetch_all
 from gateway.store.search_params import format_instant, to_us
 from tests.conftest import ADMIN, SITE_A

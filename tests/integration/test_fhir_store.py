@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.store.db import write_session
-from gateway.store.fhir import CrossTenantWrite, Scope, publish_shared, save_translation
-from gateway.store.fhir_read import read_current, read_many, read_version
+from gateway.store.fhir import CrossTenantWrite, publish_shared, save_translation
+from gateway.store.fhir_read import Scope, read_current, read_many, read_version
 from gateway.store.fhir_tables import FhirResourceAccess, FhirResourceVersion, FhirSearchDate, FhirSearchToken
 from gateway.store.search_params import date_range, format_instant, to_us
 from tests.integration.test_fhir_store_support import T0, order_resources, seed_order
