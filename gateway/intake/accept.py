@@ -38,17 +38,29 @@ from gateway.intake.order_history import (
 from gateway.store.db import write_session
 from gateway.store.tables import EventRow, OrderRow, PatientCoiRow, SafetyLogRow
 
-__all__ = ["canonical_sha256", "placed_event_id", "event_record", "build_snapshot"]
+__all__ = [
+    "ORDERS",
+    "EVENTS",
+    "PATIENT_COIS",
+    "Refused",
+    "canonical_sha256",
+    "placed_event_id",
+    "retrying_on_conflict",
+    "write_safety_log",
+    "insert_row",
+    "event_record",
+    "build_snapshot",
+]
 
 log = logging.getLogger(__name__)
 _RETRIES = 5
 
-_O: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
-_E: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
-_P: sa.Table = PatientCoiRow.__table__  # type: ignore[attr-defined]
+ORDERS: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
+EVENTS: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
+PATIENT_COIS: sa.Table = PatientCoiRow.__table__  # type: ignore[attr-defined]
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """Carries a CoI refusal out of the write transaction (which then rolls back)."""
 
     def __init__(self, error: CoiError, entry: SafetyLogRow) -> None:
@@ -66,7 +78,9 @@ def placed_event_id(order_id: str) -> str:
     return f"{order_id}:placed"
 
 
-def _retrying(action: Any) -> Any:
+def retrying_on_conflict(action: Any) -> Any:
+    """Run the write transaction ``action``; on ``IntegrityError`` (a race lost to a unique constraint)
+    run it again, up to five times: the retry sees the winner's rows."""
     for _ in range(_RETRIES - 1):
         try:
             return action()
@@ -75,7 +89,7 @@ def _retrying(action: Any) -> Any:
     return action()
 
 
-def _write_safety_log(context: Context, entry: SafetyLogRow) -> None:
+def write_safety_log(context: Context, entry: SafetyLogRow) -> None:
     with write_session(context.engine) as session:
         session.add(entry)
     log.warning(
@@ -89,14 +103,10 @@ def _write_safety_log(context: Context, entry: SafetyLogRow) -> None:
     )
 
 
-def _insert(conn: Connection, table: sa.Table, values: dict[str, Any]) -> int:
+def insert_row(conn: Connection, table: sa.Table, values: dict[str, Any]) -> int:
     """INSERT one row; its new primary key."""
     key = conn.execute(table.insert(), values).inserted_primary_key
     assert key is not None
     return int(key[0])
 
 
-# --------------------------------------------------------------------------- orders
-
-
-# --------------------------------------------------------------------------- events

@@ -23,7 +23,15 @@ from gateway.errors import (
     validation_errors,
 )
 from gateway.intake import identity_claims, pipeline
-from gateway.intake.accept import _E, _O, _Refused, _retrying, _write_safety_log, canonical_sha256, log
+from gateway.intake.accept import (
+    EVENTS,
+    ORDERS,
+    Refused,
+    canonical_sha256,
+    log,
+    retrying_on_conflict,
+    write_safety_log,
+)
 from gateway.intake.coi import normalize_din_field, normalize_product_coi
 from gateway.intake.lifecycle import LifecycleState, decide
 from gateway.intake.order_history import (
@@ -47,17 +55,17 @@ __all__ = ["EventAccepted", "accept_event"]
 
 
 _FIND_EVENT = sa.select(*EVENT_COLUMNS).where(
-    _E.c.manufacturer_id == sa.bindparam("m"), _E.c.event_id == sa.bindparam("e"))
+    EVENTS.c.manufacturer_id == sa.bindparam("m"), EVENTS.c.event_id == sa.bindparam("e"))
 
 
-_INSERT_EVENT = _E.insert().returning(_E.c.id)
+_INSERT_EVENT = EVENTS.insert().returning(EVENTS.c.id)
 
 
-_UPDATE_ORDER = _O.update().where(_O.c.id == sa.bindparam("k_pk")).values(
-    status=sa.bindparam("k_status", type_=_O.c.status.type),
-    state=sa.bindparam("k_state", type_=_O.c.state.type),
-    last_sequence=sa.bindparam("k_sequence", type_=_O.c.last_sequence.type),
-    updated_at=sa.bindparam("k_updated", type_=_O.c.updated_at.type))
+_UPDATE_ORDER = ORDERS.update().where(ORDERS.c.id == sa.bindparam("k_pk")).values(
+    status=sa.bindparam("k_status", type_=ORDERS.c.status.type),
+    state=sa.bindparam("k_state", type_=ORDERS.c.state.type),
+    last_sequence=sa.bindparam("k_sequence", type_=ORDERS.c.last_sequence.type),
+    updated_at=sa.bindparam("k_updated", type_=ORDERS.c.updated_at.type))
 
 
 @dataclass(frozen=True)
@@ -186,9 +194,9 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
         return EventAccepted(order.pk, event_pk, created=True, row=row), history  # committed
 
     try:
-        result, history = _retrying(attempt)
-    except (_Refused, identity_claims.ClaimRefused) as refused:
-        _write_safety_log(context, refused.entry)
+        result, history = retrying_on_conflict(attempt)
+    except (Refused, identity_claims.ClaimRefused) as refused:
+        write_safety_log(context, refused.entry)
         raise refused.error from None
     if history is not None:
         HISTORY_CACHE.put(context.engine, history)
@@ -206,7 +214,7 @@ def _check_coi(event: EventIn, order: LockedOrder, product: ProductConfig, now: 
     if presented == order.coi:
         return
     detail = "The event's CoI does not match the order's; nothing was changed."
-    raise _Refused(
+    raise Refused(
         CoiError(detail, code="coi-mismatch", errors=[FieldError("/coi", reason)]),
         SafetyLogRow(
             at=now,

@@ -14,7 +14,8 @@ scope, value_sha256)``.  Intake calls :func:`check` before the lifecycle decides
 Chain of Identity refusal whatever else is wrong with the event, and always reaches the safety log)
 and :func:`record` once the event row exists.  Two orders racing for one value both pass
 :func:`check`; the second INSERT fails on the constraint, intake retries the whole transaction
-(``gateway.intake.accept._retrying``) and the retry's :func:`check` sees the winner's row and refuses.
+(``gateway.intake.accept.retrying_on_conflict``) and the retry's :func:`check` sees the winner's row
+and refuses.
 
 Each row keeps the order and the event that made the claim; :func:`release_claims_of_event`
 (one DELETE) frees the values of a retracted event; :func:`reclaim` then claims again, for the

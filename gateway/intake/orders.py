@@ -21,16 +21,16 @@ from gateway.errors import (
 )
 from gateway.intake import pipeline
 from gateway.intake.accept import (
-    _E,
-    _O,
-    _P,
-    _insert,
-    _Refused,
-    _retrying,
-    _write_safety_log,
+    EVENTS,
+    ORDERS,
+    PATIENT_COIS,
+    Refused,
     canonical_sha256,
+    insert_row,
     log,
     placed_event_id,
+    retrying_on_conflict,
+    write_safety_log,
 )
 from gateway.intake.coi import normalize_product_coi
 from gateway.intake.lifecycle import initial_state
@@ -51,8 +51,8 @@ from mappings.orders import OrderIn
 __all__ = ["OrderAccepted", "accept_order"]
 
 
-_FIND_COI_OWNER = sa.select(_P.c.site_id, _P.c.mrn).where(
-    _P.c.manufacturer_id == sa.bindparam("m"), _P.c.coi == sa.bindparam("c"))
+_FIND_COI_OWNER = sa.select(PATIENT_COIS.c.site_id, PATIENT_COIS.c.mrn).where(
+    PATIENT_COIS.c.manufacturer_id == sa.bindparam("m"), PATIENT_COIS.c.coi == sa.bindparam("c"))
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,12 @@ def _claim_coi(conn: Connection, manufacturer_id: str, order: OrderIn, coi: str,
     """Register ``coi`` for the order's patient, or refuse ``coi-in-use`` if another patient has it."""
     owner = conn.execute(_FIND_COI_OWNER, {"m": manufacturer_id, "c": coi}).first()
     if owner is None:
-        _insert(conn, _P, {"manufacturer_id": manufacturer_id, "coi": coi, "site_id": order.site_id,
-                           "mrn": order.patient.mrn, "created_at": now})
+        claim = {"manufacturer_id": manufacturer_id, "coi": coi, "site_id": order.site_id,
+                 "mrn": order.patient.mrn, "created_at": now}
+        insert_row(conn, PATIENT_COIS, claim)
     elif (owner.site_id, owner.mrn) != (order.site_id, order.patient.mrn):
         detail = "This Chain of Identity identifier already belongs to another patient."
-        raise _Refused(
+        raise Refused(
             CoiError(detail, code="coi-in-use",
                      errors=[FieldError("/coi", "already used for another patient")]),
             SafetyLogRow(at=now, code="coi-in-use", manufacturer_id=manufacturer_id, order_id=order.order_id,
@@ -126,7 +127,7 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
             _claim_coi(conn, manufacturer_id, order, coi, now)
             state = initial_state(now)
             status = state.status.value
-            order_pk = _insert(conn, _O, {
+            order_pk = insert_row(conn, ORDERS, {
                 "manufacturer_id": manufacturer_id, "order_id": order.order_id, "site_id": order.site_id,
                 "product_code": product.code, "coi": coi, "status": status,
                 "state": state.model_dump(mode="json"), "body": body, "body_sha256": body_sha256,
@@ -136,7 +137,7 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
                 "event_id": placed_event_id(order.order_id), "type": EventType.order_placed.value,
                 "occurred_at": now, "coi": coi, "data": {}, "body_sha256": body_sha256, "sequence": 0,
                 "accepted_at": now, "late": False, "status_after": status}
-            placed_pk = _insert(conn, _E, placed)
+            placed_pk = insert_row(conn, EVENTS, placed)
             locked = LockedOrder(order_pk, manufacturer_id, order.order_id, order.site_id, product.code, coi,
                                  status, {}, body_sha256, 0, as_utc(now))
             record = event_record(StoredEvent(id=placed_pk, **placed))
@@ -155,9 +156,9 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
         return OrderAccepted(order_pk, created=True), history  # committed
 
     try:
-        result, history = _retrying(attempt)
-    except _Refused as refused:
-        _write_safety_log(context, refused.entry)
+        result, history = retrying_on_conflict(attempt)
+    except Refused as refused:
+        write_safety_log(context, refused.entry)
         raise refused.error from None
     if history is not None:
         HISTORY_CACHE.put(context.engine, history)

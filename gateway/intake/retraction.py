@@ -33,12 +33,12 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from pydantic import ConfigDict, Field, field_validator
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from gateway.config import ProductConfig
 from gateway.context import Context
 from gateway.errors import Conflict, FieldError, LifecycleError, NotFound
 from gateway.intake import identity_claims, pipeline
+from gateway.intake.accept import retrying_on_conflict
 from gateway.intake.lifecycle import LifecycleState, decide, initial_state
 from gateway.intake.order_history import (
     EVENT_COLUMNS,
@@ -62,7 +62,6 @@ __all__ = ["REASON_MAX_CHARS", "RetractionIn", "RetractionConflict", "Replayed",
 
 log = logging.getLogger(__name__)
 REASON_MAX_CHARS = 1000  # the column is String(1000)
-_RETRIES = 5
 
 _O: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
 _E: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
@@ -178,15 +177,6 @@ def _release_identity_claims(conn: Connection, order: LockedOrder, product: Prod
         raise exc.error from None
 
 
-def _retrying(action: Any) -> Any:
-    for _ in range(_RETRIES - 1):
-        try:
-            return action()
-        except IntegrityError:
-            log.info("write conflict, retrying")
-    return action()
-
-
 def retract_event(context: Context, manufacturer_id: str, order_id: str, event_id: str,
                   reason: str) -> Retracted:
     """Retract ``event_id`` of the manufacturer's order ``order_id``; see the module docstring.
@@ -242,7 +232,7 @@ def retract_event(context: Context, manufacturer_id: str, order_id: str, event_i
             result = Retracted(order.pk, stored, status, replayed.state.model_dump(mode="json"), changed=True)
         return result, remaining  # committed
 
-    result, history = _retrying(attempt)
+    result, history = retrying_on_conflict(attempt)
     if history is not None:
         HISTORY_CACHE.put(context.engine, history)
     return result  # type: ignore[no-any-return]
