@@ -17,9 +17,17 @@ from mappings.profile.schema import SiteProfile
 __all__ = ["build_ack"]
 
 
-def build_ack(message_or_refusal: InboundMessage | InboundRefusal, *, ack_code: str, text: str | None,
-              now: datetime, profile: SiteProfile, control_id: str,
-              error_code: str | None = None, error_location: ErrorLocation | None = None) -> str:
+def build_ack(
+    message_or_refusal: InboundMessage | InboundRefusal,
+    *,
+    ack_code: str,
+    text: str | None,
+    now: datetime,
+    profile: SiteProfile,
+    control_id: str,
+    error_code: str | None = None,
+    error_location: ErrorLocation | None = None,
+) -> str:
     """The ER7 ACK (segments ending in CR) answering ``message_or_refusal`` with ``ack_code``.
 
     ``ack_code``: AA/AE/AR, or CA/CE/CR (commit ACK, enhanced mode only).  For a refusal, its own
@@ -34,9 +42,16 @@ def build_ack(message_or_refusal: InboundMessage | InboundRefusal, *, ack_code: 
     else:
         source = message_or_refusal.raw
     location = error_location.as_tuple() if error_location is not None else None
-    return er7_ack.build_ack(source, ack_code, text=text, error_code=error_code, control_id=control_id,
-                             now=now.astimezone(UTC), error_location=location,
-                             version=profile.hl7v2.version)
+    return er7_ack.build_ack(
+        source,
+        ack_code,
+        text=text,
+        error_code=error_code,
+        control_id=control_id,
+        now=now.astimezone(UTC),
+        error_location=location,
+        version=profile.hl7v2.version,
+    )
 
 
 def _stand_in(profile: SiteProfile) -> str:
@@ -46,5 +61,7 @@ def _stand_in(profile: SiteProfile) -> str:
     """
     s = profile.hl7v2
     msh9 = "ORM^O01" if s.version == "2.3" else "ORM^O01^ORM_O01"
-    return (f"MSH|^~\\&|{s.receiving_application}|{s.receiving_facility}|{s.sending_application}|"
-            f"{s.sending_facility}|||{msh9}|UNREADABLE|{s.processing_id}|{s.version}\r")
+    return (
+        f"MSH|^~\\&|{s.receiving_application}|{s.receiving_facility}|{s.sending_application}|"
+        f"{s.sending_facility}|||{msh9}|UNREADABLE|{s.processing_id}|{s.version}\r"
+    )

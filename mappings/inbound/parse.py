@@ -26,8 +26,9 @@ ACCEPTED_TYPES: dict[str, frozenset[str]] = {
 }
 
 
-def parse_inbound(raw: bytes | str, profile: SiteProfile, *,
-                  max_bytes: int | None = None) -> InboundMessage | InboundRefusal:
+def parse_inbound(
+    raw: bytes | str, profile: SiteProfile, *, max_bytes: int | None = None
+) -> InboundMessage | InboundRefusal:
     """The typed request in ``raw``, or why it is refused (``AR``/``AE`` with a table 0357 code).
 
     ``max_bytes`` (default: the profile's ``hl7v2.inbound.max_message_bytes``) is checked first.
@@ -41,8 +42,9 @@ def parse_inbound(raw: bytes | str, profile: SiteProfile, *,
         text = _decode(raw, profile)
         return _parse(text, profile)
     except Refused as refused:
-        return InboundRefusal(refused.ack_code, refused.error_code, refused.text, refused.location,
-                              refused.header, text)
+        return InboundRefusal(
+            refused.ack_code, refused.error_code, refused.text, refused.location, refused.header, text
+        )
     except Exception:  # noqa: BLE001 - the boundary: nothing a site sends may raise past it
         return InboundRefusal("AR", "207", "the message could not be read", None, None, text)
 
@@ -87,17 +89,21 @@ def _parse(text: str, profile: SiteProfile) -> InboundMessage | InboundRefusal:
         raise Refused("AR", "207", f"MSH-6 '{reader.component(msh, 6)}' is not this gateway", _msh(6), header)
     processing_id = reader.component(msh, 11)
     if processing_id != settings.processing_id:
-        raise Refused("AR", "202", f"MSH-11 '{processing_id}' is not '{settings.processing_id}'",
-                      _msh(11), header)
+        raise Refused(
+            "AR", "202", f"MSH-11 '{processing_id}' is not '{settings.processing_id}'", _msh(11), header
+        )
     if header.version != settings.version:
-        raise Refused("AR", "203", f"version '{header.version}' is not the site's {settings.version}",
-                      _msh(12), header)
+        raise Refused(
+            "AR", "203", f"version '{header.version}' is not the site's {settings.version}", _msh(12), header
+        )
     message_type = f"{header.message_code}^{header.trigger_event}"
     accepted = ACCEPTED_TYPES[settings.version]
     if message_type not in accepted:
         codes = {t.split("^")[0] for t in accepted}
         code = "201" if header.message_code in codes else "200"
-        raise Refused("AR", code, f"{message_type} is not accepted in HL7 {settings.version}", _msh(9), header)
+        raise Refused(
+            "AR", code, f"{message_type} is not accepted in HL7 {settings.version}", _msh(9), header
+        )
     base = _base_message(header, message_type, text)
     if header.message_code in ("ORM", "OML"):
         return read_order(reader, profile, base)
@@ -111,11 +117,19 @@ def _parse(text: str, profile: SiteProfile) -> InboundMessage | InboundRefusal:
 def _base_message(header: MessageHeader, message_type: str, text: str) -> InboundMessage:
     """The MSH part every :class:`InboundMessage` shares; the type readers fill in the rest."""
     return InboundMessage(
-        kind="cancel", message_type=message_type, version=header.version, control_id=header.control_id,
+        kind="cancel",
+        message_type=message_type,
+        version=header.version,
+        control_id=header.control_id,
         sending_application=_unescape_hd(header.sending_application, header),
         sending_facility=_unescape_hd(header.sending_facility, header),
-        order_ref="", placer_order_number=None, filler_order_number=None, coi=None, coi_missing=False,
-        header=header, raw="\r".join(SEGMENT_SEPARATORS.split(text)),
+        order_ref="",
+        placer_order_number=None,
+        filler_order_number=None,
+        coi=None,
+        coi_missing=False,
+        header=header,
+        raw="\r".join(SEGMENT_SEPARATORS.split(text)),
     )
 
 

@@ -109,7 +109,15 @@ def parse_ts(value: str, zone: ZoneInfo) -> datetime | None:
             tz: timezone | ZoneInfo = timezone(offset if sign == "+" else -offset)
         else:
             tz = zone
-        return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
-                        int(second or 0), micro, tzinfo=tz)
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            micro,
+            tzinfo=tz,
+        )
     except ValueError:
         return None

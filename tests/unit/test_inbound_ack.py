@@ -35,10 +35,15 @@ def _check(ack: str, version: str) -> hl7.Message:
 @pytest.mark.parametrize(("version", "name"), samples())
 def test_aa_for_every_sample(version: str, name: str) -> None:
     message = _read(version, name)
-    ack = build_ack(message, ack_code="AA", text=None, now=NOW, profile=profile_for(version), control_id="ACK1")
+    ack = build_ack(
+        message, ack_code="AA", text=None, now=NOW, profile=profile_for(version), control_id="ACK1"
+    )
     parsed = _check(ack, version)
     msh = parsed.segment("MSH")
-    assert (str(msh[3]), str(msh[4])) == (message.header.receiving_application, message.header.receiving_facility)
+    assert (str(msh[3]), str(msh[4])) == (
+        message.header.receiving_application,
+        message.header.receiving_facility,
+    )
     assert (str(msh[5]), str(msh[6])) == (message.sending_application, message.sending_facility)
     assert str(msh[10]) == "ACK1" and str(msh[7]) == "20261201140000"
     read = parse_ack(ack)
@@ -68,11 +73,21 @@ def test_a_commit_ack_in_original_mode_is_a_programming_error() -> None:
     ("version", "name", "err_text_field"),
     [("2.5.1", "oml-o21-cancel", True), ("2.4", "oml-o21-cancel", False), ("2.3", "orm-o01-cancel", False)],
 )
-def test_ae_from_the_service_carries_code_location_and_text(version: str, name: str, err_text_field: bool) -> None:
+def test_ae_from_the_service_carries_code_location_and_text(
+    version: str, name: str, err_text_field: bool
+) -> None:
     message = _read(version, name)
     text = "CoI does not match | order ORD-1001 ^ & ~ \\"
-    ack = build_ack(message, ack_code="AE", text=text, now=NOW, profile=profile_for(version), control_id="E1",
-                    error_code="204", error_location=ErrorLocation("ORC", 1, 4))
+    ack = build_ack(
+        message,
+        ack_code="AE",
+        text=text,
+        now=NOW,
+        profile=profile_for(version),
+        control_id="E1",
+        error_code="204",
+        error_location=ErrorLocation("ORC", 1, 4),
+    )
     parsed = _check(ack, version)
     read = parse_ack(ack)
     assert read.code == "AE" and read.control_id == message.control_id
@@ -95,21 +110,42 @@ def _refused(raw: str | bytes, version: str = "2.5.1", **hl7v2: object) -> Inbou
 @pytest.mark.parametrize(
     ("version", "raw", "code", "location"),
     [
-        ("2.5.1", lambda: sample("2.5.1", "oml-o21-cancel").replace("|2.5.1|", "|2.3|", 1), "203", "MSH^1^12"),
+        (
+            "2.5.1",
+            lambda: sample("2.5.1", "oml-o21-cancel").replace("|2.5.1|", "|2.3|", 1),
+            "203",
+            "MSH^1^12",
+        ),
         ("2.3", lambda: sample("2.3", "orm-o01-cancel").replace("|2.3\r", "|2.5.1\r", 1), "203", "MSH^1^12"),
-        ("2.5.1", lambda: sample("2.5.1", "oml-o21-cancel").replace("|CGT-GATEWAY|", "|NOT-US|", 1), "207",
-         "MSH^1^5"),
-        ("2.5.1", lambda: sample("2.5.1", "oml-o21-cancel").replace("OML^O21", "ADT^A01", 1), "200", "MSH^1^9"),
-        ("2.3", lambda: sample("2.3", "orm-o01-cancel").replace("ORC|CA|ORD-1001^CGTGW|ORD-1001^acme-bio|",
-                                                                "ORC|CA|||", 1), "101", "ORC^1^2"),
+        (
+            "2.5.1",
+            lambda: sample("2.5.1", "oml-o21-cancel").replace("|CGT-GATEWAY|", "|NOT-US|", 1),
+            "207",
+            "MSH^1^5",
+        ),
+        (
+            "2.5.1",
+            lambda: sample("2.5.1", "oml-o21-cancel").replace("OML^O21", "ADT^A01", 1),
+            "200",
+            "MSH^1^9",
+        ),
+        (
+            "2.3",
+            lambda: sample("2.3", "orm-o01-cancel").replace(
+                "ORC|CA|ORD-1001^CGTGW|ORD-1001^acme-bio|", "ORC|CA|||", 1
+            ),
+            "101",
+            "ORC^1^2",
+        ),
     ],
 )
 def test_refusal_acks_are_in_the_sites_version(version: str, raw: object, code: str, location: str) -> None:
     assert callable(raw)
     refusal = _refused(raw(), version)
     profile = profile_for(version)
-    ack = build_ack(refusal, ack_code=refusal.ack_code, text=refusal.text, now=NOW, profile=profile,
-                    control_id="R1")
+    ack = build_ack(
+        refusal, ack_code=refusal.ack_code, text=refusal.text, now=NOW, profile=profile, control_id="R1"
+    )
     parsed = _check(ack, version)
     read = parse_ack(ack)
     assert read.code == refusal.ack_code and read.control_id == (refusal.control_id or "")
@@ -117,8 +153,14 @@ def test_refusal_acks_are_in_the_sites_version(version: str, raw: object, code: 
     err = parsed.segment("ERR")
     assert (str(err[2]) if version == "2.5.1" else str(err[1]).rsplit("^", 1)[0]) == location
     if refusal.header is not None and refusal.header.enhanced_mode:
-        commit = build_ack(refusal, ack_code=refusal.commit_code, text=refusal.text, now=NOW, profile=profile,
-                           control_id="R2")
+        commit = build_ack(
+            refusal,
+            ack_code=refusal.commit_code,
+            text=refusal.text,
+            now=NOW,
+            profile=profile,
+            control_id="R2",
+        )
         assert parse_ack(commit).code == refusal.commit_code
 
 
@@ -131,7 +173,10 @@ def test_unreadable_messages_are_answered_from_the_profile(version: str, raw: by
     ack = build_ack(refusal, ack_code="AR", text=refusal.text, now=NOW, profile=profile, control_id="U1")
     parsed = _check(ack, version)
     msh = parsed.segment("MSH")
-    assert str(msh[3]) == profile.hl7v2.sending_application and str(msh[5]) == profile.hl7v2.receiving_application
+    assert (
+        str(msh[3]) == profile.hl7v2.sending_application
+        and str(msh[5]) == profile.hl7v2.receiving_application
+    )
     read = parse_ack(ack)
     assert read.code == "AR" and read.control_id == "UNREADABLE"
     assert [e.code for e in read.errors] == [refusal.error_code]
