@@ -438,3 +438,26 @@ def test_parse_inbound_never_raises_on_mutated_samples(
     cut = position % (len(raw) + 1)
     mutated = raw[:cut] + junk + raw[cut + len(junk) :]
     assert isinstance(parse_inbound(mutated, profile_for(case[0])), InboundMessage | InboundRefusal)
+
+
+def test_2_3_oru_without_orc_finds_the_order_by_obr() -> None:
+    er7 = "\r".join(s for s in sample("2.3", "oru-r01-infused").split("\r") if not s.startswith("ORC"))
+    result = parse_inbound(er7, profile_for("2.3"))
+    assert isinstance(result, InboundMessage) and result.order_ref == "ORD-1001"
+    assert result.coi == COI  # site-b: ZCG
+
+
+def test_the_infusion_code_comes_from_the_profile() -> None:
+    er7 = sample("2.3", "oru-r01-infused").replace("OBX|1|ST|infused^", "OBX|1|ST|CTINF^", 1)
+    assert isinstance(parse_inbound(er7, profile_for("2.3")), InboundRefusal)
+    result = parse_inbound(er7, profile_for("2.3", inbound={"infused_obx_code": "CTINF"}))
+    assert isinstance(result, InboundMessage) and result.kind == "infused"
+
+
+def test_the_inbound_profile_section_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        profile_for("2.5.1", inbound={"max_message_bytes": 10})
+    with pytest.raises(ValueError, match="Extra inputs"):
+        profile_for("2.5.1", inbound={"listen": True})
+    with pytest.raises(ValueError, match="change_appointment"):
+        profile_for("2.5.1", inbound={"change_appointment": "whenever"})
