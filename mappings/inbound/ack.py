@@ -11,7 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from mappings.er7 import ack as er7_ack
+from mappings.er7.ack import MessageHeader
 from mappings.inbound.model import ErrorLocation, InboundMessage, InboundRefusal
+from mappings.inbound.parse import MAX_CONTROL_ID
+from mappings.inbound.reader import SEGMENT_SEPARATORS
 from mappings.profile.schema import SiteProfile
 
 __all__ = ["build_ack"]
@@ -38,9 +41,9 @@ def build_ack(
         error_code = error_code or message_or_refusal.error_code
         error_location = error_location or message_or_refusal.location
         header = message_or_refusal.header
-        source = message_or_refusal.raw if header is not None else _stand_in(profile)
+        source = _msh_line(message_or_refusal.raw, header) if header is not None else _stand_in(profile)
     else:
-        source = message_or_refusal.raw
+        source = _msh_line(message_or_refusal.raw, message_or_refusal.header)
     location = error_location.as_tuple() if error_location is not None else None
     return er7_ack.build_ack(
         source,
@@ -52,6 +55,17 @@ def build_ack(
         error_location=location,
         version=profile.hl7v2.version,
     )
+
+
+def _msh_line(raw: str, header: MessageHeader) -> str:
+    """The received MSH segment alone (all an ACK needs), MSH-10 cut to what the parser accepted."""
+    msh = SEGMENT_SEPARATORS.split(raw, maxsplit=1)[0]
+    if len(header.control_id) >= MAX_CONTROL_ID:
+        fields = msh.split(header.delimiters.field)
+        if len(fields) > 9:  # fields[9] is MSH-10 (MSH-1 is the separator itself)
+            fields[9] = fields[9][:MAX_CONTROL_ID]
+            msh = header.delimiters.field.join(fields)
+    return msh + "\r"
 
 
 def _stand_in(profile: SiteProfile) -> str:

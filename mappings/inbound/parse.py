@@ -9,6 +9,8 @@ reads is in ``docs/inbound-hl7v2.md``.  Never raises: anything unexpected become
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mappings.er7.ack import AckParseError, MessageHeader, read_header, unescape_text
 from mappings.er7.charsets import python_codec
 from mappings.inbound.model import ErrorLocation, InboundMessage, InboundRefusal
@@ -16,7 +18,10 @@ from mappings.inbound.reader import SEGMENT_SEPARATORS, Er7Reader, TooManySegmen
 from mappings.inbound.types import Refused, read_order, read_oru, read_ras, read_siu
 from mappings.profile.schema import SiteProfile
 
-__all__ = ["parse_inbound", "ACCEPTED_TYPES"]
+__all__ = ["parse_inbound", "ACCEPTED_TYPES", "MAX_CONTROL_ID"]
+
+#: MSH-10 is ST(199) in 2.5.1 (20 before); longer ones are refused rather than stored as a duplicate key.
+MAX_CONTROL_ID = 199
 
 #: Accepted MSH-9.1^MSH-9.2 per HL7 version.
 ACCEPTED_TYPES: dict[str, frozenset[str]] = {
@@ -62,8 +67,9 @@ def _msh(n: int) -> ErrorLocation:
     return ErrorLocation("MSH", 1, n)
 
 
-def _first_component(value: str, header: MessageHeader) -> str:
-    return value.split(header.delimiters.repetition, 1)[0].split(header.delimiters.component, 1)[0]
+def _first_component(hd: str) -> str:
+    """The namespace id of a profile HD value (profile values use the standard ``^``)."""
+    return hd.split("^", 1)[0]
 
 
 def _parse(text: str, profile: SiteProfile) -> InboundMessage | InboundRefusal:
@@ -80,11 +86,19 @@ def _parse(text: str, profile: SiteProfile) -> InboundMessage | InboundRefusal:
         raise Refused("AR", "207", str(error), None, header) from None
     if not header.control_id:
         raise Refused("AR", "101", "MSH-10 (message control id) is empty", _msh(10), header)
+    if len(header.control_id) > MAX_CONTROL_ID:
+        raise Refused(
+            "AR",
+            "102",
+            f"MSH-10 is longer than {MAX_CONTROL_ID} characters",
+            _msh(10),
+            replace(header, control_id=header.control_id[:MAX_CONTROL_ID]),
+        )
     msh = reader.segments[0]
     receiving_app = reader.component(msh, 5)
-    if receiving_app != _first_component(settings.sending_application, header):
+    if receiving_app != _first_component(settings.sending_application):
         raise Refused("AR", "207", f"MSH-5 '{receiving_app}' is not this gateway", _msh(5), header)
-    expected_facility = _first_component(settings.sending_facility, header)
+    expected_facility = _first_component(settings.sending_facility)
     if expected_facility and reader.component(msh, 6) != expected_facility:
         raise Refused("AR", "207", f"MSH-6 '{reader.component(msh, 6)}' is not this gateway", _msh(6), header)
     processing_id = reader.component(msh, 11)

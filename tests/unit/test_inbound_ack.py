@@ -180,3 +180,14 @@ def test_unreadable_messages_are_answered_from_the_profile(version: str, raw: by
     read = parse_ack(ack)
     assert read.code == "AR" and read.control_id == "UNREADABLE"
     assert [e.code for e in read.errors] == [refusal.error_code]
+
+
+def test_an_absurd_control_id_is_refused_and_not_echoed_whole() -> None:
+    long_id = "X" * 100_000
+    refusal = _refused(sample("2.5.1", "oml-o21-cancel").replace("|IN-CA-1|", f"|{long_id}|", 1))
+    assert (refusal.ack_code, refusal.error_code) == ("AR", "102")
+    ack = build_ack(refusal, ack_code="AR", text=refusal.text, now=NOW, profile=profile_for("2.5.1"),
+                    control_id="L1")
+    assert len(ack) < 1000
+    assert parse_ack(ack).control_id == "X" * 199
+    _check(ack, "2.5.1")
