@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "build_ack",
     "parse_ack",
     "read_header",
+    "unescape_text",
 ]
 
 ACK_CODES = frozenset({"AA", "AE", "AR", "CA", "CE", "CR"})
@@ -194,6 +195,11 @@ def _unescape(value: str, d: Delimiters) -> str:
     return "".join(out)
 
 
+def unescape_text(value: str, delimiters: Delimiters) -> str:
+    """Undo HL7 escapes in one field/component value read with the message's own ``delimiters``."""
+    return _unescape(value, delimiters)
+
+
 def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in text)
 
@@ -296,7 +302,8 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 def build_ack(message_er7: str, code: str, *, text: str | None = None, error_code: str | None = None,
-              control_id: str | None = None, now: datetime | None = None) -> str:
+              control_id: str | None = None, now: datetime | None = None,
+              error_location: tuple[str, int, int] | None = None, version: str | None = None) -> str:
     """Build the ACK/NAK for a message we received, in its own version and delimiters.
 
     ``code`` is AA/AE/AR (original mode, or the application ACK in enhanced mode) or CA/CE/CR (the
@@ -305,12 +312,16 @@ def build_ack(message_er7: str, code: str, *, text: str | None = None, error_cod
     received MSH-10, MSH-11/12/18 are copied.  ``text`` is escaped; it goes to MSA-3 (cut to 80) and,
     for an error, to ERR-8 (2.5+).  An error ACK carries ERR with ``error_code`` (table 0357, default
     207).  ``control_id`` (the ACK's MSH-10, at most 20 characters) and ``now`` (MSH-7, UTC) are
-    generated when not given.  Segments end with ``\\r``.
+    generated when not given.  ``error_location`` (segment id, segment sequence, field) goes to ERR-2
+    (2.5+) or the first components of ERR-1 (up to 2.4).  ``version`` (MSH-12) replaces the received
+    message's version (e.g. the site's own when the message declared another).  Segments end with ``\\r``.
     """
     code = code.upper()
     if code not in ACK_CODES:
         raise ValueError(f"acknowledgment code must be one of {sorted(ACK_CODES)}, not {code!r}")
     header = read_header(message_er7)
+    if version is not None:
+        header = replace(header, version=version)
     if code in _COMMIT_CODES and not header.enhanced_mode:
         raise ValueError("a commit ACK (CA/CE/CR) answers only a message in enhanced mode (MSH-15/16)")
     if not header.control_id:
@@ -333,18 +344,30 @@ def build_ack(message_er7: str, code: str, *, text: str | None = None, error_cod
         msa.append(_escape(text[:_MSA3_MAX], d))
     segments = [d.field.join(msh).rstrip(d.field), d.field.join(msa)]
     if code in _ERROR_CODES or error_code is not None:
-        segments.append(_build_err(header, d, code, text, error_code))
+        segments.append(_build_err(header, d, code, text, error_code, error_location))
     return "\r".join(segments) + "\r"
 
 
+def _location(location: tuple[str, int, int] | None, d: Delimiters) -> str:
+    """ERR-2 (ERL) / ERR-1.1-3 (ELD): segment id ^ sequence ^ field (field 0: the whole segment)."""
+    if location is None:
+        return ""
+    segment_id, sequence, field = location
+    parts = [_escape(segment_id, d), str(sequence)] + ([str(field)] if field else [])
+    return d.component.join(parts)
+
+
 def _build_err(header: MessageHeader, d: Delimiters, code: str, text: str | None,
-               error_code: str | None) -> str:
+               error_code: str | None, location: tuple[str, int, int] | None = None) -> str:
     err_code = error_code or (_DEFAULT_ERROR_CODE if code in _ERROR_CODES else "0")
     err_text = _TABLE_0357.get(err_code, "")
     if _version_tuple(header.version) >= (2, 5):
         cwe = d.component.join([_escape(err_code, d), _escape(err_text, d), "HL70357"])
         severity = "E" if code in _ERROR_CODES else "I"
-        fields = ["ERR", "", "", cwe, severity, "", "", "", _escape(text, d) if text else ""]
+        erl = _location(location, d)
+        fields = ["ERR", "", erl, cwe, severity, "", "", "", _escape(text, d) if text else ""]
         return d.field.join(fields).rstrip(d.field)
     ce = d.subcomponent.join([_escape(err_code, d), _escape(err_text, d), "HL70357"])
-    return f"ERR{d.field}{d.component * 3}{ce}"
+    eld = d.component.join([_escape(location[0], d), str(location[1]), str(location[2] or "")]) \
+        if location is not None else d.component * 2
+    return f"ERR{d.field}{eld}{d.component}{ce}"

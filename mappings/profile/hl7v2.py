@@ -22,6 +22,7 @@ Example (``fixtures/profiles/site-a.yaml``)::
       pv1: {patient_class: O, assigned_location: {point_of_care: CTI, facility: SITE-A}}
       overrides:
         OBR-4: "{{ product.local_code }}^{{ product.display }}^L"
+      inbound: {change_appointment: by_stage}   # see mappings.profile.hl7v2_inbound
 
 The site's timezone (for every timestamp) is the profile's top-level ``timezone``.  Override
 templates are checked when the profile loads (see :mod:`mappings.profile.templates`), against the
@@ -38,6 +39,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from mappings.er7.charsets import CharsetFallback, charset_label, encodable, python_codec
+from mappings.profile.hl7v2_inbound import Hl7v2InboundSettings
 from mappings.profile.pv1 import Pv1Settings
 from mappings.profile.templates import TemplateLimits, check_template
 
@@ -123,6 +125,7 @@ class Hl7v2Settings(BaseModel):
     charset_fallback: CharsetFallback = "transliterate"  # text the charset cannot hold: nearest or refuse
     pv1: Pv1Settings | None = None  # a PV1 after PID (patient class, assigned location); None: no PV1
     overrides: dict[OverridePath, OverrideTemplate] = Field(default_factory=dict)
+    inbound: Hl7v2InboundSettings = Hl7v2InboundSettings()  # reading what the site sends back
 
     @model_validator(mode="after")
     def _check_ack_mode(self) -> Hl7v2Settings:

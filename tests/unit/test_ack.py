@@ -201,3 +201,24 @@ def test_read_header_of_a_received_message() -> None:
     assert (header.message_code, header.trigger_event, header.control_id, header.version) == (
         "OML", "O21", "MSG00042", "2.5.1")
     assert header.enhanced_mode
+
+
+@pytest.mark.parametrize(("version", "expected"), [("2.5.1", "ORC^1^2"), ("2.3", "ORC^1^2^101&")])
+def test_error_location_and_version_override(version: str, expected: str) -> None:
+    other = "2.3" if version == "2.5.1" else "2.5.1"
+    ack = build_ack(_received(other), "AE", text="no order number", error_code="101", now=NOW,
+                    error_location=("ORC", 1, 2), version=version)
+    msh, err = hl7.parse(ack).segment("MSH"), hl7.parse(ack).segment("ERR")
+    assert str(msh[12]) == version
+    assert (str(err[2]) if version == "2.5.1" else str(err[1])).startswith(expected)
+    if version == "2.5.1":
+        _strict_251(ack)
+    else:
+        _strict_ack(ack, version)
+    assert [e.code for e in parse_ack(ack).errors] == ["101"]
+
+
+def test_a_whole_segment_location_has_no_field() -> None:
+    ack = build_ack(_received(), "AE", error_code="100", now=NOW, error_location=("ORC", 1, 0))
+    assert str(hl7.parse(ack).segment("ERR")[2]) == "ORC^1"
+    _strict_251(ack)
