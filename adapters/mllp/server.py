@@ -259,7 +259,7 @@ class MllpListener:
         frames = FrameReader(self.limits.max_message_bytes)
         loop = asyncio.get_running_loop()
         message_started: float | None = None
-        owed: bytes | None = None  # the reject answer for an oversized message, once it has passed
+        owed: list[bytes] = []  # reject answers for oversized messages, sent once they have passed
         conn_id = connection.peer.connection_id
         while not self._stopping:
             try:
@@ -268,15 +268,16 @@ class MllpListener:
                 self.rejected += 1
                 logger.warning("mllp connection %d: message over %d bytes dropped", conn_id,
                                self.limits.max_message_bytes)
-                owed = self._reject_answer("message too large", exc.prefix, conn_id)
+                answer = self._reject_answer("message too large", exc.prefix, conn_id)
+                owed += [answer] if answer is not None else []
                 continue
             except FramingError as exc:
                 logger.warning("mllp connection %d: framing broken (%s); closing", conn_id, exc)
                 raise _Closed from exc
-            if owed is not None and not frames.skipping:
+            if owed and not frames.skipping:
                 connection.busy = True
-                await self._write(connection, [owed])
-                connection.busy, owed = False, None
+                await self._write(connection, owed)
+                connection.busy, owed = False, []
             if message is not None:
                 message_started = None
                 await self._answer(connection, message)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import hl7
@@ -167,8 +173,8 @@ def test_any_chunking_of_a_stream_delivers_every_message_once_in_order(seed: int
     site = Site()
     rng = random.Random(seed)
     ids = [f"R{seed}-{i}" for i in range(8)]
-    stream = b"".join(rng.choice([b"", b"garbage", b"\r\n"]) + frame(message(cid, size=rng.randrange(0, 3000)))
-                      for cid in ids)
+    stream = b"".join(rng.choice([b"", b"garbage", b"\r\n"])
+                      + frame(message(cid, size=rng.randrange(0, 3000))) for cid in ids)
 
     async def scenario() -> None:
         async with listener(site) as server:
@@ -205,7 +211,8 @@ def test_one_connection_is_served_in_order_while_another_is_served_concurrently(
             site.gate.set()
             assert parse_ack(await other.answer()).control_id == "B1"
             assert [parse_ack(await slow.answer()).control_id for _ in range(2)] == ["A1", "A2"]
-            slow.close(), other.close()
+            slow.close()
+            other.close()
         assert site.ids.index("A2") > site.ids.index("B1")
 
     run(scenario)
@@ -314,7 +321,8 @@ def test_oversized_message_is_answered_by_reject_and_the_connection_goes_on(
             await big.write(data[20_000:] + frame(message("N1")))
             assert await big.answer() == AR_FRAME  # the answer follows the whole oversized message
             assert parse_ack(await big.answer()).control_id == "N1"  # same connection, still usable
-            big.close(), other.close()
+            big.close()
+            other.close()
             assert server.rejected == 1
 
     with caplog.at_level(logging.DEBUG, logger="adapters.mllp"):
@@ -476,3 +484,91 @@ def test_bad_limits_and_allowed_peers_are_refused_at_construction() -> None:
                 {"message_timeout_s": float("nan")}, {"stop_timeout_s": -1}):
         with pytest.raises(ValueError):
             ListenerLimits(**bad)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1: with ``cryptography`` if installed, else openssl."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    try:
+        from cryptography import x509  # noqa: PLC0415 - optional
+        from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+        from cryptography.x509.oid import NameOID  # noqa: PLC0415
+    except ImportError:
+        if shutil.which("openssl") is None:
+            pytest.skip("neither the cryptography package nor the openssl command is available")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out", str(cert),
+                        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
+        return cert, key
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(private.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(private, hashes.SHA256()))
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return cert, key
+
+
+def test_tls_listener_serves_tls_peers_and_survives_plaintext_and_silent_ones(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    site = Site()
+
+    async def scenario() -> None:
+        async with listener(site, ssl=server_context, tls_handshake_timeout_s=0.3) as server:
+            plain = await Peer.connect(server.port)  # speaks MLLP without TLS
+            await plain.write(frame(message("PLAIN")))
+            assert await plain.closed_by_listener()
+            silent = await Peer.connect(server.port)  # never starts the handshake
+            assert await silent.closed_by_listener()
+            secure = await Peer.connect(server.port, ssl=client_context, server_hostname="127.0.0.1")
+            await secure.write(frame(message("TLS1")) + frame(message("TLS2")))
+            assert [parse_ack(await secure.answer()).control_id for _ in range(2)] == ["TLS1", "TLS2"]
+            assert server.refused == 2
+
+    run(scenario)
+    assert site.ids == ["TLS1", "TLS2"]
+    assert all(peer.tls for _, peer in site.received)
+
+
+def test_tls_listener_refuses_a_peer_outside_allowed_peers_before_the_handshake(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    site = Site()
+
+    async def scenario() -> None:
+        async with listener(site, ssl=server_context, allowed_peers=["10.0.0.0/8"]) as server:
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                await Peer.connect(server.port, ssl=client_context, server_hostname="127.0.0.1")
+            assert server.refused == 1
+
+    run(scenario)
+    assert site.ids == []
+
+
+def test_two_oversized_messages_in_one_write_get_one_answer_each_in_order() -> None:
+    site = Site()
+
+    async def scenario() -> None:
+        async with listener(site, max_message_bytes=500) as server:
+            peer = await Peer.connect(server.port)
+            await peer.write(frame(message("BIG1", size=900)) + frame(message("BIG2", size=900))
+                             + frame(message("OK1")))
+            assert [await peer.answer() for _ in range(2)] == [AR_FRAME, AR_FRAME]
+            assert parse_ack(await peer.answer()).control_id == "OK1"
+
+    run(scenario)
+    assert [control_id(prefix) for _, prefix in site.rejects] == ["BIG1", "BIG2"]
+    assert site.ids == ["OK1"]
