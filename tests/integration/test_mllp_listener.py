@@ -203,6 +203,8 @@ def test_one_connection_is_served_in_order_while_another_is_served_concurrently(
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.1)
             assert site.ids == ["A1"]  # A2 is not handed over until A1 is answered
+            with pytest.raises(TimeoutError):  # and nothing is answered before the handler returns
+                await slow.answer(timeout=0.1)
             other = await Peer.connect(server.port)
             await other.write(frame(message("B1")))
             while "B1" not in site.ids:
@@ -572,3 +574,88 @@ def test_two_oversized_messages_in_one_write_get_one_answer_each_in_order() -> N
     run(scenario)
     assert [control_id(prefix) for _, prefix in site.rejects] == ["BIG1", "BIG2"]
     assert site.ids == ["OK1"]
+
+
+def test_broken_framing_closes_the_connection_and_others_are_served() -> None:
+    site = Site()
+
+    async def scenario() -> None:
+        async with listener(site) as server:
+            peer = await Peer.connect(server.port)
+            await peer.write(frame(message("OK1")))
+            assert parse_ack(await peer.answer()).control_id == "OK1"
+            await peer.write(b"\x0b" + message("BAD") + b"\x1cX")  # end block without its CR
+            assert await peer.closed_by_listener()
+            fresh = await Peer.connect(server.port)
+            await fresh.write(frame(message("OK2")))
+            assert parse_ack(await fresh.answer()).control_id == "OK2"
+
+    run(scenario)
+    assert site.ids == ["OK1", "OK2"]
+
+
+def test_a_failing_reject_sends_nothing_but_the_listener_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    site = Site()
+
+    def broken_reject(reason: str, raw_prefix: bytes) -> bytes:
+        raise ValueError(f"cannot build an AR for {raw_prefix!r}")
+
+    async def failing(raw: bytes, peer: PeerInfo) -> bytes:
+        raise KeyError(SECRET)
+
+    async def scenario() -> None:
+        limits = ListenerLimits(max_message_bytes=300)
+        async with MllpListener(site.handle, broken_reject, limits=limits) as server:
+            peer = await Peer.connect(server.port)
+            await peer.write(frame(message("BIG", size=400)) + frame(message("OK1")))
+            assert parse_ack(await peer.answer()).control_id == "OK1"  # no answer for BIG, OK1 still served
+        async with MllpListener(failing, broken_reject) as server:
+            peer = await Peer.connect(server.port)
+            await peer.write(frame(message("F1")))
+            assert await peer.closed_by_listener()
+
+    with caplog.at_level(logging.DEBUG, logger="adapters.mllp"):
+        run(scenario)
+    assert site.ids == ["OK1"]
+    assert SECRET not in caplog.text and "MSH" not in caplog.text
+
+
+def test_a_handler_returning_text_instead_of_bytes_is_an_internal_error() -> None:
+    site = Site()
+
+    async def wrong_type(raw: bytes, peer: PeerInfo) -> Any:
+        return raw.decode()
+
+    async def scenario() -> None:
+        async with MllpListener(wrong_type, site.reject) as server:
+            peer = await Peer.connect(server.port)
+            await peer.write(frame(message("W1")))
+            assert await peer.answer() == AR_FRAME
+            assert await peer.closed_by_listener()
+
+    run(scenario)
+    assert [reason for reason, _ in site.rejects] == ["internal error"]
+
+
+def test_many_python_hl7_clients_at_once_each_get_their_own_acks_in_order() -> None:
+    site = Site()
+    clients, per_client = 8, 25
+
+    async def scenario() -> None:
+        async with listener(site, max_connections=clients) as server:
+            def one_client(n: int) -> list[str]:
+                with MLLPClient("127.0.0.1", server.port) as client:
+                    return [parse_ack(client.send_message(message(f"L{n}-{i}"))[1:-2]).control_id
+                            for i in range(per_client)]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            results = await asyncio.gather(*(asyncio.to_thread(one_client, n) for n in range(clients)))
+            elapsed = loop.time() - started
+            assert server.refused == 0
+        for n, ids in enumerate(results):
+            assert ids == [f"L{n}-{i}" for i in range(per_client)]
+        assert elapsed < 15  # generous: 200 round trips on loopback take well under a second
+        for n in range(clients):  # each connection's messages reached the handler in order
+            assert [c for c in site.ids if c.startswith(f"L{n}-")] == [f"L{n}-{i}" for i in range(per_client)]
+
+    run(scenario)
