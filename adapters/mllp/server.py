@@ -16,7 +16,9 @@ service commits first: ACK after commit), frames it and writes it in ONE write (
 Per connection, messages are handled strictly in order: the next one is not taken from the buffer
 until the previous answer is written.  Connections are served concurrently, at most
 ``max_connections`` at once (more are closed at accept).  Peers outside ``allowed_peers`` are
-closed at accept, before any TLS handshake.  A connection is closed when no byte arrives within
+closed at accept, before a byte is read (with TLS: right after the handshake, which asyncio runs
+before handing over the connection and bounds by ``tls_handshake_timeout_s``; upgrading a plain
+stream instead hangs on uvloop, MagicStack/uvloop#707).  A connection is closed when no byte arrives within
 ``read_timeout_s`` (idle between messages or stalled mid-message) or a message takes longer than
 ``message_timeout_s`` overall (slow drip).
 
@@ -147,7 +149,7 @@ class MllpListener:
         self._ids = itertools.count(1)
         self._stopping = False
         self.accepted = 0
-        self.refused = 0  # not in allowed_peers, over max_connections, failed TLS handshake
+        self.refused = 0  # not in allowed_peers or over max_connections (failed TLS handshakes: asyncio's)
         self.handled = 0
         self.rejected = 0  # answered by reject(): oversized, or the handler failed
 
@@ -173,8 +175,9 @@ class MllpListener:
         if self._server is not None:
             raise RuntimeError("the listener is already started")
         self._stopping = False
-        self._server = await asyncio.start_server(self._serve, self.host, self.requested_port,
-                                                  limit=_READ_CHUNK)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.requested_port, limit=_READ_CHUNK, ssl=self.ssl,
+            ssl_handshake_timeout=self.limits.tls_handshake_timeout_s if self.ssl is not None else None)
         logger.info("mllp listener on %s:%s%s (max %d connections)", self.host, self.port,
                     " with TLS" if self.ssl is not None else "", self.limits.max_connections)
 
@@ -215,8 +218,6 @@ class MllpListener:
         self.accepted += 1
         try:
             _set_nodelay(writer)
-            if self.ssl is not None:
-                await self._start_tls(connection)
             logger.info("mllp connection %d from %s:%d", peer.connection_id, peer.host, peer.port)
             await self._converse(connection)
         except _Closed:
@@ -242,17 +243,6 @@ class MllpListener:
                            peer.host, peer.port, len(self._connections))
             return False
         return True
-
-    async def _start_tls(self, connection: _Connection) -> None:
-        assert self.ssl is not None
-        try:
-            await connection.writer.start_tls(self.ssl,
-                                              ssl_handshake_timeout=self.limits.tls_handshake_timeout_s)
-        except (OSError, ssl_module.SSLError, TimeoutError, ConnectionError) as exc:
-            self.refused += 1
-            logger.warning("mllp connection %d: TLS handshake failed (%s)", connection.peer.connection_id,
-                           type(exc).__name__)
-            raise _Closed from exc
 
     async def _converse(self, connection: _Connection) -> None:
         """Read, hand over and answer messages one at a time until the peer leaves or a limit hits."""
