@@ -18,9 +18,9 @@ until the previous answer is written.  Connections are served concurrently, at m
 ``max_connections`` at once (more are closed at accept).  Peers outside ``allowed_peers`` are
 closed at accept, before a byte is read (with TLS: right after the handshake, which asyncio runs
 before handing over the connection and bounds by ``tls_handshake_timeout_s``; upgrading a plain
-stream instead hangs on uvloop, MagicStack/uvloop#707).  A connection is closed when no byte arrives within
-``read_timeout_s`` (idle between messages or stalled mid-message) or a message takes longer than
-``message_timeout_s`` overall (slow drip).
+stream instead hangs on uvloop, MagicStack/uvloop#707).  A connection is closed when no byte
+arrives within ``read_timeout_s`` (idle between messages or stalled mid-message) or a message
+takes longer than ``message_timeout_s`` overall (slow drip).
 
 An oversized message never reaches the handler: the listener drops it as it arrives (the buffer
 stays bounded), and once its end block has passed answers ``reject("message too large", first
@@ -47,7 +47,9 @@ from dataclasses import dataclass
 
 from adapters.mllp.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameReader, FramingError, MessageTooLarge, frame
 
-__all__ = ["Answer", "Handler", "ListenerLimits", "MllpListener", "PeerInfo", "Reject", "peer_allowed"]
+__all__ = [
+    "Answer", "Handler", "ListenerLimits", "MllpListener", "Network", "PeerInfo", "Reject", "peer_allowed",
+]
 
 logger = logging.getLogger(__name__)
 _READ_CHUNK = 64 * 1024
