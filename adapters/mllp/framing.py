@@ -6,8 +6,9 @@ stream: feed it whatever the socket gave, then take complete messages with
 many reads (including a start or end block split in two), several messages in one read, bytes
 before a start block (counted and dropped), zero-length messages (returned as ``b""``: the caller
 decides), a start block inside an unfinished message (the unfinished one is dropped), and a
-maximum message size (:class:`MessageTooLarge`; the rest of that message is then skipped, so the
-buffer stays bounded and the stream recovers at the next message).
+maximum message size (:class:`MessageTooLarge`, carrying the message's first bytes so a listener can
+still answer it; the rest of that message is then skipped, so the buffer stays bounded and the
+stream recovers at the next message: :attr:`FrameReader.skipping` says when it is past it).
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ class FramingError(ValueError):
 
 
 class MessageTooLarge(FramingError):
-    """A message grew past the reader's ``max_message_size``."""
+    """A message grew past the reader's ``max_message_size``.  ``prefix`` holds its first bytes (up to
+    ``PREFIX_KEPT``, enough for the MSH segment an AR answer needs)."""
+
+    PREFIX_KEPT = 1024
+
+    def __init__(self, detail: str, prefix: bytes = b"") -> None:
+        super().__init__(detail)
+        self.prefix = prefix[:self.PREFIX_KEPT]
 
 
 def frame(message: bytes) -> bytes:
@@ -69,6 +77,11 @@ class FrameReader:
         """True when nothing is buffered (no partial message, no unread complete message)."""
         return not self._buffer and not self._in_frame and not self._skipping
 
+    @property
+    def skipping(self) -> bool:
+        """True while the rest of an oversized message is being dropped."""
+        return self._skipping
+
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
@@ -89,10 +102,11 @@ class FrameReader:
                 return message
             if self._in_frame:  # no end block yet: is it getting too big?
                 if len(self._buffer) > self.max_message_size + 1:
+                    prefix = bytes(self._buffer[:MessageTooLarge.PREFIX_KEPT])
                     self._drop(len(self._buffer))
                     self._in_frame = False
                     self._skipping = True
-                    raise MessageTooLarge(f"MLLP message exceeds {self.max_message_size} bytes")
+                    raise MessageTooLarge(f"MLLP message exceeds {self.max_message_size} bytes", prefix)
                 return None
 
     def messages(self) -> list[bytes]:
@@ -142,9 +156,10 @@ class FrameReader:
             self._in_frame = False
             raise FramingError("MLLP end block 0x1C not followed by 0x0D")
         if end > self.max_message_size:
+            prefix = bytes(buffer[:min(end, MessageTooLarge.PREFIX_KEPT)])
             self._drop(end + 2)
             self._in_frame = False
-            raise MessageTooLarge(f"MLLP message exceeds {self.max_message_size} bytes")
+            raise MessageTooLarge(f"MLLP message exceeds {self.max_message_size} bytes", prefix)
         message = bytes(buffer[:end])
         del buffer[:end + 2]
         self._in_frame = False

@@ -140,3 +140,26 @@ def test_any_messages_cut_anywhere_decode_to_the_same_messages(messages: list[by
         out.extend(reader.messages())
     assert out == messages
     assert reader.idle
+
+
+def test_oversized_message_keeps_its_first_bytes_for_the_answer_and_says_when_it_is_skipped() -> None:
+    reader = FrameReader(max_message_size=100)
+    reader.feed(b"junk\x0bMSH|^~\\&|A" + b"x" * 5000)
+    with pytest.raises(MessageTooLarge) as caught:
+        reader.next_message()
+    assert caught.value.prefix.startswith(b"MSH|^~\\&|A")  # after the start block, without the junk
+    assert len(caught.value.prefix) == MessageTooLarge.PREFIX_KEPT
+    assert reader.skipping
+    reader.feed(b"y\x1c\x0d")
+    assert reader.next_message() is None
+    assert not reader.skipping
+
+
+def test_oversized_complete_message_keeps_only_its_own_bytes_as_prefix() -> None:
+    reader = FrameReader(max_message_size=10)
+    reader.feed(frame(b"MSH|" + b"z" * 20) + frame(b"ok"))
+    with pytest.raises(MessageTooLarge) as caught:
+        reader.next_message()
+    assert caught.value.prefix == b"MSH|" + b"z" * 20
+    assert not reader.skipping
+    assert reader.next_message() == b"ok"
