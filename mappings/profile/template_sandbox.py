@@ -19,10 +19,8 @@ are the settings' defaults).  :class:`BoundedSandbox` is an
   ``joiner`` and ``namespace`` do not exist here;
 * wraps the iterable of every ``{% for %}`` so each iteration is a step, and every ``~`` so that it
   refuses a list or mapping operand and a result longer than ``max_output_bytes``;
-* bounds the *weight* of every list, tuple and mapping a template builds (by ``*``, ``+``, a call,
-  a filter or a literal): the items it holds, nested ones included and shared ones counted each
-  time, at most ``max_output_bytes``.  ``[[[1]*4000]*4000]*4000`` is short at every level, but
-  comparing or hashing it walks 64e9 items in C, holding the GIL (the whole server froze).
+* bounds the items (nested and shared ones counted) of every list, tuple and mapping a template builds
+  by ``max_output_bytes``: comparing ``[[[1]*4000]*4000]*4000`` would walk 64e9 items holding the GIL.
 
 :func:`render_bounded` renders through ``Template.generate`` and stops as soon as the output passes
 ``max_output_bytes`` or the budget runs out, raising :class:`TemplateLimitExceeded`.  The static
@@ -333,8 +331,7 @@ def bounded_environment(limits: TemplateLimits) -> BoundedSandbox:
 
 
 class _Guards(NodeTransformer):
-    """Route every ``~`` through the concat guard and every list, tuple or mapping literal through the
-    value guard (the loop guard is set on each ``For`` below)."""
+    """Route ``~`` and list, tuple and mapping literals through guards (loops: see :func:`_guard`)."""
 
     def _weighed(self, node: nodes.Expr) -> nodes.Node:
         self.generic_visit(node)
