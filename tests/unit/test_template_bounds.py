@@ -147,6 +147,7 @@ CONTEXT = {"order": {"coi": "W1234", "note": "abc", "patient": {"given": ["A", "
     ("{{ order.note.ljust(200000000) }}", "template_max_output_bytes"),
     ("{{ (order.note * 1000).replace('', order.note * 1000) }}", "4096 characters"),
     ("{{ '%0200000000d' % 1 }}", "string formatting"),
+    ("A\x1cB{{ order.coi }}", "control character"),  # an MLLP block byte would end the frame early
     ("{{ lipsum(100000) }}", "failed"),
     ("{{ order.coi.format(1) }}", "not allowed"),
     ("{{ order }}", "list or mapping"),
