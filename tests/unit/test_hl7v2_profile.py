@@ -115,3 +115,17 @@ def test_sandbox_refuses_internals_and_undefined_values_fail_at_render() -> None
         render_template("{{ order.missing }}", {"order": {}})
     with pytest.raises(TemplateRenderError):
         render_template("{{ order.note.append(1) }}", {"order": {"note": []}})  # immutable sandbox
+
+
+@pytest.mark.parametrize("field", ["sending_application", "sending_facility", "receiving_application",
+                                   "receiving_facility", "pid3_assigning_authority"])
+@pytest.mark.parametrize("control", ["\x1c", "\x0b", "\x00", "\t", "\x7f"])
+def test_profile_identifiers_hold_no_control_characters(field: str, control: str) -> None:
+    """MSH-3..6 and PID-3.4 go into every message unescaped: a 0x1C or 0x0B there passed the check and
+    the MLLP framer then dead-lettered every message of the site."""
+    assert _problem(**{field: f"SITE{control}A"}).startswith(field)
+
+
+def test_pv1_location_holds_no_control_characters() -> None:
+    problem = _problem(pv1={"patient_class": "O", "assigned_location": {"point_of_care": "CT\x1cI"}})
+    assert problem.startswith("pv1.assigned_location.point_of_care")
