@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,7 +32,7 @@ from gateway.intake.accept import (
     retrying_on_conflict,
     write_safety_log,
 )
-from gateway.intake.coi import normalize_din_field, normalize_product_coi
+from gateway.intake.coi import looks_like_another, normalize_din_field, normalize_product_coi
 from gateway.intake.lifecycle import LifecycleState, decide
 from gateway.intake.order_history import (
     EVENT_COLUMNS,
@@ -77,14 +76,6 @@ class EventAccepted:
     row: StoredEvent  # the stored event (the API renders it without reading it again)
 
 
-def _looks_like_another(lot: str) -> bool:
-    """A lot is compared exactly as sent, so one that displays like another must not be recorded:
-    blanks around it, or control, format (zero-width, bidi), separator or unassigned characters."""
-    return lot != lot.strip() or any(
-        unicodedata.category(ch)[0] == "C" or (unicodedata.category(ch)[0] == "Z" and ch != " ")
-        for ch in lot)
-
-
 def _typed_data(event: EventIn) -> tuple[StrictModel, dict[str, Any]]:
     """The event's data validated for its type (errors at ``/data/...``), DIN in normal form."""
     try:
@@ -97,7 +88,7 @@ def _typed_data(event: EventIn) -> tuple[StrictModel, dict[str, Any]]:
     if isinstance(typed, CollectionCompletedData) and typed.din is not None:
         typed = typed.model_copy(update={"din": normalize_din_field(typed.din, "/data/din")})
     lot = getattr(typed, "lot", None)
-    if isinstance(lot, str) and _looks_like_another(lot):
+    if isinstance(lot, str) and looks_like_another(lot):
         raise ValidationFailed("data is not valid: the lot has blanks around it or invisible characters.",
                                errors=[FieldError("/data/lot", "a lot may not start or end with blanks nor "
                                                   "hold control, format or invisible characters")])

@@ -241,6 +241,23 @@ def test_a_lot_that_only_looks_like_another_is_refused(client, clock, lot):
     assert _post(client, "LOT-B", ordinary, ACME).status_code == 201
 
 
+@pytest.mark.parametrize("mrn", [" MRN-0042", "MRN-0042 ", "MRN\u200b-0042", "\u202eMRN-0042", "MRN\r0042",
+                                 "MRN\t0042", "   "])
+def test_an_mrn_that_only_looks_like_another_is_refused(client, mrn):
+    """The MRN names the patient at the site and is compared exactly (a CoI belongs to one MRN): one
+    padded with blanks, whitespace only, or carrying control or invisible characters was accepted."""
+    patient = {**order_body()["patient"], "mrn": mrn}
+    refused = client.post("/v1/orders", json=order_body("ORD-M", coi=isbt_coi(9), patient=patient),
+                          headers=ACME)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "validation-failed"
+    assert [e["pointer"] for e in refused.json()["errors"]] == ["/patient/mrn"]
+    assert client.get("/v1/orders/ORD-M", headers=ACME).status_code == 404
+    patient = {**order_body()["patient"], "mrn": "MRN 0042/B"}  # inner blanks and slashes are fine
+    assert client.post("/v1/orders", json=order_body("ORD-M", coi=isbt_coi(9), patient=patient),
+                       headers=ACME).status_code == 201
+
+
 def test_release_claims_of_event_frees_the_din_for_another_order(client, engine):
     assert client.post("/v1/orders", json=order_body("ORD-X"), headers=ACME).status_code == 201
     assert client.post("/v1/orders", json=nova_order_body("NOVA-X"), headers=NOVA).status_code == 201
