@@ -190,7 +190,6 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                         f"a list or mapping holding more than {cap} items (template_max_output_bytes)")
             weights[id(item)] = total
             return total
-
         weigh(value)
 
     def _check_value(self, value: Any) -> Any:
@@ -277,7 +276,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 f"range() of {len(span)} items; at most {self.limits.max_range} (template_max_range)")
         return span
 
-    def _value(self, value: Any) -> Any:
+    def _value(self, value: Any) -> Any:  # a list, tuple or mapping literal
         _tick()
         return self._check_value(value)
 
