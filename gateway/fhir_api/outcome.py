@@ -29,6 +29,12 @@ FHIR_JSON = "application/fhir+json"
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json", "application/json+fhir"})
 _log = logging.getLogger(__name__)
 _MAX_MESSAGES = 100  # as gateway.api.problem.DEFAULT_MAX_ERRORS: the /fhir routes take no body models
+_MAX_ECHO = 1000  # characters of diagnostics or expression: they may quote a parameter of any size
+
+
+def _clip(text: str) -> str:
+    more = len(text) - _MAX_ECHO
+    return text if more <= 0 else f"{text[:_MAX_ECHO]}... ({more} characters not shown)"
 
 
 class FhirError(Exception):
@@ -55,7 +61,8 @@ def fhir_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def _error_response(exc: FhirError) -> Response:
-    return fhir_response(operation_outcome(exc.code, exc.diagnostics, expression=exc.expression),
+    expression = None if exc.expression is None else _clip(exc.expression)
+    return fhir_response(operation_outcome(exc.code, _clip(exc.diagnostics), expression=expression),
                          exc.status, exc.headers)
 
 

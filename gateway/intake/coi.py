@@ -12,15 +12,24 @@ Pure: each function returns the one stored normal form or raises :class:`gateway
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 from typing import Literal
 
 from gateway.errors import CoiError, FieldError
 from terminology.isbt128 import normalize_coi, normalize_din
 
-__all__ = ["normalize_product_coi", "normalize_din_field"]
+__all__ = ["looks_like_another", "normalize_product_coi", "normalize_din_field"]
 
 _COI_POINTER = "/coi"
+
+
+def looks_like_another(value: str) -> bool:
+    """An identifier compared exactly as sent (a lot, an MRN) must not display like another one:
+    blanks around it, or control, format (zero-width, bidi), separator or unassigned characters."""
+    return value != value.strip() or any(
+        unicodedata.category(ch)[0] == "C" or (unicodedata.category(ch)[0] == "Z" and ch != " ")
+        for ch in value)
 
 
 @lru_cache(maxsize=64)

@@ -32,7 +32,7 @@ from gateway.intake.accept import (
     retrying_on_conflict,
     write_safety_log,
 )
-from gateway.intake.coi import normalize_din_field, normalize_product_coi
+from gateway.intake.coi import looks_like_another, normalize_din_field, normalize_product_coi
 from gateway.intake.lifecycle import LifecycleState, decide
 from gateway.intake.order_history import (
     EVENT_COLUMNS,
@@ -87,6 +87,11 @@ def _typed_data(event: EventIn) -> tuple[StrictModel, dict[str, Any]]:
         raise error from None
     if isinstance(typed, CollectionCompletedData) and typed.din is not None:
         typed = typed.model_copy(update={"din": normalize_din_field(typed.din, "/data/din")})
+    lot = getattr(typed, "lot", None)
+    if isinstance(lot, str) and looks_like_another(lot):
+        raise ValidationFailed("data is not valid: the lot has blanks around it or invisible characters.",
+                               errors=[FieldError("/data/lot", "a lot may not start or end with blanks nor "
+                                                  "hold control, format or invisible characters")])
     return typed, typed.model_dump(mode="json", exclude_none=True)
 
 

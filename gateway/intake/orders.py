@@ -32,7 +32,7 @@ from gateway.intake.accept import (
     retrying_on_conflict,
     write_safety_log,
 )
-from gateway.intake.coi import normalize_product_coi
+from gateway.intake.coi import looks_like_another, normalize_product_coi
 from gateway.intake.lifecycle import initial_state
 from gateway.intake.order_history import (
     HISTORY_CACHE,
@@ -105,6 +105,12 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
         raise ValidationFailed(
             "The patient's birth date is in the future.",
             errors=[FieldError("/patient/birth_date", "must not be in the future (e.g. 1980-04-12)")],
+        )
+    if looks_like_another(order.patient.mrn):  # the patient's identity at the site, compared exactly
+        raise ValidationFailed(
+            "The patient's MRN has blanks around it or invisible characters.",
+            errors=[FieldError("/patient/mrn", "an MRN may not start or end with blanks nor hold control, "
+                                               "format or invisible characters")],
         )
     check_order_times(context.settings, order, context.now())
     coi = normalize_product_coi(order.coi, product.coi_format, product.coi_pattern)

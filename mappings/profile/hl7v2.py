@@ -65,11 +65,12 @@ OVERRIDABLE_SEGMENTS = frozenset(
 )
 _PATH = re.compile(r"^([A-Z][A-Z0-9]{2})-([1-9][0-9]?)$")
 
-# HD values (MSH-3..6, PID-3.4) may use components (``APP^1.2.3^ISO``) but no other delimiter.
-_HD = r"^[^|~\\&\r\n]*$"
+# HD values (MSH-3..6, PID-3.4) may use components (``APP^1.2.3^ISO``) but no other delimiter, and no
+# control character (0x0B and 0x1C would end the MLLP frame early).
+_HD = r"^[^|~\\&\x00-\x1f\x7f]*$"
 HdValue = Annotated[str, Field(max_length=227, pattern=_HD)]
 # PID-3.4 is an HD inside a CX component: no component separator either.
-AssigningAuthority = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^|^~\\&\r\n]+$")]
+AssigningAuthority = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^|^~\\&\x00-\x1f\x7f]+$")]
 
 
 def _check_path(path: str) -> str:

@@ -34,7 +34,7 @@ PatientClass = Literal["B", "C", "E", "I", "N", "O", "P", "R", "U"]
 PersonLocationType = Literal["C", "D", "H", "N", "O", "P", "S"]
 
 # A PL component: no HL7 delimiter, no line break (text, not a template).
-_COMPONENT = r"^[^|^~\\&\r\n]*$"
+_COMPONENT = r"^[^|^~\\&\x00-\x1f\x7f]*$"  # no delimiter, no control character
 Component = Annotated[str, Field(max_length=80, pattern=_COMPONENT)]
 
 

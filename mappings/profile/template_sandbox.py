@@ -18,7 +18,9 @@ are the settings' defaults).  :class:`BoundedSandbox` is an
 * offers one global, ``range``, of at most ``max_range`` items; ``lipsum``, ``dict``, ``cycler``,
   ``joiner`` and ``namespace`` do not exist here;
 * wraps the iterable of every ``{% for %}`` so each iteration is a step, and every ``~`` so that it
-  refuses a list or mapping operand and a result longer than ``max_output_bytes``.
+  refuses a list or mapping operand and a result longer than ``max_output_bytes``;
+* bounds the items (nested and shared ones counted) of every list, tuple and mapping a template builds
+  by ``max_output_bytes``: comparing ``[[[1]*4000]*4000]*4000`` would walk 64e9 items holding the GIL.
 
 :func:`render_bounded` renders through ``Template.generate`` and stops as soon as the output passes
 ``max_output_bytes`` or the budget runs out, raising :class:`TemplateLimitExceeded`.  The static
@@ -51,6 +53,7 @@ __all__ = [
     "ALLOWED_METHODS",
     "CONCAT_GUARD",
     "LOOP_GUARD",
+    "VALUE_GUARD",
     "MAX_INT_BITS",
     "REFUSED_GLOBALS",
     "RenderBudget",
@@ -89,6 +92,7 @@ REFUSED_GLOBALS: Final = frozenset({"lipsum", "dict", "cycler", "joiner", "names
 #: template may not use names starting with ``_``, so it cannot call them).
 LOOP_GUARD: Final = "_cgt_loop"
 CONCAT_GUARD: Final = "_cgt_concat"
+VALUE_GUARD: Final = "_cgt_value"
 
 
 @dataclass(frozen=True)
@@ -163,11 +167,34 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                          keep_trailing_newline=False)
         self.limits = limits
         self.filters = {name: self._bounded_filter(name, DEFAULT_FILTERS[name]) for name in ALLOWED_FILTERS}
-        self.globals = {"range": self._range, LOOP_GUARD: self._loop, CONCAT_GUARD: self._concat}
+        self.globals = {"range": self._range, LOOP_GUARD: self._loop, CONCAT_GUARD: self._concat,
+                        VALUE_GUARD: self._value}
 
     # -- values
+    def _check_weight(self, value: Any) -> None:
+        """Refuse a container holding more than the cap of items, nested and shared ones included."""
+        cap = self.limits.max_output_bytes
+        weights: dict[int, int] = {}
+
+        def weigh(item: Any) -> int:
+            if not isinstance(item, (list, tuple, dict, set, frozenset)):
+                return 1
+            known = weights.get(id(item))
+            if known is not None:
+                return known
+            total = 1
+            for part in (*item.keys(), *item.values()) if isinstance(item, dict) else item:
+                total += weigh(part)
+                if total > cap:
+                    raise TemplateLimitExceeded(
+                        f"a list or mapping holding more than {cap} items (template_max_output_bytes)")
+            weights[id(item)] = total
+            return total
+        weigh(value)
+
     def _check_value(self, value: Any) -> Any:
         cap = self.limits.max_output_bytes
+        self._check_weight(value)
         if isinstance(value, (str, list, tuple)) and len(value) > cap:
             raise TemplateLimitExceeded(
                 f"a value longer than {cap} (template_max_output_bytes) was produced")
@@ -226,7 +253,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         name = getattr(__obj, "__name__", "")
         owner = getattr(__obj, "__self__", None)
         is_method = isinstance(owner, (str, list, tuple, dict)) and name in ALLOWED_METHODS
-        own = any(__obj is __self.globals.get(g) for g in ("range", LOOP_GUARD, CONCAT_GUARD))
+        own = any(__obj is __self.globals.get(g) for g in ("range", LOOP_GUARD, CONCAT_GUARD, VALUE_GUARD))
         if not (is_method or own):
             raise SecurityError(f"calling {name or type(__obj).__name__!r} is not allowed in an override")
         if is_method:  # range() checks its own size
@@ -248,6 +275,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             raise TemplateLimitExceeded(
                 f"range() of {len(span)} items; at most {self.limits.max_range} (template_max_range)")
         return span
+
+    def _value(self, value: Any) -> Any:  # a list, tuple or mapping literal
+        _tick()
+        return self._check_value(value)
 
     def _loop(self, iterable: Iterable[Any]) -> Iterator[Any]:
         for item in iterable:
@@ -299,7 +330,23 @@ def bounded_environment(limits: TemplateLimits) -> BoundedSandbox:
 
 
 class _Guards(NodeTransformer):
-    """Route every ``~`` through the concat guard (the loop guard is set on each ``For`` below)."""
+    """Route ``~`` and list, tuple and mapping literals through guards (loops: see :func:`_guard`)."""
+
+    def _weighed(self, node: nodes.Expr) -> nodes.Node:
+        self.generic_visit(node)
+        return nodes.Call(nodes.Name(VALUE_GUARD, "load", lineno=node.lineno), [node], [], None, None,
+                          lineno=node.lineno)
+
+    def visit_List(self, node: nodes.List) -> nodes.Node:
+        return self._weighed(node)
+
+    def visit_Dict(self, node: nodes.Dict) -> nodes.Node:
+        return self._weighed(node)
+
+    def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:
+        if node.ctx != "load":
+            return self.generic_visit(node) or node
+        return self._weighed(node)
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)

@@ -23,6 +23,7 @@ simply not there.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -199,9 +200,10 @@ def check_template(source: str, limits: TemplateLimits = _DEFAULT_LIMITS, demogr
         ast = bounded_environment(limits).parse(source)
     except TemplateSyntaxError as exc:
         raise ValueError(f"template syntax error at line {exc.lineno}: {exc.message}") from None
-    for data in ast.find_all(nodes.TemplateData):
-        if any(c in data.data for c in "|\r\n"):
-            raise ValueError("literal text of an override must not contain '|' or a line break")
+    for data in ast.find_all(nodes.TemplateData):  # control characters include the MLLP block bytes
+        if any(c == "|" or unicodedata.category(c) == "Cc" for c in data.data):
+            raise ValueError("literal text of an override must not contain '|', a line break or a control "
+                             "character")
     found = rule_problems(ast, limits)
     local_names = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
     if any(True for _ in ast.find_all(nodes.For)):
@@ -230,6 +232,7 @@ def render_template(source: str, context: Mapping[str, Any], limits: TemplateLim
         raise TemplateRenderError(f"override template failed: {exc.message or type(exc).__name__}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError, MemoryError) as exc:
         raise TemplateRenderError(f"override template failed: {type(exc).__name__}") from None
-    if "|" in value or "\r" in value or "\n" in value:
-        raise TemplateRenderError("override template produced a field separator or a line break")
+    if "|" in value or any(unicodedata.category(c) == "Cc" for c in value):
+        raise TemplateRenderError("override template produced a field separator, a line break or a "
+                                  "control character")
     return value

@@ -214,6 +214,50 @@ def test_an_autologous_lot_belongs_to_one_order(client, clock):
     assert site_a and site_b and not site_a & site_b
 
 
+@pytest.mark.parametrize("lot", [" LOT-77", "LOT-77 ", "LOT-77\u200b", "\u202eLOT-77", "LOT\u00ad-77",
+                                 "LOT-77\t", "LOT-77\u2028", "   "])
+def test_a_lot_that_only_looks_like_another_is_refused(client, clock, lot):
+    """A lot padded with blanks or carrying invisible characters (zero-width space, bidi controls,
+    soft hyphen) displays as ``LOT-77`` but would be another claim, so it would slip past
+    ``lot-in-use``: it is refused ``422 validation-failed`` at ``/data/lot`` and nothing is stored."""
+    patient_b = {**order_body()["patient"], "mrn": "MRN-B-1"}
+    assert client.post("/v1/orders", json=order_body("LOT-A"), headers=ACME).status_code == 201
+    assert client.post("/v1/orders", json=order_body("LOT-B", coi=isbt_coi(5), site_id="site-b",
+                                                     patient=patient_b), headers=ACME).status_code == 201
+    _collected(client, "LOT-A", ACME_COI, "A999921000001", ACME)
+    _collected(client, "LOT-B", isbt_coi(5), "A999921000002", ACME)
+    clock.set(datetime(2026, 12, 22, tzinfo=UTC))
+    started = _lot_event("A-M1", "manufacturing.started", "LOT-77", ACME_COI, "2026-12-02T09:00:00Z")
+    assert _post(client, "LOT-A", started, ACME).status_code == 201
+    for type_ in ("manufacturing.started", "manufacturing.completed"):
+        refused = _post(client, "LOT-B", _lot_event(f"B-{type_}", type_, lot, isbt_coi(5),
+                                                    "2026-12-21T09:00:00Z"), ACME)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "validation-failed"
+        assert [e["pointer"] for e in refused.json()["errors"]] == ["/data/lot"]
+    assert client.get("/v1/orders/LOT-B", headers=ACME).json()["status"] == "collected"
+    # a lot with inner spaces or slashes is an ordinary lot
+    ordinary = _lot_event("B-ok", "manufacturing.started", "LOT 2026/77", isbt_coi(5), "2026-12-21T09:00:00Z")
+    assert _post(client, "LOT-B", ordinary, ACME).status_code == 201
+
+
+@pytest.mark.parametrize("mrn", [" MRN-0042", "MRN-0042 ", "MRN\u200b-0042", "\u202eMRN-0042", "MRN\r0042",
+                                 "MRN\t0042", "   "])
+def test_an_mrn_that_only_looks_like_another_is_refused(client, mrn):
+    """The MRN names the patient at the site and is compared exactly (a CoI belongs to one MRN): one
+    padded with blanks, whitespace only, or carrying control or invisible characters was accepted."""
+    patient = {**order_body()["patient"], "mrn": mrn}
+    refused = client.post("/v1/orders", json=order_body("ORD-M", coi=isbt_coi(9), patient=patient),
+                          headers=ACME)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "validation-failed"
+    assert [e["pointer"] for e in refused.json()["errors"]] == ["/patient/mrn"]
+    assert client.get("/v1/orders/ORD-M", headers=ACME).status_code == 404
+    patient = {**order_body()["patient"], "mrn": "MRN 0042/B"}  # inner blanks and slashes are fine
+    assert client.post("/v1/orders", json=order_body("ORD-M", coi=isbt_coi(9), patient=patient),
+                       headers=ACME).status_code == 201
+
+
 def test_release_claims_of_event_frees_the_din_for_another_order(client, engine):
     assert client.post("/v1/orders", json=order_body("ORD-X"), headers=ACME).status_code == 201
     assert client.post("/v1/orders", json=nova_order_body("NOVA-X"), headers=NOVA).status_code == 201

@@ -155,3 +155,21 @@ def test_random_query_strings_and_headers_never_answer_5xx(client, seeded_paths,
     query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in items)
     response = client.get(f"{path}?{query}" if query else path, headers=headers)
     assert response.status_code < 500, (path, query, headers, response.text[:500])
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_fhir_error_does_not_echo_a_huge_parameter_back(client, method):
+    """A 500 000-character unknown parameter name was echoed twice into the OperationOutcome
+    (1 MB in, 2 MB out); the diagnostics are clipped and say how much was left out."""
+    name = "a" * (15_000 if method == "GET" else 500_000)  # a GET's head stays under 16 KiB
+    if method == "GET":
+        response = client.get(f"/fhir/Task?{name}=1", headers=SITE_A)
+    else:
+        response = client.post("/fhir/Task/_search", content=f"{name}=1", headers={
+            **SITE_A, "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400, response.text[:300]
+    [issue] = response.json()["issue"]
+    assert issue["code"] == "not-supported"
+    assert issue["diagnostics"].startswith("Unknown or unsupported search parameter 'aaaa")
+    assert "characters not shown" in issue["diagnostics"]
+    assert len(response.content) < 4096

@@ -71,8 +71,13 @@ def test_inconsistent_settings_are_refused_with_a_reason(settings: dict[str, obj
         ("OBR-4", "{% if %}x{% endif %}", "template syntax error"),
         ("OBR-4", "{{ order.note.__class__ }}", "attribute '__class__' is not allowed"),
         ("OBR-4", "{{ event.data._x }}", "attribute '_x' is not allowed"),
-        ("OBR-4", "a|b", "must not contain '|' or a line break"),
-        ("OBR-4", "a\nb", "must not contain '|' or a line break"),
+        ("OBR-4", "a|b", "must not contain '|', a line break"),
+        ("OBR-4", "a\nb", "must not contain '|', a line break"),
+        # MLLP block bytes would end the frame early: every message of the site would be dead-lettered
+        ("OBR-4", "a\x1cb", "must not contain '|', a line break or a control character"),
+        ("OBR-4", "\x0b{{ order.coi }}", "must not contain '|', a line break or a control character"),
+        ("OBR-4", "a\x00b", "must not contain '|', a line break or a control character"),
+        ("OBR-4", "a\x7fb", "must not contain '|', a line break or a control character"),
         ("MSH-4", "x", "segment MSH cannot be overridden"),
         ("OBR4", "x", "is not a field path like 'OBR-4'"),
         ("OBR-0", "x", "is not a field path"),
@@ -110,3 +115,17 @@ def test_sandbox_refuses_internals_and_undefined_values_fail_at_render() -> None
         render_template("{{ order.missing }}", {"order": {}})
     with pytest.raises(TemplateRenderError):
         render_template("{{ order.note.append(1) }}", {"order": {"note": []}})  # immutable sandbox
+
+
+@pytest.mark.parametrize("field", ["sending_application", "sending_facility", "receiving_application",
+                                   "receiving_facility", "pid3_assigning_authority"])
+@pytest.mark.parametrize("control", ["\x1c", "\x0b", "\x00", "\t", "\x7f"])
+def test_profile_identifiers_hold_no_control_characters(field: str, control: str) -> None:
+    """MSH-3..6 and PID-3.4 go into every message unescaped: a 0x1C or 0x0B there passed the check and
+    the MLLP framer then dead-lettered every message of the site."""
+    assert _problem(**{field: f"SITE{control}A"}).startswith(field)
+
+
+def test_pv1_location_holds_no_control_characters() -> None:
+    problem = _problem(pv1={"patient_class": "O", "assigned_location": {"point_of_care": "CT\x1cI"}})
+    assert problem.startswith("pv1.assigned_location.point_of_care")

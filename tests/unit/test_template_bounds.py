@@ -147,6 +147,7 @@ CONTEXT = {"order": {"coi": "W1234", "note": "abc", "patient": {"given": ["A", "
     ("{{ order.note.ljust(200000000) }}", "template_max_output_bytes"),
     ("{{ (order.note * 1000).replace('', order.note * 1000) }}", "4096 characters"),
     ("{{ '%0200000000d' % 1 }}", "string formatting"),
+    ("A\x1cB{{ order.coi }}", "control character"),  # an MLLP block byte would end the frame early
     ("{{ lipsum(100000) }}", "failed"),
     ("{{ order.coi.format(1) }}", "not allowed"),
     ("{{ order }}", "list or mapping"),
@@ -273,3 +274,22 @@ def test_full_site_templates_still_see_demographics() -> None:
 def test_context_schema_without_demographics() -> None:
     assert set(context_schema("mrn_only")["order"]["patient"]) == {"mrn"}
     assert set(context_schema("full")["order"]["patient"]) == {"mrn", "family", "given", "birth_date", "sex"}
+
+
+_SHARED = "[" + ", ".join(["a"] * 8) + "]"
+
+
+@pytest.mark.parametrize("template", [
+    # a list of 4000 references to a list of 4000 references...: each `*` is short, the whole is 64e9
+    # items, and comparing two of them runs in C, holding the GIL (the server froze for good)
+    "{{ [[[1]*4000]*4000]*4000 == [[[1]*4000]*4000]*4000 }}",
+    "{{ [[[0]*4000]*4000]*4000 is eq [[[0]*4000]*4000]*4000 }}",
+    "{{ ([[1]*4000]*4000) | sum(start=[]) | length }}",
+    "{{ {(((1,)*4000,)*4000,)*4000: 1} | length }}",
+    "{% for a in [[1] * 4000] %}{{ " + _SHARED + " == " + _SHARED + " }}{% endfor %}",
+])
+def test_nested_values_are_bounded_so_comparing_or_hashing_them_is_cheap(template: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(TemplateRenderError, match="template_max_output_bytes"):
+        render_template(template, CONTEXT)
+    assert time.perf_counter() - started < 1.0
