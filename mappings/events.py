@@ -12,6 +12,7 @@ from pydantic import (
     AwareDatetime,
     Field,
     PlainValidator,
+    ValidationInfo,
     field_validator,
 )
 
@@ -86,16 +87,27 @@ class OrderConfirmedData(StrictModel):
     slot_id: Text | None = None
 
 
+def _end_not_before_start(end: datetime | None, info: ValidationInfo) -> datetime | None:
+    start = info.data.get("start")
+    if end is not None and isinstance(start, datetime) and end < start:
+        raise ValueError(f"must not be before start ({start.isoformat()})")
+    return end
+
+
 class ApheresisScheduledData(StrictModel):
     start: Instant
     end: Instant | None = None
     location: Text | None = None
+
+    _end = field_validator("end")(_end_not_before_start)
 
 
 class ApheresisRescheduledData(StrictModel):
     start: Instant
     end: Instant | None = None
     reason: Text | None = None
+
+    _end = field_validator("end")(_end_not_before_start)
 
 
 class CollectionCompletedData(StrictModel):

@@ -281,3 +281,13 @@ def test_the_other_date_and_time_refusals_show_the_expected_form_too(client, clo
     reasons = refused_fields(client.get("/v1/orders", params={"updated_since": far}, headers=ACME),
                              status=400, code="invalid-parameter")
     assert EXAMPLE in reasons["/query/updated_since"]
+
+
+def test_an_appointment_may_not_end_before_it_starts(placed):
+    """Found by outside probing: end 2026-11-01 before start 2026-12-01 was accepted (201)."""
+    backwards = {"start": "2026-12-01T08:00:00Z", "end": "2026-11-01T08:00:00Z"}
+    for event_id, type_ in (("E-B1", "apheresis.scheduled"), ("E-B2", "apheresis.rescheduled")):
+        reasons = refused_fields(post(placed, event_body(event_id, type_, iso(NOW), backwards)))
+        assert list(reasons) == ["/data/end"] and "before start" in reasons["/data/end"]
+    same = {"start": "2026-12-01T08:00:00Z", "end": "2026-12-01T08:00:00Z"}
+    assert post(placed, event_body("E-B3", "apheresis.scheduled", iso(NOW), same)).status_code == 201
