@@ -67,7 +67,7 @@ from mappings.hl7v2.fields import (
     serialize,
     site_zone,
 )
-from mappings.hl7v2.overrides import apply_overrides, render_overrides
+from mappings.hl7v2.overrides import apply_overrides, overridden_identifiers, render_overrides
 from mappings.hl7v2.results import RESULT_STATUS_FINAL, render_observations
 from mappings.hl7v2.scheduling import pending_appointments, render_siu
 from mappings.profile.schema import SiteProfile
@@ -91,6 +91,7 @@ class _Draft:
     message_type: str  # MSH-9.1^MSH-9.2
     structure: str  # MSH-9.3
     segments: list[Segment]
+    refused: str | None = None  # why it is not sent (set by finish_drafts)
 
 
 def control_id(site_id: str, manufacturer_id: str, order_id: str, event_id: str, index: int) -> str:
@@ -279,7 +280,7 @@ def _finish(drafts: list[_Draft], fits: list[Fitted], order: OrderSnapshot, even
         ctrl = control_id(profile.site_id, order.manufacturer.id, order.order.order_id, event.event_id, index)
         msh = seg.build_msh(settings, timestamp, draft.message_type, draft.structure, ctrl)
         er7 = "\r".join(serialize(s) for s in [msh, *draft.segments]) + "\r"
-        refused = refusal_reason(fitted, settings.charset)
+        refused = draft.refused or refusal_reason(fitted, settings.charset)
         messages.append(Hl7Message(message_type=draft.message_type, control_id=ctrl, er7=er7,
                                    version=settings.version, refused=refused))
     return tuple(messages)
@@ -339,6 +340,14 @@ def finish_drafts(drafts: list[_Draft], common: seg.Common, order: OrderSnapshot
             context["codes"] = {**context["codes"], **codes}
         values = render_overrides(settings.overrides, context, issues, template_limits)
         for draft in drafts:
+            changed = overridden_identifiers(draft.segments, values)
+            if changed:
+                draft.refused = (f"override of identifier {', '.join(changed)} would change the identifier "
+                                 "(an override may add components, never replace the identifier)")
+                issues.append(MappingIssue(
+                    severity="error", code="hl7v2-identifier-overridden",
+                    path=f"profile.hl7v2.overrides.{changed[0]}",
+                    message=f"{draft.message_type} not sent: {draft.refused}"))
             apply_overrides(draft.segments, values)
     fits = [fit_segments(draft.segments, settings.charset, settings.charset_fallback) for draft in drafts]
     issues += charset_issues([(d.message_type, f) for d, f in zip(drafts, fits, strict=True)],

@@ -166,3 +166,15 @@ def test_live_profile_with_a_hostile_template_cannot_hang_delivery(settings, eng
             payloads = conn.execute(sa.text("SELECT payload FROM outbox_message WHERE order_id = 'ORD-POW' "
                                             "AND channel = 'mllp'")).scalars().all()
         assert payloads and all("|CGT-CART19^" in p for p in payloads)  # OBR-4 kept its default value
+
+
+def test_a_draft_that_replaces_the_mrn_is_shown_refused(client):
+    """``PID-3: OTHER-MRN`` would send every patient's order under one MRN: preview shows every
+    message refused with an ``hl7v2-identifier-overridden`` error naming the field."""
+    draft = SITE_A_PROFILE + "  overrides:\n    PID-3: OTHER-MRN\n"
+    status, result, _, _ = _preview(client, draft)
+    assert status == 200, result
+    for step in result["steps"]:
+        assert step["hl7v2"] and all(m["refused"] and "PID-3" in m["refused"] for m in step["hl7v2"])
+        issues = [i for i in step["issues"] if i["code"] == "hl7v2-identifier-overridden"]
+        assert issues and all(i["severity"] == "error" for i in issues)
