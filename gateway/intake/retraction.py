@@ -97,6 +97,8 @@ class RetractionIn(StrictModel):
             raise ValueError("must not be blank")
         if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
             raise ValueError("must not contain control characters (tab and line breaks are allowed)")
+        if any(unicodedata.category(c) == "Cf" for c in value):  # bidi overrides, zero-width characters
+            raise ValueError("must not contain invisible formatting characters (bidi marks, zero-width)")
         return value
 
 

@@ -252,6 +252,8 @@ def test_only_the_orders_manufacturer_may_retract(acme, clock):
         ({"reason": "a\x00b"}, "/reason"),
         ({"reason": "a\x1bb"}, "/reason"),
         ({"reason": "a\x7f"}, "/reason"),
+        ({"reason": "wrong lot\u202e"}, "/reason"),  # a bidi override would reorder what readers see
+        ({"reason": "wrong\u200b lot"}, "/reason"),
         ({"reason": "ok", "by": "me"}, "/by"),
     ],
 )
