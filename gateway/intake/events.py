@@ -18,7 +18,6 @@ from gateway.errors import (
     CoiError,
     Conflict,
     FieldError,
-    NotFound,
     ValidationFailed,
     validation_errors,
 )
@@ -42,7 +41,7 @@ from gateway.intake.order_history import (
     build_snapshot,
     event_record,
     load_history,
-    lock_order,
+    lock_existing_order,
 )
 from gateway.intake.plausibility import check_event_times
 from gateway.store.db import write_session
@@ -153,9 +152,7 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
         engine = context.engine
         with write_session(engine) as session:
             conn = session.connection()
-            order = lock_order(conn, manufacturer_id, order_id)
-            if order is None:
-                raise NotFound(f"No order {order_id} for this manufacturer.")
+            order = lock_existing_order(conn, manufacturer_id, order_id)
             product = context.settings.product(manufacturer_id, order.product_code)
             assert product is not None
             _check_coi(event, order, product, now)  # first: a wrong CoI always reaches the safety log

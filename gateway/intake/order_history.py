@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gateway.config import Settings
+from gateway.errors import NotFound
 from gateway.store.prepared_sql import fetch_rows
 from gateway.store.tables import EventRow, OrderRow, as_utc
 from mappings.domain import EventType, OrderStatus
@@ -45,6 +46,7 @@ __all__ = [
     "HistoryCache",
     "HISTORY_CACHE",
     "lock_order",
+    "lock_existing_order",
     "load_history",
     "event_record",
     "build_snapshot",
@@ -147,6 +149,14 @@ def lock_order(conn: Connection, manufacturer_id: str, order_id: str) -> LockedO
     return LockedOrder(int(row.id), row.manufacturer_id, row.order_id, row.site_id, row.product_code, row.coi,
                        row.status, row.state, row.body_sha256, int(row.last_sequence), as_utc(row.created_at),
                        int(row.history_revision))
+
+
+def lock_existing_order(conn: Connection, manufacturer_id: str, order_id: str) -> LockedOrder:
+    """:func:`lock_order`, or ``404 not-found`` (another manufacturer's order is not found either)."""
+    order = lock_order(conn, manufacturer_id, order_id)
+    if order is None:
+        raise NotFound(f"No order {order_id} for this manufacturer.")
+    return order
 
 
 def event_record(row: Any) -> EventRecord:

@@ -47,7 +47,7 @@ from gateway.intake.order_history import (
     LockedOrder,
     build_snapshot,
     load_history,
-    lock_order,
+    lock_existing_order,
 )
 from gateway.store.db import write_session
 from gateway.store.prepared_sql import execute, fetch_rows
@@ -189,9 +189,7 @@ def retract_event(context: Context, manufacturer_id: str, order_id: str, event_i
         engine = context.engine
         with write_session(engine) as session:
             conn = session.connection()
-            order = lock_order(conn, manufacturer_id, order_id)
-            if order is None:
-                raise NotFound(f"No order {order_id} for this manufacturer.")
+            order = lock_existing_order(conn, manufacturer_id, order_id)
             found = fetch_rows(conn, _FIND_EVENT, {"m": manufacturer_id, "e": event_id, "pk": order.pk})
             if not found:
                 raise NotFound(f"No event {event_id} on order {order_id}.")
