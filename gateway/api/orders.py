@@ -31,7 +31,7 @@ from mappings.events import EventIn
 from mappings.orders import Identifier, OrderIn
 from mappings.strict_types import DATETIME_FORM, Instant
 
-__all__ = ["router"]
+__all__ = ["router", "request_context", "manufacturer_of", "order_id_or_404"]
 
 router = APIRouter(
     prefix="/v1", tags=["orders"], responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422)
@@ -49,7 +49,7 @@ def _in_utc_range(value: datetime) -> datetime:
         raise ValueError(f"is out of range once converted to UTC; send {DATETIME_FORM}") from None
 
 
-def _order_id_or_404(order_id: str) -> str:
+def order_id_or_404(order_id: str) -> str:
     """An ``order_id`` no order can have (``%00``, a slash, 65 characters) names no order: 404."""
     try:
         return _IDENTIFIER.validate_python(order_id)
@@ -57,22 +57,22 @@ def _order_id_or_404(order_id: str) -> str:
         raise NotFound(f"No order {order_id[:64]!r}.") from None
 
 
-def _context(request: Request) -> Context:
+def request_context(request: Request) -> Context:
     return request.app.state.context  # type: ignore[no-any-return]
 
 
-async def _manufacturer(principal: PrincipalDep) -> str:
+async def manufacturer_of(principal: PrincipalDep) -> str:
     """Async: a pure check, so FastAPI runs it on the event loop instead of a thread-pool hop."""
     return require_manufacturer(principal)
 
 
-ManufacturerDep = Annotated[str, Depends(_manufacturer)]
+ManufacturerDep = Annotated[str, Depends(manufacturer_of)]
 
 
 @router.post("/orders", status_code=201, summary="Place an order (idempotent by order_id)",
              responses={200: {"description": "An identical repeat: the order as first accepted"}})
 async def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDep) -> JSONResponse:
-    context = _context(request)
+    context = request_context(request)
     return await run_write(context.engine, _place_order, context, manufacturer_id, order)
 
 
@@ -93,12 +93,12 @@ def _place_order(context: Context, manufacturer_id: str, order: OrderIn) -> JSON
 async def post_event(
     order_id: str, event: EventIn, request: Request, manufacturer_id: ManufacturerDep
 ) -> JSONResponse:
-    context = _context(request)
+    context = request_context(request)
     return await run_write(context.engine, _append_event, context, manufacturer_id, order_id, event)
 
 
 def _append_event(context: Context, manufacturer_id: str, order_id: str, event: EventIn) -> JSONResponse:
-    accepted = accept_event(context, manufacturer_id, _order_id_or_404(order_id), event)
+    accepted = accept_event(context, manufacturer_id, order_id_or_404(order_id), event)
     return JSONResponse(event_view(accepted.row, order_id), status_code=201 if accepted.created else 200)
 
 
@@ -119,8 +119,8 @@ def get_order(
     manufacturer_id: Annotated[str | None, IdQuery] = None,
 ) -> dict[str, Any]:
     only_manufacturer, only_site = _visible(principal, manufacturer_id)
-    order_id = _order_id_or_404(order_id)
-    with read_session(_context(request).engine) as session:
+    order_id = order_id_or_404(order_id)
+    with read_session(request_context(request).engine) as session:
         query = select(OrderRow).where(OrderRow.order_id == order_id)
         if only_manufacturer is not None:
             query = query.where(OrderRow.manufacturer_id == only_manufacturer)
@@ -136,7 +136,7 @@ def get_order(
                 errors=[FieldError("/query/manufacturer_id", "required for this order_id")],
             )
         view = order_view(session, rows[0])
-    return _as_site_may_see(view, principal, _context(request))
+    return _as_site_may_see(view, principal, request_context(request))
 
 
 def _as_site_may_see(view: dict[str, Any], principal: Principal, context: Context) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def get_orders(
     only_manufacturer, only_site = _visible(principal, manufacturer_id)
     if only_site is not None and site_id is not None and site_id != only_site:
         raise Forbidden("A site token reads only its own site's orders.")
-    with read_session(_context(request).engine) as session:
+    with read_session(request_context(request).engine) as session:
         rows, next_cursor = list_orders(
             session,
             manufacturer_id=only_manufacturer,

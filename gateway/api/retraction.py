@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.api.orders import _context, _manufacturer, _order_id_or_404
+from gateway.api.orders import manufacturer_of, order_id_or_404, request_context
 from gateway.api.problem import problem_responses
 from gateway.api.views import event_view
 from gateway.context import Context
@@ -28,7 +28,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["orders"],
                    responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422))
 
-ManufacturerDep = Annotated[str, Depends(_manufacturer)]
+ManufacturerDep = Annotated[str, Depends(manufacturer_of)]
 _EVENT_ID: TypeAdapter[str] = TypeAdapter(Identifier)
 
 
@@ -48,13 +48,13 @@ def _event_id_or_404(event_id: str) -> str:
 )
 async def post_retraction(order_id: str, event_id: str, body: RetractionIn, request: Request,
                           manufacturer_id: ManufacturerDep) -> JSONResponse:
-    context = _context(request)
+    context = request_context(request)
     return await run_write(context.engine, _retract, context, manufacturer_id, order_id, event_id, body)
 
 
 def _retract(context: Context, manufacturer_id: str, order_id: str, event_id: str,
              body: RetractionIn) -> JSONResponse:
-    order_id = _order_id_or_404(order_id)
+    order_id = order_id_or_404(order_id)
     done = retract_event(context, manufacturer_id, order_id, _event_id_or_404(event_id), body.reason)
     event = {k: v for k, v in event_view(done.row, order_id).items() if k not in ("order_id", "coi")}
     return JSONResponse({"order_id": order_id, "status": done.status, "state": done.state, "event": event})
