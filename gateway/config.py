@@ -238,6 +238,12 @@ class Settings(BaseSettings):
 
     # --- issue 11 / HL7v2 character sets and fidelity: settings of this part go below
 
+    # --- issue 13 / site requests (inbound): settings of this part go below
+
+    # --- issue 14 / OAuth (SMART Backend Services): settings of this part go below
+
+    # --- issue 14 / audit trail: settings of this part go below
+
     manufacturers: list[ManufacturerConfig] = Field(default_factory=list)
     sites: list[SiteConfig] = Field(default_factory=list)
     api_clients: list[ApiClientConfig] = Field(default_factory=list)

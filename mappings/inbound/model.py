@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal
 
 from mappings.er7.ack import MessageHeader
+from mappings.site_request import SiteRequestKind
 
 __all__ = [
     "InboundKind",
@@ -24,7 +25,7 @@ __all__ = [
     "InboundRefusal",
 ]
 
-InboundKind = Literal["cancel", "hold", "release_hold", "reschedule", "change", "order_number", "infused"]
+InboundKind = SiteRequestKind
 Appointment = Literal["apheresis", "infusion"]
 #: SIU trigger -> what happened to the appointment (S15 cancels the appointment, not the order).
 AppointmentAction = Literal["booked", "rescheduled", "modified", "cancelled"]
