@@ -43,19 +43,20 @@ class Principal:
 
     role: Literal["manufacturer", "site", "admin"]
     subject: str | None  # manufacturer id or site id; None for admin
+    client_id: str = ""  # who acts, for audit records: the API client's name (static tokens) or client id
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
     @classmethod
-    def from_role(cls, role: str) -> Principal:
+    def from_role(cls, role: str, client_id: str = "") -> Principal:
         kind, subject = parse_role(role)
-        return cls(kind, subject)
+        return cls(kind, subject, client_id)
 
 
 _A = ApiClientRow.__table__  # type: ignore[attr-defined]
-_ACTIVE_ROLE = sa.select(_A.c.role).where(_A.c.token_sha256 == sa.bindparam("digest"),
+_ACTIVE_ROLE = sa.select(_A.c.role, _A.c.name).where(_A.c.token_sha256 == sa.bindparam("digest"),
                                           _A.c.revoked_at.is_(None)).limit(1)
 # id(settings) -> (settings, digest -> principal); the settings object is held so its id stays its own
 _CONFIGURED: dict[int, tuple[Settings, dict[str, Principal]]] = {}
@@ -67,7 +68,8 @@ def _configured_principals(settings: Settings) -> dict[str, Principal]:
     if entry is None or entry[0] is not settings:
         if len(_CONFIGURED) >= 16:  # tests build many settings; a server has one
             _CONFIGURED.clear()
-        entry = (settings, {c.token_sha256: Principal.from_role(c.role) for c in settings.api_clients})
+        entry = (settings, {c.token_sha256: Principal.from_role(c.role, c.name)
+                            for c in settings.api_clients})
         _CONFIGURED[id(settings)] = entry
     return entry[1]
 
@@ -75,8 +77,8 @@ def _configured_principals(settings: Settings) -> dict[str, Principal]:
 def _stored_principal(digest: str, engine: Engine) -> Principal | None:
     """The principal of an unrevoked ``api_client`` row with this digest (one indexed read)."""
     with engine.connect() as conn:
-        role = conn.execute(_ACTIVE_ROLE, {"digest": digest}).scalar()
-    return Principal.from_role(role) if role is not None else None
+        row = conn.execute(_ACTIVE_ROLE, {"digest": digest}).first()
+    return Principal.from_role(row.role, row.name) if row is not None else None
 
 
 def principal_for_token(token: str, settings: Settings, engine: Engine) -> Principal | None:
