@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,8 +28,18 @@ __all__ = [
     "EventType",
     "MANUFACTURER_EVENT_TYPES",
     "MeasurementCode",
+    "TaskStatus",
+    "RequestStatus",
 ]
 
+
+#: FHIR R4 Task.status (required binding http://hl7.org/fhir/task-status): the one list of these codes.
+TaskStatus = Literal[
+    "draft", "requested", "received", "accepted", "rejected", "ready", "cancelled", "in-progress",
+    "on-hold", "failed", "completed", "entered-in-error",
+]
+#: FHIR R4 ServiceRequest.status (required binding http://hl7.org/fhir/request-status).
+RequestStatus = Literal["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"]
 
 MAX_UNKNOWN_FIELDS = 100  # beyond this many unknown keys an object is refused as a whole
 

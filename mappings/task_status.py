@@ -17,27 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
 
-from mappings.domain import EventType, OrderStatus
+from mappings.domain import EventType, OrderStatus, RequestStatus, TaskStatus
 
 __all__ = ["StatusRow", "STATUS_TABLE", "TERMINAL_STATUSES", "STAGE_ORDER", "status_row", "stage_index"]
 
-TaskStatus = Literal[
-    "draft",
-    "requested",
-    "received",
-    "accepted",
-    "rejected",
-    "ready",
-    "cancelled",
-    "in-progress",
-    "on-hold",
-    "failed",
-    "completed",
-    "entered-in-error",
-]
-RequestStatus = Literal["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ resource against them.  ``UCUM_UNITS`` is the allow-list of UCUM codes the gatew
 
 from __future__ import annotations
 
+from typing import get_args
+
+from mappings.domain import RequestStatus, TaskStatus
 from mappings.ids import GATEWAY_BASE
 
 __all__ = [
@@ -45,22 +48,7 @@ PROFILE_VERSION_TAG_SYSTEM = f"{GATEWAY_BASE}/CodeSystem/site-profile-version"
 TASK_INPUT_SYSTEM = f"{GATEWAY_BASE}/CodeSystem/cgt-task-input"
 PRODUCT_SYSTEM = f"{GATEWAY_BASE}/CodeSystem/manufacturer-product"
 
-TASK_STATUSES = frozenset(
-    {
-        "draft",
-        "requested",
-        "received",
-        "accepted",
-        "rejected",
-        "ready",
-        "cancelled",
-        "in-progress",
-        "on-hold",
-        "failed",
-        "completed",
-        "entered-in-error",
-    }
-)
+TASK_STATUSES: frozenset[str] = frozenset(get_args(TaskStatus))
 TASK_INTENTS = frozenset(
     {
         "unknown",
@@ -74,9 +62,7 @@ TASK_INTENTS = frozenset(
         "option",
     }
 )
-REQUEST_STATUSES = frozenset(
-    {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
-)
+REQUEST_STATUSES: frozenset[str] = frozenset(get_args(RequestStatus))
 REQUEST_INTENTS = frozenset(
     {
         "proposal",
