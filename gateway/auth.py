@@ -24,7 +24,6 @@ soon as its row is revoked, whichever process revokes it.
 from __future__ import annotations
 
 import secrets
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -199,22 +198,25 @@ async def current_principal(
 
 
 _SCOPE_CHECKS: set[Callable[..., Any]] = set()
-_DECLARES: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+# id(route) -> (route, declares a scope); the route is held so its id stays its own (routes are not hashable)
+_DECLARES: dict[int, tuple[Any, bool]] = {}
 
 
 def _declares_scope(route: Any) -> bool:
     """Whether the matched route declares a scope with :func:`needs` (cached per route)."""
     if route is None:
         return False
-    found = _DECLARES.get(route)
-    if found is None:
+    entry = _DECLARES.get(id(route))
+    if entry is None or entry[0] is not route:
         def walk(dependant: Dependant) -> bool:
             return any(d.call in _SCOPE_CHECKS or walk(d) for d in dependant.dependencies)
 
         dependant = getattr(route, "dependant", None)
-        found = dependant is not None and walk(dependant)
-        _DECLARES[route] = found
-    return found
+        if len(_DECLARES) >= 4096:  # tests build many apps; a server has one set of routes
+            _DECLARES.clear()
+        entry = (route, dependant is not None and walk(dependant))
+        _DECLARES[id(route)] = entry
+    return entry[1]
 
 
 Required = str | Callable[[Request], str | None]

@@ -12,7 +12,6 @@ API tokens are never stored in clear: the file holds their SHA-256 (tokens are h
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -123,14 +122,15 @@ class ApiClientConfig(_Config):
 
 class OAuthClientConfig(_Config):
     """A SMART Backend Services client of the configuration file (issue 14): its role, the scopes it
-    may request (space-separated) and its public keys, as a JWKS inline or in a file (relative to the
-    configuration file; read when the settings load).  Keys and scopes are checked by
+    may request (space-separated) and its public keys: ``jwks`` inline (a JWKS mapping, or the text of
+    a JWKS or of a PEM public key), or ``jwks_file`` (relative to the configuration file; its text is
+    read into ``jwks`` when the settings load).  Keys and scopes are checked by
     ``gateway.oauth.clients`` when the app starts."""
 
     client_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$", max_length=64)
     role: str
     scopes: str = Field(min_length=1, max_length=2000)
-    jwks: dict[str, Any] | None = None
+    jwks: dict[str, Any] | str | None = None
     jwks_file: Path | None = None
 
     @field_validator("role")
@@ -312,11 +312,10 @@ class Settings(BaseSettings):
                     raise ValueError(f"oauth client {client.client_id!r}: jwks_file {path} is larger than "
                                      f"oauth_max_jwks_bytes ({self.oauth_max_jwks_bytes})")
                 try:
-                    data = json.loads(text)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise ValueError(f"oauth client {client.client_id!r}: jwks_file {path} is not JSON: "
-                                     f"{exc}") from None
-                object.__setattr__(client, "jwks", data)
+                    object.__setattr__(client, "jwks", text.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise ValueError(f"oauth client {client.client_id!r}: jwks_file {path} is not UTF-8 "
+                                     "text") from None
                 object.__setattr__(client, "jwks_file", path)
         return self
 

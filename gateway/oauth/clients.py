@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.config import Settings, parse_role
-from gateway.oauth.keys import ClientKey, jwks_from_text, parse_jwks
+from gateway.oauth.keys import ClientKey, jwks_from_text, jwks_of
 from gateway.oauth.scopes import ScopeError, check_role_allows, parse_scopes
 from gateway.oauth.tables import OAuthClientRow
 from gateway.store.tables import ApiClientRow
@@ -57,7 +57,7 @@ class Client:
         return self.revoked_at is not None
 
 
-def _client(client_id: str, role: str, scopes_text: str, jwks: Any, *, max_keys: int,
+def _client(client_id: str, role: str, scopes_text: str, jwks: Any, *, max_keys: int, max_bytes: int,
             source: Literal["config", "registered"], created_at: datetime | None = None,
             revoked_at: datetime | None = None) -> Client:
     """A checked client; ``ValueError`` naming what is wrong (role, a scope, a key)."""
@@ -68,7 +68,7 @@ def _client(client_id: str, role: str, scopes_text: str, jwks: Any, *, max_keys:
     except ScopeError as exc:
         raise ValueError(f"scopes: {exc}") from None
     try:
-        keys = parse_jwks(jwks, max_keys=max_keys)
+        keys = jwks_of(jwks, max_bytes=max_bytes, max_keys=max_keys)[1]
     except ValueError as exc:
         raise ValueError(f"jwks: {exc}") from None
     return Client(client_id, role, tuple(scopes), atoms, keys, source, created_at, revoked_at)
@@ -87,7 +87,8 @@ def configured_clients(settings: Settings) -> dict[str, Client]:
         for config in settings.oauth_clients:
             try:
                 clients[config.client_id] = _client(config.client_id, config.role, config.scopes, config.jwks,
-                                                    max_keys=settings.oauth_max_jwks_keys, source="config")
+                                                    max_keys=settings.oauth_max_jwks_keys,
+                                                    max_bytes=settings.oauth_max_jwks_bytes, source="config")
             except ValueError as exc:
                 raise ValueError(f"oauth client {config.client_id!r}: {exc}") from None
         entry = (settings, clients)
@@ -102,8 +103,8 @@ def check_configured_clients(settings: Settings) -> None:
 
 def _from_row(row: Any, settings: Settings) -> Client:
     return _client(row.client_id, row.role, row.scopes, json.loads(row.jwks),
-                   max_keys=settings.oauth_max_jwks_keys, source="registered",
-                   created_at=row.created_at, revoked_at=row.revoked_at)
+                   max_keys=settings.oauth_max_jwks_keys, max_bytes=settings.oauth_max_jwks_bytes,
+                   source="registered", created_at=row.created_at, revoked_at=row.revoked_at)
 
 
 def find_client(engine: Engine, settings: Settings, client_id: str) -> Client | None:
@@ -128,7 +129,7 @@ def register_client(engine: Engine, settings: Settings, *, role: str, jwks_text:
                                  max_keys=settings.oauth_max_jwks_keys)
     client_id = secrets.token_hex(16)
     client = _client(client_id, role, scopes, data, max_keys=settings.oauth_max_jwks_keys,
-                     source="registered", created_at=now)
+                     max_bytes=settings.oauth_max_jwks_bytes, source="registered", created_at=now)
     with engine.begin() as conn:
         conn.execute(_C.insert().values(client_id=client_id, role=role, scopes=" ".join(client.scopes),
                                         jwks=json.dumps(data, separators=(",", ":")), created_at=now))

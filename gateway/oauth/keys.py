@@ -5,19 +5,26 @@ private key, an unsupported key type or curve, a key whose ``alg`` is not RS384/
 than ``sig``, or two keys with one ``kid`` is refused with a message naming the key.  A set of more
 than one key needs a ``kid`` on every key (an assertion selects its key by ``kid``).  JWKS URLs are
 never fetched: a client registers its keys themselves (inline or as a file read at load).
+A PEM public key (``openssl pkey -pubout``) is accepted wherever a JWKS is: it becomes a JWKS of
+one key whose ``kid`` is the key's RFC 7638 thumbprint.
 Key parsing and signature checks are PyJWT's (``pyjwt[crypto]``); nothing here is hand-written crypto.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWKError
 
-__all__ = ["ALGORITHMS", "ClientKey", "parse_jwks", "jwks_from_text", "select_key"]
+__all__ = ["ALGORITHMS", "ClientKey", "parse_jwks", "jwks_from_text", "jwks_of", "thumbprint", "select_key"]
 
 ALGORITHMS = ("RS384", "ES384")
 _KTY_ALG = {"RSA": "RS384", "EC": "ES384"}
@@ -80,17 +87,50 @@ def parse_jwks(data: Any, *, max_keys: int) -> tuple[ClientKey, ...]:
     return keys
 
 
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """The RFC 7638 JWK thumbprint (SHA-256 of the required members, base64url): a stable ``kid``."""
+    members = ("e", "kty", "n") if jwk["kty"] == "RSA" else ("crv", "kty", "x", "y")
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+def _pem_jwks(text: bytes) -> dict[str, Any]:
+    try:
+        public = load_pem_public_key(text)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"the PEM text is not a public key: {exc}") from None
+    if isinstance(public, rsa.RSAPublicKey):
+        jwk: dict[str, Any] = RSAAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        jwk = ECAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        raise ValueError("the PEM public key is neither RSA nor EC")
+    jwk = {k: v for k, v in jwk.items() if k in ("kty", "n", "e", "crv", "x", "y")}
+    return {"keys": [{**jwk, "kid": thumbprint(jwk), "use": "sig"}]}
+
+
 def jwks_from_text(text: str | bytes, *, max_bytes: int,
                    max_keys: int) -> tuple[dict[str, Any], tuple[ClientKey, ...]]:
-    """A JWKS document (size checked before parsing) -> (the JSON object, its keys)."""
-    size = len(text if isinstance(text, bytes) else text.encode("utf-8"))
-    if size > max_bytes:
-        raise ValueError(f"the JWKS is {size} bytes: at most {max_bytes}")
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"the JWKS is not JSON: {exc}") from None
+    """A JWKS document, or a PEM public key (size checked before parsing) -> (the JWKS, its keys)."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8")
+    if len(raw) > max_bytes:
+        raise ValueError(f"the JWKS is {len(raw)} bytes: at most {max_bytes}")
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        data = _pem_jwks(raw.strip())
+    else:
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"the JWKS is neither JSON nor a PEM public key: {exc}") from None
     return data, parse_jwks(data, max_keys=max_keys)
+
+
+def jwks_of(document: dict[str, Any] | str, *, max_bytes: int,
+            max_keys: int) -> tuple[dict[str, Any], tuple[ClientKey, ...]]:
+    """A configured ``jwks``: a JWKS mapping, or the text of a JWKS or PEM public key."""
+    if isinstance(document, str):
+        return jwks_from_text(document, max_bytes=max_bytes, max_keys=max_keys)
+    return document, parse_jwks(document, max_keys=max_keys)
 
 
 def select_key(keys: tuple[ClientKey, ...], kid: str | None, alg: str) -> ClientKey:
