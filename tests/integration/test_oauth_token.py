@@ -391,3 +391,37 @@ def test_static_tokens_false_refuses_demo_and_created_tokens(engine, keys, clock
         assert api.get("/v1/orders", headers=token).status_code == 200
         assert api.get("/fhir/Task", headers=token).status_code == 200
     assert principal_for_token("demo-acme-token", settings, engine) is None
+
+
+def test_head_and_preview_need_their_scopes(api, keys):
+    token = bearer(get_token(api, keys["site"], "site-a-ehr", "system/Observation.rs"))
+    assert api.head("/fhir/Task/some-id", headers=token).status_code == 403
+    assert api.head("/fhir/Task", headers=token).status_code == 403
+    preview = api.post("/v1/sites/site-a/preview", json={"order": order_body("P-1")}, headers=token)
+    assert preview.status_code == 403
+    assert preview.headers["www-authenticate"] == ('Bearer error="insufficient_scope", '
+                                                   'scope="orders.read admin"')
+    reader = bearer(get_token(api, keys["site"], "site-a-ehr", "orders.read"))
+    allowed = api.post("/v1/sites/site-a/preview", json={"order": order_body("P-1")}, headers=reader)
+    assert allowed.status_code == 200
+
+
+def test_a_client_whose_tenant_is_no_longer_configured_gets_invalid_grant(oauth_settings, engine, clock,
+                                                                          tmp_path):
+    import yaml
+
+    key = ec_key("nova")
+    client = register_client(engine, oauth_settings, role="manufacturer:nova-cell",
+                             jwks_text=key.public_pem(), scopes="orders.read", now=datetime.now(UTC))
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    config["manufacturers"] = [m for m in config["manufacturers"] if m["id"] != "nova-cell"]
+    config["api_clients"] = [c for c in config["api_clients"] if "nova-cell" not in c["role"]]
+    for site in config["sites"]:
+        site["profile"] = str((DEMO_CONFIG.parent / site["profile"]).resolve())
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
+    settings = load_settings(tmp_path / "gateway.yaml", database_url=oauth_settings.database_url,
+                             public_base_url="http://testserver")
+    with TestClient(create_app(settings, engine=engine, now=clock)) as api:
+        response = api.post("/oauth/token", data=token_form(assertion(key, client.client_id, kid=None),
+                                                            "orders.read"))
+        refused(response, 400, "invalid_grant", "no longer configured")
