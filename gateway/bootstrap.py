@@ -14,6 +14,7 @@ from gateway.api.problem import install_problem_handlers
 from gateway.config import Settings, load_settings
 from gateway.context import Clock, build_context, utc_now
 from gateway.metrics import GatewayMetrics
+from gateway.oauth.routes import install as install_oauth
 from gateway.store.db import make_engine
 
 __all__ = ["create_app"]
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # nothing else).
     app.include_router(orders.router)
     app.include_router(retraction.router)
+    install_oauth(app)  # POST /oauth/token, smart-configuration (also under /fhir: before the FHIR router)
     app.include_router(fhir_api.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -26,6 +26,7 @@ __all__ = [
     "ManufacturerConfig",
     "SiteConfig",
     "ApiClientConfig",
+    "OAuthClientConfig",
     "Settings",
     "load_settings",
     "hash_token",
@@ -117,6 +118,32 @@ class ApiClientConfig(_Config):
     def _valid_role(cls, value: str) -> str:
         parse_role(value)
         return value
+
+
+class OAuthClientConfig(_Config):
+    """A SMART Backend Services client of the configuration file (issue 14): its role, the scopes it
+    may request (space-separated) and its public keys: ``jwks`` inline (a JWKS mapping, or the text of
+    a JWKS or of a PEM public key), or ``jwks_file`` (relative to the configuration file; its text is
+    read into ``jwks`` when the settings load).  Keys and scopes are checked by
+    ``gateway.oauth.clients`` when the app starts."""
+
+    client_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$", max_length=64)
+    role: str
+    scopes: str = Field(min_length=1, max_length=2000)
+    jwks: dict[str, Any] | str | None = None
+    jwks_file: Path | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _valid_role(cls, value: str) -> str:
+        parse_role(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_jwks(self) -> OAuthClientConfig:
+        if (self.jwks is None) == (self.jwks_file is None):
+            raise ValueError(f"oauth client {self.client_id!r}: give exactly one of jwks and jwks_file")
+        return self
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
@@ -241,6 +268,56 @@ class Settings(BaseSettings):
     # --- issue 13 / site requests (inbound): settings of this part go below
 
     # --- issue 14 / OAuth (SMART Backend Services): settings of this part go below
+    # Static bearer tokens (api_clients above and `cgt-gateway token create`): on for the demo and
+    # development; set false in production so only OAuth access tokens are accepted.
+    static_tokens: bool = True
+    # SMART Backend Services clients of the configuration file (more at run time: `cgt-gateway client
+    # register`).
+    oauth_clients: list[OAuthClientConfig] = Field(default_factory=list)
+    # Lifetime of an access token from POST /oauth/token.
+    oauth_access_token_lifetime_s: int = Field(default=300, ge=30, le=3600)
+    # Clock difference allowed between a client and the gateway when checking an assertion's exp
+    # (expired only once exp + skew has passed; at most 300 s + skew ahead), nbf and iat.
+    oauth_clock_skew_s: int = Field(default=60, ge=0, le=300)
+    # POST /oauth/token: body bytes, and client_assertion bytes, refused (400 invalid_request) beyond these.
+    oauth_max_request_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    oauth_max_assertion_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
+    # A client's JWKS (inline, file or `client register --jwks`): bytes and keys.
+    oauth_max_jwks_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    oauth_max_jwks_keys: int = Field(default=10, ge=1, le=100)
+    # A used assertion jti is kept until its exp + clock skew (it is refused as expired after that) plus
+    # this margin; expired access tokens are deleted after the same margin.
+    oauth_jti_retention_s: int = Field(default=3600, ge=0, le=30 * 86400)
+
+    @model_validator(mode="after")
+    def _oauth_clients(self) -> Settings:
+        """Client ids unique, roles naming known tenants, JWKS files read now (size-bounded)."""
+        _unique("oauth_clients client_id", [c.client_id for c in self.oauth_clients])
+        for client in self.oauth_clients:
+            kind, subject = parse_role(client.role)
+            known = {"manufacturer": self.manufacturer_ids(), "site": self.site_ids()}.get(kind)
+            if known is not None and subject not in known:
+                raise ValueError(f"oauth client {client.client_id!r}: role {client.role!r} names an unknown "
+                                 f"{kind}")
+            if client.jwks_file is not None:
+                path = client.jwks_file
+                path = path if path.is_absolute() else self.config.parent / path
+                try:
+                    with path.open("rb") as handle:
+                        text = handle.read(self.oauth_max_jwks_bytes + 1)
+                except OSError as exc:
+                    raise ValueError(f"oauth client {client.client_id!r}: cannot read jwks_file {path}: "
+                                     f"{exc.strerror}") from None
+                if len(text) > self.oauth_max_jwks_bytes:
+                    raise ValueError(f"oauth client {client.client_id!r}: jwks_file {path} is larger than "
+                                     f"oauth_max_jwks_bytes ({self.oauth_max_jwks_bytes})")
+                try:
+                    object.__setattr__(client, "jwks", text.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise ValueError(f"oauth client {client.client_id!r}: jwks_file {path} is not UTF-8 "
+                                     "text") from None
+                object.__setattr__(client, "jwks_file", path)
+        return self
 
     # --- issue 14 / audit trail: settings of this part go below
 

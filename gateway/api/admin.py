@@ -9,13 +9,14 @@ from sqlmodel import select
 
 from gateway.api.problem import problem_responses
 from gateway.api.views import iso
-from gateway.auth import Principal, current_principal, require_admin
+from gateway.auth import Principal, current_principal, needs, require_admin
 from gateway.store.db import read_session
 from gateway.store.tables import SafetyLogRow
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=problem_responses(400, 401, 403, 422))
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=problem_responses(400, 401, 403, 422),
+                   dependencies=[needs("admin")])
 
 
 @router.get("/safety-log", summary="Refused Chain-of-Identity attempts (admin only)")

@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from gateway.api.problem import problem_responses
 from gateway.api.views import event_view, list_orders, order_summary, order_view
-from gateway.auth import Principal, current_principal, require_manufacturer
+from gateway.auth import Principal, current_principal, needs, require_manufacturer
 from gateway.context import Context
 from gateway.errors import Conflict, FieldError, Forbidden, NotFound
 from gateway.intake.events import accept_event
@@ -70,6 +70,7 @@ ManufacturerDep = Annotated[str, Depends(manufacturer_of)]
 
 
 @router.post("/orders", status_code=201, summary="Place an order (idempotent by order_id)",
+             dependencies=[needs("orders.write")],
              responses={200: {"description": "An identical repeat: the order as first accepted"}})
 async def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDep) -> JSONResponse:
     context = request_context(request)
@@ -88,6 +89,7 @@ def _place_order(context: Context, manufacturer_id: str, order: OrderIn) -> JSON
 
 @router.post(
     "/orders/{order_id}/events", status_code=201, summary="Post a status event (idempotent by event_id)",
+    dependencies=[needs("orders.write")],
     responses={200: {"description": "An identical repeat: the event as first accepted"}},
 )
 async def post_event(
@@ -111,7 +113,8 @@ def _visible(principal: Principal, manufacturer_id: str | None) -> tuple[str | N
     return manufacturer_id, None
 
 
-@router.get("/orders/{order_id}", summary="An order: state, timeline and the FHIR resources it produced")
+@router.get("/orders/{order_id}", summary="An order: state, timeline and the FHIR resources it produced",
+            dependencies=[needs("orders.read")])
 def get_order(
     order_id: str,
     request: Request,
@@ -151,7 +154,8 @@ def _as_site_may_see(view: dict[str, Any], principal: Principal, context: Contex
     return {**view, "order": order}
 
 
-@router.get("/orders", summary="Orders, oldest change first, keyset-paged")
+@router.get("/orders", summary="Orders, oldest change first, keyset-paged",
+            dependencies=[needs("orders.read")])
 def get_orders(
     request: Request,
     principal: PrincipalDep,

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, select
 
 from gateway.api.problem import problem_responses
-from gateway.auth import Principal, current_principal, require_admin
+from gateway.auth import Principal, current_principal, needs, require_admin
 from gateway.delivery.outbox import (
     DeliveryAlert,
     MessageState,
@@ -33,7 +33,7 @@ from gateway.metrics import GatewayMetrics
 
 __all__ = ["router", "metrics_router"]
 
-router = APIRouter(prefix="/v1/admin", tags=["admin: outbox"],
+router = APIRouter(prefix="/v1/admin", tags=["admin: outbox"], dependencies=[needs("admin")],
                    responses=problem_responses(400, 401, 403, 422))
 metrics_router = APIRouter(tags=["operations"])
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from gateway.api.problem import problem_responses
-from gateway.auth import Principal, current_principal
+from gateway.auth import Principal, current_principal, needs
 from gateway.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from gateway.intake.replay import preview_order
 from gateway.profile_limits import profile_limits
@@ -26,7 +26,7 @@ from mappings.profile.loader import ProfileInvalid, load_profile_text
 
 __all__ = ["router", "PreviewRequest"]
 
-router = APIRouter(prefix="/v1/sites", tags=["sites"],
+router = APIRouter(prefix="/v1/sites", tags=["sites"], dependencies=[needs("orders.read", "admin")],
                    responses=problem_responses(400, 401, 403, 404, 413, 415, 422))
 
 

@@ -113,6 +113,7 @@ def problem_response(error: GatewayError, headers: dict[str, str] | None = None,
     )
     if error.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="cgt-gateway"', **(headers or {})}
+    headers = {**getattr(error, "headers", {}), **(headers or {})} or None  # e.g. 403 insufficient_scope
     return JSONResponse(body, status_code=error.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 

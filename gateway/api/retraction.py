@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from gateway.api.orders import manufacturer_of, order_id_or_404, request_context
 from gateway.api.problem import problem_responses
 from gateway.api.views import event_view
+from gateway.auth import needs
 from gateway.context import Context
 from gateway.errors import NotFound
 from gateway.intake.retraction import RetractionIn, retract_event
@@ -25,7 +26,7 @@ from mappings.orders import Identifier
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["orders"],
+router = APIRouter(prefix="/v1", tags=["orders"], dependencies=[needs("orders.write")],
                    responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422))
 
 ManufacturerDep = Annotated[str, Depends(manufacturer_of)]

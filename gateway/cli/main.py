@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.cli.oauth import client_app, token_revoke
 from gateway.cli.outbox import outbox_app, worker_command
 from gateway.cli.profile import profile_app
 
@@ -18,6 +19,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(profile_app, name="profile")
 app.add_typer(outbox_app, name="outbox")
 app.command("worker")(worker_command)
+app.add_typer(client_app, name="client")  # issue 14: SMART Backend Services clients
+token_app.command("revoke")(token_revoke)
 
 ConfigOption = Annotated[
     Path | None,

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.fhir_api.params import DEFAULT_COUNT, MAX_COUNT
 from gateway.fhir_api.search_limits import SearchLimits
+from gateway.oauth.discovery import capability_security
 from gateway.store.fhir_read import PUBLIC_TYPES
 from gateway.store.search_params import INCLUDES, RESOURCE_TYPES, SEARCH_PARAMS
 
@@ -68,8 +69,8 @@ def capability_statement(base_url: str, limits: SearchLimits = SearchLimits()) -
                 "meta.lastUpdated is monotonic in commit order, so _lastUpdated=gt<watermark> polling misses "
                 "nothing. Dates take the prefixes eq, gt, ge, lt, le. Unknown parameters are refused (400) "
                 "unless 'Prefer: handling=lenient'. History: _since, _count. JSON only (XML gets 406)."),
-            "security": {"description": "Bearer token: a site sees its own orders' resources, a manufacturer "
-                                        "its own, admin all; anything else is 404."},
+            # the OAuth token endpoint lives at the server's root; base_url is ``{public_base_url}/fhir``
+            "security": capability_security(base_url.removesuffix("/fhir") + "/oauth/token"),
             "resource": [_resource(rtype) for rtype in RESOURCE_TYPES],
         }],
     }

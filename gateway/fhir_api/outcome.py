@@ -74,7 +74,7 @@ def _as_fhir_error(exc: Exception) -> FhirError:
     if isinstance(exc, FhirError):
         return exc
     if isinstance(exc, GatewayError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else getattr(exc, "headers", None)
         return FhirError(exc.status, exc.fhir_issue_code, exc.detail, headers=headers)
     if isinstance(exc, HTTPException):
         return FhirError(exc.status_code, _HTTP_CODES.get(exc.status_code, "exception"), str(exc.detail))

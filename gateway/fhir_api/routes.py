@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from gateway.auth import Principal, current_principal
+from gateway.auth import FHIR_READ, FHIR_SEARCH, Principal, current_principal
 from gateway.config import Settings
 from gateway.fhir_api import query
 from gateway.fhir_api.bundle import (
@@ -142,7 +142,7 @@ def metadata(request: Request) -> Response:
     return fhir_response(capability_statement(_base(request), _limits(request)))
 
 
-@router.get("/{resource_type}", name="fhir_search")
+@router.get("/{resource_type}", name="fhir_search", dependencies=[FHIR_SEARCH])
 async def search(resource_type: str, request: Request,
                  principal: Principal = Depends(current_principal)) -> Response:
     """``GET [type]?...``: the poll.  Registered right after ``metadata`` (the one other
@@ -150,21 +150,22 @@ async def search(resource_type: str, request: Request,
     return await run_in_threadpool(_search, request, principal, resource_type, _items(request))
 
 
-@router.get("/{resource_type}/_history", name="fhir_type_history")
+@router.get("/{resource_type}/_history", name="fhir_type_history", dependencies=[FHIR_SEARCH])
 def type_history(resource_type: str, request: Request,
                  principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
     return _history(request, principal, _type(request, resource_type), None)
 
 
-@router.get("/{resource_type}/{resource_id}/_history", name="fhir_instance_history")
+@router.get("/{resource_type}/{resource_id}/_history", name="fhir_instance_history", dependencies=[FHIR_READ])
 def instance_history(resource_type: str, resource_id: str, request: Request,
                      principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
     return _history(request, principal, _type(request, resource_type), _id(resource_type, resource_id))
 
 
-@router.get("/{resource_type}/{resource_id}/_history/{version_id}", name="fhir_vread")
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}", name="fhir_vread",
+            dependencies=[FHIR_READ])
 def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
           principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
@@ -178,7 +179,7 @@ def vread(resource_type: str, resource_id: str, version_id: str, request: Reques
     return _serve(request, stored)
 
 
-@router.get("/{resource_type}/{resource_id}", name="fhir_read")
+@router.get("/{resource_type}/{resource_id}", name="fhir_read", dependencies=[FHIR_READ])
 def read(resource_type: str, resource_id: str, request: Request,
          principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
@@ -196,7 +197,7 @@ def read(resource_type: str, resource_id: str, request: Request,
                   older.last_updated_us // 1_000_000 == stored.last_updated_us // 1_000_000)
 
 
-@router.post("/{resource_type}/_search", name="fhir_search_post")
+@router.post("/{resource_type}/_search", name="fhir_search_post", dependencies=[FHIR_SEARCH])
 async def search_post(resource_type: str, request: Request,
                       principal: Principal = Depends(current_principal)) -> Response:
     """``POST [type]/_search``: the form body's parameters, ANDed with the query string's."""
@@ -290,7 +291,7 @@ def _history(request: Request, principal: Principal, resource_type: str, resourc
 # the OpenAPI document, where it would repeat each GET operation.
 for _get in [r for r in router.routes if isinstance(r, APIRoute) and r.methods == {"GET"}]:
     router.add_api_route(_get.path.removeprefix(router.prefix), _get.endpoint, methods=["HEAD"],
-                         name=f"{_get.name}_head", include_in_schema=False)
+                         name=f"{_get.name}_head", include_in_schema=False, dependencies=_get.dependencies)
 
 
 @router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
