@@ -67,7 +67,8 @@ def test_a_cancel_inside_the_window_is_applied_at_once_as_a_site_event(placed, e
     (row,) = request_rows(engine)
     assert row.event_pk is not None and row.raw.startswith("MSH|") and row.sender == "mllp:127.0.0.1:5000"
     assert row.control_id == "M1" and row.dedupe_sha256 and len(row.dedupe_sha256) == 64
-    assert transitions(engine, row.seq) == [(None, "pending", "site:site-a"), ("pending", "applied", "gateway")]
+    assert transitions(engine, row.seq) == [(None, "pending", "site:site-a"),
+                                            ("pending", "applied", "gateway")]
 
 
 def test_a_cancel_after_manufacturing_started_waits_and_a_decline_leaves_the_order(placed, clock, engine):
@@ -85,7 +86,8 @@ def test_a_cancel_after_manufacturing_started_waits_and_a_decline_leaves_the_ord
     assert declined.status_code == 200, declined.text
     body = declined.json()
     assert body["state"] == "declined" and body["decision_reason"] == "the product is already being made"
-    assert body["decided_at"] is not None and body["kind"] == "cancel" and body["reason"] == "bed not available"
+    assert body["decided_at"] is not None and body["kind"] == "cancel"
+    assert body["reason"] == "bed not available"
     assert order_row(engine).status == "manufacturing"
     assert all(e["source"] == "manufacturer" for e in timeline(placed))
 
@@ -106,7 +108,8 @@ def test_the_manufacturer_accepts_a_cancel_and_it_is_applied(placed, clock, engi
     assert accepted.json()["state"] == "accepted"
     assert order_row(engine).status == "cancelled"
     last = timeline(placed)[-1]
-    assert (last["type"], last["source"], last["data"]) == ("order.cancelled", "site", {"reason": "patient too ill"})
+    assert (last["type"], last["source"]) == ("order.cancelled", "site")
+    assert last["data"] == {"reason": "patient too ill"}
     assert decide(placed, request.request_id, "accept").json() == accepted.json()
     conflict = decide(placed, request.request_id, "decline", "changed my mind")
     assert conflict.status_code == 409 and conflict.json()["code"] == "decision-conflict"
@@ -176,7 +179,8 @@ def test_a_reschedule_goes_to_the_manufacturer_and_is_applied_on_accept(placed, 
     start, end = T0 + timedelta(days=20), T0 + timedelta(days=20, hours=4)
     request = send(placed, "reschedule", reason="patient unavailable",
                    requested={"appointment": "apheresis", "start": iso(start), "end": iso(end),
-                              "appointment_action": "rescheduled", "placer_appointment_id": "ORD-1-APH"}).request
+                              "appointment_action": "rescheduled",
+                              "placer_appointment_id": "ORD-1-APH"}).request
     assert request is not None and request.state == "awaiting-manufacturer"
     assert request.requested["start"] == iso(start)
     assert order_row(engine).status == "apheresis_scheduled"
@@ -343,7 +347,8 @@ def test_the_routes_keep_tenants_apart(placed, clock):
 def test_the_list_filters_pages_and_validates_its_query(placed, clock):
     place(placed, clock, "ORD-2")
     clock.set(T0 + timedelta(hours=1))
-    ids = [send(placed, "hold").request.request_id, send(placed, "hold", order_ref="ORD-2").request.request_id,
+    ids = [send(placed, "hold").request.request_id,
+           send(placed, "hold", order_ref="ORD-2").request.request_id,
            send(placed, "hold").request.request_id]
     page = placed.get("/v1/site-requests?limit=2", headers=ACME).json()
     assert [i["request_id"] for i in page["items"]] == ids[:2] and page["next_cursor"]
@@ -357,7 +362,8 @@ def test_the_list_filters_pages_and_validates_its_query(placed, clock):
     assert [i["request_id"] for i in only_2] == [ids[1]]
     declined = placed.get("/v1/site-requests?state=declined", headers=ACME).json()["items"]
     assert [i["request_id"] for i in declined] == [ids[2]]  # the second hold on ORD-1: already on hold
-    assert placed.get("/v1/site-requests?site_id=site-a", headers=SITE_A).json()["items"][0]["site_id"] == "site-a"
+    mine = placed.get("/v1/site-requests?site_id=site-a", headers=SITE_A).json()["items"]
+    assert mine[0]["site_id"] == "site-a"
     for query, pointer in (("state=bogus", "/query/state"), ("cursor=%25%25", "/query/cursor"),
                            ("cursor=WzFd", None), ("limit=0", "/query/limit"), ("limit=201", "/query/limit"),
                            ("order_id=a%2Fb", "/query/order_id")):
@@ -401,7 +407,8 @@ def hooked(settings, engine, clock, monkeypatch):
                                                                     secret_env="ACME_HOOK_SECRET")})
                      if m.id == "acme-bio" else m for m in settings.manufacturers]
     hooked_settings = settings.model_copy(update={"manufacturers": manufacturers})
-    with TestClient(create_app(hooked_settings, engine=engine, now=clock), raise_server_exceptions=False) as c:
+    app = create_app(hooked_settings, engine=engine, now=clock)
+    with TestClient(app, raise_server_exceptions=False) as c:
         place(c, clock)
         yield c
 
