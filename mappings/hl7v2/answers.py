@@ -10,8 +10,9 @@ CoI where the profile puts it, overrides, character set), with:
   change;
 * ORC-5 the order's current status (table 0038, :data:`~mappings.hl7v2.event_map.ORDER_STATUS_BY_STATUS`);
 * ORC-9 the time the answer is rendered (``now``);
-* ORC-16 the decision's reason as CE/CWE ``^<text>`` (text only, escaped; empty without a reason),
-  and the same reason in full in an NTE (``1R``) after OBR, as every reason we send;
+* ORC-16 the decision's reason as CE/CWE ``^<text>`` (text only, escaped; empty without a reason;
+  cut to :data:`CONTROL_REASON_MAX` encoded characters with ``...``, the ST limit of CE/CWE.2), and
+  the same reason in full in an NTE (``1R``) after OBR, as every reason we send;
 * MSH-10 :func:`~mappings.hl7v2.render.control_id` over ``<request_id>#site-request-<state>``
   (``#`` occurs in no event id), so the answer to one request in one state always has the same
   control id and never collides with an event's or a retraction's.
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from mappings.er7.charsets import CharsetFallback, python_codec
 from mappings.er7.escape import escape
 from mappings.hl7v2 import segments as seg
+from mappings.hl7v2.charset import transliterate
 from mappings.hl7v2.event_map import ORDER_STATUS_BY_STATUS
 from mappings.hl7v2.render import Draft, finish_drafts, order_common
 from mappings.profile.schema import SiteProfile
@@ -35,9 +38,36 @@ from mappings.site_request import SiteRequestView, answer_control
 from mappings.snapshot import OrderSnapshot
 from terminology import Terminology
 
-__all__ = ["ANSWER_KEY_INFIX", "answer_key", "render_answer"]
+__all__ = ["ANSWER_KEY_INFIX", "CONTROL_REASON_MAX", "answer_key", "control_reason", "render_answer"]
 
 ANSWER_KEY_INFIX = "#site-request-"
+#: ORC-16.2 (CE/CWE text, an ST) holds at most 199 characters in 2.3, 2.4 and 2.5.1.
+CONTROL_REASON_MAX = 199
+_CUT = "..."
+
+
+def control_reason(reason: str | None, charset: str | None = None,
+                   fallback: CharsetFallback = "transliterate") -> str:
+    """ORC-16 of an answer: ``^<reason>`` escaped, the text at most :data:`CONTROL_REASON_MAX` characters
+    as sent (an escape sequence is never cut; with ``transliterate`` the text is fitted to the site's
+    character set first, since the nearest spelling may be longer); empty without a reason."""
+    if not reason:
+        return ""
+    codec = python_codec(charset)
+    if codec != "utf-8" and fallback == "transliterate":
+        reason, _ = transliterate(reason, codec)
+    text = escape(reason)
+    if len(text) > CONTROL_REASON_MAX:
+        pieces: list[str] = []
+        size = 0
+        for char in reason:
+            piece = escape(char)
+            if size + len(piece) > CONTROL_REASON_MAX - len(_CUT):
+                break
+            pieces.append(piece)
+            size += len(piece)
+        text = "".join(pieces) + _CUT
+    return f"^{text}"
 
 
 def answer_key(request_id: str, state: str) -> str:
@@ -71,7 +101,8 @@ def render_answer(
     oml = settings.order_message == "OML^O21"
     with_tq1 = oml and settings.version == "2.5.1"
     segments = [list(common.pid), seg.build_orc(common, control, status, with_quantity_timing=not with_tq1,
-                                                control_reason=f"^{escape(reason)}" if reason else "")]
+                                                control_reason=control_reason(reason, settings.charset,
+                                                                               settings.charset_fallback))]
     if with_tq1:
         segments.append(seg.build_tq1(common))
     segments.append(seg.build_obr(common, with_quantity_timing=not with_tq1))
