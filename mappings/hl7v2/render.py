@@ -169,6 +169,7 @@ def order_common(order: OrderSnapshot, profile: SiteProfile, terminology: Termin
         business_status=coded(*raw_status), business_status_raw=raw_status,
         transaction_time=format_ts(at, zone), order_id=o.order_id,
         pv1=seg.build_pv1(settings.pv1) if settings.pv1 is not None else None,
+        own_filler=entity_id(o.order_id, order.manufacturer.id),
     )
 
 

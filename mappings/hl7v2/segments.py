@@ -62,6 +62,9 @@ class Common:
     transaction_time: str  # event occurred_at, TS in the site's timezone
     order_id: str
     pv1: Segment | None = None  # the profile's PV1 (hl7v2.pv1), after PID in every message
+    # EI of our order id in the manufacturer's namespace: ``filler`` until the site tells us its own
+    # order number; appointment ids (SCH-2) derive from it, so they never change when ``filler`` does.
+    own_filler: str = ""
 
 
 def build_msh(settings: Hl7v2Settings, timestamp: str, message_type: str, structure: str,
