@@ -121,7 +121,8 @@ def test_hold_and_release_are_answered_hr_and_or(answering, engine):
 def test_a_reschedule_accepted_is_answered_xr(answering, clock, engine):
     advance_to(answering, clock, "apheresis_scheduled")
     start = T0 + timedelta(days=21)
-    request = send(answering, "reschedule", requested={"appointment": "apheresis", "start": iso(start)}).request
+    requested = {"appointment": "apheresis", "start": iso(start)}
+    request = send(answering, "reschedule", requested=requested).request
     decide(answering, request.request_id, "accept")
     (answer,) = answers(engine, request.request_id)
     assert field(answer.payload, "ORC", 1) == "XR"
