@@ -22,6 +22,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 __all__ = [
     "DEMO_CONFIG",
+    "POLICY_STAGES",
+    "AutoUntil",
+    "SiteRequestRule",
+    "SiteRequestPolicy",
     "ProductConfig",
     "ManufacturerConfig",
     "SiteConfig",
@@ -60,10 +64,76 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The order statuses a policy's ``auto_until`` may name: the lifecycle's stages, in order (the side
+#: states on_hold, cancelled and failed are not stages).
+POLICY_STAGES: tuple[str, ...] = (
+    "placed", "confirmed", "apheresis_scheduled", "collected", "manufacturing", "manufactured", "released",
+    "shipped", "received", "infusion_scheduled", "infused")
+
+
+class AutoUntil(_Config):
+    """Decided automatically while the order's lifecycle stage is at or before ``auto_until``."""
+
+    auto_until: str
+
+    @field_validator("auto_until")
+    @classmethod
+    def _a_stage(cls, value: str) -> str:
+        if value not in POLICY_STAGES:
+            raise ValueError(f"{value!r} is not a stage of the order lifecycle; "
+                             f"one of {', '.join(POLICY_STAGES)}")
+        return value
+
+
+#: ``auto`` (the gateway applies it), ``manufacturer`` (the manufacturer decides) or ``{auto_until: X}``.
+SiteRequestRule = Literal["auto", "manufacturer"] | AutoUntil
+
+
+class SiteRequestPolicy(_Config):
+    """A product's policy for site requests (issue 13), by request kind.  Absent keys: ``release_hold``
+    follows ``hold``, ``change`` follows ``reschedule``, ``infused`` is ``auto``, the others
+    ``manufacturer``.  ``order_number`` is always automatic (it changes nothing in the order's
+    lifecycle) and cannot be configured."""
+
+    cancel: SiteRequestRule | None = None
+    hold: SiteRequestRule | None = None
+    release_hold: SiteRequestRule | None = None
+    reschedule: SiteRequestRule | None = None
+    change: SiteRequestRule | None = None
+    infused: SiteRequestRule | None = None
+
+    @field_validator("cancel", "hold", "release_hold", "reschedule", "change", "infused", mode="wrap")
+    @classmethod
+    def _one_error(cls, value: Any, handler: Any) -> Any:
+        """One clear error for a bad rule (instead of one per member of the union)."""
+        if value is None or value in ("auto", "manufacturer") or isinstance(value, AutoUntil):
+            return handler(value)
+        if isinstance(value, dict) and set(value) == {"auto_until"}:
+            return AutoUntil.model_validate(value)
+        shown = repr(value)[:200]
+        raise ValueError(f"must be 'auto', 'manufacturer' or {{auto_until: <order status>}}, not {shown}")
+
+    def rule(self, kind: str) -> SiteRequestRule:
+        """The rule for a request ``kind`` with the defaults applied."""
+        if kind == "order_number":
+            return "auto"
+        value = getattr(self, kind, None)
+        if value is not None:
+            return value  # type: ignore[no-any-return]
+        if kind == "release_hold":
+            return self.rule("hold")
+        if kind == "change":
+            return self.rule("reschedule")
+        if kind == "infused":
+            return "auto"
+        return "manufacturer"
+
+
 class ProductConfig(_Config):
     """A manufacturer's product. ``coi_pattern`` (a regular expression) is required for the
     ``manufacturer`` CoI format and ignored for ``isbt128``; ``shelf_life_days`` bounds the
-    ``expires_at`` a ``manufacturing.completed`` event may declare."""
+    ``expires_at`` a ``manufacturing.completed`` event may declare; ``site_requests`` is the policy for
+    the changes sites ask for (see :class:`SiteRequestPolicy` and ``docs/site-requests.md``)."""
 
     code: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$", max_length=64)
     name: str
@@ -71,6 +141,7 @@ class ProductConfig(_Config):
     coi_format: Literal["isbt128", "manufacturer"]
     coi_pattern: str | None = None
     shelf_life_days: int = Field(gt=0)
+    site_requests: SiteRequestPolicy = Field(default_factory=SiteRequestPolicy)
 
     @model_validator(mode="after")
     def _pattern_for_manufacturer_format(self) -> ProductConfig:
