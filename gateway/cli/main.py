@@ -1,4 +1,4 @@
-"""``cgt-gateway``: ``serve``, ``migrate``, ``token create``, and ``profile ...`` (site profiles)."""
+"""``cgt-gateway``: ``serve``, ``listen``, ``migrate``, ``token create``, ``profile ...``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.cli.listen import listen_command
 from gateway.cli.outbox import outbox_app, worker_command
 from gateway.cli.profile import profile_app
 
@@ -18,6 +19,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(profile_app, name="profile")
 app.add_typer(outbox_app, name="outbox")
 app.command("worker")(worker_command)
+app.command("listen")(listen_command)
 
 ConfigOption = Annotated[
     Path | None,
@@ -62,7 +64,7 @@ def serve(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        application = create_app(settings, engine=engine)
+        application = create_app(settings, engine=engine, listen=True)  # + the sites' MLLP listeners
     except ValueError as exc:  # ProfileInvalid lists every problem as file:line: field: reason
         typer.echo(f"cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
