@@ -14,14 +14,18 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PlainValidator, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
     "DEMO_CONFIG",
+    "POLICY_STAGES",
+    "AutoUntil",
+    "SiteRequestRule",
+    "SiteRequestPolicy",
     "ProductConfig",
     "ManufacturerConfig",
     "SiteConfig",
@@ -59,10 +63,76 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The order statuses a policy's ``auto_until`` may name: the lifecycle's stages, in order (the side
+#: states on_hold, cancelled and failed are not stages).
+POLICY_STAGES: tuple[str, ...] = (
+    "placed", "confirmed", "apheresis_scheduled", "collected", "manufacturing", "manufactured", "released",
+    "shipped", "received", "infusion_scheduled", "infused")
+
+
+class AutoUntil(_Config):
+    """Decided automatically while the order's lifecycle stage is at or before ``auto_until``."""
+
+    auto_until: str
+
+    @field_validator("auto_until")
+    @classmethod
+    def _a_stage(cls, value: str) -> str:
+        if value not in POLICY_STAGES:
+            raise ValueError(f"{value!r} is not a stage of the order lifecycle; "
+                             f"one of {', '.join(POLICY_STAGES)}")
+        return value
+
+
+def _site_request_rule(value: object) -> Literal["auto", "manufacturer"] | AutoUntil:
+    """One clear error for a bad rule (instead of one per member of the union)."""
+    if value in ("auto", "manufacturer"):
+        return value  # type: ignore[return-value]
+    if isinstance(value, AutoUntil):
+        return value
+    if isinstance(value, dict) and set(value) == {"auto_until"}:
+        return AutoUntil.model_validate(value)
+    raise ValueError(f"must be 'auto', 'manufacturer' or {{auto_until: <order status>}}, not {value!r}"[:300])
+
+
+#: ``auto`` (the gateway applies it), ``manufacturer`` (the manufacturer decides) or ``{auto_until: X}``.
+SiteRequestRule = Annotated[Literal["auto", "manufacturer"] | AutoUntil, PlainValidator(_site_request_rule)]
+
+
+class SiteRequestPolicy(_Config):
+    """A product's policy for site requests (issue 13), by request kind.  Absent keys: ``release_hold``
+    follows ``hold``, ``change`` follows ``reschedule``, ``infused`` is ``auto``, the others
+    ``manufacturer``.  ``order_number`` is always automatic (it changes nothing in the order's
+    lifecycle) and cannot be configured."""
+
+    cancel: SiteRequestRule | None = None
+    hold: SiteRequestRule | None = None
+    release_hold: SiteRequestRule | None = None
+    reschedule: SiteRequestRule | None = None
+    change: SiteRequestRule | None = None
+    infused: SiteRequestRule | None = None
+
+    def rule(self, kind: str) -> SiteRequestRule:
+        """The rule for a request ``kind`` with the defaults applied."""
+        if kind == "order_number":
+            return "auto"
+        value = getattr(self, kind, None)
+        if value is not None:
+            return value  # type: ignore[no-any-return]
+        if kind == "release_hold":
+            return self.rule("hold")
+        if kind == "change":
+            return self.rule("reschedule")
+        if kind == "infused":
+            return "auto"
+        return "manufacturer"
+
+
 class ProductConfig(_Config):
     """A manufacturer's product. ``coi_pattern`` (a regular expression) is required for the
     ``manufacturer`` CoI format and ignored for ``isbt128``; ``shelf_life_days`` bounds the
-    ``expires_at`` a ``manufacturing.completed`` event may declare."""
+    ``expires_at`` a ``manufacturing.completed`` event may declare; ``site_requests`` is the policy for
+    the changes sites ask for (see :class:`SiteRequestPolicy` and ``docs/site-requests.md``)."""
 
     code: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$", max_length=64)
     name: str
@@ -70,6 +140,7 @@ class ProductConfig(_Config):
     coi_format: Literal["isbt128", "manufacturer"]
     coi_pattern: str | None = None
     shelf_life_days: int = Field(gt=0)
+    site_requests: SiteRequestPolicy = Field(default_factory=SiteRequestPolicy)
 
     @model_validator(mode="after")
     def _pattern_for_manufacturer_format(self) -> ProductConfig:

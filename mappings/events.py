@@ -232,6 +232,9 @@ class EventRecord(StrictModel):
     accepted_at: datetime
     late: bool = False  # a stage behind the current one: recorded and translated, state unchanged
     status_after: OrderStatus
+    # Who reported it: the manufacturer (POST /v1/orders/{id}/events) or the site (a site request
+    # applied by the gateway, see gateway.inbound: event_id ``site-request-<request_id>``).
+    source: Literal["manufacturer", "site"] = "manufacturer"
 
     def typed_data(self) -> StrictModel:
         return EVENT_DATA_MODELS[self.type].model_validate(self.data)

@@ -59,6 +59,7 @@ def event_view(row: EventRow | StoredEvent, order_id: str) -> dict[str, Any]:
         # set once the manufacturer retracted the event (entered in error; see gateway.intake.retraction)
         "retracted_at": iso(row.retracted_at) if row.retracted_at is not None else None,
         "retraction_reason": row.retraction_reason,
+        "source": row.source,  # manufacturer | site (a site request applied: gateway.inbound)
     }
 
 

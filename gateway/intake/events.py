@@ -21,32 +21,28 @@ from gateway.errors import (
     ValidationFailed,
     validation_errors,
 )
-from gateway.intake import identity_claims, pipeline
+from gateway.intake import identity_claims
 from gateway.intake.accept import (
     EVENTS,
-    ORDERS,
     Refused,
     canonical_sha256,
     log,
     retrying_on_conflict,
     write_safety_log,
 )
+from gateway.intake.append import append_event
 from gateway.intake.coi import looks_like_another, normalize_din_field, normalize_product_coi
-from gateway.intake.lifecycle import LifecycleState, decide
 from gateway.intake.order_history import (
     EVENT_COLUMNS,
     HISTORY_CACHE,
     History,
     LockedOrder,
-    build_snapshot,
-    event_record,
-    load_history,
     lock_existing_order,
 )
 from gateway.intake.plausibility import check_event_times
 from gateway.store.db import write_session
-from gateway.store.prepared_sql import execute, fetch_rows
-from gateway.store.tables import SafetyLogRow, StoredEvent, as_utc
+from gateway.store.prepared_sql import fetch_rows
+from gateway.store.tables import SafetyLogRow, StoredEvent
 from mappings.domain import StrictModel
 from mappings.events import CollectionCompletedData, EventIn, ManufacturingCompletedData
 
@@ -55,16 +51,6 @@ __all__ = ["EventAccepted", "accept_event"]
 
 _FIND_EVENT = sa.select(*EVENT_COLUMNS).where(
     EVENTS.c.manufacturer_id == sa.bindparam("m"), EVENTS.c.event_id == sa.bindparam("e"))
-
-
-_INSERT_EVENT = EVENTS.insert().returning(EVENTS.c.id)
-
-
-_UPDATE_ORDER = ORDERS.update().where(ORDERS.c.id == sa.bindparam("k_pk")).values(
-    status=sa.bindparam("k_status", type_=ORDERS.c.status.type),
-    state=sa.bindparam("k_state", type_=ORDERS.c.state.type),
-    last_sequence=sa.bindparam("k_sequence", type_=ORDERS.c.last_sequence.type),
-    updated_at=sa.bindparam("k_updated", type_=ORDERS.c.updated_at.type))
 
 
 @dataclass(frozen=True)
@@ -136,7 +122,6 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
     """Append the event (201) or recognise an identical replay (200); 404 unknown order,
     409 ``duplicate-event`` and lifecycle refusals, 422 ``coi-mismatch`` and data errors."""
     typed, data = _typed_data(event)
-    occurred_at = as_utc(event.occurred_at)
     body_sha256 = canonical_sha256(
         {
             "event_id": event.event_id,
@@ -162,26 +147,12 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             claims = identity_claims.check(conn, order, product, event.event_id, event.type.value, data, now)
             check_event_times(context.settings, event, typed, now)
             _check_shelf_life(product, event, typed)
-            state = LifecycleState.model_validate(order.state)
-            decision = decide(state, event.type, event.occurred_at, typed, autologous=product.autologous)
-            sequence = order.last_sequence + 1
+            appended = append_event(session, context, order, product, event_id=event.event_id,
+                                    event_type=event.type, occurred_at=event.occurred_at, typed=typed,
+                                    data=data, body_sha256=body_sha256, now=now)
+            identity_claims.record(conn, claims, order.pk, appended.row.id, now)
+            row, history, decision = appended.row, appended.history, appended.decision
             status = decision.state.status.value
-            values: dict[str, Any] = {
-                "order_pk": order.pk, "manufacturer_id": manufacturer_id, "event_id": event.event_id,
-                "type": event.type.value, "occurred_at": occurred_at, "coi": order.coi, "data": data,
-                "body_sha256": body_sha256, "sequence": sequence, "accepted_at": now,
-                "late": decision.late, "status_after": status}
-            history = load_history(conn, order, HISTORY_CACHE.get(engine, order.pk))
-            event_pk = int(fetch_rows(conn, _INSERT_EVENT, values)[0][0])
-            identity_claims.record(conn, claims, order.pk, event_pk, now)
-            execute(conn, _UPDATE_ORDER, {"k_pk": order.pk, "k_status": status,
-                                         "k_state": decision.state.model_dump(mode="json"),
-                                         "k_sequence": sequence, "k_updated": now})
-            row = StoredEvent(id=event_pk, **values)
-            record = event_record(row)
-            history = history.appended(record)
-            snapshot = build_snapshot(context.settings, order, history, status)
-            pipeline.process_event(session, snapshot, record, context, now)
             log.info(
                 "event accepted",
                 extra={
@@ -193,7 +164,7 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
                     "status": status,
                 },
             )
-        return EventAccepted(order.pk, event_pk, created=True, row=row), history  # committed
+        return EventAccepted(order.pk, row.id, created=True, row=row), history  # committed
 
     try:
         result, history = retrying_on_conflict(attempt)

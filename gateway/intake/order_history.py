@@ -47,6 +47,8 @@ __all__ = [
     "HISTORY_CACHE",
     "lock_order",
     "lock_existing_order",
+    "lock_site_orders",
+    "lock_order_pk",
     "load_history",
     "event_record",
     "build_snapshot",
@@ -57,10 +59,17 @@ _E: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
 
 _ORDER_COLUMNS = (_O.c.id, _O.c.manufacturer_id, _O.c.order_id, _O.c.site_id, _O.c.product_code, _O.c.coi,
                   _O.c.status, _O.c.state, _O.c.body_sha256, _O.c.last_sequence, _O.c.created_at,
-                  _O.c.history_revision)
+                  _O.c.history_revision, _O.c.site_order_number)
 _FIND_ORDER = sa.select(*_ORDER_COLUMNS).where(_O.c.manufacturer_id == sa.bindparam("m"),
                                                _O.c.order_id == sa.bindparam("o"))
 _LOCK_ORDER = _FIND_ORDER.with_for_update()  # PostgreSQL: the row stays locked until commit
+# A site names an order by the id the gateway sent it (at most two rows: more than one is ambiguous).
+_FIND_SITE_ORDER = (sa.select(*_ORDER_COLUMNS)
+                    .where(_O.c.site_id == sa.bindparam("s"), _O.c.order_id == sa.bindparam("o"))
+                    .order_by(_O.c.id).limit(2))
+_LOCK_SITE_ORDER = _FIND_SITE_ORDER.with_for_update()
+_FIND_ORDER_PK = sa.select(*_ORDER_COLUMNS).where(_O.c.id == sa.bindparam("pk"))
+_LOCK_ORDER_PK = _FIND_ORDER_PK.with_for_update()
 _ORDER_BODY = sa.select(_O.c.body).where(_O.c.id == sa.bindparam("pk"))
 EVENT_COLUMNS = tuple(_E.c)  # every column: an EventRow can be rebuilt from a row
 _EVENTS_FROM = sa.select(*EVENT_COLUMNS).where(
@@ -84,6 +93,7 @@ class LockedOrder:
     last_sequence: int
     created_at: datetime
     history_revision: int = 0  # bumped by every retraction
+    site_order_number: str | None = None  # the site's own order number (a site request, ORC-1 NA)
 
 
 @dataclass(frozen=True)
@@ -145,10 +155,26 @@ def lock_order(conn: Connection, manufacturer_id: str, order_id: str) -> LockedO
     rows = fetch_rows(conn, stmt, {"m": manufacturer_id, "o": order_id})
     if not rows:
         return None
-    row = rows[0]
+    return _locked(rows[0])
+
+
+def _locked(row: Any) -> LockedOrder:
     return LockedOrder(int(row.id), row.manufacturer_id, row.order_id, row.site_id, row.product_code, row.coi,
                        row.status, row.state, row.body_sha256, int(row.last_sequence), as_utc(row.created_at),
-                       int(row.history_revision))
+                       int(row.history_revision), row.site_order_number)
+
+
+def lock_site_orders(conn: Connection, site_id: str, order_id: str) -> list[LockedOrder]:
+    """The orders of ``site_id`` with ``order_id`` (at most two: two manufacturers may use one id at a
+    site), locked until commit on PostgreSQL like :func:`lock_order`."""
+    stmt = _LOCK_SITE_ORDER if conn.dialect.name == "postgresql" else _FIND_SITE_ORDER
+    return [_locked(row) for row in fetch_rows(conn, stmt, {"s": site_id, "o": order_id})]
+
+
+def lock_order_pk(conn: Connection, order_pk: int) -> LockedOrder:
+    """The order with primary key ``order_pk`` (which must exist), locked like :func:`lock_order`."""
+    stmt = _LOCK_ORDER_PK if conn.dialect.name == "postgresql" else _FIND_ORDER_PK
+    return _locked(fetch_rows(conn, stmt, {"pk": order_pk})[0])
 
 
 def lock_existing_order(conn: Connection, manufacturer_id: str, order_id: str) -> LockedOrder:
@@ -171,6 +197,7 @@ def event_record(row: Any) -> EventRecord:
         accepted_at=as_utc(row.accepted_at),
         late=row.late,
         status_after=OrderStatus(row.status_after),
+        source=getattr(row, "source", None) or "manufacturer",
     )
 
 

@@ -63,6 +63,8 @@ class OrderRow(SQLModel, table=True):
     # leave it out still compile to a plain INSERT (gateway.store.prepared_sql refuses Python-side defaults).
     history_revision: int = Field(default=0, sa_column=sa.Column("history_revision", sa.Integer(),
                                                                  nullable=False, server_default="0"))
+    # The site's own order number (HL7v2 ORC-1 NA, ORC-3.1), learned from a site request (issue 13).
+    site_order_number: str | None = _str(64, default=None, nullable=True)
 
 
 class EventRow(SQLModel, table=True):
@@ -91,6 +93,9 @@ class EventRow(SQLModel, table=True):
     status_after: str = _str(32)
     retracted_at: datetime | None = _ts(default=None, nullable=True)  # entered in error
     retraction_reason: str | None = _str(1000, default=None, nullable=True)
+    # Who reported it: the manufacturer (its API) or the site (a site request, gateway.inbound).
+    source: str = Field(default="manufacturer", sa_column=sa.Column("source", sa.String(16), nullable=False,
+                                                                    server_default="manufacturer"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,7 @@ class StoredEvent:
     status_after: str
     retracted_at: datetime | None = None
     retraction_reason: str | None = None
+    source: str = "manufacturer"
 
 
 class PatientCoiRow(SQLModel, table=True):
