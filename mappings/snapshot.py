@@ -35,7 +35,9 @@ class OrderSnapshot(StrictModel):
 
     ``events`` holds every accepted event in acceptance order, including the one being translated
     (``order.placed`` first).  ``status`` is the order's state after that event.
-    ``coi`` is the CoI in its stored normal form.
+    ``coi`` is the CoI in its stored normal form.  ``site_order_number`` is the site's own order
+    number once the site told us (HL7v2 ``NA``): every HL7v2 message to the site then carries it in
+    ORC-3 / OBR-3 (filler order number) and the ServiceRequest carries it as an identifier.
     """
 
     order: OrderIn
@@ -46,3 +48,4 @@ class OrderSnapshot(StrictModel):
     status: OrderStatus
     created_at: datetime
     events: tuple[EventRecord, ...]
+    site_order_number: str | None = None

@@ -25,7 +25,7 @@ from mappings.events import (
     ShipmentDispatchedData,
 )
 from mappings.fhir.model import fhir_date, fhir_instant
-from mappings.fhir.order import Period, TaskInput, build_service_request, build_task
+from mappings.fhir.order import Period, TaskInput, build_service_request, build_task, site_order_identifier
 from mappings.fhir.parties import build_organization, build_patient, build_practitioner, identifier
 from mappings.hl7v2.render import render_messages
 from mappings.ids import MANUFACTURER_SYSTEM, SITE_SYSTEM, reference
@@ -128,10 +128,13 @@ def _parties(journey: Journey) -> list[dict[str, Any]]:
 def _order_identifiers(journey: Journey) -> list[dict[str, Any]]:
     order_id = journey.snapshot.order.order_id
     systems = journey.profile.orders
-    return [
+    identifiers = [
         identifier(systems.placer_system, order_id, "PLAC"),
         identifier(systems.filler_system, order_id, "FILL"),
     ]
+    if journey.snapshot.site_order_number:
+        identifiers.append(site_order_identifier(journey.profile, journey.snapshot.site_order_number))
+    return identifiers
 
 
 def _authored_on(journey: Journey) -> str:

@@ -177,7 +177,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings, profile, case.order, case.events, terminology, now=GOLDEN_NOW, placed_at=case.placed_at
         )
 
-    for path in write_goldens(render):
+    from gateway.cli.site_request_goldens import write_site_request_goldens
+    from gateway.intake.replay import replay_journey
+
+    def replay(case: Case, events: Sequence[EventIn]) -> list[tuple[Any, Any]]:
+        steps = replay_journey(settings, case.order, events, placed_at=case.placed_at)
+        return [(s.snapshot, s.record) for s in steps if s.snapshot is not None and s.record is not None]
+
+    def profile_of(site_id: str) -> Any:
+        return load_profile(FIXTURES / "profiles" / f"{site_id}.yaml")
+
+    for path in [*write_goldens(render), *write_site_request_goldens(SITES, profile_of, terminology, replay)]:
         print(path.relative_to(FIXTURES.parent))
     return 0
 

@@ -8,8 +8,27 @@ from typing import Any
 
 from mappings.fhir.codes import TASK_CODE_SYSTEM, TASK_INPUT_SYSTEM
 from mappings.fhir.model import profile_meta, validated
+from mappings.fhir.parties import identifier
+from mappings.ids import SITE_SYSTEM
+from mappings.profile.schema import SiteProfile
 
-__all__ = ["Period", "TaskInput", "build_service_request", "build_task"]
+__all__ = ["Period", "TaskInput", "build_service_request", "build_task", "site_order_system",
+           "site_order_identifier"]
+
+
+def site_order_system(profile: SiteProfile) -> str:
+    """The system of the site's own order number: the profile's ``orders.site_order_system``, else ours."""
+    return profile.orders.site_order_system or f"{SITE_SYSTEM}/{profile.site_id}/order-number"
+
+
+def site_order_identifier(profile: SiteProfile, site_order_number: str) -> dict[str, Any]:
+    """The ServiceRequest identifier of the site's own order number (told by HL7v2 ``NA``).
+
+    Typed ``FILL`` (v2-0203 filler identifier): the site is the filler of the order we place in its
+    EHR, and this number is what HL7v2 ORC-3 / OBR-3 carry from then on.  It is added after the
+    placer and filler identifiers of our order id, which stay (searches by them keep working).
+    """
+    return identifier(site_order_system(profile), site_order_number, "FILL")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ plus ``ORU^R01`` for measurements and release results, ``SIU^S12/S13/S15`` for a
 ``BPS^O29``/``BTS^O31`` for product status, each when the profile turns it on.
 
 Identifiers: ORC-2/OBR-2 (placer order number) is the order id in the sending application's
-namespace, ORC-3/OBR-3 (filler order number) the order id in the manufacturer's namespace; the CoI
+namespace, ORC-3/OBR-3 (filler order number) the order id in the manufacturer's namespace, or, once
+the site told us its own order number (``NA``; ``OrderSnapshot.site_order_number``), that number in
+the namespace of the site's application (``receiving_application``.1, e.g. ``4711^EPIC``); the CoI
 (namespace ``ISBT128`` or the manufacturer) goes to ORC-4, a CoI OBX, or a ``ZCG`` segment
 (BPS/BTS have no OBX: there the OBX choice falls back to ZCG).  MSH-10 is a hash of site,
 manufacturer, order, event id and message index (20 characters, base32), so re-rendering an event
@@ -70,6 +72,7 @@ from mappings.hl7v2.fields import (
 from mappings.hl7v2.overrides import apply_overrides, overridden_identifiers, render_overrides
 from mappings.hl7v2.results import RESULT_STATUS_FINAL, render_observations
 from mappings.hl7v2.scheduling import pending_appointments, render_siu
+from mappings.profile.hl7v2 import Hl7v2Settings
 from mappings.profile.schema import SiteProfile
 from mappings.profile.templates import TemplateLimits
 from mappings.result import Hl7Message, MappingIssue
@@ -77,7 +80,8 @@ from mappings.snapshot import OrderSnapshot
 from terminology import Terminology
 from terminology.hl7_tables import load_hl7_tables
 
-__all__ = ["render_messages", "control_id", "SEX_CODES"]
+__all__ = ["render_messages", "control_id", "order_common", "filler_order_number", "finish_drafts", "Draft",
+           "SEX_CODES"]
 
 #: Patient.sex -> PID-8 (table 0001).
 SEX_CODES = {"male": "M", "female": "F", "other": "O", "unknown": "U"}
@@ -87,11 +91,16 @@ _APHERESIS_DATA = ApheresisScheduledData | ApheresisRescheduledData
 
 
 @dataclass
-class _Draft:
+class Draft:
+    """One message before its last steps (:func:`finish_drafts`): type, structure and body segments."""
+
     message_type: str  # MSH-9.1^MSH-9.2
     structure: str  # MSH-9.3
     segments: list[Segment]
     refused: str | None = None  # why it is not sent (set by finish_drafts)
+
+
+_Draft = Draft  # the name the retraction renderer imports
 
 
 def control_id(site_id: str, manufacturer_id: str, order_id: str, event_id: str, index: int) -> str:
@@ -106,6 +115,20 @@ def _namespace(hd: str) -> str:
 
 def _common(order: OrderSnapshot, event: EventRecord, profile: SiteProfile, terminology: Terminology,
             issues: list[MappingIssue]) -> seg.Common:
+    return order_common(order, profile, terminology, issues, status=event.status_after, at=event.occurred_at)
+
+
+def filler_order_number(order: OrderSnapshot, settings: Hl7v2Settings) -> str:
+    """ORC-3 / OBR-3 (EI): the site's own order number once it told us (``NA``), in the namespace of the
+    site's application (``receiving_application``.1); until then our order id in the manufacturer's."""
+    if order.site_order_number:
+        return entity_id(order.site_order_number, _namespace(settings.receiving_application))
+    return entity_id(order.order.order_id, order.manufacturer.id)
+
+
+def order_common(order: OrderSnapshot, profile: SiteProfile, terminology: Terminology,
+                 issues: list[MappingIssue], *, status: d.OrderStatus, at: datetime) -> seg.Common:
+    """What every message about ``order`` shares, with the order in ``status`` as of ``at`` (ORC-9)."""
     settings = profile.hl7v2
     tables = load_hl7_tables()
     zone = site_zone(profile.timezone)
@@ -128,7 +151,6 @@ def _common(order: OrderSnapshot, event: EventRecord, profile: SiteProfile, term
         issues.append(MappingIssue(
             severity="warning", code="unmapped-code", path=f"profile.products.{order.product.code}",
             message="no local orderable for this product; OBR-4 carries the manufacturer's code"))
-    status = event.status_after
     override = profile.business_status.overrides.get(status.value)
     if override is not None:
         raw_status = (override.code, override.display or status.value, tables.coding_system(override.system))
@@ -141,12 +163,13 @@ def _common(order: OrderSnapshot, event: EventRecord, profile: SiteProfile, term
     return seg.Common(
         settings=settings, zone=zone, pid=pid,
         placer=entity_id(o.order_id, _namespace(settings.sending_application)),
-        filler=entity_id(o.order_id, order.manufacturer.id),
+        filler=filler_order_number(order, settings),
         coi=entity_id(order.coi, coi_namespace), coi_raw=order.coi, coi_format=order.product.coi_format,
         provider=xcn, product=product, priority=seg.PRIORITY_CODES[o.priority],
         business_status=coded(*raw_status), business_status_raw=raw_status,
-        transaction_time=format_ts(event.occurred_at, zone), order_id=o.order_id,
+        transaction_time=format_ts(at, zone), order_id=o.order_id,
         pv1=seg.build_pv1(settings.pv1) if settings.pv1 is not None else None,
+        own_filler=entity_id(o.order_id, order.manufacturer.id),
     )
 
 
@@ -176,7 +199,7 @@ def _event_notes(order: OrderSnapshot, event: EventRecord, data: d.StrictModel) 
 
 
 def _order_message(common: seg.Common, order: OrderSnapshot, event: EventRecord,
-                   data: d.StrictModel) -> _Draft:
+                   data: d.StrictModel) -> Draft:
     settings = common.settings
     oml = settings.order_message == "OML^O21"
     with_tq1 = oml and settings.version == "2.5.1"
@@ -192,7 +215,7 @@ def _order_message(common: seg.Common, order: OrderSnapshot, event: EventRecord,
     if settings.coi_location == "OBX":
         segments.append(seg.build_coi_obx(common, 1))
     structure = "OML_O21" if oml else "ORM_O01"
-    return _Draft(settings.order_message, structure, segments)
+    return Draft(settings.order_message, structure, segments)
 
 
 def _measurements(data: d.StrictModel) -> tuple[str, Sequence[Measurement]]:
@@ -204,7 +227,7 @@ def _measurements(data: d.StrictModel) -> tuple[str, Sequence[Measurement]]:
 
 
 def _results_message(common: seg.Common, event: EventRecord, data: d.StrictModel, profile: SiteProfile,
-                     terminology: Terminology, issues: list[MappingIssue]) -> _Draft | None:
+                     terminology: Terminology, issues: list[MappingIssue]) -> Draft | None:
     path, measurements = _measurements(data)
     if not measurements:
         return None
@@ -226,7 +249,7 @@ def _results_message(common: seg.Common, event: EventRecord, data: d.StrictModel
     segments.extend(observations)
     if common.settings.coi_location == "OBX":
         segments.append(seg.build_coi_obx(common, len(observations) + 1))
-    return _Draft("ORU^R01", "ORU_R01", segments)
+    return Draft("ORU^R01", "ORU_R01", segments)
 
 
 def _latest_din(order: OrderSnapshot, event: EventRecord) -> str | None:
@@ -237,23 +260,23 @@ def _latest_din(order: OrderSnapshot, event: EventRecord) -> str | None:
     return None
 
 
-def _product_status_message(common: seg.Common, order: OrderSnapshot, event: EventRecord) -> _Draft | None:
+def _product_status_message(common: seg.Common, order: OrderSnapshot, event: EventRecord) -> Draft | None:
     status_time = common.transaction_time
     status = order_status(event.type, event.status_after)
     orc = seg.build_orc(common, ORDER_CONTROL_PRODUCT_STATUS, status, with_quantity_timing=False)
     din = _latest_din(order, event)
     if event.type in DISPENSE_STATUS_BY_EVENT:
         bpx = seg.build_bpx(common, DISPENSE_STATUS_BY_EVENT[event.type], status_time, din)
-        return _Draft("BPS^O29", "BPS_O29", [list(common.pid), orc, seg.build_bpo(common), bpx])
+        return Draft("BPS^O29", "BPS_O29", [list(common.pid), orc, seg.build_bpo(common), bpx])
     if event.type in TRANSFUSION_STATUS_BY_EVENT:
         btx = seg.build_btx(common, TRANSFUSION_STATUS_BY_EVENT[event.type], status_time, din)
-        return _Draft("BTS^O31", "BTS_O31", [list(common.pid), orc, seg.build_bpo(common), btx])
+        return Draft("BTS^O31", "BTS_O31", [list(common.pid), orc, seg.build_bpo(common), btx])
     return None
 
 
 def _scheduling_messages(common: seg.Common, order: OrderSnapshot, event: EventRecord,
-                         data: d.StrictModel) -> list[_Draft]:
-    drafts: list[_Draft] = []
+                         data: d.StrictModel) -> list[Draft]:
+    drafts: list[Draft] = []
     if event.type in SCHEDULING_BY_EVENT:
         appointment, trigger = SCHEDULING_BY_EVENT[event.type]
         assert isinstance(data, _APHERESIS_DATA | InfusionScheduledData)
@@ -261,17 +284,17 @@ def _scheduling_messages(common: seg.Common, order: OrderSnapshot, event: EventR
         reason = data.reason if isinstance(data, ApheresisRescheduledData) else None
         start = data.start
         segments = render_siu(common, appointment, trigger, start=start, end=end, reason=reason)
-        drafts.append(_Draft(f"SIU^{trigger}", "SIU_S12", segments))
+        drafts.append(Draft(f"SIU^{trigger}", "SIU_S12", segments))
     elif event.type is EventType.order_cancelled:
         reason = cast(OrderCancelledData, data).reason
         pending: list[tuple[Appointment, datetime, datetime | None]] = pending_appointments(order, event)
         for appointment, start, end in pending:
             segments = render_siu(common, appointment, "S15", start=start, end=end, reason=reason)
-            drafts.append(_Draft("SIU^S15", "SIU_S12", segments))
+            drafts.append(Draft("SIU^S15", "SIU_S12", segments))
     return drafts
 
 
-def _finish(drafts: list[_Draft], fits: list[Fitted], order: OrderSnapshot, event: EventRecord,
+def _finish(drafts: list[Draft], fits: list[Fitted], order: OrderSnapshot, event: EventRecord,
             profile: SiteProfile, now: datetime) -> tuple[Hl7Message, ...]:
     settings = profile.hl7v2
     timestamp = format_ts(now, site_zone(profile.timezone))
@@ -286,7 +309,7 @@ def _finish(drafts: list[_Draft], fits: list[Fitted], order: OrderSnapshot, even
     return tuple(messages)
 
 
-def _add_pv1(drafts: list[_Draft], common: seg.Common) -> None:
+def _add_pv1(drafts: list[Draft], common: seg.Common) -> None:
     """PV1 right after PID in every message (each structure we send has a patient visit there)."""
     if common.pv1 is None:
         return
@@ -326,7 +349,7 @@ def render_messages(order: OrderSnapshot, event: EventRecord, profile: SiteProfi
                          template_limits=template_limits), tuple(issues)
 
 
-def finish_drafts(drafts: list[_Draft], common: seg.Common, order: OrderSnapshot, event: EventRecord,
+def finish_drafts(drafts: list[Draft], common: seg.Common, order: OrderSnapshot, event: EventRecord,
                   profile: SiteProfile, now: datetime, issues: list[MappingIssue], *,
                   template_limits: TemplateLimits | None = None,
                   codes: dict[str, Any] | None = None) -> tuple[Hl7Message, ...]:
@@ -382,7 +405,8 @@ def _template_context(order: OrderSnapshot, event: EventRecord, profile: SitePro
         "order": {
             "order_id": o.order_id, "coi": order.coi, "product_code": o.product_code, "priority": o.priority,
             "note": o.note, "status": order.status.value, "placer_order_number": o.order_id,
-            "filler_order_number": o.order_id, "created_at": format_ts(order.created_at, zone),
+            "filler_order_number": order.site_order_number or o.order_id,
+            "created_at": format_ts(order.created_at, zone),
             "patient": _patient_context(order, profile),
             "ordering_provider": {"npi": o.ordering_provider.npi, "family": o.ordering_provider.family,
                                   "given": list(o.ordering_provider.given)},

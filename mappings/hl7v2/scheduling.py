@@ -1,7 +1,8 @@
 """SIU^S12/S13/S15 for the apheresis and infusion appointments of an order.
 
 SCH-1/SCH-2 are the placer/filler appointment ids (``<order id>-APH`` or ``-INF`` in the placer's and
-the manufacturer's namespaces), SCH-6 the event reason, SCH-7 and AIS-3 the kind of appointment,
+the manufacturer's namespaces; the site's own order number, once known, changes SCH-27 but never an
+appointment id), SCH-6 the event reason, SCH-7 and AIS-3 the kind of appointment,
 SCH-11 and TQ1 (2.5.1) the timing, SCH-25 the filler status (table 0278: ``Booked`` for S12/S13,
 ``Cancelled`` for S15); SCH-26/27 (2.4+) link the order numbers.
 """
@@ -51,7 +52,7 @@ def render_siu(common: seg.Common, appointment: Appointment, trigger: str, *, st
     minutes = int((end - start).total_seconds() // 60) if end is not None and end > start else None
     segments = [seg.build_sch(
         common, appointment_id=_appointment_id(common.placer, appointment),
-        filler_appointment_id=_appointment_id(common.filler, appointment),
+        filler_appointment_id=_appointment_id(common.own_filler or common.filler, appointment),
         event_reason=_EVENT_REASONS[trigger], appointment_reason=APPOINTMENT_SERVICES[appointment],
         start=start_ts, end=end_ts, duration_minutes=minutes, filler_status=FILLER_STATUS_BY_TRIGGER[trigger],
     )]

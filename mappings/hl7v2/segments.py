@@ -62,6 +62,9 @@ class Common:
     transaction_time: str  # event occurred_at, TS in the site's timezone
     order_id: str
     pv1: Segment | None = None  # the profile's PV1 (hl7v2.pv1), after PID in every message
+    # EI of our order id in the manufacturer's namespace: ``filler`` until the site tells us its own
+    # order number; appointment ids (SCH-2) derive from it, so they never change when ``filler`` does.
+    own_filler: str = ""
 
 
 def build_msh(settings: Hl7v2Settings, timestamp: str, message_type: str, structure: str,
@@ -90,12 +93,14 @@ def build_pv1(settings: Pv1Settings) -> Segment:
 
 
 def build_orc(common: Common, order_control: str, order_status: str, *,
-              with_quantity_timing: bool) -> Segment:
+              with_quantity_timing: bool, control_reason: str | None = None) -> Segment:
     """ORC; ORC-4 carries the CoI when the profile says so.
 
     ORC-16 (order control code reason, CE in 2.3-2.5.1) is one kind of value in every message: the
     order's business status after the event as ``code^text^system`` (our CodeSystem ``99CGT``, or the
     site's ``business_status.overrides`` code), also for HD/OC/OD, whose free-text reason goes to NTE.
+    The one exception is the answer to a site's request (CR, UC, HR, ...): there ORC-16 is the
+    decision's reason, ``control_reason`` (an encoded CE/CWE, ``^text``).
     """
     fields = {
         1: order_control, 2: common.placer, 3: common.filler, 5: order_status,
@@ -105,7 +110,7 @@ def build_orc(common: Common, order_control: str, order_status: str, *,
         fields[4] = common.coi
     if with_quantity_timing:
         fields[7] = priority_tq(common)
-    fields[16] = common.business_status
+    fields[16] = common.business_status if control_reason is None else control_reason
     return segment("ORC", fields)
 
 

@@ -131,11 +131,18 @@ class PatientSettings(ProfileModel):
 class OrderIdentifierSettings(ProfileModel):
     placer_system: SystemUri  # ServiceRequest.identifier (PLAC), ORC-2
     filler_system: SystemUri  # ServiceRequest/Task identifier (FILL), ORC-3
+    # The site's own order number (told by HL7v2 NA): ServiceRequest.identifier (FILL) in this system;
+    # default: the gateway's https://cgt-gateway.example.org/fhir/sid/site/<site_id>/order-number.
+    site_order_system: SystemUri | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> OrderIdentifierSettings:
+        systems = [self.placer_system, self.filler_system, self.site_order_system]
         if self.placer_system == self.filler_system:
             raise PydanticCustomError("same_system", "placer_system and filler_system must differ")
+        if self.site_order_system is not None and len(set(systems)) < 3:
+            raise PydanticCustomError(
+                "same_system", "site_order_system must differ from placer_system and filler_system")
         return self
 
 
