@@ -44,6 +44,13 @@ __all__ = ["router"]
 router = APIRouter(prefix="/fhir", route_class=FhirRoute, tags=["fhir"])
 _MEDIA_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 _V = FhirResourceVersion.__table__  # type: ignore[attr-defined]
+#: The element a service refusal's pointer (``/requested/start``) stands for, by the referenced type.
+_POINTER_EXPRESSION = {
+    ("Task", "/requested/start"): "Task.input", ("Task", "/requested/end"): "Task.input",
+    ("Task", "/requested/appointment"): "Task.input", ("Task", "/requested"): "Task.input",
+    ("Task", "/reason"): "Task.note", ("ServiceRequest", "/requested/administered_at"):
+    "Procedure.performedDateTime", ("ServiceRequest", "/reason"): "Procedure.note",
+}
 
 
 def _site(principal: Principal) -> str:
@@ -101,21 +108,24 @@ def _order_of(conn: Connection, site_id: str, resource_type: str, target_id: str
 def _submit(context: Context, principal: Principal, site_id: str, read: FhirSiteRequest, raw: bytes,
             expression: str) -> StoredVersion:
     with context.engine.connect() as conn:
-        _, order_id, target = _order_of(conn, site_id, read.target_type, read.target_id, expression)
+        manufacturer_id, order_id, target = _order_of(conn, site_id, read.target_type, read.target_id,
+                                                      expression)
     if read.subject_id is not None:
         subject = (orjson.loads(target.body).get("subject") or {}).get("reference")
         if subject != f"Patient/{read.subject_id}":
             raise FhirError(422, "invalid", "Procedure.subject is not the patient of the order's "
                             "ServiceRequest", expression="Procedure.subject")
     incoming = IncomingRequest(
-        site_id=site_id, kind=read.kind, channel="fhir", order_ref=order_id, requested=dict(read.requested),
+        site_id=site_id, kind=read.kind, channel="fhir", order_ref=order_id, manufacturer_id=manufacturer_id,
+        requested=dict(read.requested),
         reason=read.reason, raw=raw.decode("utf-8", errors="replace"),
         sender=principal.client_id or f"site:{site_id}")
     outcome: Outcome = requests.receive(context, incoming)
     if outcome.refusal is not None:
-        status = 422
-        raise FhirError(status, "not-found" if outcome.refusal.code == "unknown-order" else "invalid",
-                        outcome.refusal.detail, expression=expression)
+        refusal = outcome.refusal
+        where = _POINTER_EXPRESSION.get((read.target_type, refusal.pointer), expression)
+        raise FhirError(422, "not-found" if refusal.code == "unknown-order" else "invalid", refusal.detail,
+                        expression=where)
     assert outcome.request is not None
     scope = Scope("site", site_id)
     with context.engine.connect() as conn:

@@ -146,8 +146,9 @@ def build_answer(message: InboundMessage, outcome: Outcome, profile: SiteProfile
     location: ErrorLocation | None = None
     if outcome.refusal is not None:
         code, error, text = "AE", outcome.refusal.hl7_error, outcome.refusal.detail
-        unknown = outcome.refusal.code == "unknown-order"
-        location = _order_location(message) if unknown else _coi_location(profile)
+        refused = outcome.refusal.code
+        location = (_order_location(message) if refused == "unknown-order" else
+                    _coi_location(profile) if refused.startswith("coi-") else None)
     elif outcome.declined_at_once:
         reason = outcome.request.decision_reason if outcome.request is not None else None
         code, error, text = "AE", "207", reason or "the order's lifecycle cannot take this request"
