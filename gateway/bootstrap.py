@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from gateway import fhir_api
-from gateway.api import admin, health, orders, retraction
+from gateway.api import admin, health, orders, retraction, site_requests
 from gateway.api import outbox as outbox_api
 from gateway.api import preview as preview_api
 from gateway.api.limits import BodyLimitMiddleware
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # nothing else).
     app.include_router(orders.router)
     app.include_router(retraction.router)
+    app.include_router(site_requests.router)
     app.include_router(fhir_inbound.router)  # POST /fhir/Task and /Procedure, before the read-only catch-all
     app.include_router(fhir_api.router)
     app.include_router(health.router)
