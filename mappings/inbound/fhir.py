@@ -216,7 +216,7 @@ def _task_code(resource: dict[str, Any], errors: _Errors) -> str | None:
         errors.add("Task.code", "must be a CodeableConcept with a coding array", "structure")
         return None
     found = [c.get("code") for c in codings if isinstance(c, dict) and c.get("system") == TASK_CODE_SYSTEM]
-    if len(found) != 1 or found[0] not in TASK_CODE_KIND:
+    if len(found) != 1 or not isinstance(found[0], str) or found[0] not in TASK_CODE_KIND:
         shown = ", ".join(repr(str(f)[:20]) for f in found) or "none"
         errors.add("Task.code", f"needs exactly one coding of {TASK_CODE_SYSTEM} with code abort, suspend, "
                    f"resume or change (found {shown})", "value")
@@ -230,7 +230,7 @@ def _input_code(item: dict[str, Any]) -> str | None:
         return None
     codes = [c.get("code") for c in coding[:MAX_ITEMS]
              if isinstance(c, dict) and c.get("system") == TASK_INPUT_SYSTEM]
-    return codes[0] if len(codes) == 1 and codes[0] in _INPUTS else None
+    return codes[0] if len(codes) == 1 and isinstance(codes[0], str) and codes[0] in _INPUTS else None
 
 
 def _inputs(resource: dict[str, Any], task_code: str | None,

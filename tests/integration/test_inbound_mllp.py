@@ -141,7 +141,7 @@ def test_a_cancel_after_manufacturing_started_waits_for_the_manufacturer_and_a_d
     assert checked(acks) == ["CA", "AA"]
     assert "awaiting-manufacturer" in segments(acks[1])["MSA"][0][3]
     request_id = segments(acks[1])["MSA"][0][3].split()[1]
-    decide_request(context, "acme-bio", request_id, "decline", "Manufacturing has started; cells are in culture")
+    decide_request(context, "acme-bio", request_id, "decline", "Manufacturing has started")
     assert status(client, "ORD-6") == before
     answer = site_outbox(engine)[-1]
     validate_strict(answer)

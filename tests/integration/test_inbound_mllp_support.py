@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,7 +112,7 @@ class Site:
         """True once the gateway has closed the connection (reads EOF)."""
         try:
             return self.client.socket.recv(1) == b""
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             return False
 
 

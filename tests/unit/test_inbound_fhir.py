@@ -6,6 +6,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mappings.inbound.fhir import (
     TASK_CODE_SYSTEM,
@@ -140,7 +142,8 @@ def test_a_body_that_is_no_task_is_refused(body):
 
 def test_every_problem_is_listed_at_once():
     resource = task(status="draft", intent="plan", focus={"reference": "Patient/1"})
-    assert {"Task.status", "Task.intent", "Task.focus.reference"} <= set(errors_of(read_request_task(resource)))
+    found = set(errors_of(read_request_task(resource)))
+    assert {"Task.status", "Task.intent", "Task.focus.reference"} <= found
 
 
 def test_the_input_is_not_changed():
@@ -156,13 +159,14 @@ def test_a_procedure_is_an_infused_request():
                                      {"administered_at": "2026-12-20T10:30:00-05:00"}, "uneventful",
                                      subject_id="p-1")
     utc = read_procedure(procedure(performedDateTime="2026-12-20T15:30:00Z"))
-    assert isinstance(utc, FhirSiteRequest) and utc.requested == {"administered_at": "2026-12-20T15:30:00+00:00"}
+    assert isinstance(utc, FhirSiteRequest)
+    assert utc.requested == {"administered_at": "2026-12-20T15:30:00+00:00"}
 
 
 @pytest.mark.parametrize(("change", "expression"), [
     ({"status": "in-progress"}, "Procedure.status"),
     ({"basedOn": []}, "Procedure.basedOn"),
-    ({"basedOn": [{"reference": "ServiceRequest/a"}, {"reference": "ServiceRequest/b"}]}, "Procedure.basedOn"),
+    ({"basedOn": [{"reference": "ServiceRequest/a"}] * 2}, "Procedure.basedOn"),
     ({"basedOn": [{"reference": "Task/a"}]}, "Procedure.basedOn[0].reference"),
     ({"performedDateTime": None}, "Procedure.performedDateTime"),
     ({"performedDateTime": "yesterday"}, "Procedure.performedDateTime"),
@@ -179,3 +183,25 @@ def test_a_wrong_procedure_is_refused_naming_the_element(change, expression):
         else:
             resource[key] = value
     assert expression in errors_of(read_procedure(resource))
+
+
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20)
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=20)
+ELEMENTS = ["status", "intent", "code", "focus", "input", "reasonCode", "note", "basedOn", "subject",
+            "performedDateTime", "id", "meta"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(ELEMENTS), JSON, max_size=6), st.sampled_from(["Task", "Procedure"]))
+def test_nothing_a_site_posts_raises(values, name):
+    """Any JSON in any element: a request or field errors, never an exception."""
+    base = task("abort") if name == "Task" else procedure()
+    body = {**base, **values}
+    for reader in (read_request_task, read_procedure):
+        result = reader(body)
+        assert isinstance(result, FhirSiteRequest) or all(isinstance(e, FieldError) for e in result)
+    nested = {**base, "code": {"coding": [{"system": TASK_CODE_SYSTEM, "code": values.get("code")}]},
+              "input": [{"type": {"coding": [{"system": TASK_INPUT_SYSTEM, "code": values.get("id")}]},
+                         "valueDateTime": values.get("status")}]}
+    read_request_task(nested)
