@@ -12,8 +12,9 @@ request was applied or accepted).  It returns:
    reason once decided; ``focus`` the order's fulfilment Task, ``for`` its patient (a reference
    only: no name, whatever the profile's ``patient.demographics``), ``requester`` the site's
    Organization, ``owner`` the manufacturer's, ``authoredOn`` when received, ``lastModified`` when
-   decided (else received); ``input`` the requested start/end (``valueDateTime``), the appointment
-   and the site's reason (``valueString``);
+   decided (else received); ``input`` the requested start/end (``valueDateTime``), the appointment,
+   the appointment action (SIU: booked/rescheduled/modified/cancelled) and the site's reason
+   (``valueString``), each with a ``type.text``;
 2. for a decided request whose kind has an order-control answer, the **HL7v2 answer**
    (:func:`mappings.hl7v2.answers.render_answer`: ORC-1 CR/UC/HR/UH/OR/UR/XR/UX, ORC-5 the order's
    status, ORC-9 ``now``, ORC-16 the reason); none when the profile's ``hl7v2.enabled`` is false;
@@ -185,6 +186,9 @@ def _inputs(request: SiteRequestView, issues: list[MappingIssue]) -> list[Reques
     if appointment is not None:
         inputs.append(RequestInput("requested-appointment", "Appointment the site asks to change",
                                    string=appointment))
+    action = request.requested.get("appointment_action")
+    if isinstance(action, str) and action:
+        inputs.append(RequestInput("appointment-action", "Appointment action the site sent", string=action))
     start = _requested_time(request, "start", issues)
     if start is not None:
         inputs.append(RequestInput("requested-start", f"Requested {what}start", date_time=start))

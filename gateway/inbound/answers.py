@@ -30,6 +30,7 @@ from gateway.store.fhir import save_translation
 from mappings.result import Translation
 from mappings.site_request import SiteRequestView
 from mappings.snapshot import OrderSnapshot
+from mappings.translate_site_request import translate_site_request
 
 __all__ = ["queue_site_answer", "queue_webhook", "webhook_body", "WEBHOOK_TYPE"]
 
@@ -46,10 +47,6 @@ def _event_id(request_id: str) -> str:
 def queue_site_answer(session: Session, context: Context, snapshot: OrderSnapshot, request: SiteRequestView,
                       now: datetime) -> Translation | None:
     """Translate ``request`` in its current state for its site; store the resources, queue the messages."""
-    try:
-        from mappings.translate_site_request import translate_site_request  # the i13-pure part
-    except ImportError:  # pragma: no cover - until the pure translation is merged
-        return None
     profile = context.profiles.get(request.site_id)
     if profile is None:
         raise LookupError(f"no mapping profile loaded for site {request.site_id!r}")

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from gateway.store.site_request_tables import SITE_REQUEST_TRANSITIONS as T
 from gateway.store.site_request_tables import SITE_REQUESTS as R
 from gateway.store.tables import as_utc
-from mappings.ids import order_system, resource_id
+from mappings.fhir.site_request import request_task_id
 from mappings.site_request import FINAL_STATES, TASK_CODE, SiteRequestView
 
 __all__ = ["new_request_id", "dedupe_sha256", "task_id", "insert", "find_by_dedupe", "find", "move",
@@ -41,7 +41,7 @@ def dedupe_sha256(key: str) -> str:
 
 def task_id(manufacturer_id: str, order_id: str, request_id: str) -> str:
     """The FHIR request Task's id: derived from the request (so a replay writes the same resource)."""
-    return resource_id("Task", f"{order_system(manufacturer_id)}/{order_id}/site-request", request_id)
+    return request_task_id(manufacturer_id, order_id, request_id)
 
 
 def insert(conn: Connection, values: dict[str, Any], *, by: str, now: datetime) -> Any:

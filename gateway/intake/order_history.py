@@ -237,4 +237,5 @@ def build_snapshot(settings: Settings, order: LockedOrder, history: History, sta
         status=OrderStatus(status),
         created_at=order.created_at,
         events=history.events,
+        site_order_number=order.site_order_number,
     )

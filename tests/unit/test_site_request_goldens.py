@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
-from gateway.cli.goldens import FIXTURES, SITES, Case
-from gateway.cli.site_request_goldens import (
+from gateway.cli.goldens import (
+    FIXTURES,
     SITE_REQUEST_CASES,
+    SITES,
+    Case,
     load_site_request_case,
     render_site_request_goldens,
     site_request_paths,
