@@ -34,13 +34,15 @@ SITE_A_TOKEN = {"Authorization": "Bearer demo-site-a-token"}
 JOURNEY = json.loads((ROOT / "fixtures/events/journey-autologous.json").read_text())
 
 
-def write_config(directory: Path, inbound_port: int, engine_port: int) -> Path:
-    """The demo configuration, site-a listening on ``inbound_port`` and delivering to ``engine_port``."""
+def write_config(directory: Path, inbound_port: int, engine_port: int | None) -> Path:
+    """The demo configuration, site-a listening on ``inbound_port`` and delivering to ``engine_port``
+    (None: no delivery, as the demo)."""
     demo = yaml.safe_load((ROOT / "gateway/demo/gateway.yaml").read_text())
     text = (ROOT / "fixtures/profiles/site-a.yaml").read_text()
     assert "    port: 2575\n" in text
     text = text.replace("    port: 2575\n", f"    port: {inbound_port}\n")
-    text += f"\ndelivery:\n  mllp: {{host: 127.0.0.1, port: {engine_port}, read_timeout_s: 5}}\n"
+    if engine_port is not None:
+        text += f"\ndelivery:\n  mllp: {{host: 127.0.0.1, port: {engine_port}, read_timeout_s: 5}}\n"
     (directory / "site-a.yaml").write_text(text)
     sites = [{**demo["sites"][0], "profile": str(directory / "site-a.yaml")},
              {**demo["sites"][1], "profile": str(ROOT / "fixtures/profiles/site-b.yaml")}]
