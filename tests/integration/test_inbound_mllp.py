@@ -221,3 +221,24 @@ def test_split_and_merged_frames(client, context):
         acks = site.send_raw(first[10:] + b"\x1c\r" + b"\x0b" + second + b"\x1c\r", answers=4)
     assert checked(acks) == ["CA", "AA", "CA", "AA"]
     assert [segments(a)["MSA"][0][2] for a in acks] == ["SP-11", "SP-11", "SP-12", "SP-12"]
+
+
+def test_a_2_3_site_in_original_mode(client, context, engine):
+    """site-b: HL7 2.3, original mode, the CoI in ZCG-2: one ACK per message, AR for a message that is
+    not for this gateway, AE (ERR-1 at ZCG-2) for a CoI mismatch, CR for the cancel."""
+    delivery = DeliverySettings(mllp=MllpEndpoint(host="127.0.0.1", port=9))
+    context.profiles["site-b"] = context.profiles["site-b"].model_copy(update={"delivery": delivery})
+    response = client.post("/v1/orders", json=order_body("ORD-B1", site_id="site-b"), headers=ACME)
+    assert response.status_code == 201, response.text
+    with listening(context, "site-b") as port, Site(port) as site:
+        wrong = message("orm-o01-cancel", "ORD-B1", "B-WS-1", version="2.3", **{"|CGTGW|CGTGW|": "|X|Y|"})
+        assert checked(site.send(wrong, answers=1)) == ["AR"]
+        mismatch = message("orm-o01-cancel", "ORD-B1", "B-COI-1", version="2.3", coi=isbt_coi(65))
+        [refused] = site.send(sent(mismatch), answers=1)
+        assert checked([refused]) == ["AE"]
+        assert segments(refused)["ERR"][0][1].startswith("ZCG^1^2^207")
+        acks = site.send(sent(message("orm-o01-cancel", "ORD-B1", "B-CA-1", version="2.3")), answers=1)
+        assert checked(acks) == ["AA"]
+    assert order_controls(engine, "ORD-B1", "site-b")[-1] == "CR"
+    for payload in site_outbox(engine, "site-b"):
+        validate_strict(payload)
