@@ -226,7 +226,8 @@ def test_killed_between_commit_and_ack_the_resend_is_processed_once(tmp_path, pe
     config = write_config(tmp_path, port, engine_peer.port)
     env = {"CGT_GATEWAY_CONFIG": str(config), "CGT_GATEWAY_INBOUND_MLLP_EXIT_AFTER_COMMIT": "true"}
     cancel = message("oml-o21-cancel", "KILL-1", "KILL-CA-1")
-    with serve(tmp_path, inbound=True, env_extra=env) as served:
+    # no worker in the process that dies: a delivery lease it held would delay the next one's deliveries
+    with serve(tmp_path, "--no-worker", inbound=True, env_extra=env) as served:
         place(served.base, "KILL-1")
         with Site(port) as site:
             site.client.socket.sendall(b"\x0b" + cancel.encode() + b"\x1c\r")
