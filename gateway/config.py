@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PlainValidator, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
@@ -84,19 +84,8 @@ class AutoUntil(_Config):
         return value
 
 
-def _site_request_rule(value: object) -> Literal["auto", "manufacturer"] | AutoUntil:
-    """One clear error for a bad rule (instead of one per member of the union)."""
-    if value in ("auto", "manufacturer"):
-        return value  # type: ignore[return-value]
-    if isinstance(value, AutoUntil):
-        return value
-    if isinstance(value, dict) and set(value) == {"auto_until"}:
-        return AutoUntil.model_validate(value)
-    raise ValueError(f"must be 'auto', 'manufacturer' or {{auto_until: <order status>}}, not {value!r}"[:300])
-
-
 #: ``auto`` (the gateway applies it), ``manufacturer`` (the manufacturer decides) or ``{auto_until: X}``.
-SiteRequestRule = Annotated[Literal["auto", "manufacturer"] | AutoUntil, PlainValidator(_site_request_rule)]
+SiteRequestRule = Literal["auto", "manufacturer"] | AutoUntil
 
 
 class SiteRequestPolicy(_Config):
@@ -111,6 +100,17 @@ class SiteRequestPolicy(_Config):
     reschedule: SiteRequestRule | None = None
     change: SiteRequestRule | None = None
     infused: SiteRequestRule | None = None
+
+    @field_validator("cancel", "hold", "release_hold", "reschedule", "change", "infused", mode="wrap")
+    @classmethod
+    def _one_error(cls, value: Any, handler: Any) -> Any:
+        """One clear error for a bad rule (instead of one per member of the union)."""
+        if value is None or value in ("auto", "manufacturer") or isinstance(value, AutoUntil):
+            return handler(value)
+        if isinstance(value, dict) and set(value) == {"auto_until"}:
+            return AutoUntil.model_validate(value)
+        shown = repr(value)[:200]
+        raise ValueError(f"must be 'auto', 'manufacturer' or {{auto_until: <order status>}}, not {shown}")
 
     def rule(self, kind: str) -> SiteRequestRule:
         """The rule for a request ``kind`` with the defaults applied."""

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mappings.er7.escape import unescape
 from mappings.hl7v2.answers import CONTROL_REASON_MAX, answer_key, control_reason
@@ -227,3 +229,19 @@ def test_a_request_for_another_order_is_a_bug() -> None:
 ])
 def test_control_reason(reason: str | None, expected: str) -> None:
     assert control_reason(reason) == expected
+
+
+@given(st.text(max_size=400), st.sampled_from([None, "8859/1", "UNICODE UTF-8"]))
+@settings(max_examples=200, deadline=None)
+def test_control_reason_is_bounded_and_never_cuts_an_escape(reason: str, charset: str | None) -> None:
+    value = control_reason(reason, charset)
+    if not reason:
+        assert value == ""
+        return
+    assert value.startswith("^")
+    text = value[1:]
+    assert len(text) <= CONTROL_REASON_MAX
+    assert "^" not in text and "|" not in text and "\r" not in text
+    body = text.removesuffix("...") if len(text) > CONTROL_REASON_MAX - 3 else text
+    unescape(body)  # whole escape sequences only
+    assert body.count("\\") % 2 == 0
