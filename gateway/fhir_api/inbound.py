@@ -10,9 +10,9 @@ decided by :func:`gateway.inbound.requests.receive` in one transaction.  Answers
   <base>/fhir/Task/<id>/_history/<v>``, ``ETag``, ``Last-Modified``).  Its ``status`` follows the
   decision (``completed`` applied, ``received`` awaiting the manufacturer, ``rejected`` with
   ``statusReason`` declined) and it stays readable and searchable by the site (``GET /fhir/Task?...``).
-* ``POST /fhir/Procedure`` answers the same way when the service keeps a request Task for it;
-  otherwise (the infusion was recorded on the order at once) ``201`` with the order's Task as it now
-  stands, ``Location`` that Task's version.
+* ``POST /fhir/Procedure``: the gateway keeps no Procedure (the infusion is an event of the order), so
+  ``201`` with no body and ``Location`` the order's Task as it now stands (its version showing the
+  infusion once applied; a body of another type would be taken by FHIR clients as the Procedure).
 * ``400`` (not JSON), ``415`` (not ``application/fhir+json`` / ``application/json``), ``422`` (an
   element wrong: ``issue.expression`` names it, e.g. ``Task.code``), ``413`` past ``max_body_bytes``;
   every error an OperationOutcome, with at most ``max_error_entries`` issues.
@@ -79,9 +79,11 @@ def _invalid(errors: list[FieldError], limit: int) -> Response:
     return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, 422)
 
 
-def _created(request: Request, stored: StoredVersion) -> Response:
+def _created(request: Request, stored: StoredVersion, *, with_body: bool = True) -> Response:
     base = request.app.state.context.settings.base_url()
     location = f"{base}/fhir/{stored.resource_type}/{stored.resource_id}/_history/{stored.version_id}"
+    if not with_body:  # the result lives in another resource: say where (return=minimal), send no body
+        return Response(status_code=201, headers={"Location": location})
     return fhir_response(orjson.Fragment(stored.body), 201, headers={
         "Location": location, "ETag": entry_etag(stored.version_id),
         "Last-Modified": http_date(stored.last_updated_us)})
@@ -152,7 +154,9 @@ async def _create(request: Request, principal: Principal, resource_type: str) ->
     expression = "Task.focus" if resource_type == "Task" else "Procedure.basedOn[0]"
     raw = await request.body()
     stored = await run_in_threadpool(_submit, context, principal, site_id, read, raw, expression)
-    return _created(request, stored)
+    # a Procedure is kept as an event of the order, not as a resource: a body of another type would be
+    # taken by FHIR clients (fhirpy's save()) as the Procedure they created
+    return _created(request, stored, with_body=stored.resource_type == resource_type)
 
 
 @router.post("/Task", name="fhir_create_task", status_code=201)

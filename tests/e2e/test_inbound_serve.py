@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ import yaml
 
 from gateway.store.db import make_engine
 from mappings.ids import order_system, resource_id
-from mappings.inbound.fhir import TASK_CODE_SYSTEM
+from mappings.inbound.fhir import TASK_CODE_SYSTEM, TASK_INPUT_SYSTEM
 from tests.conftest import ACME_COI, isbt_coi, order_body
 from tests.e2e.serving import CLI, Served, free_port, serve
 from tests.e2e.test_fhir_poller import fhir_client, valid
@@ -287,3 +288,48 @@ def test_listen_runs_only_the_listeners(tmp_path):
         code = _wait_exit(process)
         log.close()
     assert code == 0, (tmp_path / "listen.log").read_text()
+
+
+def test_a_fhir_site_changes_a_date_and_reports_the_infusion(gateway):
+    """fhirpy as the site: a ``change`` Task the manufacturer accepts (XR to the engine, Task completed),
+    then a Procedure on an order whose infusion is scheduled (the order is infused)."""
+    served, _, _ = gateway
+    site = fhir_client(f"{served.base}/fhir", "site-a")
+    place(served.base, "E2E-6", coi=isbt_coi(85))
+    change = site.resource(
+        "Task", status="requested", intent="order",
+        code={"coding": [{"system": TASK_CODE_SYSTEM, "code": "change"}]},
+        focus={"reference": f"Task/{resource_id('Task', order_system('acme-bio'), 'E2E-6')}"},
+        input=[{"type": {"coding": [{"system": TASK_INPUT_SYSTEM, "code": "requested-start"}]},
+                "valueDateTime": "2026-12-18T09:00:00-05:00"}])
+    change.save()
+    assert valid(change)["status"] == "received"
+    request_id = change["identifier"][0]["value"]
+    decided = httpx.post(f"{served.base}/v1/site-requests/{request_id}/decision",
+                         json={"decision": "accept"}, headers=ACME)
+    assert decided.status_code == 200, decided.text
+    assert valid(site.reference("Task", change["id"]).to_resource())["status"] == "completed"
+    wait_until(lambda: "XR" in controls(served, "E2E-6"), "the XR answer delivered to site-a's engine")
+
+    coi = isbt_coi(86)
+    order = {**JOURNEY["order"], "order_id": "E2E-7", "coi": coi,
+             "patient": {**JOURNEY["order"]["patient"], "mrn": "MRN-E2E-7"}}
+    assert httpx.post(f"{served.base}/v1/orders", json=order, headers=ACME).status_code == 201
+    for event in JOURNEY["events"]:
+        data = {**event["data"], **({"din": "A999926123486"} if "din" in event["data"] else {}),
+                **({"lot": event["data"]["lot"] + "-E2E-7"} if "lot" in event["data"] else {})}
+        body = {**event, "coi": coi, "data": data}
+        response = httpx.post(f"{served.base}/v1/orders/E2E-7/events", json=body, headers=ACME)
+        assert response.status_code == 201, response.text
+        if event["type"] == "infusion.scheduled":
+            break
+    service_request = site.reference(
+        "ServiceRequest", resource_id("ServiceRequest", order_system("acme-bio"), "E2E-7")).to_resource()
+    given = datetime.now(UTC) - timedelta(hours=1)
+    procedure = site.resource("Procedure", status="completed",
+                              basedOn=[{"reference": f"ServiceRequest/{service_request['id']}"}],
+                              subject={"reference": service_request["subject"]["reference"]},
+                              performedDateTime=given.strftime("%Y-%m-%dT%H:%M:%S+00:00"))
+    procedure.save()  # 201, no body (no Procedure is kept): fhirpy's object stays the Procedure it sent
+    assert valid(procedure)["resourceType"] == "Procedure"
+    assert httpx.get(f"{served.base}/v1/orders/E2E-7", headers=ACME).json()["status"] == "infused"

@@ -98,9 +98,11 @@ def test_a_procedure_reports_the_infusion(client, clock):
                  "subject": service_request["subject"], "performedDateTime": given}
     response = post(client, "Procedure", procedure)
     assert response.status_code == 201, response.text
-    answered = valid(response.json())
-    assert answered["resourceType"] == "Task" and answered["id"] == order_task("ORD-F3")
-    assert "/fhir/Task/" in response.headers["location"]
+    assert response.content == b""
+    location = response.headers["location"]
+    assert location.startswith(f"http://testserver/fhir/Task/{order_task('ORD-F3')}/_history/")
+    current = valid(client.get(location.removeprefix("http://testserver"), headers=SITE_A).json())
+    assert current["id"] == order_task("ORD-F3")
     assert status(client, "ORD-F3") == "infused"
     other = {**procedure, "subject": {"reference": "Patient/not-the-patient"}}
     assert outcome(post(client, "Procedure", other), 422) == ["Procedure.subject"]
