@@ -136,7 +136,7 @@ def test_a_late_cancel_declined_by_the_manufacturer_is_uc_and_changes_nothing(ga
     for event in JOURNEY["events"]:
         data = {**event["data"], **({"din": "A999926123481"} if "din" in event["data"] else {}),
                 **({"lot": event["data"]["lot"] + "-E2E-2"} if "lot" in event["data"] else {})}
-        body = {**event, "coi": coi, "data": data}
+        body = {**event, "event_id": f"{order['order_id']}-{event['event_id']}", "coi": coi, "data": data}
         response = httpx.post(f"{served.base}/v1/orders/E2E-2/events", json=body, headers=ACME)
         assert response.status_code == 201, response.text
         if event["type"] == "manufacturing.started":
@@ -318,7 +318,7 @@ def test_a_fhir_site_changes_a_date_and_reports_the_infusion(gateway):
     for event in JOURNEY["events"]:
         data = {**event["data"], **({"din": "A999926123486"} if "din" in event["data"] else {}),
                 **({"lot": event["data"]["lot"] + "-E2E-7"} if "lot" in event["data"] else {})}
-        body = {**event, "coi": coi, "data": data}
+        body = {**event, "event_id": f"{order['order_id']}-{event['event_id']}", "coi": coi, "data": data}
         response = httpx.post(f"{served.base}/v1/orders/E2E-7/events", json=body, headers=ACME)
         assert response.status_code == 201, response.text
         if event["type"] == "infusion.scheduled":
