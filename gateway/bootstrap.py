@@ -13,6 +13,8 @@ from gateway.api.limits import BodyLimitMiddleware
 from gateway.api.problem import install_problem_handlers
 from gateway.config import Settings, load_settings
 from gateway.context import Clock, build_context, utc_now
+from gateway.fhir_api import inbound as fhir_inbound
+from gateway.inbound.mllp import inbound_lifespan
 from gateway.metrics import GatewayMetrics
 from gateway.oauth.routes import install as install_oauth
 from gateway.store.db import make_engine
@@ -21,8 +23,9 @@ __all__ = ["create_app"]
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
-               now: Clock = utc_now) -> FastAPI:
-    """A ready app. The database must already be migrated (``cgt-gateway serve`` does it first)."""
+               now: Clock = utc_now, listen: bool = False) -> FastAPI:
+    """A ready app. The database must already be migrated (``cgt-gateway serve`` does it first).
+    ``listen``: the app's lifespan runs the sites' inbound MLLP listeners (``serve`` sets it)."""
     settings = settings if settings is not None else load_settings()
     engine = engine if engine is not None else make_engine(settings.database_url)
     app = FastAPI(
@@ -31,6 +34,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         description="Cell and gene therapy orders and events in; FHIR R4 resources and HL7v2 messages out.",
         # no trailing-slash redirects: Starlette builds their Location from the request's Host header
         redirect_slashes=False,
+        lifespan=inbound_lifespan if listen else None,
     )
     app.state.context = build_context(settings, engine, now=now)
     app.state.metrics = GatewayMetrics(engine, clock=now)
@@ -43,6 +47,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(retraction.router)
     app.include_router(site_requests.router)
     install_oauth(app)  # POST /oauth/token, smart-configuration (also under /fhir: before the FHIR router)
+    app.include_router(fhir_inbound.router)  # POST /fhir/Task and /Procedure, before the read-only catch-all
     app.include_router(fhir_api.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -337,6 +337,24 @@ class Settings(BaseSettings):
     # --- issue 11 / HL7v2 character sets and fidelity: settings of this part go below
 
     # --- issue 13 / site requests (inbound): settings of this part go below
+    # inbound listeners (wire): the MLLP listeners of the sites whose profile has ``inbound.mllp``.
+    # ``serve`` and ``listen`` start them unless switched off here (CGT_GATEWAY_INBOUND_MLLP_ENABLED=false).
+    inbound_mllp_enabled: bool = True
+    # Per listener: open connections at most (more are closed at accept); a connection with no byte for
+    # read_timeout_s is closed; a message must arrive whole within message_timeout_s of its first byte;
+    # the site must take our answer within write_timeout_s.  The size limit is the profile's
+    # hl7v2.inbound.max_message_bytes.
+    inbound_mllp_max_connections: int = Field(default=64, ge=1, le=10_000)
+    inbound_mllp_read_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    inbound_mllp_message_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    inbound_mllp_write_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # Messages stored at once (database work in worker threads), across all listeners; others wait.
+    inbound_mllp_max_concurrency: int = Field(default=4, ge=1, le=64)
+    # On stop, messages in flight get this long to be stored and answered.
+    inbound_mllp_stop_timeout_s: float = Field(default=10.0, ge=0, le=600)
+    # TEST ONLY: the process exits (os._exit) right after a message is committed, before its ACK is
+    # sent, to prove that the site's resend is answered from the stored ACK and processed once.
+    inbound_mllp_exit_after_commit: bool = False
 
     # --- issue 14 / OAuth (SMART Backend Services): settings of this part go below
     # Static bearer tokens (api_clients above and `cgt-gateway token create`): on for the demo and

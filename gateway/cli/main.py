@@ -1,4 +1,4 @@
-"""``cgt-gateway``: ``serve``, ``migrate``, ``token create``, and ``profile ...`` (site profiles)."""
+"""``cgt-gateway``: ``serve``, ``listen``, ``migrate``, ``token create``, ``profile ...``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.cli.listen import listen_command
 from gateway.cli.oauth import client_app, token_revoke
 from gateway.cli.outbox import outbox_app, worker_command
 from gateway.cli.profile import profile_app
@@ -21,6 +22,7 @@ app.add_typer(outbox_app, name="outbox")
 app.command("worker")(worker_command)
 app.add_typer(client_app, name="client")  # issue 14: SMART Backend Services clients
 token_app.command("revoke")(token_revoke)
+app.command("listen")(listen_command)
 
 ConfigOption = Annotated[
     Path | None,
@@ -65,7 +67,7 @@ def serve(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        application = create_app(settings, engine=engine)
+        application = create_app(settings, engine=engine, listen=True)  # + the sites' MLLP listeners
     except ValueError as exc:  # ProfileInvalid lists every problem as file:line: field: reason
         typer.echo(f"cannot start: {exc}", err=True)
         raise typer.Exit(1) from None

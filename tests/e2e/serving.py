@@ -34,12 +34,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(directory: Path, *args: str, database: str = "e2e.db") -> Iterator[Served]:
+def serve(directory: Path, *args: str, database: str = "e2e.db", inbound: bool = False,
+          env_extra: dict[str, str] | None = None) -> Iterator[Served]:
     """``cgt-gateway serve --port <free> *args`` in ``directory`` (the demo configuration), ready once
-    ``/readyz`` answers 200; terminated afterwards.  Its output goes to ``directory/server.log``."""
+    ``/readyz`` answers 200; terminated afterwards.  Its output goes to ``directory/server.log``.
+    The sites' inbound MLLP listeners are off (the demo's site-a would bind 2575) unless ``inbound``;
+    ``env_extra`` adds environment variables (e.g. ``CGT_GATEWAY_CONFIG``)."""
     port = free_port()
     env = {**os.environ, "CGT_GATEWAY_DATABASE_URL": f"sqlite:///{directory / database}"}
     env.pop("CGT_GATEWAY_CONFIG", None)
+    env["CGT_GATEWAY_INBOUND_MLLP_ENABLED"] = "true" if inbound else "false"
+    env.update(env_extra or {})
     log_path = directory / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen([str(CLI), "serve", "--port", str(port), *args],

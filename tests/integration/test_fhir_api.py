@@ -156,7 +156,8 @@ def test_errors_are_operation_outcomes(client, seeded):
     outcome(client.get("/fhir/Task", headers={"Authorization": "Bearer nope"}), 401, "login")
     outcome(client.get("/fhir/Medication/x", headers=ADMIN), 404, "not-supported")
     outcome(client.get("/fhir/Medication", headers=ADMIN), 404, "not-supported")
-    outcome(client.post("/fhir/Task", json={}, headers=ADMIN), 405, "not-supported")
+    outcome(client.post("/fhir/Observation", json={}, headers=ADMIN), 405, "not-supported")
+    outcome(client.post("/fhir/Task", json={}, headers=ADMIN), 403, "forbidden")  # sites create request Tasks
     outcome(client.delete("/fhir/Task/x", headers=ADMIN), 405, "not-supported")
     outcome(client.get("/fhir/Task/x/_history/1/extra", headers=ADMIN), 404, "not-found")
 
