@@ -410,6 +410,12 @@ class Settings(BaseSettings):
 
     # --- issue 14 / audit trail: settings of this part go below
 
+    # --- issue 16 / subscriptions: settings of this part go below
+
+    # --- issue 16 / milestone alerts and certification: settings of this part go below
+
+    # --- issue 15 / demo peer and metrics: settings of this part go below
+
     manufacturers: list[ManufacturerConfig] = Field(default_factory=list)
     sites: list[SiteConfig] = Field(default_factory=list)
     api_clients: list[ApiClientConfig] = Field(default_factory=list)
