@@ -26,7 +26,7 @@ from gateway.errors import GatewayError
 from gateway.intake.replay import preview_order
 from gateway.profile_limits import profile_limits
 from gateway.store.db import read_session
-from gateway.store.tables import EventRow, OrderRow
+from gateway.store.tables import EventRow, OrderRow, as_utc
 from mappings.events import EventIn
 from mappings.orders import OrderIn
 from mappings.profile.loader import ProfileInvalid, load_profile_text
@@ -127,10 +127,10 @@ def run(context: Context, site_id: str, profile_yaml: str, order_pk: int | None)
         timeline = load_timeline(session, site_principal, order)
     try:
         order_in = OrderIn.model_validate(order.body)
-        events_in = [EventIn(event_id=e.event_id, type=e.type, occurred_at=e.occurred_at, coi=e.coi, data=e.data)
+        events_in = [EventIn(event_id=e.event_id, type=e.type, occurred_at=as_utc(e.occurred_at), coi=e.coi, data=e.data)
                      for e in events if e.retracted_at is None]
         steps = preview_order(context.settings, profile, order_in, events_in, context.terminology,
-                              now=context.now(), placed_at=order.created_at)
+                              now=context.now(), placed_at=as_utc(order.created_at))
     except (ValidationError, GatewayError) as exc:  # a stored order the current rules refuse
         outcome.status, outcome.message = 422, f"The stored order cannot be replayed: {exc}"
         return outcome
