@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.auth import Principal, principal_for_token
 from gateway.config import hash_token
+from gateway.console import alerts as alerts_data
 from gateway.console import dry_run, queues
 from gateway.console.pages import SECURITY_HEADERS, render_html
 from gateway.console.scope import order_filters
@@ -31,12 +32,13 @@ from gateway.console.session import (
     SIGNIN_COOKIE,
     ConsoleSession,
     SessionKeys,
+    role_of,
     still_valid,
     token_kind,
 )
 from gateway.console.timeline import find_orders, load_timeline, when
 from gateway.context import Context
-from gateway.delivery.outbox import DeliveryAlert, replay, skip
+from gateway.delivery.outbox import replay, skip
 from gateway.errors import GatewayError
 from gateway.store.db import read_session
 from gateway.store.tables import OrderRow
@@ -51,7 +53,6 @@ MAX_FIELDS = 250  # form fields in one POST (bulk actions select at most MAX_BUL
 MAX_BULK = 100
 MAX_REASON = 1000
 ORDER_PAGE = 50
-ALERT_PAGE = 100
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 _MANUFACTURER = TypeAdapter(str)
 
@@ -382,10 +383,11 @@ async def outbox_skip(request: Request) -> Response:
 # ----------------------------------------------------------------------------- alerts (admin)
 
 
-def _alerts(engine: Any) -> list[DeliveryAlert]:
-    with Session(engine) as db:
-        query = select(DeliveryAlert).order_by(col(DeliveryAlert.id).desc()).limit(ALERT_PAGE)
-        return list(db.exec(query).all())
+def _alerts_page(request: Request, session: ConsoleSession, status: int = 200,
+                 notices: list[str] | None = None) -> Response:
+    lists = alerts_data.alert_lists(_context(request).engine)
+    return _page(request, session, "alerts.html", status, lists=lists, notices=notices or [],
+                 max_note=MAX_REASON)
 
 
 @router.get("/alerts")
@@ -396,8 +398,30 @@ async def alerts(request: Request) -> Response:
     refused = _admin_only(request, session)
     if refused is not None:
         return refused
-    rows = await run_in_threadpool(_alerts, _context(request).engine)
-    return _page(request, session, "alerts.html", alerts=rows, page_size=ALERT_PAGE)
+    return await run_in_threadpool(_alerts_page, request, session)
+
+
+async def _acknowledge(request: Request, session: ConsoleSession, form: dict[str, list[str]]) -> Response:
+    refused = _admin_only(request, session)
+    if refused is not None:
+        return refused
+    alert_id = _int_param(request.path_params["alert_id"], 2**31 - 1)
+    note = (_one(form, "note") or "").strip()
+    if alert_id is None:
+        return _not_found(request, session, "No such alert.")
+    if not note or len(note) > MAX_REASON:
+        return await run_in_threadpool(_alerts_page, request, session, 400,
+                                       [f"Acknowledging needs a note (1 to {MAX_REASON} characters)."])
+    context = _context(request)
+    by = session.principal.client_id or role_of(session.principal)
+    done = await run_in_threadpool(alerts_data.acknowledge, context.engine, alert_id, by=by, note=note,
+                                   now=context.now())
+    return await run_in_threadpool(_alerts_page, request, session, 200, [done])
+
+
+@router.post("/alerts/{alert_id}/ack")
+async def alert_ack(request: Request, alert_id: str) -> Response:
+    return await _post(request, _acknowledge)
 
 
 # ----------------------------------------------------------------------------- profile dry-run

@@ -247,8 +247,13 @@ def _admin_retries_a_dead_letter(pages: Pages, site_a: Peer, base: str) -> None:
     assert pages.all("svg.spark")
     pages.check("queues-after-retry")
     pages.open("/console/alerts")
-    assert "dead-letter" in pages.text()
+    assert "dead-letter" in pages.css("table.alerts-open").text
     pages.check("alerts")
+    pages.css("table.alerts-open input[name=note]").send_keys("site engine fixed; retried")
+    pages.submit("table.alerts-open button[type=submit]")
+    assert "acknowledged" in pages.text()
+    assert "site engine fixed; retried" in pages.css("table.alerts-done").text
+    pages.check("alerts-acknowledged")
 
 
 def _admin_dry_runs_a_draft_profile(pages: Pages, profile_path: Path) -> None:

@@ -273,3 +273,35 @@ def test_admin_retries_and_skips_dead_letters(app_client: TestClient, engine: En
     assert f"Message {first}: skipped." in skipped.text and f"Message {second}: skipped." in skipped.text
     states = {m.id: (m.state, m.skip_reason) for m in messages(engine)}
     assert states[first] == states[second] == (MessageState.skipped, "site asked")
+
+
+# ----------------------------------------------------------------------------- alerts
+
+
+def test_open_alerts_come_first_and_are_acknowledged_with_a_note(app_client: TestClient, engine: Engine) -> None:
+    from gateway.delivery.outbox import DeliveryAlert
+
+    with engine.begin() as conn:
+        for kind in ("dead-letter", "warning"):
+            conn.execute(sa.insert(DeliveryAlert.__table__).values(  # type: ignore[attr-defined]
+                at=datetime.now(UTC), destination="site-a/mllp", message_id=1, kind=kind, detail=f"{kind} detail"))
+    with engine.connect() as conn:
+        first = conn.execute(sa.select(sa.func.min(DeliveryAlert.__table__.c.id))).scalar_one()  # type: ignore[attr-defined]
+    ack = f"/console/alerts/{first}/ack"
+    _signed_in(app_client, "demo-site-a-token")
+    assert post_form(app_client, ack, {"note": "x"}).status_code == 403
+    _signed_in(app_client, "demo-admin-token")
+    page = app_client.get("/console/alerts").text
+    assert page.index("warning detail") < page.index("dead-letter detail") < page.index("None yet.")
+    assert app_client.post(ack, data={"note": "seen"}).status_code == 403  # no CSRF
+    no_note = post_form(app_client, ack, {"note": "  "})
+    assert no_note.status_code == 400 and "needs a note" in no_note.text
+    done = post_form(app_client, ack, {"note": "site engine fixed, replayed"})
+    assert done.status_code == 200 and f"Alert {first} acknowledged." in done.text
+    open_part, acked_part = done.text.split("<h2>Acknowledged</h2>")
+    assert "dead-letter detail" not in open_part and "warning detail" in open_part
+    assert "site engine fixed, replayed" in acked_part and "demo admin" in acked_part
+    again = post_form(app_client, ack, {"note": "again"})
+    assert "already acknowledged" in again.text
+    assert "does not exist" in post_form(app_client, f"/console/alerts/{first + 99}/ack", {"note": "n"}).text
+    assert post_form(app_client, "/console/alerts/0/ack", {"note": "n"}).status_code == 404
