@@ -34,7 +34,8 @@ def alert_lists(engine: Engine) -> AlertLists:
         open_rows = list(session.exec(select(DeliveryAlert).where(~sa.exists(acked))
                                       .order_by(col(DeliveryAlert.id).desc()).limit(OPEN_PAGE + 1)).all())
         done = [(alert, ack) for alert, ack in session.exec(
-            select(DeliveryAlert, AlertAckRow).join(AlertAckRow, col(AlertAckRow.alert_id) == col(DeliveryAlert.id))
+            select(DeliveryAlert, AlertAckRow)
+            .join(AlertAckRow, col(AlertAckRow.alert_id) == col(DeliveryAlert.id))
             .order_by(col(DeliveryAlert.id).desc()).limit(DONE_PAGE)).all()]
     return AlertLists(open_rows[:OPEN_PAGE], len(open_rows) > OPEN_PAGE, done)
 

@@ -73,7 +73,8 @@ def site_orders(engine: Engine, site_id: str) -> list[OrderRow]:
 
 
 def _diff(sent: str, now: str, label: str) -> list[str]:
-    lines = list(difflib.unified_diff(sent.splitlines(), now.splitlines(), f"{label} (sent)", f"{label} (now)",
+    lines = list(difflib.unified_diff(sent.splitlines(), now.splitlines(), f"{label} (sent)",
+                                      f"{label} (now)",
                                       lineterm="", n=2))
     return lines[:MAX_DIFF_LINES] + (["... (diff cut)"] if len(lines) > MAX_DIFF_LINES else [])
 
@@ -127,7 +128,8 @@ def run(context: Context, site_id: str, profile_yaml: str, order_pk: int | None)
         timeline = load_timeline(session, site_principal, order)
     try:
         order_in = OrderIn.model_validate(order.body)
-        events_in = [EventIn(event_id=e.event_id, type=e.type, occurred_at=as_utc(e.occurred_at), coi=e.coi, data=e.data)
+        events_in = [EventIn(event_id=e.event_id, type=e.type, occurred_at=as_utc(e.occurred_at), coi=e.coi,
+                             data=e.data)
                      for e in events if e.retracted_at is None]
         steps = preview_order(context.settings, profile, order_in, events_in, context.terminology,
                               now=context.now(), placed_at=as_utc(order.created_at))
@@ -142,7 +144,8 @@ def run(context: Context, site_id: str, profile_yaml: str, order_pk: int | None)
         result = StepResult(step.event_id, step.event_type.value, step.accepted, refusal,
                             [f"{i.severity} {i.code} {i.path}: {i.message}" for i in step.issues])
         # retracted events are not replayed, so an event's messages here are the ones it first produced
-        sent_hl7 = [m.message.payload for m in (entry.messages if entry else []) if m.message.channel == "mllp"]
+        sent_hl7 = [m.message.payload for m in (entry.messages if entry else [])
+                    if m.message.channel == "mllp"]
         for i, message in enumerate(step.messages):
             sent = sent_hl7[i].replace("\r", "\n").strip() if i < len(sent_hl7) else None
             result.comparisons.append(_compare(f"HL7v2 {message.message_type} #{i + 1}",

@@ -18,7 +18,8 @@ from sqlmodel import Session, col
 from gateway.delivery.outbox import MessageState, OutboxMessage, list_messages, queue_stats
 from gateway.store.tables import as_utc
 
-__all__ = ["BUCKETS", "BUCKET_MINUTES", "DEAD_PAGE", "QueueRow", "queue_rows", "sparkline_svg", "dead_letters"]
+__all__ = ["BUCKETS", "BUCKET_MINUTES", "DEAD_PAGE", "QueueRow", "queue_rows", "sparkline_svg",
+           "dead_letters"]
 
 BUCKETS = 20
 BUCKET_MINUTES = 3  # 20 buckets of 3 minutes: the last hour
@@ -56,7 +57,8 @@ def queue_rows(session: Session, now: datetime) -> list[QueueRow]:
     finished = col(OutboxMessage.finished_at)
     columns = []
     for i in range(BUCKETS):
-        low, high = start + timedelta(minutes=i * BUCKET_MINUTES), start + timedelta(minutes=(i + 1) * BUCKET_MINUTES)
+        low = start + timedelta(minutes=i * BUCKET_MINUTES)
+        high = low + timedelta(minutes=BUCKET_MINUTES)
         columns.append(sa.func.sum(sa.case(((finished >= low) & (finished < high), 1), else_=0)))
     query = (sa.select(col(OutboxMessage.destination), *columns)
              .where(col(OutboxMessage.state) == MessageState.delivered.value, finished >= start)

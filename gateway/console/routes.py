@@ -94,7 +94,8 @@ def _page(request: Request, session: ConsoleSession | None, template: str, statu
                        if session else "", when=when, **values)
 
 
-def _error(request: Request, session: ConsoleSession | None, status: int, title: str, detail: str) -> Response:
+def _error(request: Request, session: ConsoleSession | None, status: int, title: str,
+           detail: str) -> Response:
     return _page(request, session, "error.html", status, title=title, detail=detail, code=status)
 
 
@@ -135,7 +136,8 @@ async def _post(request: Request, handler: Handler) -> Response:
     session = await _session(request)
     form = await _form(request)  # None: not an urlencoded UTF-8 form, so it carries no CSRF token either
     expected = _keys(request).csrf_token(session) if session else None
-    if form is None or session is None or expected is None or not SessionKeys.same(_one(form, "csrf"), expected):
+    if (form is None or session is None or expected is None
+            or not SessionKeys.same(_one(form, "csrf"), expected)):
         return _error(request, session, 403, "Forbidden",
                       "The form's security token is missing, wrong or from an ended session: "
                       "reload the page (sign in again if asked) and retry.")
@@ -175,7 +177,8 @@ async def sign_in(request: Request) -> Response:
     nonce = request.cookies.get(SIGNIN_COOKIE)
     if form is None:
         return _error(request, None, 400, "Bad request", "Send the sign-in form (urlencoded UTF-8).")
-    if not nonce or len(nonce) > 64 or not SessionKeys.same(_one(form, "csrf"), _keys(request).signin_csrf(nonce)):
+    if (not nonce or len(nonce) > 64
+            or not SessionKeys.same(_one(form, "csrf"), _keys(request).signin_csrf(nonce))):
         return _error(request, None, 403, "Forbidden",
                       "The sign-in form's security token is missing or wrong: open the sign-in page again.")
     token = (_one(form, "token") or "").strip()
@@ -191,14 +194,16 @@ async def sign_in(request: Request) -> Response:
     response = _redirect(PATH)
     response.set_cookie(SESSION_COOKIE, cookie, max_age=_keys(request).ttl_s, path=PATH, httponly=True,
                         samesite="strict", secure=_secure(request))
-    response.delete_cookie(SIGNIN_COOKIE, path=PATH, httponly=True, samesite="strict", secure=_secure(request))
+    response.delete_cookie(SIGNIN_COOKIE, path=PATH, httponly=True, samesite="strict",
+                           secure=_secure(request))
     return response
 
 
 async def _sign_out(request: Request, session: ConsoleSession, form: dict[str, list[str]]) -> Response:
     _keys(request).end(session, _context(request).now())
     response = _redirect(f"{PATH}/sign-in")
-    response.delete_cookie(SESSION_COOKIE, path=PATH, httponly=True, samesite="strict", secure=_secure(request))
+    response.delete_cookie(SESSION_COOKIE, path=PATH, httponly=True, samesite="strict",
+                           secure=_secure(request))
     return response
 
 
@@ -285,7 +290,8 @@ def _int_param(value: str | None, maximum: int = 2**63 - 1) -> int | None:
     return number if 0 < number <= maximum else None
 
 
-def _queues_page(request: Request, session: ConsoleSession, status: int = 200, notices: list[str] | None = None,
+def _queues_page(request: Request, session: ConsoleSession, status: int = 200,
+                 notices: list[str] | None = None,
                  destination: str | None = None, after_id: int | None = None) -> Response:
     context = _context(request)
     with Session(context.engine) as db:
@@ -329,7 +335,8 @@ def _selected(form: dict[str, list[str]]) -> list[int] | str:
     return sorted({i for i in ids if i is not None})
 
 
-def _act(request: Request, session: ConsoleSession, ids: list[int], action: str, reason: str | None) -> Response:
+def _act(request: Request, session: ConsoleSession, ids: list[int], action: str,
+         reason: str | None) -> Response:
     context = _context(request)
     notices: list[str] = []
     for message_id in ids:

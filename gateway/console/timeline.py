@@ -111,7 +111,8 @@ def load_timeline(session: Session, principal: Principal, order: OrderRow) -> Ti
     events = list(session.exec(select(EventRow).where(col(EventRow.order_pk) == order.id)
                                .order_by(col(EventRow.sequence)).limit(MAX_EVENTS + 1)).all())
     if len(events) > MAX_EVENTS:
-        events, _ = events[:MAX_EVENTS], truncated.append(f"only the first {MAX_EVENTS} events")
+        events = events[:MAX_EVENTS]
+        truncated.append(f"only the first {MAX_EVENTS} events")
     entries = [EventEntry(e) for e in events]
     by_event_id = {e.event.event_id: e for e in entries}
 
@@ -122,7 +123,8 @@ def load_timeline(session: Session, principal: Principal, order: OrderRow) -> Ti
         .order_by(col(FhirResourceVersion.last_updated_us), col(FhirResourceVersion.resource_type),
                   col(FhirResourceVersion.resource_id)).limit(MAX_VERSIONS + 1)).all())
     if len(versions) > MAX_VERSIONS:
-        versions, _ = versions[:MAX_VERSIONS], truncated.append(f"only the first {MAX_VERSIONS} FHIR versions")
+        versions = versions[:MAX_VERSIONS]
+        truncated.append(f"only the first {MAX_VERSIONS} FHIR versions")
     moments: list[tuple[int, EventEntry]] = []
     for entry in entries:
         moments.append((to_us(as_utc(entry.event.accepted_at)), entry))
@@ -149,7 +151,8 @@ def load_timeline(session: Session, principal: Principal, order: OrderRow) -> Ti
                                     col(OutboxMessage.order_id) == order.order_id)
         .order_by(col(OutboxMessage.id)).limit(MAX_MESSAGES + 1)).all()]
     if len(messages) > MAX_MESSAGES:
-        messages, _ = messages[:MAX_MESSAGES], truncated.append(f"only the first {MAX_MESSAGES} messages")
+        messages = messages[:MAX_MESSAGES]
+        truncated.append(f"only the first {MAX_MESSAGES} messages")
     messages = [m for m in messages if may_see_message(principal, m)]
     attempts: dict[int, list[DeliveryAttempt]] = {}
     ids = [m.id for m in messages if m.id is not None]
@@ -157,14 +160,15 @@ def load_timeline(session: Session, principal: Principal, order: OrderRow) -> Ti
         rows = session.exec(select(DeliveryAttempt).where(col(DeliveryAttempt.message_id).in_(ids))
                             .order_by(col(DeliveryAttempt.id)).limit(MAX_ATTEMPTS + 1)).all()
         if len(rows) > MAX_ATTEMPTS:
-            rows, _ = rows[:MAX_ATTEMPTS], truncated.append(f"only the first {MAX_ATTEMPTS} attempts")
+            rows = rows[:MAX_ATTEMPTS]
+            truncated.append(f"only the first {MAX_ATTEMPTS} attempts")
         for attempt in rows:
             attempts.setdefault(attempt.message_id, []).append(attempt)
     others: list[MessageEntry] = []
     for message in messages:
-        entry = _message_entry(principal, message, attempts.get(message.id or 0, []))
+        shown = _message_entry(principal, message, attempts.get(message.id or 0, []))
         owner = by_event_id.get(message.event_id)
-        (owner.messages if owner is not None else others).append(entry)
+        (owner.messages if owner is not None else others).append(shown)
     return Timeline(order, entries, unattributed, others, [], truncated)
 
 

@@ -19,8 +19,8 @@ from gateway.config import Settings, load_settings
 from gateway.console.session import SESSION_COOKIE
 from gateway.delivery.outbox import MessageState
 from gateway.store.tables import ApiClientRow
-from tests.console_support import csrf_of, post_form, sign_in
 from tests.conftest import ACME, ACME_COI, NOVA, TestClient, nova_order_body, order_body
+from tests.console_support import csrf_of, post_form, sign_in
 from tests.integration.test_delivery_support import messages, write_config
 
 PATIENT = order_body()["patient"]
@@ -52,7 +52,8 @@ def _signed_in(client: TestClient, token: str) -> TestClient:
 
 
 def _set_cookie(response) -> str:  # type: ignore[no-untyped-def]
-    cookies = [v for k, v in response.headers.multi_items() if k == "set-cookie" and v.startswith(SESSION_COOKIE + "=")]
+    cookies = [v for k, v in response.headers.multi_items()
+               if k == "set-cookie" and v.startswith(SESSION_COOKIE + "=")]
     assert len(cookies) == 1, response.headers
     return cookies[0]
 
@@ -74,7 +75,8 @@ def test_sign_in_sets_a_strict_httponly_cookie_without_the_token(app_client: Tes
     assert page.headers["cache-control"] == "no-store"
 
 
-def test_the_cookie_is_secure_when_the_gateway_is_published_over_https(queued: Settings, engine: Engine) -> None:
+def test_the_cookie_is_secure_when_the_gateway_is_published_over_https(queued: Settings,
+                                                                         engine: Engine) -> None:
     settings = queued.model_copy(update={"public_base_url": "https://gateway.example"})
     with TestClient(create_app(settings, engine=engine), base_url="https://testserver") as client:
         cookie = _set_cookie(sign_in(client, "demo-admin-token"))
@@ -132,7 +134,8 @@ def test_posts_without_a_valid_csrf_token_are_refused(app_client: TestClient) ->
     assert app_client.post("/console/sign-in", data={"token": "demo-admin-token"}).status_code == 403
     _signed_in(app_client, "demo-admin-token")
     for path, data in (("/console/search", {"q": "ORD-1"}), ("/console/sign-out", {}),
-                       ("/console/outbox/retry", {"ids": "1"}), ("/console/outbox/skip", {"ids": "1", "reason": "x"}),
+                       ("/console/outbox/retry", {"ids": "1"}),
+                       ("/console/outbox/skip", {"ids": "1", "reason": "x"}),
                        ("/console/sites/site-a/dry-run", {"profile_yaml": "x", "order": "1"})):
         for csrf in (None, "", "forged", csrf_of(app_client.get("/console").text)[:-1] + "x"):
             body = dict(data) if csrf is None else {**data, "csrf": csrf}
@@ -278,13 +281,15 @@ def test_admin_retries_and_skips_dead_letters(app_client: TestClient, engine: En
 # ----------------------------------------------------------------------------- alerts
 
 
-def test_open_alerts_come_first_and_are_acknowledged_with_a_note(app_client: TestClient, engine: Engine) -> None:
+def test_open_alerts_come_first_and_are_acknowledged_with_a_note(app_client: TestClient,
+                                                                 engine: Engine) -> None:
     from gateway.delivery.outbox import DeliveryAlert
 
     with engine.begin() as conn:
         for kind in ("dead-letter", "warning"):
             conn.execute(sa.insert(DeliveryAlert.__table__).values(  # type: ignore[attr-defined]
-                at=datetime.now(UTC), destination="site-a/mllp", message_id=1, kind=kind, detail=f"{kind} detail"))
+                at=datetime.now(UTC), destination="site-a/mllp", message_id=1, kind=kind,
+                detail=f"{kind} detail"))
     with engine.connect() as conn:
         first = conn.execute(sa.select(sa.func.min(DeliveryAlert.__table__.c.id))).scalar_one()  # type: ignore[attr-defined]
     ack = f"/console/alerts/{first}/ack"
