@@ -5,7 +5,8 @@ The draft is validated exactly as at start-up and as by ``POST /v1/sites/{site_i
 as ``file:line: field: reason``); the order and its events (retracted ones left out) are replayed
 with :func:`gateway.intake.replay.preview_order`, the preview API's function.  Nothing is stored.
 Each event's HL7v2 messages are compared with the ones queued for the site's MLLP endpoint at the
-time, and each FHIR resource with the version stored for that event (``meta`` left out of both).
+time (MSH-7, the time the message was made, left out), and each FHIR resource with the version stored
+for that event (``meta`` left out of both).
 """
 
 from __future__ import annotations
@@ -86,6 +87,22 @@ def _compare(label: str, now_text: str, sent_text: str | None) -> Comparison:
     return Comparison(label, bool(diff), diff, now_text, sent_text)
 
 
+MESSAGE_TIME = "(message time)"
+
+
+def _er7_lines(er7: str) -> str:
+    """One segment a line, MSH-7 (when the message was made: now, against then) replaced by a marker."""
+    lines = []
+    for line in er7.replace("\r", "\n").strip().split("\n"):
+        if line.startswith("MSH") and len(line) > 3:
+            fields = line.split(line[3])
+            if len(fields) > 6:
+                fields[6] = MESSAGE_TIME
+            line = line[3].join(fields)
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _without_meta(text: str) -> str:
     try:
         resource = json.loads(text)
@@ -147,9 +164,9 @@ def run(context: Context, site_id: str, profile_yaml: str, order_pk: int | None)
         sent_hl7 = [m.message.payload for m in (entry.messages if entry else [])
                     if m.message.channel == "mllp"]
         for i, message in enumerate(step.messages):
-            sent = sent_hl7[i].replace("\r", "\n").strip() if i < len(sent_hl7) else None
+            sent = _er7_lines(sent_hl7[i]) if i < len(sent_hl7) else None
             result.comparisons.append(_compare(f"HL7v2 {message.message_type} #{i + 1}",
-                                               message.er7.replace("\r", "\n").strip(), sent))
+                                               _er7_lines(message.er7), sent))
         stored = {(v.resource_type, v.resource_id): v.json_text for v in (entry.versions if entry else [])}
         for item in (step.bundle or {}).get("entry", []):
             resource: dict[str, Any] = item.get("resource", {})
