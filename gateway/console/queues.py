@@ -81,7 +81,7 @@ def sparkline_svg(counts: list[int], label: str, width: int = 120, height: int =
     bar = width / max(len(counts), 1)
     bars = []
     for i, count in enumerate(counts):
-        h = 0.0 if peak == 0 else max(1.0, (height - 2) * count / peak)
+        h = 0.0 if count == 0 else max(1.0, (height - 2) * count / peak)
         bars.append(f'<rect x="{i * bar:.1f}" y="{height - h:.1f}" width="{max(bar - 1, 1):.1f}" '
                     f'height="{h:.1f}"/>')
     total = sum(counts)
