@@ -9,6 +9,7 @@ No patient data goes in a URL: the search form posts, and pages link orders by o
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,7 +42,8 @@ from gateway.context import Context
 from gateway.delivery.outbox import replay, skip
 from gateway.errors import GatewayError
 from gateway.store.db import read_session
-from gateway.store.tables import OrderRow
+from gateway.store.search_params import from_us, to_us
+from gateway.store.tables import OrderRow, as_utc
 from mappings.orders import Identifier
 
 __all__ = ["router", "install_console"]
@@ -91,7 +93,7 @@ def _page(request: Request, session: ConsoleSession | None, template: str, statu
           **values: Any) -> Response:
     principal = session.principal if session else None
     return render_html(template, status, principal=principal, csrf=_keys(request).csrf_token(session)
-                       if session else "", when=when, **values)
+                       if session else "", when=when, site_ids=sorted(_context(request).profiles), **values)
 
 
 def _error(request: Request, session: ConsoleSession | None, status: int, title: str,
@@ -215,11 +217,24 @@ async def sign_out(request: Request) -> Response:
 # ----------------------------------------------------------------------------- orders and search
 
 
-def _recent_orders(engine: Any, principal: Principal) -> list[OrderRow]:
+_CURSOR = re.compile(r"^([0-9]{1,17})-([0-9]{1,10})$")  # "<updated_at in µs>-<row id>": no PHI
+
+
+def _recent_orders(engine: Any, principal: Principal,
+                   before: tuple[int, int] | None) -> tuple[list[OrderRow], str | None]:
+    """A page of the orders ``principal`` may see, most recently changed first, keyset-paged."""
     with read_session(engine) as session:
         query = select(OrderRow).where(*order_filters(principal))
-        return list(session.exec(query.order_by(col(OrderRow.updated_at).desc(), col(OrderRow.id).desc())
-                                 .limit(ORDER_PAGE)).all())
+        if before is not None:
+            at, pk = from_us(before[0]), before[1]
+            updated = col(OrderRow.updated_at)
+            query = query.where((updated < at) | ((updated == at) & (col(OrderRow.id) < pk)))
+        rows = list(session.exec(query.order_by(col(OrderRow.updated_at).desc(), col(OrderRow.id).desc())
+                                 .limit(ORDER_PAGE + 1)).all())
+    if len(rows) <= ORDER_PAGE:
+        return rows, None
+    last = rows[ORDER_PAGE - 1]
+    return rows[:ORDER_PAGE], f"{to_us(as_utc(last.updated_at))}-{last.id}"
 
 
 @router.get("")
@@ -227,8 +242,15 @@ async def home(request: Request) -> Response:
     session = await _session(request)
     if session is None:
         return _to_sign_in()
-    orders = await run_in_threadpool(_recent_orders, _context(request).engine, session.principal)
-    return _page(request, session, "orders.html", orders=orders, page_size=ORDER_PAGE)
+    raw = request.query_params.get("before")
+    match = _CURSOR.match(raw) if raw is not None else None
+    if raw is not None and match is None:
+        return _error(request, session, 400, "Bad request", "before: not a page link of this console.")
+    before = (int(match.group(1)), int(match.group(2))) if match else None
+    orders, next_page = await run_in_threadpool(_recent_orders, _context(request).engine, session.principal,
+                                                before)
+    return _page(request, session, "orders.html", orders=orders, page_size=ORDER_PAGE, next_page=next_page,
+                 first_page=before is None)
 
 
 async def _search(request: Request, session: ConsoleSession, form: dict[str, list[str]]) -> Response:

@@ -310,3 +310,22 @@ def test_open_alerts_come_first_and_are_acknowledged_with_a_note(app_client: Tes
     assert "already acknowledged" in again.text
     assert "does not exist" in post_form(app_client, f"/console/alerts/{first + 99}/ack", {"note": "n"}).text
     assert post_form(app_client, "/console/alerts/0/ack", {"note": "n"}).status_code == 404
+
+
+def test_the_order_list_is_paged(app_client: TestClient) -> None:
+    from tests.conftest import isbt_coi
+
+    for n in range(1, 51):
+        body = order_body(f"PAGE-{n:02d}", coi=isbt_coi(n),
+                          patient={**PATIENT, "mrn": f"MRN-P{n}"})
+        assert app_client.post("/v1/orders", json=body, headers=ACME).status_code == 201
+    _signed_in(app_client, "demo-admin-token")
+    first = app_client.get("/console").text
+    assert first.count('<tr><td><a href="/console/orders/') == 50
+    assert "PAGE-50" in first and "ORD-1" not in first
+    older = re.search(r'href="(/console\?before=[0-9]+-[0-9]+)"', first)
+    assert older is not None
+    second = app_client.get(older.group(1)).text
+    assert second.count('<tr><td><a href="/console/orders/') == 2  # ORD-1 and NOVA-1, placed first
+    assert "Older orders" not in second
+    assert app_client.get("/console?before=1-x").status_code == 400
