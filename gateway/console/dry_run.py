@@ -5,8 +5,8 @@ The draft is validated exactly as at start-up and as by ``POST /v1/sites/{site_i
 as ``file:line: field: reason``); the order and its events (retracted ones left out) are replayed
 with :func:`gateway.intake.replay.preview_order`, the preview API's function.  Nothing is stored.
 Each event's HL7v2 messages are compared with the ones queued for the site's MLLP endpoint at the
-time (MSH-7, the time the message was made, left out), and each FHIR resource with the version stored
-for that event (``meta`` left out of both).
+time (MSH-7, the time the message was made, left out), and each FHIR resource with its newest
+version stored once that event was accepted (``meta`` left out of both).
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from gateway.auth import Principal
-from gateway.console.timeline import load_timeline
+from gateway.console.timeline import EventEntry, Timeline, load_timeline
 from gateway.context import Context
 from gateway.errors import GatewayError
 from gateway.intake.replay import preview_order
 from gateway.profile_limits import profile_limits
 from gateway.store.db import read_session
+from gateway.store.search_params import to_us
 from gateway.store.tables import EventRow, OrderRow, as_utc
 from mappings.events import EventIn
 from mappings.orders import OrderIn
@@ -113,6 +114,18 @@ def _without_meta(text: str) -> str:
     return json.dumps(resource, indent=2, ensure_ascii=False)
 
 
+def _stored_as_of(timeline: Timeline, entry: EventEntry | None) -> dict[tuple[str, str], str]:
+    """Each resource's newest stored version once ``entry``'s event was accepted (what the site could
+    read then: a resource the event did not change keeps its earlier version)."""
+    if entry is None:
+        return {}
+    cutoff = to_us(as_utc(entry.event.accepted_at))
+    versions = [v for e in timeline.events for v in e.versions if v.moment_us <= cutoff]
+    versions += timeline.unattributed_versions
+    return {(v.resource_type, v.resource_id): v.json_text
+            for v in sorted(versions, key=lambda v: (v.last_updated_us, v.version_id))}
+
+
 def run(context: Context, site_id: str, profile_yaml: str, order_pk: int | None) -> DryRunOutcome:
     orders = site_orders(context.engine, site_id)
     outcome = DryRunOutcome(400, orders)
@@ -167,7 +180,7 @@ def run(context: Context, site_id: str, profile_yaml: str, order_pk: int | None)
             sent = _er7_lines(sent_hl7[i]) if i < len(sent_hl7) else None
             result.comparisons.append(_compare(f"HL7v2 {message.message_type} #{i + 1}",
                                                _er7_lines(message.er7), sent))
-        stored = {(v.resource_type, v.resource_id): v.json_text for v in (entry.versions if entry else [])}
+        stored = _stored_as_of(timeline, entry)
         for item in (step.bundle or {}).get("entry", []):
             resource: dict[str, Any] = item.get("resource", {})
             key = (str(resource.get("resourceType")), str(resource.get("id")))

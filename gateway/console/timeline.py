@@ -45,6 +45,7 @@ class VersionEntry:
     last_updated_us: int
     json_text: str
     diff: list[str] | None = None  # against the previous version of the same resource
+    moment_us: int = -1  # the acceptance (or retraction) it is attributed to; -1: before the first event
 
 
 @dataclass
@@ -143,6 +144,8 @@ def load_timeline(session: Session, principal: Principal, order: OrderRow) -> Ti
             item.diff = _diff(previous[key], text, f"{key[0]}/{key[1]}")
         previous[key] = text
         at = bisect_right(stamps, version.last_updated_us) - 1
+        if at >= 0:
+            item.moment_us = moments[at][0]
         (moments[at][1].versions if at >= 0 else unattributed).append(item)
 
     # outbound messages and their attempts

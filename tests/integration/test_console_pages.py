@@ -4,7 +4,9 @@ profile dry run (validator problems, same-as-sent and differs, nothing stored)."
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,7 +114,14 @@ def test_the_dry_run_compares_a_draft_with_what_was_sent(journey: TestClient, en
     page = "/console/sites/site-a/dry-run"
     same = post_form(client, page, {"profile_yaml": draft, "order": str(order_pk)}, page=page)
     assert same.status_code == 200, same.text
-    assert "HL7v2 OML^O21 #1: same as sent" in " ".join(same.text.split())
+    flat = " ".join(same.text.split())
+    assert "HL7v2 OML^O21 #1: same as sent" in flat
+    summaries = [" ".join(t.split()) for t in re.findall(r"<summary>([^<]*)</summary>", same.text)]
+    assert summaries and not any("nothing of it was sent then" in t for t in summaries)
+    assert all(t.endswith("same as sent") for t in summaries if t.startswith("HL7v2"))
+    # the same profile: only what the retraction of evt-003 (the reschedule) changed differs, in the FHIR Task
+    changed = {t.split("/")[0] for t in summaries if t.endswith("differs")}
+    assert changed == {"Task"} and '"valueDateTime": "2026-03-10T13:00:00Z"' in html.unescape(same.text)
     changed = draft.replace("receiving_application: EPIC", "receiving_application: CERNER", 1)
     assert changed != draft
     differs = post_form(client, page, {"profile_yaml": changed, "order": str(order_pk)}, page=page)
