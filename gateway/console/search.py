@@ -3,12 +3,14 @@
 The query arrives in a POST body (never in a URL) and is tried as each kind it could be; the answer
 lists orders the principal may see, each with the kinds it matched, and links by order id only.
 MRN search is for site and admin users (a manufacturer's token never searches by MRN, as its API
-never lists orders by patient).  Work is bounded: at most :data:`MAX_RESULTS` orders, one indexed or
-capped query per kind.
+never lists orders by patient).  Work is bounded: at most :data:`MAX_RESULTS` orders, one indexed
+query per kind (the indexes on ``cgt_order.coi``, ``patient_coi.mrn`` and ``outbox_message.control_id``
+are the console's, :mod:`gateway.console.tables`; a DIN uses the identity claims' unique index).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from sqlmodel import Session, col, select
@@ -91,7 +93,8 @@ def search_orders(session: Session, principal: Principal, raw: str) -> SearchRes
             kinds.append("DIN")
             add(select(OrderRow).join(IdentityClaimRow, col(IdentityClaimRow.order_pk) == col(OrderRow.id))
                 .where(col(IdentityClaimRow.kind) == "din", col(IdentityClaimRow.scope) == "",
-                       col(IdentityClaimRow.value) == din), "DIN")
+                       col(IdentityClaimRow.value_sha256) == hashlib.sha256(din.encode("utf-8")).hexdigest(),
+                       col(IdentityClaimRow.value) == din), "DIN")  # the unique (kind, scope, sha) index
         if principal.role in ("site", "admin"):
             kinds.append("MRN")
             add(select(OrderRow).join(PatientCoiRow, (col(PatientCoiRow.manufacturer_id)

@@ -1,4 +1,5 @@
-"""Console (issue 15): acknowledgements of delivery alerts (``console_alert_ack``).
+"""Console (issue 15): acknowledgements of delivery alerts (``console_alert_ack``) and the indexes
+its search reads (CoI, MRN, HL7 control id).
 
 Revision ID: 0009_console
 Revises: 0008_audit
@@ -24,7 +25,13 @@ def upgrade() -> None:
         sa.Column("acknowledged_by", sa.String(200), nullable=False),
         sa.Column("note", sa.Text(), nullable=False),
     )
+    op.create_index("ix_console_order_coi", "cgt_order", ["coi"])
+    op.create_index("ix_console_patient_coi_mrn", "patient_coi", ["mrn"])
+    op.create_index("ix_console_outbox_control_id", "outbox_message", ["control_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_console_outbox_control_id", table_name="outbox_message")
+    op.drop_index("ix_console_patient_coi_mrn", table_name="patient_coi")
+    op.drop_index("ix_console_order_coi", table_name="cgt_order")
     op.drop_table("console_alert_ack")
