@@ -505,4 +505,6 @@ async def stylesheet() -> Response:
 
 @router.get("/{rest:path}")
 async def unknown_page(request: Request, rest: str) -> Response:
+    if rest == "":  # /console/
+        return _redirect(PATH)
     return _not_found(request, await _session(request))

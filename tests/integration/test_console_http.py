@@ -329,3 +329,17 @@ def test_the_order_list_is_paged(app_client: TestClient) -> None:
     assert second.count('<tr><td><a href="/console/orders/') == 2  # ORD-1 and NOVA-1, placed first
     assert "Older orders" not in second
     assert app_client.get("/console?before=1-x").status_code == 400
+
+
+def test_an_order_id_two_manufacturers_use_asks_which(app_client: TestClient) -> None:
+    same_id = nova_order_body("ORD-1", site_id="site-a", coi="NC-000999")
+    assert app_client.post("/v1/orders", json=same_id, headers=NOVA).status_code == 201
+    _signed_in(app_client, "demo-site-a-token")
+    page = app_client.get("/console/orders/ORD-1")
+    assert page.status_code == 200 and "Several manufacturers use this order id" in page.text
+    assert 'href="/console/orders/ORD-1?manufacturer_id=acme-bio"' in page.text
+    assert 'href="/console/orders/ORD-1?manufacturer_id=nova-cell"' in page.text
+    assert "CART-CD19" in app_client.get("/console/orders/ORD-1?manufacturer_id=acme-bio").text
+    _signed_in(app_client, "demo-acme-token")  # a manufacturer sees only its own: no question
+    assert "CART-CD19" in app_client.get("/console/orders/ORD-1").text
+    assert app_client.get("/console/", follow_redirects=False).headers["location"] == "/console"
