@@ -276,6 +276,12 @@ def test_admin_retries_and_skips_dead_letters(app_client: TestClient, engine: En
     assert f"Message {first}: skipped." in skipped.text and f"Message {second}: skipped." in skipped.text
     states = {m.id: (m.state, m.skip_reason) for m in messages(engine)}
     assert states[first] == states[second] == (MessageState.skipped, "site asked")
+    again = post_form(app_client, "/console/outbox/retry", {"ids": [str(first), str(second)]},
+                      page="/console/outbox")
+    assert f"Message {first}: queued again" in again.text and f"Message {second}: queued again" in again.text
+    assert {m.id: m.state for m in messages(engine)}[second] == MessageState.pending
+    twice = post_form(app_client, "/console/outbox/retry", {"one": str(second)}, page="/console/outbox")
+    assert f"Message {second}: message {second} is pending; only dead or skipped" in twice.text
 
 
 # ----------------------------------------------------------------------------- alerts
