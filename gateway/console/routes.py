@@ -120,9 +120,12 @@ async def _form(request: Request) -> dict[str, list[str]] | None:
         return None
     try:
         text = (await request.body()).decode("utf-8")
-        return parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FIELDS, strict_parsing=False)
+        form = parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FIELDS, strict_parsing=False,
+                        errors="strict")
     except (UnicodeDecodeError, ValueError):
         return None
+    # NUL is in no field a person types, and PostgreSQL text cannot hold it
+    return None if any("\x00" in v for values in form.values() for v in values) else form
 
 
 def _one(form: dict[str, list[str]], name: str) -> str | None:

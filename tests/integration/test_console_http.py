@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -252,6 +253,12 @@ def test_inputs_are_bounded(app_client: TestClient) -> None:
     assert app_client.get("/console/orders/" + "x" * 65).status_code == 404
     assert app_client.get("/console/orders/ORD-1?manufacturer_id=%00").status_code == 404
     assert app_client.get("/console/no/such/page").status_code == 404
+    for field in ({"q": "ORD\x001"}, {"q": "%ff"}):  # NUL, or bytes that are not UTF-8
+        body = "&".join(f"{k}={quote(v, safe='%')}" for k, v in {**field, "csrf": csrf_of(
+            app_client.get("/console").text)}.items())
+        response = app_client.post("/console/search", content=body.encode(),
+                                   headers={"content-type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 403, field
 
 
 # ----------------------------------------------------------------------------- dead letters
