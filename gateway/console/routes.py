@@ -33,6 +33,7 @@ from gateway.console.session import (
     SIGNIN_COOKIE,
     ConsoleSession,
     SessionKeys,
+    allows,
     role_of,
     still_valid,
     token_kind,
@@ -150,9 +151,18 @@ async def _post(request: Request, handler: Handler) -> Response:
 
 
 def _admin_only(request: Request, session: ConsoleSession) -> Response | None:
-    if session.principal.is_admin:
+    """Queues and alerts: an admin token (an OAuth one with the ``admin`` scope), as the admin API."""
+    if session.principal.is_admin and allows(session.principal, "admin"):
         return None
-    return _error(request, session, 403, "Forbidden", "Only an admin may use this page.")
+    return _error(request, session, 403, "Forbidden",
+                  "Only an admin (with the admin scope) may use this page.")
+
+
+def _may_read_orders(request: Request, session: ConsoleSession) -> Response | None:
+    """Order pages and search need ``orders.read`` (always held by a static token), as ``GET /v1/orders``."""
+    if allows(session.principal, "orders.read"):
+        return None
+    return _error(request, session, 403, "Forbidden", "This session's token lacks the orders.read scope.")
 
 
 # ----------------------------------------------------------------------------- sign-in, sign-out
@@ -193,9 +203,16 @@ async def sign_in(request: Request) -> Response:
     principal = await run_in_threadpool(principal_for_token, token, context.settings, context.engine)
     if principal is None:
         return _sign_in_form(request, 401, "This token is not known (or was revoked).")
+    if not (allows(principal, "orders.read") or allows(principal, "admin")):
+        return _sign_in_form(request, 403, "This access token holds neither orders.read nor admin: "
+                                           "the console needs one of them.")
     digest = hash_token(token)
     kind = await run_in_threadpool(token_kind, digest, context.settings, context.engine)
-    cookie = _keys(request).issue(principal, digest, kind, context.now())
+    # an OAuth access token's session ends no later than such a token would (issue 14's setting)
+    lifetime = getattr(context.settings, "oauth_access_token_lifetime_s", None) if kind == "other" else None
+    cookie = _keys(request).issue(principal, digest, kind, context.now(), lifetime)
+    if cookie is None:
+        return _sign_in_form(request, 400, "This token holds too many scopes for a console session.")
     response = _redirect(PATH)
     response.set_cookie(SESSION_COOKIE, cookie, max_age=_keys(request).ttl_s, path=PATH, httponly=True,
                         samesite="strict", secure=_secure(request))
@@ -245,6 +262,9 @@ async def home(request: Request) -> Response:
     session = await _session(request)
     if session is None:
         return _to_sign_in()
+    refused = _may_read_orders(request, session)
+    if refused is not None:
+        return refused
     raw = request.query_params.get("before")
     match = _CURSOR.match(raw) if raw is not None else None
     if raw is not None and match is None:
@@ -257,6 +277,9 @@ async def home(request: Request) -> Response:
 
 
 async def _search(request: Request, session: ConsoleSession, form: dict[str, list[str]]) -> Response:
+    refused = _may_read_orders(request, session)
+    if refused is not None:
+        return refused
     query = _one(form, "q")
     if query is None or not query.strip():
         return _page(request, session, "search.html", 400, query="", result=None,
@@ -283,6 +306,9 @@ async def order_timeline(request: Request, order_id: str) -> Response:
     session = await _session(request)
     if session is None:
         return _to_sign_in()
+    refused = _may_read_orders(request, session)
+    if refused is not None:
+        return refused
     manufacturer_id = request.query_params.get("manufacturer_id")
     try:
         order_id = _IDENTIFIER.validate_python(order_id)
@@ -460,7 +486,9 @@ async def alert_ack(request: Request, alert_id: str) -> Response:
 
 
 def _may_dry_run(principal: Principal, site_id: str) -> bool:
-    return principal.is_admin or (principal.role == "site" and principal.subject == site_id)
+    """As ``POST /v1/sites/{site_id}/preview``: the site itself or admin, with orders.read or admin."""
+    return ((principal.is_admin or (principal.role == "site" and principal.subject == site_id))
+            and (allows(principal, "orders.read") or allows(principal, "admin")))
 
 
 @router.get("/sites/{site_id}/dry-run")

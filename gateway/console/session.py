@@ -1,16 +1,20 @@
 """Console sessions and CSRF tokens: an HMAC-signed cookie, no server-side state.
 
 Signing in presents a bearer token once; :func:`gateway.auth.principal_for_token` resolves it and the
-console keeps, in a cookie signed with HMAC-SHA256, the principal, the token's SHA-256 (never the
-token), how the token was known (``configured``, ``client`` or ``other``: an OAuth access token once
-issue 14 lands), an expiry and a random nonce.  The cookie is ``HttpOnly``, ``SameSite=Strict``,
-``Path=/console`` and ``Secure`` when ``public_base_url`` is https.
+console keeps, in a cookie signed with HMAC-SHA256, the principal (with an OAuth access token's
+scopes), the token's SHA-256 (never the token), how the token was known (``configured``, ``client`` or
+``other``: an OAuth access token, issue 14), an expiry and a random nonce.  Pages need the scopes the
+matching API routes need (:func:`allows`: ``orders.read`` to read orders, ``admin`` for the queues
+and alerts); a static token holds every scope its role allows.  The cookie is ``HttpOnly``,
+``SameSite=Strict``, ``Path=/console`` and ``Secure`` when ``public_base_url`` is https.
 
 Signing out deletes the cookie and remembers the session's nonce in this process until the session
 would have expired, so a copy of the cookie is refused too (until a restart).  Every request
 re-checks the signature and the expiry, and (in the thread pool, see
 :func:`still_valid`) that a configured token is still configured with the same role and that an
-``api_client`` token is not revoked: revoking a token ends its console sessions at their next request.
+``api_client`` token is not revoked (and static tokens are still on): revoking a token ends its
+console sessions at their next request.  An OAuth access token is checked at sign-in only; its session
+lasts at most ``oauth_access_token_lifetime_s`` (the token's own lifetime).
 
 CSRF: every form carries ``csrf``, the HMAC of the session's nonce (synchroniser token, derived, so
 nothing is stored); the sign-in form, before any session exists, carries the HMAC of a random
@@ -43,6 +47,8 @@ __all__ = [
     "ConsoleSession",
     "SessionKeys",
     "role_of",
+    "scopes_of",
+    "allows",
     "still_valid",
     "token_kind",
 ]
@@ -51,7 +57,8 @@ SESSION_COOKIE = "cgt_console"
 SIGNIN_COOKIE = "cgt_console_signin"
 TokenKind = Literal["configured", "client", "other"]
 MAX_ENDED = 10_000  # signed-out sessions remembered per process
-_MAX_COOKIE = 2048  # a cookie of ours is a few hundred bytes; longer is not ours (checked before decoding)
+# a cookie of ours is a few hundred bytes (more with many OAuth scopes); browsers keep 4096
+_MAX_COOKIE = 3800
 
 
 def _b64(raw: bytes) -> str:
@@ -60,6 +67,21 @@ def _b64(raw: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text.encode("ascii") + b"=" * (-len(text) % 4))
+
+
+def scopes_of(principal: Principal) -> frozenset[str] | None:
+    """The scopes an OAuth access token granted (``Principal.scopes``, issue 14); None for a static
+    token, which holds every scope its role allows."""
+    scopes = getattr(principal, "scopes", None)
+    return frozenset(scopes) if scopes is not None else None
+
+
+def allows(principal: Principal, atom: str) -> bool:
+    """Whether ``principal`` holds the scope ``atom`` (``orders.read``, ``admin``): always for a
+    static token; for an OAuth token, as the API decides (``Principal.has_scope``)."""
+    if scopes_of(principal) is None:
+        return True
+    return bool(principal.has_scope(atom))  # type: ignore[attr-defined]
 
 
 def role_of(principal: Principal) -> str:
@@ -98,11 +120,18 @@ class SessionKeys:
 
     # ---------------------------------------------------------------- the session cookie
 
-    def issue(self, principal: Principal, token_sha256: str, kind: TokenKind, now: datetime) -> str:
+    def issue(self, principal: Principal, token_sha256: str, kind: TokenKind, now: datetime,
+              ttl_s: int | None = None) -> str | None:
+        """A signed cookie for ``principal`` (its OAuth scopes too), valid ``ttl_s`` (default: the
+        console's); None when it would not fit in a cookie (a token with very many scopes)."""
+        scopes = scopes_of(principal)
         body = _b64(orjson.dumps({
             "r": role_of(principal), "c": principal.client_id, "d": token_sha256, "k": kind,
-            "e": int(now.timestamp()) + self.ttl_s, "n": secrets.token_urlsafe(16)}))
-        return f"{body}.{self._mac('session', body)}"
+            "s": sorted(scopes) if scopes is not None else None,
+            "e": int(now.timestamp()) + min(ttl_s or self.ttl_s, self.ttl_s),
+            "n": secrets.token_urlsafe(16)}))
+        cookie = f"{body}.{self._mac('session', body)}"
+        return cookie if len(cookie) <= _MAX_COOKIE else None
 
     def read(self, cookie: str | None, now: datetime) -> ConsoleSession | None:
         """The session in ``cookie`` if it is ours, intact and unexpired; else None."""
@@ -113,9 +142,14 @@ class SessionKeys:
             return None
         try:
             data = orjson.loads(_unb64(body))
-            principal = Principal.from_role(str(data["r"]), str(data["c"]))
+            scopes = data.get("s")
+            if scopes is None:
+                principal = Principal.from_role(str(data["r"]), str(data["c"]))
+            else:  # an OAuth access token's principal keeps its scopes (gateway.auth, issue 14)
+                principal = Principal.from_role(str(data["r"]), str(data["c"]),  # type: ignore[call-arg]
+                                                frozenset(str(s) for s in scopes))
             session = ConsoleSession(principal, str(data["d"]), data["k"], int(data["e"]), str(data["n"]))
-        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        except (ValueError, KeyError, TypeError, AttributeError, orjson.JSONDecodeError):
             return None
         if session.token_kind not in ("configured", "client", "other"):
             return None
@@ -163,9 +197,11 @@ def token_kind(token_sha256: str, settings: Settings, engine: Engine) -> TokenKi
 
 def still_valid(session: ConsoleSession, settings: Settings, engine: Engine) -> bool:
     """The token behind ``session`` still grants the same role (blocking: run it in the thread pool).
-    Tokens of kind ``other`` (OAuth access tokens) were checked at sign-in; they live until the
-    session's expiry."""
+    Tokens of kind ``other`` (OAuth access tokens) were checked at sign-in; their sessions last at most
+    ``oauth_access_token_lifetime_s`` (see the sign-in route)."""
     role = role_of(session.principal)
+    if session.token_kind in ("configured", "client") and not getattr(settings, "static_tokens", True):
+        return False  # static tokens switched off (issue 14): their sessions end too
     if session.token_kind == "configured":
         return settings.role_for_token_hash(session.token_sha256) == role
     if session.token_kind == "client":

@@ -4,8 +4,10 @@ redirects, bounded inputs.  What a browser sees is in tests/e2e/test_console_bro
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -14,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.auth import create_token
+from gateway.auth import Principal, create_token
 from gateway.bootstrap import create_app
-from gateway.config import Settings, load_settings
+from gateway.config import Settings, load_settings, parse_role
 from gateway.console.session import SESSION_COOKIE
 from gateway.delivery.outbox import MessageState
 from gateway.store.tables import ApiClientRow
@@ -356,3 +358,61 @@ def test_an_order_id_two_manufacturers_use_asks_which(app_client: TestClient) ->
     _signed_in(app_client, "demo-acme-token")  # a manufacturer sees only its own: no question
     assert "CART-CD19" in app_client.get("/console/orders/ORD-1").text
     assert app_client.get("/console/", follow_redirects=False).headers["location"] == "/console"
+
+
+# ----------------------------------------------------------------------------- OAuth access tokens
+
+
+@dataclass(frozen=True)
+class ScopedPrincipal(Principal):
+    """Issue 14's principal: an OAuth access token's scopes (None: a static token)."""
+
+    scopes: frozenset[str] | None = None
+
+    def has_scope(self, atom: str) -> bool:
+        return self.scopes is None or atom in self.scopes
+
+    @classmethod
+    def from_role(cls, role: str, client_id: str = "",  # type: ignore[override]
+                  scopes: frozenset[str] | None = None) -> ScopedPrincipal:
+        kind, subject = parse_role(role)
+        return cls(kind, subject, client_id, scopes)
+
+
+OAUTH = {"cgt_at_orders": ("site:site-a", {"orders.read"}),
+         "cgt_at_fhir_only": ("site:site-a", {"system/Task.rs"}),
+         "cgt_at_admin_reader": ("admin", {"orders.read"})}
+
+
+@pytest.fixture
+def oauth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console as it runs once issue 14's OAuth is merged: principals carry their token's scopes."""
+    import gateway.console.routes as routes
+    import gateway.console.session as session
+
+    real = routes.principal_for_token
+
+    def principal_for_token(token: str, settings: Settings, engine: Engine) -> Principal | None:
+        if token in OAUTH:
+            role, scopes = OAUTH[token]
+            return ScopedPrincipal.from_role(role, "oauth-client", frozenset(scopes))
+        return real(token, settings, engine)
+
+    monkeypatch.setattr(routes, "principal_for_token", principal_for_token)
+    monkeypatch.setattr(session, "Principal", ScopedPrincipal)
+
+
+@pytest.mark.usefixtures("oauth")
+def test_an_oauth_token_opens_what_its_scopes_allow(app_client: TestClient) -> None:
+    refused = sign_in(app_client, "cgt_at_fhir_only")
+    assert refused.status_code == 403 and "neither orders.read nor admin" in refused.text
+    _signed_in(app_client, "cgt_at_orders")
+    assert '"s":["orders.read"]' in base64.urlsafe_b64decode(
+        app_client.cookies[SESSION_COOKIE].split(".")[0] + "==").decode()
+    assert app_client.get("/console/orders/ORD-1").status_code == 200
+    assert 'orders/ORD-1?' in post_form(app_client, "/console/search", {"q": "ORD-1"}).text
+    _signed_in(app_client, "cgt_at_admin_reader")  # an admin client without the admin scope
+    assert app_client.get("/console/orders/NOVA-1").status_code == 200
+    assert app_client.get("/console/outbox").status_code == 403
+    assert app_client.get("/console/alerts").status_code == 403
+    assert post_form(app_client, "/console/outbox/retry", {"ids": "1"}).status_code == 403

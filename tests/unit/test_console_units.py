@@ -84,3 +84,15 @@ def test_signed_out_sessions_are_refused_and_the_memory_is_bounded() -> None:
 def test_a_short_key_is_refused() -> None:
     with pytest.raises(ValueError):
         SessionKeys(b"short", ttl_s=60)
+
+
+def test_a_shorter_lifetime_caps_the_session_and_an_oversized_one_is_refused() -> None:
+    keys = SessionKeys(b"k" * 32, ttl_s=3600)
+    cookie = keys.issue(SITE_A, "ab" * 32, "other", NOW, ttl_s=300)
+    assert cookie is not None
+    assert keys.read(cookie, NOW + timedelta(seconds=299)) is not None
+    assert keys.read(cookie, NOW + timedelta(seconds=300)) is None
+    longer = keys.issue(SITE_A, "ab" * 32, "other", NOW, ttl_s=99_999)  # never beyond the console's own
+    assert longer is not None and keys.read(longer, NOW + timedelta(seconds=3600)) is None
+    huge = Principal("site", "site-a", "x" * 4000)
+    assert keys.issue(huge, "ab" * 32, "configured", NOW) is None
