@@ -12,6 +12,7 @@ from gateway.api import preview as preview_api
 from gateway.api.limits import BodyLimitMiddleware
 from gateway.api.problem import install_problem_handlers
 from gateway.config import Settings, load_settings
+from gateway.console.routes import install_console
 from gateway.context import Clock, build_context, utc_now
 from gateway.fhir_api import inbound as fhir_inbound
 from gateway.inbound.mllp import inbound_lifespan
@@ -54,4 +55,5 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(preview_api.router)
     app.include_router(outbox_api.router)
     app.include_router(outbox_api.metrics_router)
+    install_console(app)
     return app

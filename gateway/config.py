@@ -416,6 +416,14 @@ class Settings(BaseSettings):
 
     # --- issue 15 / demo peer and metrics: settings of this part go below
 
+    # --- issue 15 / console: settings of this part go below
+    # The key that signs /console session cookies and CSRF tokens (at least 32 characters; a secret:
+    # set it from the environment, CGT_GATEWAY_CONSOLE_SESSION_KEY). Unset: 32 random bytes drawn when
+    # the app starts, so console sessions end when the server restarts.
+    console_session_key: str | None = Field(default=None, min_length=32, max_length=512, repr=False)
+    # A console session ends this long after sign-in (sign in again then).
+    console_session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 86400)
+
     manufacturers: list[ManufacturerConfig] = Field(default_factory=list)
     sites: list[SiteConfig] = Field(default_factory=list)
     api_clients: list[ApiClientConfig] = Field(default_factory=list)
