@@ -53,7 +53,8 @@ def _unique(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 class AuditEntry:
     """One call that read or wrote patient data.  ``entities``: references of what was touched
     (``Task/<id>`` for FHIR resources, ``order:<manufacturer>/<order_id>``,
-    ``event:<manufacturer>/<event_id>``, ``outbox:<message id>``); ``patients``: ``Patient/<id>`` only (never a name or an MRN);
+    ``event:<manufacturer>/<event_id>``, ``outbox:<message id>``); ``patients``: ``Patient/<id>``
+    only (never a name or an MRN);
     ``outcome``: ``success`` or the failure's code; ``source``: the client's address, or for a
     delivery the destination (``site-a/mllp``)."""
 
