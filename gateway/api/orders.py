@@ -145,8 +145,8 @@ def get_order(
             )
         view = order_view(session, rows[0])
     context = request_context(request)
-    note_read(request, principal, "orders.read",
-              entities=[order_reference(rows[0].manufacturer_id, order_id)], patients=_patients(context, rows))
+    entities = [order_reference(rows[0].manufacturer_id, order_id)]
+    note_read(request, principal, "orders.read", entities=entities, patients=_patients(context, rows))
     return _as_site_may_see(view, principal, context)
 
 
