@@ -11,8 +11,8 @@ UPDATE``, the outbox row) and appends to the audit trail LAST, just before it co
 is held only for the end of the transaction and no transaction waits for anything while holding it.
 
 If the head row is missing (a database emptied by hand, or by the tests), it is recreated from the
-last record, or as the genesis head when there is none; a warning says so.  Two writers recreating
-it at once: one wins, the other's transaction fails with ``IntegrityError`` (intake retries it).
+last record, or as the genesis head when there is none (``INSERT ... ON CONFLICT DO NOTHING``, then
+the lock again: two writers recreating it at once both go on); a warning says so.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -55,9 +56,11 @@ def _lock_head(conn: Connection, n: int) -> tuple[int, str]:
         seq, sha = (int(last.seq), str(last.sha256)) if last is not None else (0, GENESIS_SHA256)
         if last is not None:
             log.warning("audit chain head row was missing; recreated from the last record",
-                        extra={"seq": seq})
-        conn.execute(HEAD.insert(), {"id": HEAD_ID, "seq": seq + n, "sha256": sha})
-        return seq + 1, sha
+                        extra={"audit_seq": seq})
+        insert = (postgresql.insert(HEAD) if conn.dialect.name == "postgresql" else sqlite.insert(HEAD))
+        conn.execute(insert.on_conflict_do_nothing(), {"id": HEAD_ID, "seq": seq, "sha256": sha})
+        row = conn.execute(_LOCK_HEAD, {"n": n}).first()  # another writer may have made it first
+        assert row is not None
     return int(row.seq) - n + 1, str(row.sha256)
 
 
