@@ -4,7 +4,8 @@
 PostgreSQL a row lock held to the end of the transaction, on SQLite the database write lock), so
 appends from concurrent transactions are serialized and each sees the previous one's hash.  Then it
 inserts the records and their search references and stores the new head hash: four statements,
-whatever the number of entries.
+whatever the number of entries, run on the DB-API cursor (:mod:`gateway.store.prepared_sql`: on the
+ingest path SQLAlchemy's per-statement machinery would cost more than the database).
 
 Lock order, to stay free of deadlocks: a writer takes its own rows first (the order row ``FOR
 UPDATE``, the outbox row) and appends to the audit trail LAST, just before it commits, so the head
@@ -28,6 +29,7 @@ from sqlmodel import Session
 
 from gateway.audit.records import GENESIS_SHA256, AuditEntry, record_sha256
 from gateway.audit.tables import HEAD, RECORDS, REFS
+from gateway.store.prepared_sql import execute, executemany, fetch_rows
 
 __all__ = ["append", "read_head", "HEAD_ID"]
 
@@ -50,7 +52,8 @@ def _connection(target: Connection | Session) -> Connection:
 
 def _lock_head(conn: Connection, n: int) -> tuple[int, str]:
     """Lock the head, reserve ``n`` sequence numbers; (the first one, the previous hash)."""
-    row = conn.execute(_LOCK_HEAD, {"n": n}).first()
+    found = fetch_rows(conn, _LOCK_HEAD, {"n": n})
+    row = found[0] if found else None
     if row is None:
         last = conn.execute(_LAST_RECORD).first()
         seq, sha = (int(last.seq), str(last.sha256)) if last is not None else (0, GENESIS_SHA256)
@@ -83,10 +86,9 @@ def append(target: Connection | Session, entries: Sequence[AuditEntry]) -> int:
         refs.extend({"seq": seq, "kind": "e", "ref": ref} for ref in entry.entities)
         refs.extend({"seq": seq, "kind": "p", "ref": ref} for ref in entry.patients)
         prev = sha
-    conn.execute(_INSERT_RECORD, records)
-    if refs:
-        conn.execute(_INSERT_REF, refs)
-    conn.execute(_SET_HEAD, {"h": prev})
+    executemany(conn, _INSERT_RECORD, records)
+    executemany(conn, _INSERT_REF, refs)
+    execute(conn, _SET_HEAD, {"h": prev})
     return first + len(entries) - 1
 
 

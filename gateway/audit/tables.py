@@ -45,12 +45,13 @@ class AuditRecordRow(SQLModel, table=True):
 
 
 class AuditRefRow(SQLModel, table=True):
-    __tablename__ = "audit_ref"
-    __table_args__ = (sa.Index("ix_audit_ref_ref", "ref", "seq"),)
+    """The primary key ``(ref, kind, seq)`` is the search index itself (no second index to write)."""
 
-    seq: int = Field(sa_column=sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False))
-    kind: str = Field(sa_column=sa.Column("kind", sa.String(1), primary_key=True))  # "e" entity, "p" patient
+    __tablename__ = "audit_ref"
+
     ref: str = Field(sa_column=sa.Column("ref", sa.String(200), primary_key=True))
+    kind: str = Field(sa_column=sa.Column("kind", sa.String(1), primary_key=True))  # "e" entity, "p" patient
+    seq: int = Field(sa_column=sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False))
 
 
 class AuditHeadRow(SQLModel, table=True):

@@ -68,7 +68,8 @@ def verify(
     if anchor is not None:
         match = _ANCHOR.match(anchor.strip())
         if not match:
-            typer.echo("error: --anchor takes SEQ:SHA256 (a sequence number, a colon, 64 hex digits)", err=True)
+            typer.echo("error: --anchor takes SEQ:SHA256 (a sequence number, a colon, 64 hex digits)",
+                       err=True)
             raise typer.Exit(2)
         anchored = (int(match.group(1)), match.group(2))
     engine = _engine(config)
@@ -113,7 +114,8 @@ def export(
     handle = out.open("wb") if out is not None else sys.stdout.buffer
     try:
         for record in records_since(engine, since_us):
-            handle.write(orjson.dumps(audit_event(record.seq, record.entry, record.prev_sha256, record.sha256)))
+            event = audit_event(record.seq, record.entry, record.prev_sha256, record.sha256)
+            handle.write(orjson.dumps(event))
             handle.write(b"\n")
             count += 1
     finally:

@@ -7,7 +7,6 @@ import threading
 from typing import Any
 
 import orjson
-import pytest
 import sqlalchemy as sa
 from fhir.resources.R4B import get_fhir_model_class
 from typer.testing import CliRunner
@@ -47,7 +46,8 @@ def _post_order(client, order_id: str = "ORD-1") -> None:
 def test_an_order_post_leaves_one_write_record_with_patient_id_and_no_phi(client, engine) -> None:
     _post_order(client)
     [record] = records(engine)
-    assert (record.seq, record.action, record.operation, record.outcome) == (1, "create", "orders.create", "success")
+    assert (record.seq, record.action, record.operation) == (1, "create", "orders.create")
+    assert record.outcome == "success"
     assert (record.client_id, record.role) == ("acme-bio demo", "manufacturer:acme-bio")
     assert record.source == "testclient"
     assert orjson.loads(record.entities) == ["order:acme-bio/ORD-1"]
@@ -67,7 +67,8 @@ def test_an_event_and_its_retraction_each_leave_a_record(client, engine, clock) 
     at = clock().isoformat()
     event = event_body("EV-1", "order.confirmed", at)
     assert client.post("/v1/orders/ORD-1/events", json=event, headers=ACME).status_code == 201
-    retract = client.post("/v1/orders/ORD-1/events/EV-1/retract", json={"reason": "wrong order"}, headers=ACME)
+    retract = client.post("/v1/orders/ORD-1/events/EV-1/retract", json={"reason": "wrong order"},
+                          headers=ACME)
     assert retract.status_code == 200, retract.text
     ops = [(r.action, r.operation) for r in records(engine)]
     assert ops == [("create", "orders.create"), ("create", "events.create"), ("update", "events.retract")]
@@ -99,8 +100,8 @@ def test_a_fhir_poll_with_data_leaves_a_read_record_an_empty_poll_none(client, e
     [task] = poll["entry"]
     flush(client)
     read = records(engine)[-1]
-    assert (read.action, read.operation, read.client_id, read.role) == ("search", "fhir.search", "site-a demo",
-                                                                        "site:site-a")
+    assert (read.action, read.operation) == ("search", "fhir.search")
+    assert (read.client_id, read.role) == ("site-a demo", "site:site-a")
     assert orjson.loads(read.entities) == [f"Task/{task['resource']['id']}"]
     assert orjson.loads(read.patients) == orjson.loads(records(engine)[0].patients)
     assert verify_chain(engine).ok
@@ -147,7 +148,8 @@ def test_an_outbox_retry_leaves_a_delivery_record_per_attempt(client, engine, se
     store.record(again, DeliveryOutcome("delivered", ack_code="AA"))
     order, *deliveries = records(engine)
     assert [(r.action, r.operation, r.outcome, r.source) for r in deliveries] == [
-        ("execute", "outbox.deliver", "retry", destination), ("execute", "outbox.deliver", "success", destination)]
+        ("execute", "outbox.deliver", "retry", destination),
+        ("execute", "outbox.deliver", "success", destination)]
     assert deliveries[0].patients == order.patients
     assert f"outbox:{message.id}" in orjson.loads(deliveries[0].entities)
     assert verify_chain(engine).ok

@@ -36,13 +36,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_record_at", "audit_record", ["at_us", "seq"])
     op.create_index("ix_audit_record_client", "audit_record", ["client_id", "seq"])
-    op.create_table(
+    op.create_table(  # the primary key (ref, kind, seq) is the search index
         "audit_ref",
-        sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
-        sa.Column("kind", sa.String(1), primary_key=True),
         sa.Column("ref", sa.String(200), primary_key=True),
+        sa.Column("kind", sa.String(1), primary_key=True),
+        sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
     )
-    op.create_index("ix_audit_ref_ref", "audit_ref", ["ref", "seq"])
     head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
@@ -54,7 +53,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("audit_head")
-    op.drop_index("ix_audit_ref_ref", table_name="audit_ref")
     op.drop_table("audit_ref")
     op.drop_index("ix_audit_record_client", table_name="audit_record")
     op.drop_index("ix_audit_record_at", table_name="audit_record")
