@@ -356,3 +356,36 @@ def test_export_writes_r4_audit_events_as_ndjson(client, engine, monkeypatch, tm
     assert stdout.exit_code == 0 and stdout.stdout == ""
     bad = runner.invoke(cli, ["audit", "export", "--since", "yesterday", "--config", str(DEMO_CONFIG)])
     assert bad.exit_code == 2
+
+
+def test_a_fhir_read_leaves_a_record_a_304_a_head_and_a_404_none(client, engine) -> None:
+    _post_order(client)
+    task_id = client.get("/fhir/Task", headers=SITE_A).json()["entry"][0]["resource"]["id"]
+    flush(client)
+    before = len(records(engine))
+    read = client.get(f"/fhir/Task/{task_id}", headers=SITE_A)
+    assert read.status_code == 200
+    assert client.get(f"/fhir/Task/{task_id}", headers={**SITE_A, "If-None-Match": read.headers["ETag"]}
+                      ).status_code == 304
+    assert client.head(f"/fhir/Task/{task_id}", headers=SITE_A).status_code == 200
+    assert client.get(f"/fhir/Task/{task_id}", headers=SITE_B).status_code == 404
+    assert client.get("/fhir/CodeSystem", headers=SITE_A).status_code == 200  # shared: no patient data
+    flush(client)
+    added = records(engine)[before:]
+    assert [(r.action, r.operation, orjson.loads(r.entities)) for r in added] == [
+        ("read", "fhir.read", [f"Task/{task_id}"])]
+
+
+def test_an_outbox_message_shown_with_its_payload_leaves_a_record(client, engine) -> None:
+    _post_order(client)
+    enqueue_mllp(engine, ["M1"])
+    with engine.connect() as conn:
+        message_id = conn.execute(sa.text("SELECT id FROM outbox_message")).scalar_one()
+    assert client.get(f"/v1/admin/outbox/{message_id}", headers=ADMIN).status_code == 200
+    flush(client)
+    assert len(records(engine)) == 1  # without the payload: no patient data shown
+    assert client.get(f"/v1/admin/outbox/{message_id}?payload=true", headers=ADMIN).status_code == 200
+    flush(client)
+    shown = records(engine)[-1]
+    assert (shown.operation, shown.role) == ("outbox.read", "admin")
+    assert orjson.loads(shown.entities) == [f"outbox:{message_id}", "order:acme-bio/ORD-1"]
