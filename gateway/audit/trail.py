@@ -136,10 +136,13 @@ class AuditTrail:
 
         self._last_head_log = time.monotonic()
         while not self._stop.wait(self.flush_s):
-            self.flush()
-            if self.head_log_s and time.monotonic() - self._last_head_log >= self.head_log_s:
-                self._last_head_log = time.monotonic()
-                self.log_head()
+            try:
+                self.flush()
+                if self.head_log_s and time.monotonic() - self._last_head_log >= self.head_log_s:
+                    self._last_head_log = time.monotonic()
+                    self.log_head()
+            except Exception as exc:  # a bug must not end the thread: the reads stay queued  # noqa: BLE001
+                log.error("audit thread failed a turn", extra={"error": type(exc).__name__})
 
     def close(self) -> None:
         """Stop the thread, append what waits, log the head (the app's lifespan ends)."""
