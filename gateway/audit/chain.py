@@ -1,19 +1,32 @@
-"""Appending to the hash chain, in the caller's transaction.
+"""Appending to the hash chain, in the caller's transaction, as its last statements.
 
-:func:`append` locks the chain head first (``UPDATE audit_head SET seq = seq + n ... RETURNING``: on
-PostgreSQL a row lock held to the end of the transaction, on SQLite the database write lock), so
-appends from concurrent transactions are serialized and each sees the previous one's hash.  Then it
-inserts the records and their search references and stores the new head hash: four statements,
-whatever the number of entries, run on the DB-API cursor (:mod:`gateway.store.prepared_sql`: on the
-ingest path SQLAlchemy's per-statement machinery would cost more than the database).
+The chain head is ONE row (``audit_head``, ``id`` 1: the last ``seq``, its hash, and the hash before
+it).  Every append first updates it (``UPDATE audit_head SET seq = seq + 1 ...``), which locks it: on
+PostgreSQL a row lock held to the end of the transaction, on SQLite the database write lock (already
+held by ``BEGIN IMMEDIATE``).  So appends from concurrent transactions are serialized, and each one
+sees the previous one's hash.
+
+* **PostgreSQL**: ONE statement per record (one round trip), with the record's hash computed by the
+  database from the content hash computed here (:func:`gateway.audit.records.chain_sha256` written in
+  SQL)::
+
+      WITH h AS (UPDATE audit_head SET seq = seq + 1, prev_sha256 = sha256, sha256 = encode(sha256(
+                   convert_to((seq + 1)::text || ':' || sha256 || ':' || :c, 'UTF8')), 'hex')
+                 WHERE id = 1 RETURNING seq, prev_sha256, sha256),
+           r AS (INSERT INTO audit_ref (ref, kind, seq) SELECT ..., h.seq FROM h, unnest(:refs, :kinds))
+      INSERT INTO audit_record (...) SELECT h.seq, ..., h.prev_sha256, h.sha256 FROM h RETURNING seq
+
+* **SQLite** (in process: statements are cheap): lock and read the head (``UPDATE ... RETURNING``),
+  insert the records and their references, store the new head: four statements for any number of
+  records, on the DB-API cursor (:mod:`gateway.store.prepared_sql`).
 
 Lock order, to stay free of deadlocks: a writer takes its own rows first (the order row ``FOR
-UPDATE``, the outbox row) and appends to the audit trail LAST, just before it commits, so the head
-is held only for the end of the transaction and no transaction waits for anything while holding it.
+UPDATE``, the outbox row) and appends LAST, just before it commits, so the head is held only for the
+end of the transaction and no transaction waits for anything while holding it.
 
 If the head row is missing (a database emptied by hand, or by the tests), it is recreated from the
 last record, or as the genesis head when there is none (``INSERT ... ON CONFLICT DO NOTHING``, then
-the lock again: two writers recreating it at once both go on); a warning says so.
+the append again: two writers recreating it at once both go on); a warning says so.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from gateway.audit.records import GENESIS_SHA256, AuditEntry, record_sha256
+from gateway.audit.records import GENESIS_SHA256, AuditEntry, chain_sha256, content_sha256
 from gateway.audit.tables import HEAD, RECORDS, REFS
 from gateway.store.prepared_sql import execute, executemany, fetch_rows
 
@@ -39,57 +52,88 @@ HEAD_ID = 1
 _LOCK_HEAD = (HEAD.update().where(HEAD.c.id == HEAD_ID)
               .values(seq=HEAD.c.seq + sa.bindparam("n", type_=sa.BigInteger()))
               .returning(HEAD.c.seq, HEAD.c.sha256))
-_SET_HEAD = HEAD.update().where(HEAD.c.id == HEAD_ID).values(sha256=sa.bindparam("h"))
-_LAST_RECORD = sa.select(RECORDS.c.seq, RECORDS.c.sha256).order_by(RECORDS.c.seq.desc()).limit(1)
+_SET_HEAD = HEAD.update().where(HEAD.c.id == HEAD_ID).values(sha256=sa.bindparam("h"),
+                                                             prev_sha256=sa.bindparam("p"))
+_LAST_RECORD = sa.select(RECORDS.c.seq, RECORDS.c.prev_sha256, RECORDS.c.sha256).order_by(
+    RECORDS.c.seq.desc()).limit(1)
 _INSERT_RECORD = RECORDS.insert()
 _INSERT_REF = REFS.insert()
 _READ_HEAD = sa.select(HEAD.c.seq, HEAD.c.sha256).where(HEAD.c.id == HEAD_ID)
+_PG_APPEND = sa.text(
+    "WITH h AS (UPDATE audit_head SET seq = seq + 1, prev_sha256 = sha256, "
+    "sha256 = encode(sha256(convert_to((seq + 1)::text || ':' || sha256 || ':' || :c, 'UTF8')), 'hex') "
+    "WHERE id = 1 RETURNING seq, prev_sha256, sha256), "
+    "r AS (INSERT INTO audit_ref (ref, kind, seq) SELECT x.ref, x.kind, h.seq FROM h, "
+    "unnest(CAST(:refs AS varchar[]), CAST(:kinds AS varchar[])) AS x(ref, kind)) "
+    "INSERT INTO audit_record (seq, at_us, client_id, role, action, operation, entities, patients, outcome, "
+    "source, prev_sha256, sha256) SELECT h.seq, :at_us, :client_id, :role, :action, :operation, :entities, "
+    ":patients, :outcome, :source, h.prev_sha256, h.sha256 FROM h RETURNING seq")
 
 
 def _connection(target: Connection | Session) -> Connection:
     return target.connection() if isinstance(target, Session) else target
 
 
-def _lock_head(conn: Connection, n: int) -> tuple[int, str]:
-    """Lock the head, reserve ``n`` sequence numbers; (the first one, the previous hash)."""
+def _recreate_head(conn: Connection) -> None:
+    """The head row is missing: make it again from the last record (or the genesis head)."""
+    last = conn.execute(_LAST_RECORD).first()
+    if last is not None:
+        log.warning("audit chain head row was missing; recreated from the last record",
+                    extra={"audit_seq": int(last.seq)})
+    values = ({"id": HEAD_ID, "seq": int(last.seq), "sha256": last.sha256, "prev_sha256": last.prev_sha256}
+              if last is not None else {"id": HEAD_ID, "seq": 0, "sha256": GENESIS_SHA256,
+                                        "prev_sha256": GENESIS_SHA256})
+    insert = postgresql.insert(HEAD) if conn.dialect.name == "postgresql" else sqlite.insert(HEAD)
+    conn.execute(insert.on_conflict_do_nothing(), values)
+
+
+def _values(entry: AuditEntry) -> dict[str, object]:
+    return {"at_us": entry.at_us, "client_id": entry.client_id, "role": entry.role, "action": entry.action,
+            "operation": entry.operation, "entities": orjson.dumps(list(entry.entities)).decode(),
+            "patients": orjson.dumps(list(entry.patients)).decode(), "outcome": entry.outcome,
+            "source": entry.source}
+
+
+def _append_pg(conn: Connection, entries: Sequence[AuditEntry]) -> None:
+    for entry in entries:
+        refs = [*entry.entities, *entry.patients]
+        kinds = ["e"] * len(entry.entities) + ["p"] * len(entry.patients)
+        binds = {**_values(entry), "c": content_sha256(entry), "refs": refs, "kinds": kinds}
+        if not fetch_rows(conn, _PG_APPEND, binds):
+            _recreate_head(conn)
+            fetch_rows(conn, _PG_APPEND, binds)
+
+
+def _append_sqlite(conn: Connection, entries: Sequence[AuditEntry]) -> None:
+    n = len(entries)
     found = fetch_rows(conn, _LOCK_HEAD, {"n": n})
-    row = found[0] if found else None
-    if row is None:
-        last = conn.execute(_LAST_RECORD).first()
-        seq, sha = (int(last.seq), str(last.sha256)) if last is not None else (0, GENESIS_SHA256)
-        if last is not None:
-            log.warning("audit chain head row was missing; recreated from the last record",
-                        extra={"audit_seq": seq})
-        insert = (postgresql.insert(HEAD) if conn.dialect.name == "postgresql" else sqlite.insert(HEAD))
-        conn.execute(insert.on_conflict_do_nothing(), {"id": HEAD_ID, "seq": seq, "sha256": sha})
-        row = conn.execute(_LOCK_HEAD, {"n": n}).first()  # another writer may have made it first
-        assert row is not None
-    return int(row.seq) - n + 1, str(row.sha256)
-
-
-def append(target: Connection | Session, entries: Sequence[AuditEntry]) -> int:
-    """Append ``entries`` to the chain in the transaction of ``target`` (commit is the caller's);
-    returns the last sequence number used (0 when ``entries`` is empty)."""
-    if not entries:
-        return 0
-    conn = _connection(target)
-    first, prev = _lock_head(conn, len(entries))
-    records = []
-    refs = []
+    if not found:
+        _recreate_head(conn)
+        found = fetch_rows(conn, _LOCK_HEAD, {"n": n})
+    first, prev = int(found[0].seq) - n + 1, str(found[0].sha256)
+    records: list[dict[str, object]] = []
+    refs: list[dict[str, object]] = []
+    before = prev
     for seq, entry in enumerate(entries, start=first):
-        sha = record_sha256(seq, entry, prev)
-        records.append({"seq": seq, "at_us": entry.at_us, "client_id": entry.client_id, "role": entry.role,
-                        "action": entry.action, "operation": entry.operation,
-                        "entities": orjson.dumps(list(entry.entities)).decode(),
-                        "patients": orjson.dumps(list(entry.patients)).decode(),
-                        "outcome": entry.outcome, "source": entry.source, "prev_sha256": prev, "sha256": sha})
+        sha = chain_sha256(seq, prev, content_sha256(entry))
+        records.append({"seq": seq, **_values(entry), "prev_sha256": prev, "sha256": sha})
         refs.extend({"seq": seq, "kind": "e", "ref": ref} for ref in entry.entities)
         refs.extend({"seq": seq, "kind": "p", "ref": ref} for ref in entry.patients)
-        prev = sha
+        before, prev = prev, sha
     executemany(conn, _INSERT_RECORD, records)
     executemany(conn, _INSERT_REF, refs)
-    execute(conn, _SET_HEAD, {"h": prev})
-    return first + len(entries) - 1
+    execute(conn, _SET_HEAD, {"h": prev, "p": before})
+
+
+def append(target: Connection | Session, entries: Sequence[AuditEntry]) -> None:
+    """Append ``entries`` to the chain in the transaction of ``target`` (the commit is the caller's)."""
+    if not entries:
+        return
+    conn = _connection(target)
+    if conn.dialect.name == "postgresql":
+        _append_pg(conn, entries)
+    else:
+        _append_sqlite(conn, entries)
 
 
 def read_head(conn: Connection) -> tuple[int, str] | None:

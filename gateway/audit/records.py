@@ -1,16 +1,19 @@
-"""What one audit record holds, and its canonical serialization and hash (no I/O).
+"""What one audit record holds, and how it is hashed (no I/O).
 
-A record's content hash is the SHA-256 (hex) of its canonical serialization: the UTF-8 bytes of the
-JSON array (no spaces, ``orjson`` output)::
+A record's hash is computed in two steps:
 
-    [1, seq, at_us, client_id, role, action, operation, [entities...], [patients...], outcome, source,
-     prev_sha256]
+* ``content_sha256`` = SHA-256 (hex) of the record's canonical content: the UTF-8 bytes of the JSON
+  array (no spaces, ``orjson`` output)
+  ``[1, at_us, client_id, role, action, operation, [entities...], [patients...], outcome, source]``
+  (``1`` is the format version; ``at_us`` the time in microseconds since 1970-01-01T00:00Z, UTC);
+* ``sha256`` = SHA-256 (hex) of the ASCII text ``"<seq>:<prev_sha256>:<content_sha256>"``, where ``seq``
+  is the record's place in the chain (1, 2, ...) and ``prev_sha256`` the previous record's ``sha256``
+  (64 zeros for record 1).
 
-``1`` is the format version; ``seq`` (the record's place in the chain, 1, 2, ...) is inside the hash,
-so a record moved to another place no longer matches; ``at_us`` is the time in microseconds since
-1970-01-01T00:00Z (UTC); ``prev_sha256`` is the previous record's hash (64 zeros for record 1), which
-chains every record to all before it.  Entities and patients are lists of strings in the order given
-(duplicates removed when the entry is made).
+So a record moved to another place no longer matches (``seq`` is hashed), and each record is chained
+to all before it.  The second step is simple enough for PostgreSQL to compute in the appending
+statement itself (``sha256(convert_to(...))``: one round trip per record, see :mod:`gateway.audit.chain`).
+Entities and patients are lists of strings in the order given (duplicates removed).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Literal
 import orjson
 
 __all__ = ["FORMAT_VERSION", "GENESIS_SHA256", "ACTIONS", "Action", "Actor", "AuditEntry", "canonical_bytes",
-           "record_sha256", "MAX_REFS", "MAX_REF_CHARS", "SYSTEM_ACTOR"]
+           "content_sha256", "chain_sha256", "record_sha256", "MAX_REFS", "MAX_REF_CHARS", "SYSTEM_ACTOR"]
 
 FORMAT_VERSION = 1
 GENESIS_SHA256 = "0" * 64
@@ -80,12 +83,21 @@ class AuditEntry:
                    (actor.source if source is None else source)[:256])
 
 
-def canonical_bytes(seq: int, entry: AuditEntry, prev_sha256: str) -> bytes:
-    """The canonical serialization of record ``seq`` (see the module docstring)."""
-    return orjson.dumps([FORMAT_VERSION, seq, entry.at_us, entry.client_id, entry.role, entry.action,
+def canonical_bytes(entry: AuditEntry) -> bytes:
+    """The canonical serialization of a record's content (see the module docstring)."""
+    return orjson.dumps([FORMAT_VERSION, entry.at_us, entry.client_id, entry.role, entry.action,
                          entry.operation, list(entry.entities), list(entry.patients), entry.outcome,
-                         entry.source, prev_sha256])
+                         entry.source])
+
+
+def content_sha256(entry: AuditEntry) -> str:
+    return hashlib.sha256(canonical_bytes(entry)).hexdigest()
+
+
+def chain_sha256(seq: int, prev_sha256: str, content: str) -> str:
+    """The record's hash from its place, the previous record's hash and its content hash."""
+    return hashlib.sha256(f"{seq}:{prev_sha256}:{content}".encode("ascii")).hexdigest()
 
 
 def record_sha256(seq: int, entry: AuditEntry, prev_sha256: str) -> str:
-    return hashlib.sha256(canonical_bytes(seq, entry, prev_sha256)).hexdigest()
+    return chain_sha256(seq, prev_sha256, content_sha256(entry))

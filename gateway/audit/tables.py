@@ -4,8 +4,9 @@
 record's hash and its own (:mod:`gateway.audit.records`).  ``entities`` and ``patients`` are JSON arrays
 of strings (the hashed form).  ``audit_ref``: the same references again, one row each, indexed for
 ``GET /fhir/AuditEvent?entity=|patient=`` (not hashed: a search aid; ``audit verify`` reads
-``audit_record`` only).  ``audit_head``: ONE row (``id`` 1), the chain's last ``seq`` and hash; a
-writer locks it (an ``UPDATE``) for the rest of its transaction, so appends are serialized, and
+``audit_record`` only).  ``audit_head``: ONE row (``id`` 1), the chain's last ``seq``, its hash and
+the one before it; a writer locks it (an ``UPDATE``) for the rest of its transaction, so appends are
+serialized, and
 ``audit verify`` compares it with the last record (a deleted last record shows).
 """
 
@@ -60,6 +61,7 @@ class AuditHeadRow(SQLModel, table=True):
     id: int = Field(sa_column=sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False))
     seq: int = Field(sa_type=sa.BigInteger())
     sha256: str = _str(64)
+    prev_sha256: str = _str(64)  # the hash before the last (PostgreSQL's one-statement append reads it back)
 
 
 RECORDS: sa.Table = AuditRecordRow.__table__  # type: ignore[attr-defined]

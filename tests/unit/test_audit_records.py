@@ -10,7 +10,15 @@ from fhir.resources.R4B.auditevent import AuditEvent
 
 from gateway.audit.fhir import CHAIN_EXTENSION, audit_event
 from gateway.audit.patients import fhir_patients
-from gateway.audit.records import GENESIS_SHA256, MAX_REFS, Actor, AuditEntry, canonical_bytes, record_sha256
+from gateway.audit.records import (
+    GENESIS_SHA256,
+    MAX_REFS,
+    Actor,
+    AuditEntry,
+    canonical_bytes,
+    content_sha256,
+    record_sha256,
+)
 
 ACTOR = Actor("acme-bio demo", "manufacturer:acme-bio", "10.0.0.7")
 
@@ -21,12 +29,15 @@ def entry(**overrides: object) -> AuditEntry:
     return AuditEntry.of(ACTOR, 1_764_668_400_000_000, "create", "orders.create", **values)
 
 
-def test_the_canonical_form_is_the_documented_json_array() -> None:
-    raw = canonical_bytes(7, entry(), GENESIS_SHA256)
-    assert raw == orjson.dumps([1, 7, 1_764_668_400_000_000, "acme-bio demo", "manufacturer:acme-bio",
+def test_the_canonical_form_and_the_hash_are_the_documented_ones() -> None:
+    raw = canonical_bytes(entry())
+    assert raw == orjson.dumps([1, 1_764_668_400_000_000, "acme-bio demo", "manufacturer:acme-bio",
                                 "create", "orders.create", ["order:acme-bio/ORD-1"], ["Patient/p1"],
-                                "success", "10.0.0.7", "0" * 64])
-    assert record_sha256(7, entry(), GENESIS_SHA256) == hashlib.sha256(raw).hexdigest()
+                                "success", "10.0.0.7"])
+    content = hashlib.sha256(raw).hexdigest()
+    assert content_sha256(entry()) == content
+    assert record_sha256(7, entry(), GENESIS_SHA256) == hashlib.sha256(
+        f"7:{'0' * 64}:{content}".encode()).hexdigest()
 
 
 def test_the_hash_covers_the_place_every_field_and_the_previous_hash() -> None:

@@ -47,8 +47,9 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("prev_sha256", sa.String(64), nullable=False),
     )
-    op.bulk_insert(head, [{"id": 1, "seq": 0, "sha256": "0" * 64}])
+    op.bulk_insert(head, [{"id": 1, "seq": 0, "sha256": "0" * 64, "prev_sha256": "0" * 64}])
 
 
 def downgrade() -> None:
