@@ -46,9 +46,11 @@ class AuditRecordRow(SQLModel, table=True):
 
 
 class AuditRefRow(SQLModel, table=True):
-    """The primary key ``(ref, kind, seq)`` is the search index itself (no second index to write)."""
+    """The primary key ``(ref, kind, seq)`` is the search index itself (no second index to write; on
+    SQLite the table is ``WITHOUT ROWID``: that key is the only b-tree)."""
 
     __tablename__ = "audit_ref"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     ref: str = Field(sa_column=sa.Column("ref", sa.String(200), primary_key=True))
     kind: str = Field(sa_column=sa.Column("kind", sa.String(1), primary_key=True))  # "e" entity, "p" patient

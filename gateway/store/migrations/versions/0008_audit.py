@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("ref", sa.String(200), primary_key=True),
         sa.Column("kind", sa.String(1), primary_key=True),
         sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+        sqlite_with_rowid=False,  # SQLite: the key is the only b-tree
     )
     head = op.create_table(
         "audit_head",
