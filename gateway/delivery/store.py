@@ -209,6 +209,7 @@ class DeliveryStore:
             if outcome.warning:
                 session.add(DeliveryAlert(at=now, destination=destination, message_id=message.id,
                                           kind="warning", detail=outcome.warning))
+            session.flush()  # the follow-ups first: the attempt's audit record (in _mark) comes last
             self._mark(session.connection(), message, "dead", values, outcome, now)
             session.commit()
 

@@ -389,3 +389,25 @@ def test_an_outbox_message_shown_with_its_payload_leaves_a_record(client, engine
     shown = records(engine)[-1]
     assert (shown.operation, shown.role) == ("outbox.read", "admin")
     assert orjson.loads(shown.entities) == [f"outbox:{message_id}", "order:acme-bio/ORD-1"]
+
+
+def test_the_chain_head_is_logged_with_ids_and_digest_only(engine, caplog) -> None:
+    import logging
+
+    from gateway.audit import AuditTrail
+
+    _chain(engine, 3)
+    trail = AuditTrail(engine, head_log_s=0.05, flush_s=0.02)
+    with caplog.at_level(logging.INFO, logger="cgt_gateway.audit"):
+        trail.start()
+        import time
+
+        deadline = time.monotonic() + 5
+        logged = lambda: any(r.getMessage() == "audit chain head" for r in caplog.records)  # noqa: E731
+        while not logged() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        trail.close()
+    heads = [r for r in caplog.records if r.getMessage() == "audit chain head"]
+    assert len(heads) >= 2  # periodically, and at close
+    last = records(engine)[-1]
+    assert (heads[-1].audit_seq, heads[-1].audit_sha256) == (3, last.sha256)
