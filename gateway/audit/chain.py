@@ -12,13 +12,16 @@ sees the previous one's hash.
 
       WITH h AS (UPDATE audit_head SET seq = seq + 1, prev_sha256 = sha256, sha256 = encode(sha256(
                    convert_to((seq + 1)::text || ':' || sha256 || ':' || :c, 'UTF8')), 'hex')
-                 WHERE id = 1 RETURNING seq, prev_sha256, sha256),
-           r AS (INSERT INTO audit_ref (ref, kind, seq) SELECT ..., h.seq FROM h, unnest(:refs, :kinds))
+                 WHERE id = 1 RETURNING seq, prev_sha256, sha256)
       INSERT INTO audit_record (...) SELECT h.seq, ..., h.prev_sha256, h.sha256 FROM h RETURNING seq
 
 * **SQLite** (in process: statements are cheap): lock and read the head (``UPDATE ... RETURNING``),
-  insert the records and their references, store the new head: four statements for any number of
-  records, on the DB-API cursor (:mod:`gateway.store.prepared_sql`).
+  insert the records, store the new head: three statements for any number of records, on the DB-API
+  cursor (:mod:`gateway.store.prepared_sql`).
+
+The search references (``audit_ref``) are not written here: :func:`gateway.audit.index.index_refs`
+writes them after the fact (the serving process's audit thread, every ``audit_read_flush_s``), so the
+ingest transaction writes as few pages as it can.
 
 Lock order, to stay free of deadlocks: a writer takes its own rows first (the order row ``FOR
 UPDATE``, the outbox row) and appends LAST, just before it commits, so the head is held only for the
@@ -41,7 +44,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from gateway.audit.records import GENESIS_SHA256, AuditEntry, chain_sha256, content_sha256
-from gateway.audit.tables import HEAD, RECORDS, REFS
+from gateway.audit.tables import HEAD, RECORDS
 from gateway.store.prepared_sql import execute, executemany, fetch_rows
 
 __all__ = ["append", "read_head", "HEAD_ID"]
@@ -57,14 +60,11 @@ _SET_HEAD = HEAD.update().where(HEAD.c.id == HEAD_ID).values(sha256=sa.bindparam
 _LAST_RECORD = sa.select(RECORDS.c.seq, RECORDS.c.prev_sha256, RECORDS.c.sha256).order_by(
     RECORDS.c.seq.desc()).limit(1)
 _INSERT_RECORD = RECORDS.insert()
-_INSERT_REF = REFS.insert()
 _READ_HEAD = sa.select(HEAD.c.seq, HEAD.c.sha256).where(HEAD.c.id == HEAD_ID)
 _PG_APPEND = sa.text(
     "WITH h AS (UPDATE audit_head SET seq = seq + 1, prev_sha256 = sha256, "
     "sha256 = encode(sha256(convert_to((seq + 1)::text || ':' || sha256 || ':' || :c, 'UTF8')), 'hex') "
-    "WHERE id = 1 RETURNING seq, prev_sha256, sha256), "
-    "r AS (INSERT INTO audit_ref (ref, kind, seq) SELECT x.ref, x.kind, h.seq FROM h, "
-    "unnest(CAST(:refs AS varchar[]), CAST(:kinds AS varchar[])) AS x(ref, kind)) "
+    "WHERE id = 1 RETURNING seq, prev_sha256, sha256) "
     "INSERT INTO audit_record (seq, at_us, client_id, role, action, operation, entities, patients, outcome, "
     "source, prev_sha256, sha256) SELECT h.seq, :at_us, :client_id, :role, :action, :operation, :entities, "
     ":patients, :outcome, :source, h.prev_sha256, h.sha256 FROM h RETURNING seq")
@@ -96,9 +96,7 @@ def _values(entry: AuditEntry) -> dict[str, object]:
 
 def _append_pg(conn: Connection, entries: Sequence[AuditEntry]) -> None:
     for entry in entries:
-        refs = [*entry.entities, *entry.patients]
-        kinds = ["e"] * len(entry.entities) + ["p"] * len(entry.patients)
-        binds = {**_values(entry), "c": content_sha256(entry), "refs": refs, "kinds": kinds}
+        binds = {**_values(entry), "c": content_sha256(entry)}
         if not fetch_rows(conn, _PG_APPEND, binds):
             _recreate_head(conn)
             fetch_rows(conn, _PG_APPEND, binds)
@@ -112,16 +110,12 @@ def _append_sqlite(conn: Connection, entries: Sequence[AuditEntry]) -> None:
         found = fetch_rows(conn, _LOCK_HEAD, {"n": n})
     first, prev = int(found[0].seq) - n + 1, str(found[0].sha256)
     records: list[dict[str, object]] = []
-    refs: list[dict[str, object]] = []
     before = prev
     for seq, entry in enumerate(entries, start=first):
         sha = chain_sha256(seq, prev, content_sha256(entry))
         records.append({"seq": seq, **_values(entry), "prev_sha256": prev, "sha256": sha})
-        refs.extend({"seq": seq, "kind": "e", "ref": ref} for ref in entry.entities)
-        refs.extend({"seq": seq, "kind": "p", "ref": ref} for ref in entry.patients)
         before, prev = prev, sha
     executemany(conn, _INSERT_RECORD, records)
-    executemany(conn, _INSERT_REF, refs)
     execute(conn, _SET_HEAD, {"h": prev, "p": before})
 
 

@@ -2,12 +2,16 @@
 
 ``audit_record``: one row per record, ``seq`` 1, 2, 3 ... with no gaps, each holding the previous
 record's hash and its own (:mod:`gateway.audit.records`).  ``entities`` and ``patients`` are JSON arrays
-of strings (the hashed form).  ``audit_ref``: the same references again, one row each, indexed for
-``GET /fhir/AuditEvent?entity=|patient=`` (not hashed: a search aid; ``audit verify`` reads
-``audit_record`` only).  ``audit_head``: ONE row (``id`` 1), the chain's last ``seq``, its hash and
-the one before it; a writer locks it (an ``UPDATE``) for the rest of its transaction, so appends are
-serialized, and
-``audit verify`` compares it with the last record (a deleted last record shows).
+of strings (the hashed form).
+
+``audit_ref``: the same references again, one row each, keyed for ``GET /fhir/AuditEvent?entity=|patient=``
+(not hashed: a search aid; ``audit verify`` reads ``audit_record`` only), written after the fact by
+:func:`gateway.audit.index.index_refs` up to ``audit_index_mark.seq``, so the ingest transaction does
+not write them.
+
+``audit_head``: ONE row (``id`` 1), the chain's last ``seq``, its hash and the one before it; a writer
+locks it (an ``UPDATE``) for the rest of its transaction, so appends are serialized, and ``audit
+verify`` compares it with the last record (a deleted last record shows).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-__all__ = ["AuditRecordRow", "AuditRefRow", "AuditHeadRow", "RECORDS", "REFS", "HEAD"]
+__all__ = ["AuditRecordRow", "AuditRefRow", "AuditHeadRow", "AuditIndexMarkRow", "RECORDS", "REFS", "HEAD",
+           "INDEX_MARK"]
 
 
 def _str(length: int, **kw: Any) -> Any:
@@ -66,6 +71,16 @@ class AuditHeadRow(SQLModel, table=True):
     prev_sha256: str = _str(64)  # the hash before the last (PostgreSQL's one-statement append reads it back)
 
 
+class AuditIndexMarkRow(SQLModel, table=True):
+    """ONE row (``id`` 1): the last ``seq`` whose references are in ``audit_ref``."""
+
+    __tablename__ = "audit_index_mark"
+
+    id: int = Field(sa_column=sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False))
+    seq: int = Field(sa_type=sa.BigInteger())
+
+
 RECORDS: sa.Table = AuditRecordRow.__table__  # type: ignore[attr-defined]
 REFS: sa.Table = AuditRefRow.__table__  # type: ignore[attr-defined]
 HEAD: sa.Table = AuditHeadRow.__table__  # type: ignore[attr-defined]
+INDEX_MARK: sa.Table = AuditIndexMarkRow.__table__  # type: ignore[attr-defined]

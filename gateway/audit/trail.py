@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit.chain import append, read_head
+from gateway.audit.index import index_refs
 from gateway.audit.patients import fhir_patients
 from gateway.audit.records import Actor, AuditEntry
 from gateway.context import utc_now
@@ -87,12 +88,21 @@ class AuditTrail:
         if self._thread is None:
             self.start()
         if full:
-            self.flush()
+            self._append_reads()
 
     # ------------------------------------------------------------------ the batch
 
     def flush(self) -> int:
-        """Append every waiting read in one transaction; the number appended (kept on failure)."""
+        """Append every waiting read in one transaction, then index the records written since the last
+        turn (:func:`gateway.audit.index.index_refs`); the number of reads appended (kept on failure)."""
+        appended = self._append_reads()
+        try:
+            index_refs(self.engine)
+        except SQLAlchemyError as exc:
+            log.warning("audit references not indexed; retrying", extra={"error": type(exc).__name__})
+        return appended
+
+    def _append_reads(self) -> int:
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, []
@@ -150,6 +160,7 @@ class AuditTrail:
         thread = self._thread
         if thread is not None:
             thread.join(timeout=30)
-        self.flush()
+        if self.enabled:
+            self.flush()
         if self.enabled:
             self.log_head()

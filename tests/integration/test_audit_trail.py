@@ -411,3 +411,23 @@ def test_the_chain_head_is_logged_with_ids_and_digest_only(engine, caplog) -> No
     assert len(heads) >= 2  # periodically, and at close
     last = records(engine)[-1]
     assert (heads[-1].audit_seq, heads[-1].audit_sha256) == (3, last.sha256)
+
+
+def test_search_references_are_indexed_after_the_fact_and_again_if_the_mark_is_lost(engine) -> None:
+    from gateway.audit.index import index_refs
+
+    _chain(engine, 3)
+
+    def refs() -> list[tuple[str, str, int]]:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT ref, kind, seq FROM audit_ref ORDER BY seq, kind"))
+            return [tuple(r) for r in rows]
+
+    assert refs() == []  # the appending transaction wrote only the records
+    assert index_refs(engine) == 3
+    expected = [(ref, kind, seq) for seq in (1, 2, 3)
+                for kind, ref in (("e", f"order:a/{seq}"), ("p", f"Patient/p{seq}"))]
+    assert refs() == expected
+    assert index_refs(engine) == 0
+    _sql(engine, "DELETE FROM audit_index_mark")
+    assert index_refs(engine) == 3 and refs() == expected  # re-indexed, nothing doubled

@@ -1,7 +1,8 @@
 """Audit trail (issue 14): hash-chained audit records, their search references, the chain head.
 
-Creates ``audit_record``, ``audit_ref`` and ``audit_head`` (see :mod:`gateway.audit.tables`) and the
-genesis head (``seq`` 0, 64 zeros).  Downgrade drops them (the audit trail with them).
+Creates ``audit_record``, ``audit_ref``, ``audit_head`` and ``audit_index_mark`` (see
+:mod:`gateway.audit.tables`), the genesis head (``seq`` 0, 64 zeros) and the index mark (0).
+Downgrade drops them (the audit trail with them).
 
 Revision ID: 0008_audit
 Revises: 0007_oauth
@@ -51,9 +52,16 @@ def upgrade() -> None:
         sa.Column("prev_sha256", sa.String(64), nullable=False),
     )
     op.bulk_insert(head, [{"id": 1, "seq": 0, "sha256": "0" * 64, "prev_sha256": "0" * 64}])
+    mark = op.create_table(
+        "audit_index_mark",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+    )
+    op.bulk_insert(mark, [{"id": 1, "seq": 0}])
 
 
 def downgrade() -> None:
+    op.drop_table("audit_index_mark")
     op.drop_table("audit_head")
     op.drop_table("audit_ref")
     op.drop_index("ix_audit_record_client", table_name="audit_record")
