@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.report import machine, markdown
 
-PARTS = ("translation", "ingest", "polling", "delivery")
+PARTS = ("translation", "ingest", "polling", "delivery", "audit")
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/bench"
 HERE = Path(__file__).resolve().parent
 
@@ -39,6 +39,8 @@ MODES: dict[str, dict[str, Any]] = {
         "poll_s": 0.5,
         "messages": 40,
         "journeys": 1,
+        "audit_s": 1,
+        "audit_rounds": 1,
     },
     "default": {
         "orders": 200,
@@ -51,6 +53,8 @@ MODES: dict[str, dict[str, Any]] = {
         "poll_s": 5,
         "messages": 2000,
         "journeys": 2,
+        "audit_s": 8,
+        "audit_rounds": 3,
     },
     "full": {
         "orders": 400,
@@ -63,6 +67,8 @@ MODES: dict[str, dict[str, Any]] = {
         "poll_s": 10,
         "messages": 5000,
         "journeys": 4,
+        "audit_s": 15,
+        "audit_rounds": 4,
     },
 }
 
@@ -137,7 +143,11 @@ def run(mode: str, parts: list[str], pg_url: str | None, workdir: Path) -> dict[
             from bench.delivery import run_delivery
 
             result[part] = run_delivery(workdir, messages=cfg["messages"], journeys=cfg["journeys"])
-        if part in ("ingest", "polling") and not usable_pg:
+        elif part == "audit":
+            from bench.audit import run_audit
+
+            result[part] = run_audit(workdir, usable_pg, seconds=cfg["audit_s"], rounds=cfg["audit_rounds"])
+        if part in ("ingest", "polling", "audit") and not usable_pg:
             result[part]["postgresql"] = {"skipped": pg_skip}
         result["durations_s"][part] = round(time.perf_counter() - started, 1)
         result["load_average_1m"][part] = [load_before, round(os.getloadavg()[0], 2)]

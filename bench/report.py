@@ -222,6 +222,34 @@ def markdown(result: dict[str, Any]) -> str:
             )
             rss += [x for x in (lat.get("server_peak_rss_mb"), lat.get("worker_peak_rss_mb")) if x]
         rss += [x for x in (w.get("worker_peak_rss_mb"),) if x]
+    for db, e in (result.get("audit") or {}).items():
+        if "skipped" in e:
+            rows.append((f"Audit trail cost ({db})", "skipped", e["skipped"], "—", "—", "—"))
+            continue
+        on, off = e["on"], e["off"]
+        rows.append(
+            (
+                f"Audit trail ({db}): ms per ingested event, one client (median of {e['rounds']} rounds)",
+                f"{_f(on['ms_per_event'])} ms (audit on); p50 {_f(on['p50_ms'])} ms",
+                f"{_f(off['ms_per_event'])} ms (audit off); p50 {_f(off['p50_ms'])} ms",
+                _f(e["ratio_cost"]),
+                "<= 1.10",
+                _met(e["met"]),
+            )
+        )
+        paired = e.get("in_process")
+        if paired:
+            rows.append(
+                (
+                    f"Audit trail ({db}): ms per intake call in process, paired, "
+                    f"{paired['journeys_each']} journeys each (mean; median)",
+                    f"{_f(paired['on']['mean_ms'])}; {_f(paired['on']['median_ms'])} ms (audit on)",
+                    f"{_f(paired['off']['mean_ms'])}; {_f(paired['off']['median_ms'])} ms (audit off)",
+                    f"{_f(paired['ratio_mean'])}; {_f(paired['ratio_median'])}",
+                    "<= 1.10",
+                    _met(e.get("met_in_process")),
+                )
+            )
     if rss:
         peak = max(rss)
         rows.append(

@@ -117,15 +117,18 @@ def _running(
 
 @contextmanager
 def gateway_server(
-    database_url: str, workdir: Path, *, config: Path | None = None, worker: bool = True
+    database_url: str, workdir: Path, *, config: Path | None = None, worker: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """``cgt-gateway serve`` (migrates, then uvicorn, with its in-process delivery worker unless
-    ``worker`` is false: ``--no-worker``) on the demo configuration (or ``config``)."""
+    ``worker`` is false: ``--no-worker``) on the demo configuration (or ``config``); ``env``: more
+    ``CGT_GATEWAY_*`` settings."""
     port = free_port()
     script = Path(sys.executable).parent / "cgt-gateway"
     fallback = [sys.executable, "-c", "from gateway.cli.main import app; app()"]
     cmd = [str(script)] if script.exists() else fallback
     env = {
+        **(env or {}),
         "CGT_GATEWAY_DATABASE_URL": database_url,
         "CGT_GATEWAY_LOG_LEVEL": "WARNING",
         "CGT_GATEWAY_PORT": str(port),

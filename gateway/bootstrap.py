@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 
 from gateway import fhir_api
 from gateway.api import admin, health, orders, retraction, site_requests
@@ -11,9 +15,11 @@ from gateway.api import outbox as outbox_api
 from gateway.api import preview as preview_api
 from gateway.api.limits import BodyLimitMiddleware
 from gateway.api.problem import install_problem_handlers
+from gateway.audit import AuditTrail
 from gateway.config import Settings, load_settings
 from gateway.console.routes import install_console
 from gateway.context import Clock, build_context, utc_now
+from gateway.fhir_api import audit_events
 from gateway.fhir_api import inbound as fhir_inbound
 from gateway.inbound.mllp import inbound_lifespan
 from gateway.metrics import GatewayMetrics
@@ -21,6 +27,22 @@ from gateway.oauth.routes import install as install_oauth
 from gateway.store.db import make_engine
 
 __all__ = ["create_app"]
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the audit trail's thread (read batches, head digest log) and, under ``serve``
+    (``app.state.listen``), the sites' inbound MLLP listeners; at shutdown stop the listeners first,
+    then append the reads still waiting and log the chain head."""
+    app.state.audit.start()
+    try:
+        if app.state.listen:
+            async with inbound_lifespan(app):
+                yield
+        else:
+            yield
+    finally:
+        await run_in_threadpool(app.state.audit.close)
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
@@ -35,10 +57,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         description="Cell and gene therapy orders and events in; FHIR R4 resources and HL7v2 messages out.",
         # no trailing-slash redirects: Starlette builds their Location from the request's Host header
         redirect_slashes=False,
-        lifespan=inbound_lifespan if listen else None,
+        lifespan=_lifespan,
     )
+    app.state.listen = listen
     app.state.context = build_context(settings, engine, now=now)
     app.state.metrics = GatewayMetrics(engine, clock=now)
+    app.state.audit = AuditTrail(engine, enabled=settings.audit_enabled, flush_s=settings.audit_read_flush_s,
+                                 max_pending=settings.audit_read_max_pending,
+                                 head_log_s=settings.audit_head_log_s, clock=now)
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     # Routes are matched in order, one by one: the two hot paths, the event ingest (4 routes) and
@@ -49,6 +75,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(site_requests.router)
     install_oauth(app)  # POST /oauth/token, smart-configuration (also under /fhir: before the FHIR router)
     app.include_router(fhir_inbound.router)  # POST /fhir/Task and /Procedure, before the read-only catch-all
+    app.include_router(audit_events.router)  # /fhir/AuditEvent, before /fhir/{resource_type}
     app.include_router(fhir_api.router)
     app.include_router(health.router)
     app.include_router(admin.router)

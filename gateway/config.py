@@ -409,6 +409,19 @@ class Settings(BaseSettings):
         return self
 
     # --- issue 14 / audit trail: settings of this part go below
+    # One audit record per API call that reads or writes patient data (gateway/audit, docs/audit.md).
+    # Off only to measure its cost (bench); a deployment keeps it on (HIPAA 164.312(b)).
+    audit_enabled: bool = True
+    # Reads are recorded through a write-behind batch: appended at most this many seconds after the read.
+    audit_read_flush_s: float = Field(default=0.5, gt=0, le=1.0)
+    # Reads waiting for the batch; past it the reading request appends the batch itself (never dropped).
+    audit_read_max_pending: int = Field(default=10_000, ge=10, le=1_000_000)
+    # The chain head (sequence number and SHA-256, nothing else) is logged this often by the serving
+    # process and at shutdown, so it can be anchored outside the database; 0: only at shutdown.
+    audit_head_log_s: float = Field(default=300.0, ge=0, le=86_400)
+    # GET /fhir/AuditEvent: records a page holds by default and at most (_count).
+    audit_search_default_count: int = Field(default=50, ge=1, le=1000)
+    audit_search_max_count: int = Field(default=200, ge=1, le=1000)
 
     # --- issue 16 / subscriptions: settings of this part go below
 

@@ -9,6 +9,7 @@ the reads stay in the thread pool and never queue behind them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -19,9 +20,12 @@ from sqlmodel import select
 
 from gateway.api.problem import problem_responses
 from gateway.api.views import event_view, list_orders, order_summary, order_view
+from gateway.audit import Actor
+from gateway.audit.patients import order_reference, patient_reference
 from gateway.auth import Principal, current_principal, needs, require_manufacturer
 from gateway.context import Context
 from gateway.errors import Conflict, FieldError, Forbidden, NotFound
+from gateway.fhir_api.audit_events import actor_for, note_read
 from gateway.intake.events import accept_event
 from gateway.intake.orders import accept_order
 from gateway.store.db import read_session, run_write
@@ -72,13 +76,15 @@ ManufacturerDep = Annotated[str, Depends(manufacturer_of)]
 @router.post("/orders", status_code=201, summary="Place an order (idempotent by order_id)",
              dependencies=[needs("orders.write")],
              responses={200: {"description": "An identical repeat: the order as first accepted"}})
-async def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDep) -> JSONResponse:
+async def post_order(order: OrderIn, request: Request, manufacturer_id: ManufacturerDep,
+                     principal: PrincipalDep) -> JSONResponse:
     context = request_context(request)
-    return await run_write(context.engine, _place_order, context, manufacturer_id, order)
+    actor = actor_for(principal, request)
+    return await run_write(context.engine, _place_order, context, manufacturer_id, order, actor)
 
 
-def _place_order(context: Context, manufacturer_id: str, order: OrderIn) -> JSONResponse:
-    accepted = accept_order(context, manufacturer_id, order)
+def _place_order(context: Context, manufacturer_id: str, order: OrderIn, actor: Actor) -> JSONResponse:
+    accepted = accept_order(context, manufacturer_id, order, actor)
     with read_session(context.engine) as session:
         row = session.get(OrderRow, accepted.order_pk)
         assert row is not None
@@ -93,14 +99,16 @@ def _place_order(context: Context, manufacturer_id: str, order: OrderIn) -> JSON
     responses={200: {"description": "An identical repeat: the event as first accepted"}},
 )
 async def post_event(
-    order_id: str, event: EventIn, request: Request, manufacturer_id: ManufacturerDep
+    order_id: str, event: EventIn, request: Request, manufacturer_id: ManufacturerDep, principal: PrincipalDep
 ) -> JSONResponse:
     context = request_context(request)
-    return await run_write(context.engine, _append_event, context, manufacturer_id, order_id, event)
+    actor = actor_for(principal, request)
+    return await run_write(context.engine, _append_event, context, manufacturer_id, order_id, event, actor)
 
 
-def _append_event(context: Context, manufacturer_id: str, order_id: str, event: EventIn) -> JSONResponse:
-    accepted = accept_event(context, manufacturer_id, order_id_or_404(order_id), event)
+def _append_event(context: Context, manufacturer_id: str, order_id: str, event: EventIn,
+                  actor: Actor) -> JSONResponse:
+    accepted = accept_event(context, manufacturer_id, order_id_or_404(order_id), event, actor)
     return JSONResponse(event_view(accepted.row, order_id), status_code=201 if accepted.created else 200)
 
 
@@ -139,7 +147,17 @@ def get_order(
                 errors=[FieldError("/query/manufacturer_id", "required for this order_id")],
             )
         view = order_view(session, rows[0])
-    return _as_site_may_see(view, principal, request_context(request))
+    context = request_context(request)
+    entities = [order_reference(rows[0].manufacturer_id, order_id)]
+    note_read(request, principal, "orders.read", entities=entities, patients=_patients(context, rows))
+    return _as_site_may_see(view, principal, context)
+
+
+def _patients(context: Context, rows: Sequence[OrderRow]) -> list[str]:
+    """``Patient/<id>`` of each order's patient (for the audit record; the MRN goes no further)."""
+    found = (patient_reference(context.profiles, r.manufacturer_id, r.site_id,
+                               str((r.body.get("patient") or {}).get("mrn", ""))) for r in rows)
+    return [p for p in found if p]
 
 
 def _as_site_may_see(view: dict[str, Any], principal: Principal, context: Context) -> dict[str, Any]:
@@ -179,4 +197,8 @@ def get_orders(
             limit=limit,
             cursor=cursor,
         )
+    if rows:  # an empty page shows no patient data: no record
+        note_read(request, principal, "orders.search", action="search",
+                  entities=[order_reference(r.manufacturer_id, r.order_id) for r in rows],
+                  patients=_patients(request_context(request), rows))
     return {"items": [order_summary(r) for r in rows], "next_cursor": next_cursor}

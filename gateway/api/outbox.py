@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, select
 
 from gateway.api.problem import problem_responses
+from gateway.audit.patients import order_reference
 from gateway.auth import Principal, current_principal, needs, require_admin
 from gateway.delivery.outbox import (
     DeliveryAlert,
@@ -29,6 +30,7 @@ from gateway.delivery.outbox import (
     replay,
     skip,
 )
+from gateway.fhir_api.audit_events import note_read
 from gateway.metrics import GatewayMetrics
 
 __all__ = ["router", "metrics_router"]
@@ -75,7 +77,11 @@ def outbox_show(request: Request, principal: AdminPrincipal, message_id: int,
     require_admin(principal)
     with Session(_engine(request)) as session:
         message = get_message(session, message_id)
-        return message_view(message, attempts_for(session, message_id), with_payload=payload)
+        view = message_view(message, attempts_for(session, message_id), with_payload=payload)
+    if payload:  # the message itself holds patient data: an audit record (ids only)
+        note_read(request, principal, "outbox.read", entities=[
+            f"outbox:{message_id}", order_reference(message.manufacturer_id, message.order_id)])
+    return view
 
 
 @router.post("/outbox/{message_id}/retry", summary="Replay a dead-lettered or skipped message (admin only)",

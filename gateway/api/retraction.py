@@ -17,9 +17,11 @@ from pydantic import TypeAdapter, ValidationError
 from gateway.api.orders import manufacturer_of, order_id_or_404, request_context
 from gateway.api.problem import problem_responses
 from gateway.api.views import event_view
-from gateway.auth import needs
+from gateway.audit import Actor
+from gateway.auth import Principal, current_principal, needs
 from gateway.context import Context
 from gateway.errors import NotFound
+from gateway.fhir_api.audit_events import actor_for
 from gateway.intake.retraction import RetractionIn, retract_event
 from gateway.store.db import run_write
 from mappings.orders import Identifier
@@ -48,14 +50,17 @@ def _event_id_or_404(event_id: str) -> str:
                                     "order's recomputed status and state"}},
 )
 async def post_retraction(order_id: str, event_id: str, body: RetractionIn, request: Request,
-                          manufacturer_id: ManufacturerDep) -> JSONResponse:
+                          manufacturer_id: ManufacturerDep,
+                          principal: Annotated[Principal, Depends(current_principal)]) -> JSONResponse:
     context = request_context(request)
-    return await run_write(context.engine, _retract, context, manufacturer_id, order_id, event_id, body)
+    actor = actor_for(principal, request)
+    return await run_write(context.engine, _retract, context, manufacturer_id, order_id, event_id, body,
+                           actor)
 
 
 def _retract(context: Context, manufacturer_id: str, order_id: str, event_id: str,
-             body: RetractionIn) -> JSONResponse:
+             body: RetractionIn, actor: Actor) -> JSONResponse:
     order_id = order_id_or_404(order_id)
-    done = retract_event(context, manufacturer_id, order_id, _event_id_or_404(event_id), body.reason)
+    done = retract_event(context, manufacturer_id, order_id, _event_id_or_404(event_id), body.reason, actor)
     event = {k: v for k, v in event_view(done.row, order_id).items() if k not in ("order_id", "coi")}
     return JSONResponse({"order_id": order_id, "status": done.status, "state": done.state, "event": event})

@@ -22,9 +22,11 @@ from pydantic import ConfigDict, Field, field_validator
 
 from gateway.api.orders import request_context
 from gateway.api.problem import InvalidParameter, problem_responses
+from gateway.audit import Actor
 from gateway.auth import Principal, current_principal, needs, require_manufacturer
 from gateway.context import Context
 from gateway.errors import FieldError, Forbidden, NotFound
+from gateway.fhir_api.audit_events import actor_for
 from gateway.inbound import records
 from gateway.inbound.requests import REASON_MAX_CHARS, decide_request_row
 from gateway.store.db import run_write
@@ -87,14 +89,14 @@ async def post_decision(request_id: str, body: DecisionIn, request: Request,
     manufacturer_id = require_manufacturer(principal)
     context = request_context(request)
     return await run_write(context.engine, _decide, context, manufacturer_id, principal.client_id,
-                           request_id, body)
+                           request_id, body, actor_for(principal, request))
 
 
 def _decide(context: Context, manufacturer_id: str, client_id: str, request_id: str,
-            body: DecisionIn) -> JSONResponse:
+            body: DecisionIn, actor: Actor) -> JSONResponse:
     by = f"manufacturer:{manufacturer_id}" + (f" ({client_id})" if client_id else "")
     row = decide_request_row(context, manufacturer_id, _request_id_or_404(request_id), body.decision,
-                             body.reason, by=by[:200])
+                             body.reason, by=by[:200], audit_actor=actor)
     return JSONResponse(records.api_view(row))
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.cli.audit import audit_app
 from gateway.cli.listen import listen_command
 from gateway.cli.oauth import client_app, token_revoke
 from gateway.cli.outbox import outbox_app, worker_command
@@ -19,6 +20,7 @@ token_app = typer.Typer(help="Create API tokens (only their hash is stored).", n
 app.add_typer(token_app, name="token")
 app.add_typer(profile_app, name="profile")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(audit_app, name="audit")
 app.command("worker")(worker_command)
 app.add_typer(client_app, name="client")  # issue 14: SMART Backend Services clients
 token_app.command("revoke")(token_revoke)

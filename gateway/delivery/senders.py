@@ -27,6 +27,7 @@ from adapters.http.auth import BearerToken, ClientCredentials, ClientCredentials
 from adapters.http.fhir_push import FhirPushSender
 from adapters.http.webhook import WebhookSender
 from adapters.mllp.client import ConnectionFactory, MllpEndpoint, MllpSender
+from gateway.audit.delivery import delivery_recorder
 from gateway.config import Settings
 from gateway.delivery.destinations import fhir_destination, mllp_destination, webhook_destination
 from gateway.delivery.outbox import NewMessage, OutboxMessage, enqueue
@@ -246,7 +247,8 @@ def build_delivery_worker(settings: Settings, engine: Engine,
     return DeliveryWorker(engine=engine, sender_for=senders, settings=worker_settings or WorkerSettings(),
                           on_outcome=on_outcome, close_senders=senders.aclose,
                           alert_after=senders.alert_after,
-                          on_dead_letter=dead_letter_notifier(set(webhook_targets(settings, environ))))
+                          on_dead_letter=dead_letter_notifier(set(webhook_targets(settings, environ))),
+                          on_attempt=delivery_recorder(profiles) if settings.audit_enabled else None)
 
 
 def dead_letter_notifier(manufacturers_with_webhook: set[str]) -> Callable[

@@ -77,6 +77,8 @@ class DeliveryStore:
     clock: Callable[[], datetime]
     alert_after: Callable[[str], int | None] | None = None  # per-destination alert threshold
     on_dead_letter: DeadLetterHook | None = None
+    # Called in each attempt's transaction, after the attempt is recorded (the audit record: gateway.audit)
+    on_attempt: Callable[[Connection, OutboxMessage, DeliveryOutcome, datetime], None] | None = None
     leases: LeaseBook = field(init=False)
     _queues: dict[str, DestinationConnection] = field(default_factory=dict)
 
@@ -207,6 +209,7 @@ class DeliveryStore:
             if outcome.warning:
                 session.add(DeliveryAlert(at=now, destination=destination, message_id=message.id,
                                           kind="warning", detail=outcome.warning))
+            session.flush()  # the follow-ups first: the attempt's audit record (in _mark) comes last
             self._mark(session.connection(), message, "dead", values, outcome, now)
             session.commit()
 
@@ -218,6 +221,8 @@ class DeliveryStore:
                        outcome=outcome.status, ack_code=outcome.ack_code,
                        http_status=outcome.http_status, latency_ms=outcome.latency_ms,
                        detail=outcome.detail, worker_id=self.worker_id)
+        if self.on_attempt is not None:  # last: the outbox row is locked first, the audit head after
+            self.on_attempt(connection, message, outcome, now)
 
     # ------------------------------------------------------------------ the worker's loops
 

@@ -39,6 +39,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.delivery_result import DeliveryOutcome
+from gateway.audit.delivery import AttemptHook
 from gateway.delivery.outbox import OutboxMessage
 from gateway.delivery.settings import WorkerSettings
 from gateway.delivery.store import DeadLetterHook, DeliveryStore
@@ -129,6 +130,7 @@ class DeliveryWorker:
     close_senders: Callable[[], Awaitable[None]] | None = None  # awaited when the worker stops
     alert_after: Callable[[str], int | None] | None = None  # per-destination alert threshold
     on_dead_letter: DeadLetterHook | None = None  # enqueues follow-ups in the dead letter's transaction
+    on_attempt: AttemptHook | None = None  # the audit record, in each attempt's transaction
     _stop: asyncio.Event | None = None
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _unconfigured: set[str] = field(default_factory=set)
@@ -139,7 +141,8 @@ class DeliveryWorker:
 
     def __post_init__(self) -> None:
         self._store = DeliveryStore(self.engine, self.settings, self.worker_id, self.clock,
-                                    alert_after=self.alert_after, on_dead_letter=self.on_dead_letter)
+                                    alert_after=self.alert_after, on_dead_letter=self.on_dead_letter,
+                                    on_attempt=self.on_attempt)
 
     # ------------------------------------------------------------------ one step
 

@@ -28,8 +28,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
+from gateway.audit import Actor
 from gateway.auth import Principal, current_principal, needs
 from gateway.context import Context
+from gateway.fhir_api.audit_events import actor_for
 from gateway.fhir_api.bundle import entry_etag, http_date
 from gateway.fhir_api.outcome import FhirError, FhirRoute, check_format, fhir_response
 from gateway.inbound import requests
@@ -108,7 +110,7 @@ def _order_of(conn: Connection, site_id: str, resource_type: str, target_id: str
 
 
 def _submit(context: Context, principal: Principal, site_id: str, read: FhirSiteRequest, raw: bytes,
-            expression: str) -> StoredVersion:
+            expression: str, actor: Actor) -> StoredVersion:
     with context.engine.connect() as conn:
         manufacturer_id, order_id, target = _order_of(conn, site_id, read.target_type, read.target_id,
                                                       expression)
@@ -121,7 +123,8 @@ def _submit(context: Context, principal: Principal, site_id: str, read: FhirSite
         site_id=site_id, kind=read.kind, channel="fhir", order_ref=order_id, manufacturer_id=manufacturer_id,
         requested=dict(read.requested),
         reason=read.reason, raw=raw.decode("utf-8", errors="replace"),
-        sender=principal.client_id or f"site:{site_id}")
+        sender=principal.client_id or f"site:{site_id}",
+        actor=actor)
     outcome: Outcome = requests.receive(context, incoming)
     if outcome.refusal is not None:
         refusal = outcome.refusal
@@ -153,7 +156,8 @@ async def _create(request: Request, principal: Principal, resource_type: str) ->
         return _invalid(read, context.settings.max_error_entries)
     expression = "Task.focus" if resource_type == "Task" else "Procedure.basedOn[0]"
     raw = await request.body()
-    stored = await run_in_threadpool(_submit, context, principal, site_id, read, raw, expression)
+    stored = await run_in_threadpool(_submit, context, principal, site_id, read, raw, expression,
+                                     actor_for(principal, request))
     # a Procedure is kept as an event of the order, not as a resource: a body of another type would be
     # taken by FHIR clients (fhirpy's save()) as the Procedure they created
     return _created(request, stored, with_body=stored.resource_type == resource_type)

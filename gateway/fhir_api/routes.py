@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.auth import FHIR_READ, FHIR_SEARCH, Principal, current_principal
 from gateway.config import Settings
 from gateway.fhir_api import query
+from gateway.fhir_api.audit_events import note_fhir_read
 from gateway.fhir_api.bundle import (
     CURSOR_PARAM,
     decode_cursor,
@@ -176,7 +177,15 @@ def vread(resource_type: str, resource_id: str, version_id: str, request: Reques
         stored = read_version(conn, scope, resource_type, resource_id, version)
     if stored is None:
         raise _not_found(resource_type, resource_id, version_id)
-    return _serve(request, stored)
+    return _audited(request, principal, "fhir.vread", _serve(request, stored), stored)
+
+
+def _audited(request: Request, principal: Principal, operation: str, response: Response,
+             stored: StoredVersion) -> Response:
+    """``response`` once the read is noted for the audit trail (not a 304: no data went out)."""
+    if response.status_code == 200:
+        note_fhir_read(request, principal, operation, "read", [stored])
+    return response
 
 
 @router.get("/{resource_type}/{resource_id}", name="fhir_read", dependencies=[FHIR_READ])
@@ -193,8 +202,9 @@ def read(resource_type: str, resource_id: str, request: Request,
         older = None
         if stored.version_id > 1 and request.headers.get("if-modified-since"):
             older = read_version(conn, scope, resource_type, resource_id, stored.version_id - 1)
-    return _serve(request, stored, second_shared=older is not None and
-                  older.last_updated_us // 1_000_000 == stored.last_updated_us // 1_000_000)
+    return _audited(request, principal, "fhir.read", _serve(
+        request, stored, second_shared=older is not None and
+        older.last_updated_us // 1_000_000 == stored.last_updated_us // 1_000_000), stored)
 
 
 @router.post("/{resource_type}/_search", name="fhir_search_post", dependencies=[FHIR_SEARCH])
@@ -239,6 +249,7 @@ def _search(request: Request, principal: Principal, resource_type: str, items: l
                                            includes=(), total=total, next_params=None))
         matches, next_key = query.search_page(conn, scope, q, after)
         includes = _includes(conn, scope, q, matches)
+    note_fhir_read(request, principal, "fhir.search", "search", [*matches, *includes])  # none: no record
     self_params = [(CURSOR_PARAM, cursor[0])] if cursor else list(q.params)
     next_params = None if next_key is None else [(CURSOR_PARAM, encode_cursor(q.params, next_key))]
     return fhir_response(searchset(base, resource_type, self_params=self_params, matches=matches,
@@ -281,6 +292,7 @@ def _history(request: Request, principal: Principal, resource_type: str, resourc
             raise _not_found(resource_type, resource_id)
         versions, next_key = query.history_page(conn, scope, resource_type, resource_id, since_us=h.since_us,
                                                 count=h.count, before=before)
+    note_fhir_read(request, principal, "fhir.history", "read", versions)
     self_params = [(CURSOR_PARAM, cursor[0])] if cursor else list(h.params)
     next_params = None if next_key is None else [(CURSOR_PARAM, encode_cursor(h.params, next_key))]
     return fhir_response(history_bundle(_base(request), f"{path}/_history", self_params=self_params,

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.mllp.server import ListenerLimits, MllpListener, PeerInfo
+from gateway.audit import Actor
 from gateway.context import Context
 from gateway.inbound import requests
 from gateway.inbound.requests import IncomingRequest, Outcome
@@ -101,6 +102,7 @@ def incoming_request(message: InboundMessage, site_id: str, peer_host: str) -> I
         control_id=message.control_id,
         raw=message.raw,
         sender=f"mllp:{peer_host}",
+        actor=Actor(f"mllp:{site_id}", f"site:{site_id}", peer_host),
     )
 
 

@@ -38,6 +38,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from gateway.audit import Actor
+from gateway.audit.patients import order_reference
 from gateway.config import ProductConfig
 from gateway.context import Context
 from gateway.errors import CoiError, Conflict, FieldError, LifecycleError, NotFound, ValidationFailed
@@ -51,7 +53,14 @@ from gateway.inbound.site_events import (
     planned_event,
     requested_values,
 )
-from gateway.intake.accept import ORDERS, canonical_sha256, retrying_on_conflict, write_safety_log
+from gateway.intake.accept import (
+    ORDERS,
+    audit_write,
+    canonical_sha256,
+    retrying_on_conflict,
+    stored_mrn,
+    write_safety_log,
+)
 from gateway.intake.append import append_event
 from gateway.intake.coi import normalize_product_coi
 from gateway.intake.lifecycle import TERMINAL_STATUSES, LifecycleState, decide
@@ -103,6 +112,7 @@ class IncomingRequest:
     control_id: str | None = None
     raw: str = ""
     sender: str = ""
+    actor: Actor | None = None  # who acts, for the audit record (None: the gateway itself)
     manufacturer_id: str | None = None
 
 
@@ -280,6 +290,11 @@ def receive(context: Context, incoming: IncomingRequest, *, ack: AckBuilder | No
             row, applied = _decide_at_once(session, context, order, product, row, planned, values, state, now)
             answers.queue_site_answer(session, context, applied.snapshot, records.view(row), now)
             answers.queue_webhook(session, context, row, now)
+            audit_write(conn, context, incoming.actor, now, "create", "site_requests.create",
+                        manufacturer_id=order.manufacturer_id, site_id=incoming.site_id,
+                        mrn=stored_mrn(conn, order.pk),
+                        entities=[order_reference(order.manufacturer_id, order.order_id),
+                                  f"site-request:{request_id}"])
             outcome = _outcome_of(row, created=True)
             if ack is not None:
                 text = ack(outcome)
@@ -337,7 +352,7 @@ def _decide_at_once(session: Session, context: Context, order: LockedOrder, prod
 
 def decide_request_row(context: Context, manufacturer_id: str, request_id: str,
                        decision: Literal["accept", "decline"], reason: str | None, *,
-                       by: str | None = None) -> Any:
+                       by: str | None = None, audit_actor: Actor | None = None) -> Any:
     """The manufacturer's decision on one of its requests awaiting it; the request's row as stored.
 
     404 ``not-found`` for an unknown request or another manufacturer's; 422 a decline without a reason
@@ -391,6 +406,10 @@ def decide_request_row(context: Context, manufacturer_id: str, request_id: str,
                                    decided_by="manufacturer", decision="accept", event_pk=applied.event_pk)
                 history, snapshot = applied.history, applied.snapshot
             answers.queue_site_answer(session, context, snapshot, records.view(row), now)
+            audit_write(conn, context, audit_actor, now, "update", "site_requests.decide",
+                        manufacturer_id=manufacturer_id, site_id=row.site_id, mrn=stored_mrn(conn, order.pk),
+                        entities=[order_reference(manufacturer_id, row.order_id),
+                                  f"site-request:{request_id}"])
             log.info("site request decided", extra={
                 "site_id": row.site_id, "manufacturer_id": manufacturer_id, "order_id": row.order_id,
                 "request_id": request_id, "kind": row.kind, "state": row.state})

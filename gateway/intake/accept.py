@@ -27,6 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from gateway.audit import SYSTEM_ACTOR, Actor, AuditEntry
+from gateway.audit import append as append_audit
+from gateway.audit.patients import event_reference, order_reference, patient_reference
 from gateway.context import Context
 from gateway.errors import (
     CoiError,
@@ -36,6 +39,7 @@ from gateway.intake.order_history import (
     event_record,
 )
 from gateway.store.db import write_session
+from gateway.store.search_params import to_us
 from gateway.store.tables import EventRow, OrderRow, PatientCoiRow, SafetyLogRow
 
 __all__ = [
@@ -50,6 +54,10 @@ __all__ = [
     "insert_row",
     "event_record",
     "build_snapshot",
+    "audit_write",
+    "stored_mrn",
+    "order_reference",
+    "event_reference",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,3 +118,25 @@ def insert_row(conn: Connection, table: sa.Table, values: dict[str, Any]) -> int
     return int(key[0])
 
 
+
+
+_ORDER_BODY = sa.select(ORDERS.c.body).where(ORDERS.c.id == sa.bindparam("pk"))
+
+
+def stored_mrn(conn: Connection, order_pk: int) -> str:
+    """The patient's MRN of a stored order (to derive its Patient id; never logged)."""
+    body = conn.execute(_ORDER_BODY, {"pk": order_pk}).scalar_one()
+    patient = body.get("patient") if isinstance(body, dict) else None
+    return str(patient.get("mrn", "")) if isinstance(patient, dict) else ""
+
+
+def audit_write(conn: Connection, context: Context, actor: Actor | None, now: Any, action: str,
+                operation: str, *, manufacturer_id: str, site_id: str, mrn: str,
+                entities: list[str]) -> None:
+    """Append the write's audit record in ITS transaction, as the transaction's last statements (the
+    order row is locked already: order lock first, audit head last).  Patient: ``Patient/<id>``."""
+    if not context.settings.audit_enabled:
+        return
+    patient = patient_reference(context.profiles, manufacturer_id, site_id, mrn)
+    append_audit(conn, [AuditEntry.of(actor or SYSTEM_ACTOR, to_us(now), action, operation, entities=entities,
+                                      patients=[patient] if patient else [])])

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
+from gateway.audit import Actor
 from gateway.config import ProductConfig
 from gateway.context import Context
 from gateway.errors import (
@@ -25,9 +26,13 @@ from gateway.intake import identity_claims
 from gateway.intake.accept import (
     EVENTS,
     Refused,
+    audit_write,
     canonical_sha256,
+    event_reference,
     log,
+    order_reference,
     retrying_on_conflict,
+    stored_mrn,
     write_safety_log,
 )
 from gateway.intake.append import append_event
@@ -118,9 +123,11 @@ def _replay_of(conn: Connection, order: LockedOrder, event: EventIn,
     )
 
 
-def accept_event(context: Context, manufacturer_id: str, order_id: str, event: EventIn) -> EventAccepted:
+def accept_event(context: Context, manufacturer_id: str, order_id: str, event: EventIn,
+                 actor: Actor | None = None) -> EventAccepted:
     """Append the event (201) or recognise an identical replay (200); 404 unknown order,
-    409 ``duplicate-event`` and lifecycle refusals, 422 ``coi-mismatch`` and data errors."""
+    409 ``duplicate-event`` and lifecycle refusals, 422 ``coi-mismatch`` and data errors.  ``actor``:
+    who calls, for the audit record appended in the same transaction (a refusal records nothing)."""
     typed, data = _typed_data(event)
     body_sha256 = canonical_sha256(
         {
@@ -142,7 +149,12 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             assert product is not None
             _check_coi(event, order, product, now)  # first: a wrong CoI always reaches the safety log
             replay = _replay_of(conn, order, event, body_sha256)
-            if replay is not None:
+            entities = [order_reference(manufacturer_id, order_id),
+                        event_reference(manufacturer_id, event.event_id)]
+            if replay is not None:  # nothing changes; the stored event is shown
+                audit_write(conn, context, actor, now, "read", "events.create",
+                            manufacturer_id=manufacturer_id, site_id=order.site_id,
+                            mrn=stored_mrn(conn, order.pk), entities=entities)
                 return replay, None
             claims = identity_claims.check(conn, order, product, event.event_id, event.type.value, data, now)
             check_event_times(context.settings, event, typed, now)
@@ -164,6 +176,8 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
                     "status": status,
                 },
             )
+            audit_write(conn, context, actor, now, "create", "events.create", manufacturer_id=manufacturer_id,
+                        site_id=order.site_id, mrn=history.order.patient.mrn, entities=entities)
         return EventAccepted(order.pk, row.id, created=True, row=row), history  # committed
 
     try:

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from gateway.audit import Actor
 from gateway.config import ProductConfig, Settings
 from gateway.context import Context
 from gateway.errors import (
@@ -25,9 +26,11 @@ from gateway.intake.accept import (
     ORDERS,
     PATIENT_COIS,
     Refused,
+    audit_write,
     canonical_sha256,
     insert_row,
     log,
+    order_reference,
     placed_event_id,
     retrying_on_conflict,
     write_safety_log,
@@ -97,9 +100,11 @@ def _claim_coi(conn: Connection, manufacturer_id: str, order: OrderIn, coi: str,
         )
 
 
-def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> OrderAccepted:
+def accept_order(context: Context, manufacturer_id: str, order: OrderIn,
+                 actor: Actor | None = None) -> OrderAccepted:
     """Create the order (201) or recognise an identical replay (200); 409 ``duplicate-order``,
-    422 ``coi-in-use`` / ``invalid-coi`` / unknown site or product."""
+    422 ``coi-in-use`` / ``invalid-coi`` / unknown site or product.  ``actor``: who calls, for the
+    audit record appended in the same transaction (a refusal rolls back and records nothing)."""
     product = _product_for(context.settings, manufacturer_id, order)
     if order.patient.birth_date > (context.now() + timedelta(days=1)).date():  # a day for time zones
         raise ValidationFailed(
@@ -123,7 +128,10 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
             conn = session.connection()
             existing = lock_order(conn, manufacturer_id, order.order_id)
             if existing is not None:
-                if existing.body_sha256 == body_sha256:
+                if existing.body_sha256 == body_sha256:  # nothing changes; the stored order is shown
+                    audit_write(conn, context, actor, now, "read", "orders.create",
+                                manufacturer_id=manufacturer_id, site_id=order.site_id, mrn=order.patient.mrn,
+                                entities=[order_reference(manufacturer_id, order.order_id)])
                     return OrderAccepted(existing.pk, created=False), None
                 raise Conflict(
                     f"Order {order.order_id} already exists with a different body.",
@@ -159,6 +167,9 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn) -> Orde
                     "site_id": order.site_id,
                 },
             )
+            audit_write(conn, context, actor, now, "create", "orders.create", manufacturer_id=manufacturer_id,
+                        site_id=order.site_id, mrn=order.patient.mrn,
+                        entities=[order_reference(manufacturer_id, order.order_id)])
         return OrderAccepted(order_pk, created=True), history  # committed
 
     try:

@@ -34,11 +34,18 @@ import sqlalchemy as sa
 from pydantic import ConfigDict, Field, field_validator
 from sqlalchemy.engine import Connection
 
+from gateway.audit import Actor
 from gateway.config import ProductConfig
 from gateway.context import Context
 from gateway.errors import Conflict, FieldError, LifecycleError, NotFound
 from gateway.intake import identity_claims, pipeline
-from gateway.intake.accept import retrying_on_conflict
+from gateway.intake.accept import (
+    audit_write,
+    event_reference,
+    order_reference,
+    retrying_on_conflict,
+    stored_mrn,
+)
 from gateway.intake.lifecycle import LifecycleState, decide, initial_state
 from gateway.intake.order_history import (
     EVENT_COLUMNS,
@@ -180,9 +187,10 @@ def _release_identity_claims(conn: Connection, order: LockedOrder, product: Prod
 
 
 def retract_event(context: Context, manufacturer_id: str, order_id: str, event_id: str,
-                  reason: str) -> Retracted:
+                  reason: str, actor: Actor | None = None) -> Retracted:
     """Retract ``event_id`` of the manufacturer's order ``order_id``; see the module docstring.
-    404 for an unknown order or event, 409 ``retraction-conflict``."""
+    404 for an unknown order or event, 409 ``retraction-conflict``.  ``actor``: who calls, for the
+    audit record appended in the same transaction (a refusal records nothing)."""
 
     def attempt() -> tuple[Retracted, History | None]:
         now = context.now()
@@ -194,7 +202,12 @@ def retract_event(context: Context, manufacturer_id: str, order_id: str, event_i
             if not found:
                 raise NotFound(f"No event {event_id} on order {order_id}.")
             row = StoredEvent(**found[0]._asdict())
-            if row.retracted_at is not None:
+            entities = [order_reference(manufacturer_id, order_id),
+                        event_reference(manufacturer_id, event_id)]
+            if row.retracted_at is not None:  # a repeat: nothing changes, the retracted event is shown
+                audit_write(conn, context, actor, now, "read", "events.retract",
+                            manufacturer_id=manufacturer_id, site_id=order.site_id,
+                            mrn=stored_mrn(conn, order.pk), entities=entities)
                 return Retracted(order.pk, row, order.status, order.state, changed=False), None
             history = load_history(conn, order, HISTORY_CACHE.get(engine, order.pk))
             target = next(e for e in history.events if e.event_id == event_id)
@@ -230,6 +243,9 @@ def retract_event(context: Context, manufacturer_id: str, order_id: str, event_i
                 "event_type": target.type.value, "status": status})
             stored = StoredEvent(**{**found[0]._asdict(), "retracted_at": now, "retraction_reason": reason})
             result = Retracted(order.pk, stored, status, replayed.state.model_dump(mode="json"), changed=True)
+            audit_write(conn, context, actor, now, "update", "events.retract",
+                        manufacturer_id=manufacturer_id, site_id=order.site_id,
+                        mrn=history.order.patient.mrn, entities=entities)
         return result, remaining  # committed
 
     result, history = retrying_on_conflict(attempt)

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # retraction is 200 and changes nothing. Then nova-cell's order, and its collection refused 422 din-in-use.
 FIRST_RUN = [201, 201, 201, 201, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200, 200, 201, 409, 201, 422]
 REPEAT_RUN = [200, 200, 200, 200, 200, 200, 422, 200, 422, 400, 404, 403, 401, 200, 200, 200, 409, 200, 422]
-# Then the later sections: site preview, three FHIR polls, outbox, alerts, metrics (read-only, 200 each).
-LATER_RUN = [200] * 7
+# Then the later sections: site preview, three FHIR polls, outbox, alerts, metrics, the audit trail search
+# (read-only, 200 each).
+LATER_RUN = [200] * 8
 FIRST_RUN += LATER_RUN
 REPEAT_RUN += LATER_RUN
 

@@ -4,13 +4,13 @@ STUB created by the lead so the parts' migrations chain; the owning part fills i
 re-chains it after 0009_console at merge time: do not change revision or down_revision.)
 
 Revision ID: 0010_subscriptions
-Revises: 0008_audit
+Revises: 0009_console
 """
 
 from __future__ import annotations
 
 revision = "0010_subscriptions"
-down_revision = "0008_audit"
+down_revision = "0009_console"
 branch_labels = None
 depends_on = None
 
