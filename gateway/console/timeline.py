@@ -5,8 +5,8 @@ Read in one session with capped queries (:data:`MAX_EVENTS`, :data:`MAX_VERSIONS
 :data:`MAX_MESSAGES`, :data:`MAX_ATTEMPTS`; the page says when a cap cut something).  FHIR versions
 carry no event id: a version belongs to the latest event accepted (or retraction recorded) at or
 before its ``lastUpdated`` (one transaction writes an event and its versions, so the stamps agree).
-Site requests (inbound, issue 13) are not stored by this version: :attr:`Timeline.site_requests` is
-the place they will join, and the page says so instead of inventing them.
+Site requests (inbound, issue 13) are listed with their state, decision and the event each produced
+(:data:`MAX_SITE_REQUESTS`); the raw message a site sent is never shown here (it holds PHI).
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from gateway.console.scope import may_read_payload, may_see_message, order_filte
 from gateway.delivery.outbox import DeliveryAttempt, OutboxMessage
 from gateway.store.fhir_tables import FhirResourceVersion
 from gateway.store.search_params import to_us
+from gateway.store.site_request_tables import SiteRequestRow
 from gateway.store.tables import EventRow, OrderRow, as_utc
 
-__all__ = ["MAX_EVENTS", "MAX_VERSIONS", "MAX_MESSAGES", "MAX_ATTEMPTS", "Timeline", "EventEntry",
+__all__ = ["MAX_EVENTS", "MAX_VERSIONS", "MAX_MESSAGES", "MAX_ATTEMPTS", "MAX_SITE_REQUESTS", "SiteRequestEntry",
+           "Timeline", "EventEntry",
            "MessageEntry", "VersionEntry", "find_orders", "load_timeline"]
 
 MAX_EVENTS = 500
@@ -35,6 +37,7 @@ MAX_VERSIONS = 500
 MAX_MESSAGES = 500
 MAX_ATTEMPTS = 2000
 MAX_DIFF_LINES = 400
+MAX_SITE_REQUESTS = 200
 
 
 @dataclass
@@ -65,12 +68,30 @@ class EventEntry:
 
 
 @dataclass
+class SiteRequestEntry:
+    """One site request as the timeline shows it (never its raw message)."""
+
+    request_id: str
+    kind: str
+    state: str
+    channel: str
+    control_id: str | None
+    received_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    reason: str | None
+    decision_reason: str | None
+    requested: dict[str, object]
+    event_id: str | None  # the lifecycle event it produced (applied or accepted)
+
+
+@dataclass
 class Timeline:
     order: OrderRow
     events: list[EventEntry]
     unattributed_versions: list[VersionEntry]  # written before the first event (cannot occur; shown if so)
     other_messages: list[MessageEntry]  # messages naming no event of this timeline
-    site_requests: list[object]  # issue 13: inbound site requests join the timeline here
+    site_requests: list[SiteRequestEntry]  # issue 13: inbound site requests, oldest first
     truncated: list[str]
 
 
@@ -172,7 +193,23 @@ def load_timeline(session: Session, principal: Principal, order: OrderRow) -> Ti
         shown = _message_entry(principal, message, attempts.get(message.id or 0, []))
         owner = by_event_id.get(message.event_id)
         (owner.messages if owner is not None else others).append(shown)
-    return Timeline(order, entries, unattributed, others, [], truncated)
+    return Timeline(order, entries, unattributed, others, _site_requests(session, order, entries, truncated),
+                    truncated)
+
+
+def _site_requests(session: Session, order: OrderRow, entries: list[EventEntry],
+                   truncated: list[str]) -> list[SiteRequestEntry]:
+    rows = list(session.exec(select(SiteRequestRow).where(col(SiteRequestRow.order_pk) == order.id)
+                             .order_by(col(SiteRequestRow.seq)).limit(MAX_SITE_REQUESTS + 1)).all())
+    if len(rows) > MAX_SITE_REQUESTS:
+        rows = rows[:MAX_SITE_REQUESTS]
+        truncated.append(f"only the first {MAX_SITE_REQUESTS} site requests")
+    event_ids = {entry.event.id: entry.event.event_id for entry in entries}
+    return [SiteRequestEntry(row.request_id, row.kind, row.state, row.channel, row.control_id, row.received_at,
+                             row.decided_at, row.decided_by, row.reason, row.decision_reason,
+                             dict(row.requested or {}),
+                             event_ids.get(row.event_pk) if row.event_pk is not None else None)
+            for row in rows]
 
 
 def when(value: datetime | None) -> str:

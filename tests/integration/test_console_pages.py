@@ -140,3 +140,23 @@ def test_the_dry_run_compares_a_draft_with_what_was_sent(journey: TestClient, en
     assert client.get(page).status_code == 404
     _as(client, "demo-acme-token")
     assert client.get(page).status_code == 404
+
+
+def test_the_timeline_lists_site_requests_and_marks_site_events(journey: TestClient) -> None:
+    """A site's hold (applied: the journey is before collection) and its later release show up with their
+    state and the event each produced; the raw message the site sent is never on the page."""
+    from gateway.inbound.requests import IncomingRequest, receive
+
+    context = journey.app.state.context
+    raw = "MSH|^~\\&|EPIC|SITE-A|...|SECRET-RAW-MARKER"
+    hold = receive(context, IncomingRequest(site_id="site-a", kind="hold", channel="hl7v2", order_ref=ORDER_ID,
+                                            reason="patient has a fever", control_id="EPIC-77", raw=raw))
+    assert hold.request is not None and hold.request.state == "applied", hold
+    page = _as(journey, "demo-site-a-token").get(f"/console/orders/{ORDER_ID}").text
+    assert hold.request.request_id in page and "MSH-10 EPIC-77" in page
+    assert "site: patient has a fever" in page and "applied" in page
+    assert f"site-request-{hold.request.request_id}" in page  # the order.on_hold event it produced
+    assert '<span class="badge site">from the site</span>' in page
+    assert "SECRET-RAW-MARKER" not in page
+    other = _as(journey, "demo-site-b-token").get(f"/console/orders/{ORDER_ID}")
+    assert other.status_code == 404 and hold.request.request_id not in other.text
