@@ -28,8 +28,8 @@ from gateway.store.search_params import to_us
 from gateway.store.site_request_tables import SiteRequestRow
 from gateway.store.tables import EventRow, OrderRow, as_utc
 
-__all__ = ["MAX_EVENTS", "MAX_VERSIONS", "MAX_MESSAGES", "MAX_ATTEMPTS", "MAX_SITE_REQUESTS", "SiteRequestEntry",
-           "Timeline", "EventEntry",
+__all__ = ["MAX_EVENTS", "MAX_VERSIONS", "MAX_MESSAGES", "MAX_ATTEMPTS", "MAX_SITE_REQUESTS",
+           "SiteRequestEntry", "Timeline", "EventEntry",
            "MessageEntry", "VersionEntry", "find_orders", "load_timeline"]
 
 MAX_EVENTS = 500
@@ -205,8 +205,8 @@ def _site_requests(session: Session, order: OrderRow, entries: list[EventEntry],
         rows = rows[:MAX_SITE_REQUESTS]
         truncated.append(f"only the first {MAX_SITE_REQUESTS} site requests")
     event_ids = {entry.event.id: entry.event.event_id for entry in entries}
-    return [SiteRequestEntry(row.request_id, row.kind, row.state, row.channel, row.control_id, row.received_at,
-                             row.decided_at, row.decided_by, row.reason, row.decision_reason,
+    return [SiteRequestEntry(row.request_id, row.kind, row.state, row.channel, row.control_id,
+                             row.received_at, row.decided_at, row.decided_by, row.reason, row.decision_reason,
                              dict(row.requested or {}),
                              event_ids.get(row.event_pk) if row.event_pk is not None else None)
             for row in rows]

@@ -149,8 +149,9 @@ def test_the_timeline_lists_site_requests_and_marks_site_events(journey: TestCli
 
     context = journey.app.state.context
     raw = "MSH|^~\\&|EPIC|SITE-A|...|SECRET-RAW-MARKER"
-    hold = receive(context, IncomingRequest(site_id="site-a", kind="hold", channel="hl7v2", order_ref=ORDER_ID,
-                                            reason="patient has a fever", control_id="EPIC-77", raw=raw))
+    incoming = IncomingRequest(site_id="site-a", kind="hold", channel="hl7v2", order_ref=ORDER_ID,
+                               reason="patient has a fever", control_id="EPIC-77", raw=raw)
+    hold = receive(context, incoming)
     assert hold.request is not None and hold.request.state == "applied", hold
     page = _as(journey, "demo-site-a-token").get(f"/console/orders/{ORDER_ID}").text
     assert hold.request.request_id in page and "MSH-10 EPIC-77" in page
