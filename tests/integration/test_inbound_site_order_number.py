@@ -16,8 +16,13 @@ def only_orc_3(order_id: str, number: str) -> dict[str, str]:
 
 def test_after_na_a_cancel_naming_only_the_sites_number_in_orc_3_is_applied(client, context, engine):
     place(client, "ORD-N1")
+    assert client.get("/v1/orders/ORD-N1", headers=ACME).json()["site_order_number"] is None
     with listening(context) as port, Site(port) as site:
         assert checked(site.send(sent(message("oml-o21-order-number", "ORD-N1", "NA-N1")))) == ["CA", "AA"]
+        # the order views show the number learned
+        assert client.get("/v1/orders/ORD-N1", headers=ACME).json()["site_order_number"] == "SA-778812"
+        listed = client.get("/v1/orders", headers=ACME).json()["items"]
+        assert [o["site_order_number"] for o in listed if o["order_id"] == "ORD-N1"] == ["SA-778812"]
         cancel = message("oml-o21-cancel", "ORD-N1", "CA-N1", **only_orc_3("ORD-N1", "SA-778812"))
         orc = segments(cancel)["ORC"][0]
         assert (orc[2], orc[3].split("^")[0]) == ("", "SA-778812")
