@@ -174,7 +174,8 @@ def _request_task(journey: Journey, request: SiteRequestView, task_code: str,
     )
 
 
-def _procedure(journey: Journey, request: SiteRequestView, issues: list[MappingIssue]) -> dict[str, Any] | None:
+def _procedure(journey: Journey, request: SiteRequestView,
+               issues: list[MappingIssue]) -> dict[str, Any] | None:
     """The site's Procedure of an applied ``infused`` request (the time as the site sent it)."""
     performed = request.requested.get("administered_at")
     if not isinstance(performed, str) or _DATE.match(performed):

@@ -196,7 +196,8 @@ _SET_SITE_ORDER_NUMBER = ORDERS.update().where(ORDERS.c.id == sa.bindparam("k_pk
 
 _BY_SITE_ORDER_NUMBER = (sa.select(ORDERS.c.id)
                          .where(ORDERS.c.site_id == sa.bindparam("s"),
-                                ORDERS.c.site_order_number == sa.bindparam("n", type_=ORDERS.c.site_order_number.type))
+                                ORDERS.c.site_order_number == sa.bindparam(
+                                    "n", type_=ORDERS.c.site_order_number.type))
                          .order_by(ORDERS.c.id).limit(2))
 
 
@@ -279,8 +280,9 @@ def receive(context: Context, incoming: IncomingRequest, *, ack: AckBuilder | No
                 detail = f"No order {named[:64]!r} at this site."
                 return _unknown_order(incoming, detail), None, None
             if len(orders) > 1:
+                named = (incoming.order_ref or incoming.site_order_ref or "")[:64]
                 return _unknown_order(incoming, f"Several manufacturers' orders at this site use the number "
-                                                f"{(incoming.order_ref or incoming.site_order_ref or '')[:64]!r}."), None, None
+                                                f"{named!r}."), None, None
             order = orders[0]
             if dedupe is not None and conn.dialect.name == "postgresql":  # a twin committed meanwhile?
                 first = records.find_by_dedupe(conn, incoming.site_id, dedupe)

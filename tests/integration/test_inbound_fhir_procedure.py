@@ -30,7 +30,8 @@ def procedure_of(client, order_id: str, performed: str, **extra: Any) -> dict[st
 
 def test_the_procedure_is_stored_readable_and_searchable_by_its_site_only(client, clock, engine):
     journey_until(client, "ORD-P1", isbt_coi(301), "infusion.scheduled")
-    given = (clock() - timedelta(hours=2)).astimezone(timezone(timedelta(hours=-5))).isoformat(timespec="seconds")
+    eastern = timezone(timedelta(hours=-5))
+    given = (clock() - timedelta(hours=2)).astimezone(eastern).isoformat(timespec="seconds")
     response = post(client, "Procedure", procedure_of(client, "ORD-P1", given, note=[{"text": "Uneventful"}]))
     assert response.status_code == 201, response.text
     stored = valid(response.json())
@@ -96,7 +97,8 @@ def test_a_second_procedure_is_declined_by_the_lifecycle_and_stores_nothing(clie
 def deciding(settings, engine, clock):
     """The demo app with ``infused: manufacturer`` for every product (the manufacturer decides)."""
     manufacturers = [m.model_copy(update={"products": [
-        p.model_copy(update={"site_requests": SiteRequestPolicy(infused="manufacturer")}) for p in m.products]})
+        p.model_copy(update={"site_requests": SiteRequestPolicy(infused="manufacturer")})
+        for p in m.products]})
         for m in settings.manufacturers]
     app = create_app(settings.model_copy(update={"manufacturers": manufacturers}), engine=engine, now=clock)
     with TestClient(app, raise_server_exceptions=False) as c:
@@ -117,7 +119,8 @@ def test_awaiting_the_manufacturer_answers_202_then_the_accept_stores_the_proced
     procedure_id = site_procedure_id("acme-bio", "ORD-P3", request_id)
     assert client.get(f"/fhir/Procedure/{procedure_id}", headers=SITE_A).status_code == 404
     assert status(client, "ORD-P3") == "infusion_scheduled"
-    decided = client.post(f"/v1/site-requests/{request_id}/decision", json={"decision": "accept"}, headers=ACME)
+    decided = client.post(f"/v1/site-requests/{request_id}/decision", json={"decision": "accept"},
+                          headers=ACME)
     assert decided.status_code == 200, decided.text
     stored = valid(client.get(f"/fhir/Procedure/{procedure_id}", headers=SITE_A).json())
     assert datetime.fromisoformat(stored["performedDateTime"]) == datetime.fromisoformat(given)

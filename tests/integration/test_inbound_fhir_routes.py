@@ -100,7 +100,8 @@ def test_a_procedure_reports_the_infusion(client, clock):
     response = post(client, "Procedure", procedure)
     assert response.status_code == 201, response.text
     stored = valid(response.json())
-    assert stored["resourceType"] == "Procedure" and stored["performedDateTime"] == given.replace("+00:00", "Z")
+    assert stored["resourceType"] == "Procedure"
+    assert stored["performedDateTime"] == given.replace("+00:00", "Z")
     location = response.headers["location"]
     assert location == f"http://testserver/fhir/Procedure/{stored['id']}/_history/1"
     assert status(client, "ORD-F3") == "infused"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from gateway.inbound.requests import IncomingRequest, receive
 from tests.conftest import ACME, isbt_coi, order_body
-from tests.integration.test_inbound_mllp import checked, context, place, sent, status  # noqa: F401  (fixture)
+from tests.integration.test_inbound_mllp import checked, place, sent, status
+from tests.integration.test_inbound_mllp import context as context  # noqa: F401  (the fixture)
 from tests.integration.test_inbound_mllp_support import Site, listening, message, segments
 
 
@@ -55,7 +56,8 @@ def test_the_sites_number_never_finds_another_sites_order(client, context, clock
                                                order_ref="ORD-N4", site_order_ref="SA-4",
                                                requested={"site_order_number": "SA-4"}))
     assert learned.request is not None and learned.request.state == "applied"
-    response = client.post("/v1/orders", json=order_body("ORD-N5", site_id="site-b", coi=isbt_coi(401)), headers=ACME)
+    other = order_body("ORD-N5", site_id="site-b", coi=isbt_coi(401))
+    response = client.post("/v1/orders", json=other, headers=ACME)
     assert response.status_code == 201, response.text
     for site_id, ref in (("site-b", "SA-4"), ("site-b", "")):
         refused = receive(context, IncomingRequest(site_id=site_id, kind="cancel", channel="hl7v2",
