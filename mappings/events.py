@@ -21,6 +21,7 @@ from mappings.orders import Identifier
 from mappings.strict_types import Instant, Number
 
 __all__ = [
+    "RESERVED_EVENT_ID_PREFIX",
     "MeasurementValue",
     "Measurement",
     "Text",
@@ -196,6 +197,11 @@ EVENT_DATA_MODELS: dict[EventType, type[StrictModel]] = {
 }
 
 
+#: The event ids of site requests applied by the gateway (``site-request-<request_id>``,
+#: :mod:`gateway.inbound`): a manufacturer's event may not begin with it (any case).
+RESERVED_EVENT_ID_PREFIX = "site-request-"
+
+
 class EventIn(StrictModel):
     """Body of ``POST /v1/orders/{order_id}/events``.
 
@@ -208,6 +214,14 @@ class EventIn(StrictModel):
     occurred_at: Instant
     coi: Annotated[str, Field(min_length=1, max_length=64)]
     data: dict[str, Any] = {}
+
+    @field_validator("event_id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower().startswith(RESERVED_EVENT_ID_PREFIX):
+            raise ValueError(f"event ids beginning with '{RESERVED_EVENT_ID_PREFIX}' are reserved for the "
+                             "events the gateway records for site requests")
+        return value
 
     @field_validator("type")
     @classmethod

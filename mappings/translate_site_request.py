@@ -21,7 +21,12 @@ request was applied or accepted).  It returns:
 3. for an applied (or accepted) ``order_number``, the order's **ServiceRequest** with the site's own
    order number as a ``FILL`` identifier (:func:`mappings.fhir.order.site_order_identifier`),
    otherwise as :func:`~mappings.translate.translate` builds it.  The number is
-   ``request.requested["site_order_number"]``, else ``snapshot.site_order_number``.
+   ``request.requested["site_order_number"]``, else ``snapshot.site_order_number``;
+4. for an applied (or accepted) ``infused`` request the site sent as a FHIR Procedure
+   (``channel == "fhir"``), the site's **Procedure** as stored
+   (:func:`mappings.fhir.site_procedure.build_site_procedure`: ``basedOn`` the ServiceRequest,
+   ``subject`` the patient, ``performedDateTime`` the requested ``administered_at``, the site's reason
+   as ``note``); none while it awaits the manufacturer or once declined.
 
 FHIR times come from the request (``received_at``, ``decided_at``), never from ``now``, so
 translating the same request in the same state again gives the same resources.
@@ -40,6 +45,7 @@ from datetime import datetime
 from typing import Any
 
 from mappings.fhir.model import fhir_instant
+from mappings.fhir.site_procedure import build_site_procedure, site_procedure_id
 from mappings.fhir.site_request import (
     REQUEST_TASK_STATUS,
     RequestInput,
@@ -95,6 +101,12 @@ def translate_site_request(
         found, sr_issues = _service_request(snapshot, profile, terminology, now)
         issues += sr_issues
         resources += found
+    procedure_id: str | None = None
+    if request.kind == "infused" and request.channel == "fhir" and request.granted:
+        procedure = _procedure(journey, request, issues)
+        if procedure is not None:
+            procedure_id = procedure["id"]
+            resources.append(procedure)
     answer, hl7_issues = render_answer(snapshot, request, profile, terminology, now,
                                        template_limits=template_limits)
     issues += hl7_issues
@@ -108,6 +120,7 @@ def translate_site_request(
         extra={
             "request_id": request.request_id,
             "request_task_id": task_id,
+            "procedure_id": procedure_id,
             "answer_control": answer_control(request.kind, granted) if granted is not None else None,
             "service_request_id": journey.service_request_id,
             "task_id": journey.task_id,
@@ -157,6 +170,33 @@ def _request_task(journey: Journey, request: SiteRequestView, task_code: str,
         authored_on=received_at,
         last_modified=fhir_instant(last),
         inputs=_inputs(request, issues),
+        profile_version=journey.profile.version,
+    )
+
+
+def _procedure(journey: Journey, request: SiteRequestView,
+               issues: list[MappingIssue]) -> dict[str, Any] | None:
+    """The site's Procedure of an applied ``infused`` request (the time as the site sent it)."""
+    performed = request.requested.get("administered_at")
+    if not isinstance(performed, str) or _DATE.match(performed):
+        issues.append(MappingIssue("error", "invalid-requested-time", "request.requested.administered_at",
+                                   "not an ISO 8601 date-time; no Procedure stored"))
+        return None
+    try:
+        datetime.fromisoformat(performed)
+    except ValueError:
+        issues.append(MappingIssue("error", "invalid-requested-time", "request.requested.administered_at",
+                                   "not an ISO 8601 date-time; no Procedure stored"))
+        return None
+    snapshot = journey.snapshot
+    return build_site_procedure(
+        site_procedure_id(snapshot.manufacturer.id, snapshot.order.order_id, request.request_id),
+        request_id=request.request_id,
+        service_request=journey.service_request_ref,
+        patient=journey.patient_ref,
+        performer=journey.site_ref,
+        performed=performed,
+        note=request.reason,
         profile_version=journey.profile.version,
     )
 

@@ -39,6 +39,8 @@ def order_summary(row: OrderRow) -> dict[str, Any]:
         "product_code": row.product_code,
         "coi": row.coi,
         "status": row.status,
+        # the site's own order number (ORC-3), once it sent NA (issue 13: gateway.inbound); else null
+        "site_order_number": row.site_order_number,
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }

@@ -10,9 +10,13 @@ decided by :func:`gateway.inbound.requests.receive` in one transaction.  Answers
   <base>/fhir/Task/<id>/_history/<v>``, ``ETag``, ``Last-Modified``).  Its ``status`` follows the
   decision (``completed`` applied, ``received`` awaiting the manufacturer, ``rejected`` with
   ``statusReason`` declined) and it stays readable and searchable by the site (``GET /fhir/Task?...``).
-* ``POST /fhir/Procedure``: the gateway keeps no Procedure (the infusion is an event of the order), so
-  ``201`` with no body and ``Location`` the order's Task as it now stands (its version showing the
-  infusion once applied; a body of another type would be taken by FHIR clients as the Procedure).
+* ``POST /fhir/Procedure``: ``201`` with the site's Procedure as stored (normalised, id derived from
+  the site request, its id as ``identifier``; :mod:`mappings.fhir.site_procedure`), written in the
+  site request's own transaction once the infusion is applied (the product's policy, or later the
+  manufacturer's accept); ``202`` with an OperationOutcome naming the request id while it awaits
+  the manufacturer (no Procedure yet); ``422`` ``business-rule`` with the lifecycle's code and reason
+  when it is declined at once (an order already infused or cancelled, ...).  The stored Procedure is
+  read and searched like every resource (``GET /fhir/Procedure/<id>``, ``?based-on=``), by its site only.
 * ``400`` (not JSON), ``415`` (not ``application/fhir+json`` / ``application/json``), ``422`` (an
   element wrong: ``issue.expression`` names it, e.g. ``Task.code``), ``413`` past ``max_body_bytes``;
   every error an OperationOutcome, with at most ``max_error_entries`` issues.
@@ -38,8 +42,11 @@ from gateway.inbound import requests
 from gateway.inbound.requests import IncomingRequest, Outcome
 from gateway.store.fhir_read import Scope, StoredVersion, read_current
 from gateway.store.fhir_tables import FhirResourceVersion
+from mappings.fhir.site_procedure import site_procedure_id
+from mappings.fhir.site_request import SITE_REQUEST_SYSTEM
 from mappings.ids import order_system, resource_id
 from mappings.inbound.fhir import FhirSiteRequest, FieldError, read_procedure, read_request_task
+from mappings.site_request import SiteRequestView
 
 __all__ = ["router"]
 
@@ -81,11 +88,9 @@ def _invalid(errors: list[FieldError], limit: int) -> Response:
     return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, 422)
 
 
-def _created(request: Request, stored: StoredVersion, *, with_body: bool = True) -> Response:
+def _created(request: Request, stored: StoredVersion) -> Response:
     base = request.app.state.context.settings.base_url()
     location = f"{base}/fhir/{stored.resource_type}/{stored.resource_id}/_history/{stored.version_id}"
-    if not with_body:  # the result lives in another resource: say where (return=minimal), send no body
-        return Response(status_code=201, headers={"Location": location})
     return fhir_response(orjson.Fragment(stored.body), 201, headers={
         "Location": location, "ETag": entry_etag(stored.version_id),
         "Last-Modified": http_date(stored.last_updated_us)})
@@ -110,7 +115,7 @@ def _order_of(conn: Connection, site_id: str, resource_type: str, target_id: str
 
 
 def _submit(context: Context, principal: Principal, site_id: str, read: FhirSiteRequest, raw: bytes,
-            expression: str, actor: Actor) -> StoredVersion:
+            expression: str, actor: Actor) -> StoredVersion | Response:
     with context.engine.connect() as conn:
         manufacturer_id, order_id, target = _order_of(conn, site_id, read.target_type, read.target_id,
                                                       expression)
@@ -131,17 +136,43 @@ def _submit(context: Context, principal: Principal, site_id: str, read: FhirSite
         where = _POINTER_EXPRESSION.get((read.target_type, refusal.pointer), expression)
         raise FhirError(422, "not-found" if refusal.code == "unknown-order" else "invalid", refusal.detail,
                         expression=where)
-    assert outcome.request is not None
-    scope = Scope("site", site_id)
+    request = outcome.request
+    assert request is not None
+    if request.task_id is not None:
+        resource_type, wanted = "Task", request.task_id
+    elif request.state in ("applied", "accepted"):  # an infusion recorded: the site's Procedure as stored
+        resource_type = "Procedure"
+        wanted = site_procedure_id(request.manufacturer_id, request.order_id, request.request_id)
+    else:
+        return _undecided(request, outcome)
     with context.engine.connect() as conn:
-        if outcome.request.task_id is not None:
-            stored = read_current(conn, scope, "Task", outcome.request.task_id)
-        else:  # no request Task (an infusion recorded at once): the order's Task as it now stands
-            order_task = resource_id("Task", order_system(outcome.request.manufacturer_id), order_id)
-            stored = read_current(conn, scope, "Task", order_task)
+        stored = read_current(conn, Scope("site", site_id), resource_type, wanted)
     if stored is None:
         raise FhirError(500, "exception", "The stored request could not be read back")
     return stored
+
+
+def _undecided(request: SiteRequestView, outcome: Outcome) -> Response:
+    """A Procedure not stored (yet): ``202`` while the manufacturer decides, ``422`` declined at once."""
+    ident = f"site request {request.request_id}"
+    if request.state == "declined":
+        code = outcome.decision_code or "declined"
+        text = f"The infusion was not recorded ({ident}, {code}): {request.decision_reason or code}"
+        issue = {"severity": "error", "code": "business-rule", "diagnostics": _clip(text),
+                 "details": {"coding": [{"system": SITE_REQUEST_SYSTEM, "code": request.request_id}],
+                             "text": code},
+                 "expression": ["Procedure"]}
+        return fhir_response({"resourceType": "OperationOutcome", "issue": [issue]}, 422)
+    text = (f"The infusion awaits the manufacturer's decision ({ident}); the Procedure is stored once it "
+            "is accepted (GET /fhir/Procedure?identifier=" + f"{SITE_REQUEST_SYSTEM}|{request.request_id})")
+    issue = {"severity": "information", "code": "informational", "diagnostics": text,
+             "details": {"coding": [{"system": SITE_REQUEST_SYSTEM, "code": request.request_id}],
+                         "text": request.state}}
+    return fhir_response({"resourceType": "OperationOutcome", "issue": [issue]}, 202)
+
+
+def _clip(text: str, limit: int = 1500) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def _create(request: Request, principal: Principal, resource_type: str) -> Response:
@@ -156,11 +187,11 @@ async def _create(request: Request, principal: Principal, resource_type: str) ->
         return _invalid(read, context.settings.max_error_entries)
     expression = "Task.focus" if resource_type == "Task" else "Procedure.basedOn[0]"
     raw = await request.body()
-    stored = await run_in_threadpool(_submit, context, principal, site_id, read, raw, expression,
+    answer = await run_in_threadpool(_submit, context, principal, site_id, read, raw, expression,
                                      actor_for(principal, request))
-    # a Procedure is kept as an event of the order, not as a resource: a body of another type would be
-    # taken by FHIR clients (fhirpy's save()) as the Procedure they created
-    return _created(request, stored, with_body=stored.resource_type == resource_type)
+    if isinstance(answer, Response):
+        return answer
+    return _created(request, answer)
 
 
 @router.post("/Task", name="fhir_create_task", status_code=201, dependencies=[needs("system/Task.c")])

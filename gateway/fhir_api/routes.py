@@ -311,5 +311,7 @@ for _get in [r for r in router.routes if isinstance(r, APIRoute) and r.methods =
 def not_supported(path: str, request: Request) -> Response:
     if request.method in ("GET", "HEAD"):
         raise FhirError(404, "not-found", f"/fhir/{path} is not a FHIR interaction served here")
-    raise FhirError(405, "not-supported", f"{request.method} is not supported: this FHIR API is read-only",
-                    headers={"Allow": "GET, HEAD"})
+    raise FhirError(405, "not-supported", f"{request.method} /fhir/{path[:64]} is not supported: this FHIR "
+                    "API serves read, vread, history and search (GET, HEAD; POST [type]/_search), and "
+                    "create of Task and Procedure by a site (POST /fhir/Task, POST /fhir/Procedure); see "
+                    "/fhir/metadata", headers={"Allow": "GET, HEAD"})

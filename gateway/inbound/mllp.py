@@ -93,6 +93,9 @@ def incoming_request(message: InboundMessage, site_id: str, peer_host: str) -> I
         kind=message.kind,
         channel="hl7v2",
         order_ref=message.order_ref,
+        # ORC-3.1 / SCH-27.1: our id, or the site's own number once it sent NA
+        site_order_ref=(message.filler_order_number.entity_id if message.filler_order_number is not None
+                        else None),
         requested={key: value for key, value in values.items() if value is not None},
         reason=message.reason,
         coi=message.coi,

@@ -2,6 +2,8 @@
 
 Runs in the caller's transaction (SQLAlchemy Core).  A request's asked-for columns are written once;
 :func:`move` changes only the decision columns and appends a ``site_request_transition`` row.
+Every read also gives ``retracted_at``: when the manufacturer retracted the lifecycle event the request
+produced (``order_event.retracted_at``, via ``event_pk``), else None.
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ from sqlalchemy.engine import Connection
 
 from gateway.store.site_request_tables import SITE_REQUEST_TRANSITIONS as T
 from gateway.store.site_request_tables import SITE_REQUESTS as R
-from gateway.store.tables import as_utc
+from gateway.store.tables import EventRow, as_utc
 from mappings.fhir.site_request import request_task_id
 from mappings.site_request import FINAL_STATES, TASK_CODE, SiteRequestView
 
 __all__ = ["new_request_id", "dedupe_sha256", "task_id", "insert", "find_by_dedupe", "find", "move",
            "set_ack", "view", "api_view", "COLUMNS"]
 
-COLUMNS = tuple(c for c in R.c if c.name != "raw")  # the raw message is read by nobody here
+_E = EventRow.__table__  # type: ignore[attr-defined]
+#: When the manufacturer retracted the lifecycle event the request produced (entered in error): read
+#: from the event itself (``order_event.retracted_at``), so the request can never disagree with it.
+RETRACTED_AT = (sa.select(_E.c.retracted_at).where(_E.c.id == R.c.event_pk).correlate(R)
+                .scalar_subquery().label("retracted_at"))
+#: Every column but the raw message (read by nobody here), and ``retracted_at``.
+COLUMNS = (*(c for c in R.c if c.name != "raw"), RETRACTED_AT)
 _BY_DEDUPE = sa.select(*COLUMNS).where(R.c.site_id == sa.bindparam("s"),
                                        R.c.dedupe_sha256 == sa.bindparam("d"))
 _BY_ID = sa.select(*COLUMNS).where(R.c.request_id == sa.bindparam("r"))
@@ -106,4 +114,7 @@ def api_view(row: Any) -> dict[str, Any]:
         "received_at": _iso(row.received_at), "decided_at": _iso(row.decided_at),
         "decision_reason": row.decision_reason, "decision_code": row.decision_code,
         "decided_by": row.decided_by,
+        # the manufacturer retracted the event this request produced (the request stays applied or
+        # accepted: what the site asked and what was decided do not change); else null
+        "retracted_at": _iso(row.retracted_at),
     }

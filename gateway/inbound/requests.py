@@ -90,6 +90,10 @@ class IncomingRequest:
     """A site request as a channel read it (the channel has already checked syntax and the site).
 
     ``order_ref``: the order id as the gateway sent it (ORC-2.1 / SCH-26.1 / Task.focus / basedOn).
+    ``site_order_ref``: HL7v2 ORC-3.1 / SCH-27.1 (the filler's number), when the message has one: once a
+    site has told us its own number (``NA``) it may echo it there instead of our id in ORC-2.  The order
+    is looked up among the site's orders by ``order_ref`` as our order id, else ``site_order_ref`` as our
+    order id, else ``site_order_ref`` as the site's own number (``cgt_order.site_order_number``).
     ``coi``: the CoI the message carries, or None; ``coi_required``: the site's profile puts the CoI in
     this message type, so None (or a mismatch) is refused ``coi-missing`` / ``coi-mismatch`` and written
     to the safety log.  ``requested``: see :class:`mappings.site_request.SiteRequestView` (times as
@@ -105,6 +109,7 @@ class IncomingRequest:
     channel: SiteRequestChannel
     order_ref: str
     requested: dict[str, Any] = field(default_factory=dict)
+    site_order_ref: str | None = None
     reason: str | None = None
     coi: str | None = None
     coi_required: bool = False
@@ -199,6 +204,34 @@ _SET_SITE_ORDER_NUMBER = ORDERS.update().where(ORDERS.c.id == sa.bindparam("k_pk
     updated_at=sa.bindparam("k_updated", type_=ORDERS.c.updated_at.type))
 
 
+_BY_SITE_ORDER_NUMBER = (sa.select(ORDERS.c.id)
+                         .where(ORDERS.c.site_id == sa.bindparam("s"),
+                                ORDERS.c.site_order_number == sa.bindparam(
+                                    "n", type_=ORDERS.c.site_order_number.type))
+                         .order_by(ORDERS.c.id).limit(2))
+
+
+def _find_orders(conn: Connection, incoming: IncomingRequest) -> list[LockedOrder]:
+    """The site's orders the request names (locked): ``order_ref`` as our order id, else
+    ``site_order_ref`` as our order id, else ``site_order_ref`` as the site's own order number.
+    Only ever among ``incoming.site_id``'s orders."""
+    def mine(found: list[LockedOrder]) -> list[LockedOrder]:
+        if incoming.manufacturer_id is None:
+            return found
+        return [o for o in found if o.manufacturer_id == incoming.manufacturer_id]
+
+    orders = mine(lock_site_orders(conn, incoming.site_id, incoming.order_ref)) if incoming.order_ref else []
+    number = incoming.site_order_ref
+    if orders or not number:
+        return orders
+    if number != incoming.order_ref:
+        orders = mine(lock_site_orders(conn, incoming.site_id, number))
+        if orders:
+            return orders
+    pks = [row.id for row in conn.execute(_BY_SITE_ORDER_NUMBER, {"s": incoming.site_id, "n": number[:64]})]
+    return mine([lock_order_pk(conn, pk) for pk in pks])
+
+
 def _history(conn: Connection, context: Context, order: LockedOrder) -> History:
     return load_history(conn, order, HISTORY_CACHE.get(context.engine, order.pk))
 
@@ -251,15 +284,15 @@ def receive(context: Context, incoming: IncomingRequest, *, ack: AckBuilder | No
                 first = records.find_by_dedupe(conn, incoming.site_id, dedupe)
                 if first is not None:
                     return _outcome_of(first, created=False), None, None
-            orders = lock_site_orders(conn, incoming.site_id, incoming.order_ref)
-            if incoming.manufacturer_id is not None:
-                orders = [o for o in orders if o.manufacturer_id == incoming.manufacturer_id]
+            orders = _find_orders(conn, incoming)
             if not orders:
-                detail = f"No order {incoming.order_ref[:64]!r} at this site."
+                named = incoming.order_ref or incoming.site_order_ref or ""
+                detail = f"No order {named[:64]!r} at this site."
                 return _unknown_order(incoming, detail), None, None
             if len(orders) > 1:
-                return _unknown_order(incoming, f"Several manufacturers' orders at this site use the id "
-                                                f"{incoming.order_ref[:64]!r}."), None, None
+                named = (incoming.order_ref or incoming.site_order_ref or "")[:64]
+                return _unknown_order(incoming, f"Several manufacturers' orders at this site use the number "
+                                                f"{named!r}."), None, None
             order = orders[0]
             if dedupe is not None and conn.dialect.name == "postgresql":  # a twin committed meanwhile?
                 first = records.find_by_dedupe(conn, incoming.site_id, dedupe)

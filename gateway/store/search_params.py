@@ -264,14 +264,29 @@ _PROVENANCE = (
        "The product handed over, or what a retraction (activity NULLIFY) corrected",
        _references("target"), ("BiologicallyDerivedProduct", "Observation", "Task", "Provenance")),
 )
+# A site's infusion done (POST /fhir/Procedure, issue 13), stored as the site sent it, normalised.
+_PROCEDURE = (
+    _p("status", "token", "Procedure.status", "Procedure-status", "Procedure status (completed)",
+       _code("status", "http://hl7.org/fhir/event-status")),
+    _p("based-on", "reference", "Procedure.basedOn", "Procedure-based-on", "The ServiceRequest (the order)",
+       _references("basedOn"), ("ServiceRequest",)),
+    _p("patient", "reference", "Procedure.subject.where(resolve() is Patient)", "clinical-patient",
+       "The patient", _references("subject", "Patient"), ("Patient",)),
+    _p("subject", "reference", "Procedure.subject", "Procedure-subject", "Procedure.subject (the patient)",
+       _references("subject"), ("Patient",)),
+    _p("identifier", "token", "Procedure.identifier", "clinical-identifier",
+       "The site request id (our site-request identifier system)", _identifiers("identifier")),
+    _p("date", "date", "Procedure.performed", "clinical-date", "When the product was infused",
+       _dates("performedDateTime", "performedPeriod")),
+)
 
 RESOURCE_TYPES: tuple[str, ...] = (
     "Task", "ServiceRequest", "Observation", "Provenance", "BiologicallyDerivedProduct",
-    "Patient", "Organization", "Practitioner", "CodeSystem",
+    "Patient", "Organization", "Practitioner", "CodeSystem", "Procedure",
 )
 _SPECIFIC: dict[str, tuple[SearchParam, ...]] = {
     "Task": _TASK, "ServiceRequest": _SERVICE_REQUEST, "Observation": _OBSERVATION,
-    "Provenance": _PROVENANCE,
+    "Provenance": _PROVENANCE, "Procedure": _PROCEDURE,
 }
 SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = {
     rtype: {p.name: p for p in COMMON_PARAMS + _SPECIFIC.get(rtype, ())} for rtype in RESOURCE_TYPES

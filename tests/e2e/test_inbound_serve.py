@@ -330,6 +330,9 @@ def test_a_fhir_site_changes_a_date_and_reports_the_infusion(gateway):
                               basedOn=[{"reference": f"ServiceRequest/{service_request['id']}"}],
                               subject={"reference": service_request["subject"]["reference"]},
                               performedDateTime=given.strftime("%Y-%m-%dT%H:%M:%S+00:00"))
-    procedure.save()  # 201, no body (no Procedure is kept): fhirpy's object stays the Procedure it sent
+    procedure.save()  # 201 with the Procedure as stored: fhirpy's object becomes it (id, meta, identifier)
     assert valid(procedure)["resourceType"] == "Procedure"
+    assert procedure["meta"]["versionId"] == "1" and procedure["identifier"][0]["value"].startswith("sr-")
+    assert site.reference("Procedure", procedure["id"]).to_resource().serialize()["basedOn"] == [
+        {"reference": f"ServiceRequest/{service_request['id']}"}]
     assert httpx.get(f"{served.base}/v1/orders/E2E-7", headers=ACME).json()["status"] == "infused"

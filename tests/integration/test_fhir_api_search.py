@@ -209,10 +209,22 @@ def test_capability_statement_matches_the_implementation(client, orders):
     assert cs["fhirVersion"] == "4.0.1" and set(cs["format"]) == {"json", "application/fhir+json"}
     resources = {r["type"]: r for r in cs["rest"][0]["resource"]}
     assert set(resources) == {"Task", "ServiceRequest", "Observation", "Provenance", "Patient",
-                              "BiologicallyDerivedProduct", "Organization", "Practitioner", "CodeSystem"}
+                              "BiologicallyDerivedProduct", "Organization", "Practitioner", "CodeSystem",
+                              "Procedure"}
+    creatable = {rtype for rtype, r in resources.items() if "create" in {i["code"] for i in r["interaction"]}}
+    assert creatable == {"Task", "Procedure"}
     for rtype, resource in resources.items():
+        create = {"create"} if rtype in creatable else set()
         assert {i["code"] for i in resource["interaction"]} == {"read", "vread", "history-instance",
-                                                               "history-type", "search-type"}
+                                                               "history-type", "search-type"} | create
+        # create is served exactly where advertised: a site's empty body is examined (422), not refused (405)
+        posted = client.post(f"/fhir/{rtype}", json={"resourceType": rtype},
+                             headers={**SITE_A, "Content-Type": "application/fhir+json"})
+        if create:
+            outcome(posted, 422, "required")
+        else:
+            refused = outcome(posted, 405, "not-supported")
+            assert "read-only" not in refused and "POST /fhir/Procedure" in refused
         assert ok(client.get(f"/fhir/{rtype}/_history", headers=ADMIN))["type"] == "history"
         found = search(client, rtype, {})
         for entry in found.get("entry", [])[:1]:

@@ -88,6 +88,7 @@ def test_a_change_task_awaits_the_manufacturer_then_follows_its_decision(client)
 
 
 def test_a_procedure_reports_the_infusion(client, clock):
+    """More in ``test_inbound_fhir_procedure.py``: the stored Procedure, 202 and 422 answers."""
     coi = isbt_coi(71)
     journey_until(client, "ORD-F3", coi, "infusion.scheduled")
     service_request_id = resource_id("ServiceRequest", order_system("acme-bio"), "ORD-F3")
@@ -98,11 +99,11 @@ def test_a_procedure_reports_the_infusion(client, clock):
                  "subject": service_request["subject"], "performedDateTime": given}
     response = post(client, "Procedure", procedure)
     assert response.status_code == 201, response.text
-    assert response.content == b""
+    stored = valid(response.json())
+    assert stored["resourceType"] == "Procedure"
+    assert stored["performedDateTime"] == given.replace("+00:00", "Z")
     location = response.headers["location"]
-    assert location.startswith(f"http://testserver/fhir/Task/{order_task('ORD-F3')}/_history/")
-    current = valid(client.get(location.removeprefix("http://testserver"), headers=SITE_A).json())
-    assert current["id"] == order_task("ORD-F3")
+    assert location == f"http://testserver/fhir/Procedure/{stored['id']}/_history/1"
     assert status(client, "ORD-F3") == "infused"
     other = {**procedure, "subject": {"reference": "Patient/not-the-patient"}}
     assert outcome(post(client, "Procedure", other), 422) == ["Procedure.subject"]
