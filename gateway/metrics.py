@@ -79,7 +79,7 @@ class _DatabaseCollector(Collector):
                                        "Delivery attempts by destination and outcome",
                                        labels=["destination", "outcome"])
         latency = HistogramMetricFamily("cgt_delivery_latency_seconds",
-                                        "Latency of one delivery attempt (every recorded attempt, any worker)",
+                                        "Latency of one delivery attempt (every recorded attempt)",
                                         labels=["destination", "outcome"])
         site_requests = GaugeMetricFamily("cgt_site_requests", "Site requests by kind and current state",
                                           labels=["kind", "state"])
@@ -144,9 +144,10 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         self.registry.register(_DatabaseCollector(engine, clock or (lambda: datetime.now(UTC))))
         self.http = Histogram("cgt_http_request_duration_seconds",
-                              "HTTP requests by method, route template and status", ["method", "route", "status"],
-                              registry=self.registry, buckets=HTTP_BUCKETS)
-        self.intake = Counter("cgt_intake_requests", "Manufacturer writes (orders, events, retractions) by outcome",
+                              "HTTP requests by method, route template and status",
+                              ["method", "route", "status"], registry=self.registry, buckets=HTTP_BUCKETS)
+        self.intake = Counter("cgt_intake_requests",
+                              "Manufacturer writes (orders, events, retractions) by outcome",
                               ["kind", "outcome", "code"], registry=self.registry)
         self.intake_latency = Histogram("cgt_intake_duration_seconds",
                                         "Time to answer a manufacturer write, by kind and outcome",
@@ -169,7 +170,7 @@ class GatewayMetrics:
         self.intake_latency.labels(kind, outcome).observe(seconds)
 
     def _code(self, body: bytes) -> str:
-        """The problem+json ``code``: one of the gateway's fixed codes (at most 100 distinct), else ``other``."""
+        """The problem+json ``code`` (the gateway's fixed codes, at most 100 distinct), else ``other``."""
         try:
             code = json.loads(body).get("code")
         except (ValueError, AttributeError):

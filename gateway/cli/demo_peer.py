@@ -201,15 +201,17 @@ class DemoPeerThread:
             await self.peer.close()
 
 
+_PORT_HELP = "Port on 127.0.0.1 (default: the demo_peer_port setting, 2576: the demo site-b profile's)"
+_AE_HELP = "Answer AE for this MSH-10 ('*': every message); repeatable"
+_AR_HELP = "Answer AR for this MSH-10 ('*': every message); repeatable"
+_FILE_HELP = "File of 'AE <control id>' / 'AR <control id>' lines, re-read when it changes"
+
+
 def demo_peer_command(
-    port: Annotated[int | None, typer.Option(
-        help="Port on 127.0.0.1 (default: the demo_peer_port setting, 2576: the demo site-b profile's)")] = None,
-    ae: Annotated[list[str] | None, typer.Option(
-        "--ae", metavar="CONTROL_ID", help="Answer AE for this MSH-10 ('*': every message); repeatable")] = None,
-    ar: Annotated[list[str] | None, typer.Option(
-        "--ar", metavar="CONTROL_ID", help="Answer AR for this MSH-10 ('*': every message); repeatable")] = None,
-    control_file: Annotated[Path | None, typer.Option(
-        help="File of 'AE <control id>' / 'AR <control id>' lines, re-read when it changes")] = None,
+    port: Annotated[int | None, typer.Option(help=_PORT_HELP)] = None,
+    ae: Annotated[list[str] | None, typer.Option("--ae", metavar="CONTROL_ID", help=_AE_HELP)] = None,
+    ar: Annotated[list[str] | None, typer.Option("--ar", metavar="CONTROL_ID", help=_AR_HELP)] = None,
+    control_file: Annotated[Path | None, typer.Option(help=_FILE_HELP)] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file")] = None,
 ) -> None:
     """Run the demo site interface engine: an MLLP sink on 127.0.0.1 that ACKs every message AA
@@ -226,7 +228,8 @@ def demo_peer_command(
         try:
             await peer.start()
         except OSError as exc:
-            typer.echo(f"cannot start the demo peer on {DEMO_PEER_HOST}:{port}: {exc.strerror or exc}", err=True)
+            typer.echo(f"cannot start the demo peer on {DEMO_PEER_HOST}:{port}: {exc.strerror or exc}",
+                       err=True)
             raise typer.Exit(1) from None
         typer.echo(f"demo peer: MLLP on {DEMO_PEER_HOST}:{peer.port} (Ctrl-C stops)", err=True)
         try:
@@ -239,8 +242,10 @@ def demo_peer_command(
 
 
 def start_demo_peer_thread(settings: Settings) -> DemoPeerThread:
-    """``serve --with-demo-peer``: the peer on ``settings.demo_peer_port``, started (exit 1 if it cannot bind)."""
-    thread = DemoPeerThread(DemoPeer(port=settings.demo_peer_port, control_file=settings.demo_peer_control_file))
+    """``serve --with-demo-peer``: the peer on ``settings.demo_peer_port``, started (exit 1 if it
+    cannot bind)."""
+    peer = DemoPeer(port=settings.demo_peer_port, control_file=settings.demo_peer_control_file)
+    thread = DemoPeerThread(peer)
     try:
         thread.start()
     except OSError as exc:

@@ -57,7 +57,7 @@ def serve(
     worker: Annotated[bool, typer.Option("--worker/--no-worker",
                                          help="Run the delivery worker in this process (default on)")] = True,
     with_demo_peer: Annotated[bool, typer.Option(
-        "--with-demo-peer", help="Also run the demo site engine (cgt-gateway demo-peer) on 127.0.0.1")] = False,
+        "--with-demo-peer", help="Also run the demo site engine (demo-peer) on 127.0.0.1")] = False,
 ) -> None:
     """Migrate the database, load every site profile, and serve the API (with a delivery worker)."""
     import uvicorn
