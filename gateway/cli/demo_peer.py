@@ -216,10 +216,16 @@ def demo_peer_command(
 ) -> None:
     """Run the demo site interface engine: an MLLP sink on 127.0.0.1 that ACKs every message AA
     (AE/AR for the control ids it is told), logging control ids only."""
-    from gateway.cli.main import _settings
+    from pydantic import ValidationError
+
+    from gateway.config import load_settings
     from gateway.logging_config import configure_logging
 
-    settings = _settings(config)
+    try:
+        settings = load_settings(config)
+    except (ValidationError, OSError, ValueError) as exc:
+        typer.echo(f"invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(settings.log_level)
     port = port if port is not None else settings.demo_peer_port
     peer = DemoPeer(port=port, ae=ae or (), ar=ar or (), control_file=control_file)
