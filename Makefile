@@ -15,7 +15,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/cgt-gateway serve
+	$(BIN)/cgt-gateway serve --with-demo-peer
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

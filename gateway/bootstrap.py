@@ -22,7 +22,7 @@ from gateway.context import Clock, build_context, utc_now
 from gateway.fhir_api import audit_events
 from gateway.fhir_api import inbound as fhir_inbound
 from gateway.inbound.mllp import inbound_lifespan
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.oauth.routes import install as install_oauth
 from gateway.store.db import make_engine
 
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                                  head_log_s=settings.audit_head_log_s, clock=now)
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times every request
     # Routes are matched in order, one by one: the two hot paths, the event ingest (4 routes) and
     # the FHIR poll, come first (no path of one router overlaps another's, so the order changes
     # nothing else).

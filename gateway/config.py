@@ -428,6 +428,11 @@ class Settings(BaseSettings):
     # --- issue 16 / milestone alerts and certification: settings of this part go below
 
     # --- issue 15 / demo peer and metrics: settings of this part go below
+    # `cgt-gateway demo-peer` / `serve --with-demo-peer` (make run): the demo site engine's MLLP port on
+    # 127.0.0.1 (the demo site-b profile's delivery.mllp.port), and its control file of
+    # 'AE <control id>' / 'AR <control id>' lines ('*' matches every message), re-read when it changes.
+    demo_peer_port: int = Field(default=2576, ge=1, le=65535)
+    demo_peer_control_file: Path | None = Path("var/demo-peer.ctl")
 
     # --- issue 15 / console: settings of this part go below
     # The key that signs /console session cookies and CSRF tokens (at least 32 characters; a secret:

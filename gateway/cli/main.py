@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.audit import audit_app
+from gateway.cli.demo_peer import demo_peer_command, start_demo_peer_thread
 from gateway.cli.listen import listen_command
 from gateway.cli.oauth import client_app, token_revoke
 from gateway.cli.outbox import outbox_app, worker_command
@@ -25,6 +26,7 @@ app.command("worker")(worker_command)
 app.add_typer(client_app, name="client")  # issue 14: SMART Backend Services clients
 token_app.command("revoke")(token_revoke)
 app.command("listen")(listen_command)
+app.command("demo-peer")(demo_peer_command)  # issue 15: the demo site engine (MLLP sink)
 
 ConfigOption = Annotated[
     Path | None,
@@ -56,6 +58,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port (default 8080)")] = None,
     worker: Annotated[bool, typer.Option("--worker/--no-worker",
                                          help="Run the delivery worker in this process (default on)")] = True,
+    with_demo_peer: Annotated[bool, typer.Option(
+        "--with-demo-peer", help="Also run the demo site engine (demo-peer) on 127.0.0.1")] = False,
 ) -> None:
     """Migrate the database, load every site profile, and serve the API (with a delivery worker)."""
     import uvicorn
@@ -74,6 +78,7 @@ def serve(
         typer.echo(f"cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
     configure_logging(settings.log_level)
+    demo_peer = start_demo_peer_thread(settings) if with_demo_peer else None
     stop_worker = _start_worker(settings, engine, application) if worker else None
     try:
         uvicorn.run(
@@ -87,6 +92,8 @@ def serve(
     finally:
         if stop_worker is not None:
             stop_worker()
+        if demo_peer is not None:
+            demo_peer.stop()
 
 
 def _start_worker(settings, engine, application):  # type: ignore[no-untyped-def]
@@ -94,8 +101,7 @@ def _start_worker(settings, engine, application):  # type: ignore[no-untyped-def
     from gateway.delivery.senders import DeliveryConfigError, build_delivery_worker
 
     try:
-        delivery = build_delivery_worker(settings, engine, application.state.context.profiles,
-                                         on_outcome=application.state.metrics.observe)
+        delivery = build_delivery_worker(settings, engine, application.state.context.profiles)
     except DeliveryConfigError as exc:
         typer.echo(f"cannot start the delivery worker: {exc}", err=True)
         raise typer.Exit(1) from None

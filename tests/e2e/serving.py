@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["Served", "free_port", "serve"]
+__all__ = ["Served", "free_port", "serve", "without_delivery"]
 
 CLI = Path(sys.executable).parent / "cgt-gateway"
 
@@ -25,6 +25,25 @@ class Served:
     process: subprocess.Popen[bytes]
     log_path: Path
     env: dict[str, str]
+
+
+def without_delivery(profile_text: str) -> str:
+    """A profile's YAML without its top-level ``delivery:`` section (and the comment lines just above
+    it): the demo site-b profile delivers to the demo peer (127.0.0.1:2576); a test that delivers
+    elsewhere, or must not deliver, takes it out before adding its own."""
+    out: list[str] = []
+    skipping = False
+    for line in profile_text.splitlines(keepends=True):
+        if line.startswith("delivery:"):
+            skipping = True
+            while out and (out[-1].startswith("#") or not out[-1].strip()):
+                out.pop()
+            continue
+        if skipping and (line.startswith((" ", "\t", "#")) or not line.strip()):
+            continue
+        skipping = False
+        out.append(line)
+    return "".join(out)
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ from tests.conftest import (
     ACME,
     TestClient,  # imported there with the httpx deprecation warning silenced
 )
+from tests.e2e.serving import without_delivery
 from tests.integration.test_delivery_support import (
     FAST,
     ROOT,
@@ -48,7 +49,8 @@ def _config(directory: Path, database_url: str, ports: dict[str, int]) -> Path:
     sites = []
     for site_id, port in ports.items():
         profile = directory / f"{site_id}.yaml"
-        text = (ROOT / "fixtures" / "profiles" / f"{site_id}.yaml").read_text(encoding="utf-8")
+        source = ROOT / "fixtures" / "profiles" / f"{site_id}.yaml"
+        text = without_delivery(source.read_text(encoding="utf-8"))
         delivery = f"\ndelivery:\n  mllp: {{host: 127.0.0.1, port: {port}, read_timeout_s: 5}}\n"
         profile.write_text(text + delivery, encoding="utf-8")
         sites.append({"id": site_id, "name": site_id, "profile": str(profile)})

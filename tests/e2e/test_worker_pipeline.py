@@ -50,7 +50,7 @@ def test_accepted_events_reach_the_site_engine_in_order(engine: Engine, tmp_path
             assert response.status_code in (200, 201), response.text
             queued = messages(engine, "site-a/mllp")
             assert queued and all(m.state == MessageState.pending for m in queued)
-            worker = build_delivery_worker(settings, engine, worker_settings=FAST, on_outcome=metrics.observe)
+            worker = build_delivery_worker(settings, engine, worker_settings=FAST)
             stop = worker.run_in_thread()
             try:
                 wait_until(lambda: all_finished(engine), "delivered")

@@ -20,6 +20,7 @@ from gateway.config import load_settings
 from gateway.delivery.outbox import MessageState
 from gateway.delivery.senders import build_delivery_worker
 from tests.conftest import NOVA, TestClient, event_body
+from tests.e2e.serving import without_delivery
 from tests.integration.test_delivery_support import (
     FAST,
     ROOT,
@@ -77,7 +78,7 @@ class RawPeer:
 
 def _config(directory: Path, engine: Engine, port: int, fallback: str) -> Path:
     demo = yaml.safe_load((ROOT / "gateway" / "demo" / "gateway.yaml").read_text(encoding="utf-8"))
-    site_b = (ROOT / "fixtures" / "profiles" / "site-b.yaml").read_text(encoding="utf-8")
+    site_b = without_delivery((ROOT / "fixtures" / "profiles" / "site-b.yaml").read_text(encoding="utf-8"))
     assert "\n  charset: null\n" in site_b and "\ndelivery:" not in site_b
     site_b = site_b.replace("\n  charset: null\n", f"\n  charset: null\n  charset_fallback: {fallback}\n")
     site_b += f"\ndelivery:\n  mllp:\n    host: 127.0.0.1\n    port: {port}\n    connect_timeout_s: 1\n"

@@ -143,7 +143,7 @@ def test_metrics_show_depth_age_outcomes_and_latency(client, engine, clock) -> N
     metrics = GatewayMetrics(engine, clock)
     sender = ScriptedSender(DeliveryOutcome("delivered", ack_code="AA", latency_ms=12.0),
                             DeliveryOutcome("retry", detail="connect failed", latency_ms=3.0))
-    worker = DeliveryWorker(engine, lambda d: sender, settings=FAST, on_outcome=metrics.observe)
+    worker = DeliveryWorker(engine, lambda d: sender, settings=FAST)
     assert asyncio.run(worker.deliver_head("site-a/mllp")) is True
     assert asyncio.run(worker.deliver_head("site-a/mllp")) is True
     client.app.state.metrics = metrics

@@ -33,7 +33,7 @@ def test_latency_of_attempts_made_by_another_process_is_exposed(client, engine) 
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
     delivered = '{destination="site-a/mllp",outcome="delivered"}'
     retried = '{destination="site-a/mllp",outcome="retry"}'
-    assert float(lines[f"cgt_delivery_attempt_latency_seconds_count{delivered}"]) == 2
-    assert abs(float(lines[f"cgt_delivery_attempt_latency_seconds_sum{delivered}"]) - 0.050) < 1e-9
-    assert float(lines[f"cgt_delivery_attempt_latency_seconds_count{retried}"]) == 1
-    assert abs(float(lines[f"cgt_delivery_attempt_latency_seconds_sum{retried}"]) - 0.004) < 1e-9
+    assert float(lines[f"cgt_delivery_latency_seconds_count{delivered}"]) == 2
+    assert abs(float(lines[f"cgt_delivery_latency_seconds_sum{delivered}"]) - 0.050) < 1e-9
+    assert float(lines[f"cgt_delivery_latency_seconds_count{retried}"]) == 1
+    assert abs(float(lines[f"cgt_delivery_latency_seconds_sum{retried}"]) - 0.004) < 1e-9
