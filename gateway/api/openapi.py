@@ -91,7 +91,8 @@ _FHIR_BODY_ERRORS: dict[str, str] = {
     "413": "Request body too large (issue code too-costly)",
     "415": "Unsupported media type (issue code not-supported)",
     "409": "The order no longer takes this request (issue code conflict or business-rule)",
-    "422": "The resource is not acceptable (issue code invalid or business-rule; expression names the element)",
+    "422": "The resource is not acceptable (issue code invalid or business-rule; expression names the "
+           "element)",
 }
 
 #: Summaries and descriptions for operations whose docstrings speak to the code's maintainers.

@@ -69,7 +69,8 @@ def test_the_event_body_is_a_discriminated_union_with_every_event_type(document)
     data = _resolve(document, scheduled["properties"]["data"]["$ref"])
     assert data["required"] == ["start"]
     failed = _resolve(document, _resolve(document, mapping["release.failed"])["properties"]["data"]["$ref"])
-    assert failed["properties"]["disposition"]["enum"] == ["remanufacture", "exception_release", "not_releasable"]
+    assert failed["properties"]["disposition"]["enum"] == [
+        "remanufacture", "exception_release", "not_releasable"]
     refs = {value for key, value in _walk(document["paths"]) if key == "$ref"}
     assert REF + "EventIn" not in refs  # every body points at the union
     preview = document["components"]["schemas"]["PreviewRequest"]["properties"]["events"]["items"]
