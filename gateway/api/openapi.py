@@ -224,9 +224,22 @@ def _outcome(description: str) -> dict[str, Any]:
             "content": {FHIR_JSON: {"schema": {"$ref": REF + OPERATION_OUTCOME}}}}
 
 
+#: Request bodies the /fhir routes read by hand (FastAPI cannot see them).
+_FHIR_BODIES: dict[tuple[str, str], tuple[str, str]] = {
+    ("post", "/fhir/Task"): (FHIR_JSON, "A FHIR R4 Task (the site's request)"),
+    ("post", "/fhir/Procedure"): (FHIR_JSON, "A FHIR R4 Procedure (status completed)"),
+    ("post", "/fhir/{resource_type}/_search"): ("application/x-www-form-urlencoded", "Search parameters"),
+}
+
+
 def _document_fhir(document: dict[str, Any]) -> None:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas[OPERATION_OUTCOME] = _OUTCOME_SCHEMA
+    for (method, path), (media_type, description) in _FHIR_BODIES.items():
+        operation = document.get("paths", {}).get(path, {}).get(method)
+        if operation is not None and "requestBody" not in operation:
+            operation["requestBody"] = {"required": True, "content": {media_type: {"schema": {
+                "type": "object", "description": description}}}}
     for path, operations in document.get("paths", {}).items():
         if not (path == "/fhir" or path.startswith("/fhir/")):
             continue

@@ -112,6 +112,8 @@ def test_fhir_routes_answer_errors_as_operation_outcome(document):
                     }, (method, path, status)
             assert {"400", "401", "404"} <= set(responses), (method, path)
     assert not any(k == "$ref" and v == REF + "HTTPValidationError" for k, v in _walk(document))
+    task_body = document["paths"]["/fhir/Task"]["post"]["requestBody"]["content"]
+    assert list(task_body) == ["application/fhir+json"]
     outcome = document["components"]["schemas"]["OperationOutcome"]
     assert outcome["properties"]["resourceType"]["enum"] == ["OperationOutcome"]
 
