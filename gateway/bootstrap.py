@@ -14,6 +14,7 @@ from gateway.api import admin, health, orders, retraction, site_requests
 from gateway.api import outbox as outbox_api
 from gateway.api import preview as preview_api
 from gateway.api.limits import BodyLimitMiddleware
+from gateway.api.openapi import install_openapi
 from gateway.api.problem import install_problem_handlers
 from gateway.audit import AuditTrail
 from gateway.config import Settings, load_settings
@@ -84,4 +85,5 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(outbox_api.router)
     app.include_router(outbox_api.metrics_router)
     install_console(app)
+    install_openapi(app)  # per-event-type data schemas, OperationOutcome under /fhir, clean descriptions
     return app

@@ -210,3 +210,22 @@ def preview(
         return
     for step in result:
         _print_step(step)
+
+
+@profile_app.command("docs")
+def docs(
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the file is out of date.")] = False,
+) -> None:
+    """Rewrite the generated parts of docs/profiles.md (keys, example, renderings) from the schema."""
+    from gateway.cli.profile_docs import DOC, preview_steps, render_blocks, replace_blocks
+
+    current = DOC.read_text(encoding="utf-8")
+    fresh = replace_blocks(current, render_blocks(preview_steps()))
+    if check:
+        if fresh != current:
+            typer.echo(f"{DOC}: out of date; run `cgt-gateway profile docs`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{DOC}: up to date")
+        return
+    DOC.write_text(fresh, encoding="utf-8")
+    typer.echo(str(DOC))
