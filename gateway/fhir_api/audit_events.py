@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.audit import Actor, AuditTrail
 from gateway.audit.fhir import audit_event
 from gateway.audit.search import AuditFilter, search_records
-from gateway.auth import Principal, current_principal
+from gateway.auth import Principal, current_principal, needs
 from gateway.fhir_api.bundle import CURSOR_PARAM, decode_cursor, encode_cursor, searchset
 from gateway.fhir_api.outcome import FhirError, FhirRoute, check_format, fhir_response
 from gateway.fhir_api.search_limits import SearchLimits, check_items, check_raw
@@ -151,7 +151,8 @@ def _search(request: Request, items: list[Pair]) -> Response:
                                    total=None, next_params=next_params))
 
 
-@router.get("/AuditEvent", name="fhir_audit_event_search")
+@router.get("/AuditEvent", name="fhir_audit_event_search",
+            dependencies=[needs("admin", "system/AuditEvent.s")])
 async def search_audit_events(request: Request,
                               principal: Principal = Depends(current_principal)) -> Response:
     """Audit records as FHIR AuditEvents (IHE BALP shape), admin only."""
