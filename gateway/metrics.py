@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from adapters.delivery_result import DeliveryOutcome
+from gateway.alerts.counts import AlertCollector
 from gateway.delivery.outbox import DeliveryAttempt, MessageState, OutboxMessage, queue_stats
 
 __all__ = ["GatewayMetrics"]
@@ -80,6 +81,7 @@ class GatewayMetrics:
     def __init__(self, engine: Engine, clock: Callable[[], datetime] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_OutboxCollector(engine, clock or (lambda: datetime.now(UTC))))
+        self.registry.register(AlertCollector(engine))  # issue 16: cgt_alerts{kind,state}
         self.latency = Histogram("cgt_delivery_latency_seconds", "Latency of one delivery attempt",
                                  ["destination", "outcome"], registry=self.registry,
                                  buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))

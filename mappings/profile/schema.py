@@ -167,6 +167,15 @@ class BusinessStatusSettings(ProfileModel):
     overrides: dict[BusinessStatusKey, StatusCoding] = Field(default_factory=dict)
 
 
+class NotificationSettings(ProfileModel):
+    """How the site is told of alerts on its orders (issue 16, docs/alerts.md): ``webhook`` (the
+    manufacturer's webhook carries ``alert.raised``), ``hl7v2`` (not rendered yet: documented),
+    ``subscription`` (the alert's FHIR Flag, for the ``order-alert`` subscription topic)."""
+
+    release_failed: list[Literal["webhook", "hl7v2", "subscription"]] = Field(
+        default_factory=lambda: ["webhook", "subscription"], max_length=3)
+
+
 class SiteProfile(ProfileModel):
     site_id: Annotated[str, Field(max_length=64)]
     name: Text
@@ -181,6 +190,7 @@ class SiteProfile(ProfileModel):
     hl7v2: Hl7v2Settings = Hl7v2Settings()
     delivery: DeliverySettings = DeliverySettings()
     inbound: InboundSettings = InboundSettings()  # where the gateway listens for the site
+    notifications: NotificationSettings = NotificationSettings()  # issue 16: alert delivery preferences
     # Content hash of the YAML file, set by the loader; recorded with every output.
     version: str = ""
 
