@@ -267,7 +267,7 @@ _PROVENANCE = (
 
 RESOURCE_TYPES: tuple[str, ...] = (
     "Task", "ServiceRequest", "Observation", "Provenance", "BiologicallyDerivedProduct",
-    "Patient", "Organization", "Practitioner", "CodeSystem",
+    "Patient", "Organization", "Practitioner", "CodeSystem", "Flag",  # Flag: issue 16 alerts
 )
 _SPECIFIC: dict[str, tuple[SearchParam, ...]] = {
     "Task": _TASK, "ServiceRequest": _SERVICE_REQUEST, "Observation": _OBSERVATION,
