@@ -51,10 +51,20 @@ __all__ = [
     "temperature_conditions",
 ]
 
-AlertKind = Literal["shipment-overdue", "temperature-excursion", "expiry-approaching", "release-failed",
-                    "certification-expiring"]
-ALERT_KINDS: tuple[str, ...] = ("shipment-overdue", "temperature-excursion", "expiry-approaching",
-                                "release-failed", "certification-expiring")
+AlertKind = Literal[
+    "shipment-overdue",
+    "temperature-excursion",
+    "expiry-approaching",
+    "release-failed",
+    "certification-expiring",
+]
+ALERT_KINDS: tuple[str, ...] = (
+    "shipment-overdue",
+    "temperature-excursion",
+    "expiry-approaching",
+    "release-failed",
+    "certification-expiring",
+)
 CERTIFICATION_WARNING_DAYS = 30
 _FINISHED = frozenset({"infused", "cancelled"})
 
@@ -125,15 +135,27 @@ def temperature_conditions(events: Sequence[EventRecord], milestones: Milestones
         allowed: TemperatureRange | None = getattr(milestones.temperature_c, phase)
         if allowed is None or allowed.holds(float(value)):
             continue
-        found.append(Condition("temperature-excursion", f"temperature:{record.event_id}", {
-            "event_id": record.event_id, "event_type": record.type.value, "phase": phase,
-            "temperature_c": value, "min_c": allowed.min, "max_c": allowed.max,
-            "at": _iso(record.occurred_at)}))
+        found.append(
+            Condition(
+                "temperature-excursion",
+                f"temperature:{record.event_id}",
+                {
+                    "event_id": record.event_id,
+                    "event_type": record.type.value,
+                    "phase": phase,
+                    "temperature_c": value,
+                    "min_c": allowed.min,
+                    "max_c": allowed.max,
+                    "at": _iso(record.occurred_at),
+                },
+            )
+        )
     return found
 
 
-def order_conditions(events: Sequence[EventRecord], status: str, milestones: Milestones | None,
-                     now: datetime) -> list[Condition]:
+def order_conditions(
+    events: Sequence[EventRecord], status: str, milestones: Milestones | None, now: datetime
+) -> list[Condition]:
     """Every condition that holds for an order (its non-retracted ``events`` in sequence order, its
     lifecycle ``status``) at ``now``."""
     if milestones is None or status in _FINISHED:
@@ -154,28 +176,47 @@ def _overdue(events: Sequence[EventRecord], milestones: Milestones, now: datetim
         for i, record in enumerate(events):
             if record.type != EventType.shipment_dispatched:
                 continue
-            if any(later.type == EventType.shipment_received for later in events[i + 1:]):
+            if any(later.type == EventType.shipment_received for later in events[i + 1 :]):
                 continue
             due = record.occurred_at + limit
             if now > due:
-                found.append(Condition("shipment-overdue", f"shipment:{record.event_id}", {
-                    "leg": "shipment", "event_id": record.event_id, "dispatched_at": _iso(record.occurred_at),
-                    "due_at": _iso(due), "transit_hours_max": milestones.transit_hours_max}))
+                found.append(
+                    Condition(
+                        "shipment-overdue",
+                        f"shipment:{record.event_id}",
+                        {
+                            "leg": "shipment",
+                            "event_id": record.event_id,
+                            "dispatched_at": _iso(record.occurred_at),
+                            "due_at": _iso(due),
+                            "transit_hours_max": milestones.transit_hours_max,
+                        },
+                    )
+                )
     if milestones.apheresis_to_receipt_hours_max is not None:
         limit = timedelta(hours=milestones.apheresis_to_receipt_hours_max)
         for i, record in enumerate(events):
             if record.type != EventType.collection_completed:
                 continue
-            if any(_manufacturing_receipt(later) for later in events[i + 1:]):
+            if any(_manufacturing_receipt(later) for later in events[i + 1 :]):
                 continue
             collected = record.data.get("collected_at")
             start = datetime.fromisoformat(collected) if isinstance(collected, str) else record.occurred_at
             due = start + limit
             if now > due:
-                found.append(Condition("shipment-overdue", f"apheresis:{record.event_id}", {
-                    "leg": "collected-material", "event_id": record.event_id, "collected_at": _iso(start),
-                    "due_at": _iso(due),
-                    "apheresis_to_receipt_hours_max": milestones.apheresis_to_receipt_hours_max}))
+                found.append(
+                    Condition(
+                        "shipment-overdue",
+                        f"apheresis:{record.event_id}",
+                        {
+                            "leg": "collected-material",
+                            "event_id": record.event_id,
+                            "collected_at": _iso(start),
+                            "due_at": _iso(due),
+                            "apheresis_to_receipt_hours_max": milestones.apheresis_to_receipt_hours_max,
+                        },
+                    )
+                )
     return found
 
 
@@ -191,13 +232,21 @@ def _expiry(events: Sequence[EventRecord], milestones: Milestones, now: datetime
         return []
     expires_at = datetime.fromisoformat(raw)
     scheduled = (EventType.infusion_scheduled, EventType.product_infused)
-    if any(later.type in scheduled for later in events[last + 1:]):
+    if any(later.type in scheduled for later in events[last + 1 :]):
         return []
     if now < expires_at - timedelta(days=milestones.expiry_warning_days):
         return []
-    return [Condition("expiry-approaching", f"expiry:{_iso(expires_at)}", {
-        "event_id": events[last].event_id, "expires_at": _iso(expires_at),
-        "expiry_warning_days": milestones.expiry_warning_days})]
+    return [
+        Condition(
+            "expiry-approaching",
+            f"expiry:{_iso(expires_at)}",
+            {
+                "event_id": events[last].event_id,
+                "expires_at": _iso(expires_at),
+                "expiry_warning_days": milestones.expiry_warning_days,
+            },
+        )
+    ]
 
 
 def _release_failed(events: Sequence[EventRecord]) -> list[Condition]:
@@ -205,11 +254,20 @@ def _release_failed(events: Sequence[EventRecord]) -> list[Condition]:
     for i, record in enumerate(events):
         if record.type != EventType.release_failed:
             continue
-        if any(later.type == EventType.release_passed for later in events[i + 1:]):
+        if any(later.type == EventType.release_passed for later in events[i + 1 :]):
             continue
-        found.append(Condition("release-failed", f"release:{record.event_id}", {
-            "event_id": record.event_id, "disposition": record.data.get("disposition"),
-            "reason": record.data.get("reason"), "at": _iso(record.occurred_at)}))
+        found.append(
+            Condition(
+                "release-failed",
+                f"release:{record.event_id}",
+                {
+                    "event_id": record.event_id,
+                    "disposition": record.data.get("disposition"),
+                    "reason": record.data.get("reason"),
+                    "at": _iso(record.occurred_at),
+                },
+            )
+        )
     return found
 
 
@@ -218,5 +276,10 @@ def certification_conditions(status: str, valid_until: date, today: date) -> lis
     (also once passed: the certification lapsed and still needs renewing)."""
     if status != "certified" or today < valid_until - timedelta(days=CERTIFICATION_WARNING_DAYS):
         return []
-    return [Condition("certification-expiring", f"valid_until:{valid_until.isoformat()}", {
-        "valid_until": valid_until.isoformat(), "warning_days": CERTIFICATION_WARNING_DAYS})]
+    return [
+        Condition(
+            "certification-expiring",
+            f"valid_until:{valid_until.isoformat()}",
+            {"valid_until": valid_until.isoformat(), "warning_days": CERTIFICATION_WARNING_DAYS},
+        )
+    ]

@@ -25,7 +25,9 @@ class AlertCollector(Collector):
         self._engine = engine
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily("cgt_alerts", "Milestone alerts by kind and state", labels=["kind", "state"])
+        gauge = GaugeMetricFamily(
+            "cgt_alerts", "Milestone alerts by kind and state", labels=["kind", "state"]
+        )
         try:
             with self._engine.connect() as conn:
                 rows = conn.execute(_COUNTS).all()

@@ -25,7 +25,9 @@ log = logging.getLogger("cgt_gateway.alerts")
 
 
 class AlertScheduler:
-    def __init__(self, context: Context, *, now: Clock | None = None, interval_s: float | None = None) -> None:
+    def __init__(
+        self, context: Context, *, now: Clock | None = None, interval_s: float | None = None
+    ) -> None:
         self.context = context
         self.now = now or context.now
         self.interval_s = interval_s if interval_s is not None else context.settings.alerts_interval_s
@@ -36,8 +38,14 @@ class AlertScheduler:
         result = evaluate_all(self.context, self.now())
         self.passes += 1
         if result.changed:
-            log.info("alert pass", extra={"orders": result.orders, "certifications": result.certifications,
-                                          "changed": len(result.changed)})
+            log.info(
+                "alert pass",
+                extra={
+                    "orders": result.orders,
+                    "certifications": result.certifications,
+                    "changed": len(result.changed),
+                },
+            )
         return result
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -57,8 +65,9 @@ class AlertScheduler:
         loop = asyncio.new_event_loop()
         stop = asyncio.Event()
 
-        thread = threading.Thread(target=lambda: loop.run_until_complete(self.run(stop)),
-                                  name="cgt-alert-scheduler", daemon=True)
+        thread = threading.Thread(
+            target=lambda: loop.run_until_complete(self.run(stop)), name="cgt-alert-scheduler", daemon=True
+        )
         thread.start()
 
         def stop_scheduler() -> None:

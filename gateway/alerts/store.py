@@ -60,14 +60,25 @@ class Subject:
     patient_id: str | None = None  # the order's FHIR Patient id (the Flag's subject)
 
     @staticmethod
-    def for_order(context: Context, *, order_pk: int, manufacturer_id: str, order_id: str, site_id: str,
-                  product_code: str, mrn: str) -> Subject:
+    def for_order(
+        context: Context,
+        *,
+        order_pk: int,
+        manufacturer_id: str,
+        order_id: str,
+        site_id: str,
+        product_code: str,
+        mrn: str,
+    ) -> Subject:
         profile = context.profiles.get(site_id)
         patient_id = None
         if profile is not None:
-            patient_id = resource_id("Patient", party_system(site_id, manufacturer_id, profile.patient.mrn_system),
-                                     mrn)
-        return Subject(f"order:{order_pk}", manufacturer_id, site_id, product_code, order_pk, order_id, patient_id)
+            patient_id = resource_id(
+                "Patient", party_system(site_id, manufacturer_id, profile.patient.mrn_system), mrn
+            )
+        return Subject(
+            f"order:{order_pk}", manufacturer_id, site_id, product_code, order_pk, order_id, patient_id
+        )
 
     @staticmethod
     def for_certification(manufacturer_id: str, site_id: str, product_code: str) -> Subject:
@@ -86,31 +97,52 @@ def _insert_ignoring_duplicates(session: Session, values: dict[str, Any]) -> int
     return conn.execute(statement).scalar()
 
 
-def sync_alerts(session: Session, context: Context, subject: Subject, conditions: Sequence[Condition],
-                now: datetime) -> list[MilestoneAlertRow]:
+def sync_alerts(
+    session: Session, context: Context, subject: Subject, conditions: Sequence[Condition], now: datetime
+) -> list[MilestoneAlertRow]:
     """Raise the new conditions and resolve the cleared ones; returns the rows that changed."""
     holding = {(c.kind, c.key): c for c in conditions}
-    existing = session.execute(
-        sa.select(MilestoneAlertRow).where(MilestoneAlertRow.subject == subject.key)  # type: ignore[arg-type]
-    ).scalars().all()
+    existing = (
+        session.execute(
+            sa.select(MilestoneAlertRow).where(MilestoneAlertRow.subject == subject.key)  # type: ignore[arg-type]
+        )
+        .scalars()
+        .all()
+    )
     known = {(row.kind, row.condition_key) for row in existing}
     changed: list[MilestoneAlertRow] = []
     for (kind, key), condition in holding.items():
         if (kind, key) in known:
             continue
-        values = {"alert_id": alert_id_for(subject, kind, key), "subject": subject.key, "kind": kind,
-                  "condition_key": key, "state": "open", "order_pk": subject.order_pk,
-                  "order_id": subject.order_id, "manufacturer_id": subject.manufacturer_id,
-                  "site_id": subject.site_id, "product_code": subject.product_code,
-                  "detail": condition.detail, "raised_at": now}
+        values = {
+            "alert_id": alert_id_for(subject, kind, key),
+            "subject": subject.key,
+            "kind": kind,
+            "condition_key": key,
+            "state": "open",
+            "order_pk": subject.order_pk,
+            "order_id": subject.order_id,
+            "manufacturer_id": subject.manufacturer_id,
+            "site_id": subject.site_id,
+            "product_code": subject.product_code,
+            "detail": condition.detail,
+            "raised_at": now,
+        }
         pk = _insert_ignoring_duplicates(session, values)
         if pk is None:  # another transaction raised it first
             continue
         row = MilestoneAlertRow(id=pk, **values)
         changed.append(row)
         _notify(session, context, subject, row, "alert.raised", now)
-        log.info("alert raised", extra={"alert_id": row.alert_id, "kind": kind, "order_id": subject.order_id,
-                                        "site_id": subject.site_id})
+        log.info(
+            "alert raised",
+            extra={
+                "alert_id": row.alert_id,
+                "kind": kind,
+                "order_id": subject.order_id,
+                "site_id": subject.site_id,
+            },
+        )
     for row in existing:
         if row.state == "resolved" or (row.kind, row.condition_key) in holding:
             continue
@@ -118,8 +150,15 @@ def sync_alerts(session: Session, context: Context, subject: Subject, conditions
         session.add(row)
         changed.append(row)
         _notify(session, context, subject, row, "alert.resolved", now)
-        log.info("alert resolved", extra={"alert_id": row.alert_id, "kind": row.kind,
-                                          "order_id": subject.order_id, "site_id": subject.site_id})
+        log.info(
+            "alert resolved",
+            extra={
+                "alert_id": row.alert_id,
+                "kind": row.kind,
+                "order_id": subject.order_id,
+                "site_id": subject.site_id,
+            },
+        )
     if changed:
         session.flush()
     return changed
@@ -135,13 +174,21 @@ def changed_alert(session: Session, context: Context, row: MilestoneAlertRow, no
 def _subject_of(session: Session, context: Context, row: MilestoneAlertRow) -> Subject | None:
     if row.order_pk is None:
         return None
-    body = session.execute(sa.text("SELECT body FROM cgt_order WHERE id = :pk"), {"pk": row.order_pk}).scalar()
+    body = session.execute(
+        sa.text("SELECT body FROM cgt_order WHERE id = :pk"), {"pk": row.order_pk}
+    ).scalar()
     if isinstance(body, str):
         body = json.loads(body)
     mrn = (body or {}).get("patient", {}).get("mrn", "")
-    return Subject.for_order(context, order_pk=row.order_pk, manufacturer_id=row.manufacturer_id,
-                             order_id=row.order_id or "", site_id=row.site_id, product_code=row.product_code,
-                             mrn=mrn)
+    return Subject.for_order(
+        context,
+        order_pk=row.order_pk,
+        manufacturer_id=row.manufacturer_id,
+        order_id=row.order_id or "",
+        site_id=row.site_id,
+        product_code=row.product_code,
+        mrn=mrn,
+    )
 
 
 def _wants(context: Context, row: MilestoneAlertRow, channel: str) -> bool:
@@ -155,16 +202,29 @@ def _wants(context: Context, row: MilestoneAlertRow, channel: str) -> bool:
 def _save_flag(session: Session, subject: Subject, row: MilestoneAlertRow, now: datetime) -> None:
     if subject.patient_id is None or subject.order_id is None:
         return
-    flag = build_alert_flag(alert_id=row.alert_id, kind=row.kind, state=row.state,
-                            manufacturer_id=subject.manufacturer_id, order_id=subject.order_id,
-                            patient_id=subject.patient_id, raised_at=as_utc(row.raised_at),
-                            resolved_at=as_utc(row.resolved_at) if row.resolved_at else None)
-    save_translation(session, site_id=subject.site_id, manufacturer_id=subject.manufacturer_id,
-                     order_id=subject.order_id, resources=[flag], now=now)
+    flag = build_alert_flag(
+        alert_id=row.alert_id,
+        kind=row.kind,
+        state=row.state,
+        manufacturer_id=subject.manufacturer_id,
+        order_id=subject.order_id,
+        patient_id=subject.patient_id,
+        raised_at=as_utc(row.raised_at),
+        resolved_at=as_utc(row.resolved_at) if row.resolved_at else None,
+    )
+    save_translation(
+        session,
+        site_id=subject.site_id,
+        manufacturer_id=subject.manufacturer_id,
+        order_id=subject.order_id,
+        resources=[flag],
+        now=now,
+    )
 
 
-def _notify(session: Session, context: Context, subject: Subject, row: MilestoneAlertRow, kind: str,
-            now: datetime) -> None:
+def _notify(
+    session: Session, context: Context, subject: Subject, row: MilestoneAlertRow, kind: str, now: datetime
+) -> None:
     if subject.order_pk is not None and _wants(context, row, "subscription"):
         _save_flag(session, subject, row, now)
     manufacturer = context.settings.manufacturer(subject.manufacturer_id)
@@ -172,11 +232,23 @@ def _notify(session: Session, context: Context, subject: Subject, row: Milestone
         return
     delivery_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{kind}|{row.alert_id}"))
     body = {"type": kind, "delivery_id": delivery_id, "at": now.isoformat(), **alert_view(row)}
-    note = NewMessage(destination=webhook_destination(subject.manufacturer_id), channel="webhook",
-                      control_id=delivery_id, message_type=kind, content_type="application/json",
-                      payload=json.dumps(body, separators=(",", ":"), sort_keys=True))
-    enqueue(session, [note], site_id=subject.site_id, manufacturer_id=subject.manufacturer_id,
-            order_id=subject.order_id or "", event_id=f"alert:{row.alert_id}", now=now)
+    note = NewMessage(
+        destination=webhook_destination(subject.manufacturer_id),
+        channel="webhook",
+        control_id=delivery_id,
+        message_type=kind,
+        content_type="application/json",
+        payload=json.dumps(body, separators=(",", ":"), sort_keys=True),
+    )
+    enqueue(
+        session,
+        [note],
+        site_id=subject.site_id,
+        manufacturer_id=subject.manufacturer_id,
+        order_id=subject.order_id or "",
+        event_id=f"alert:{row.alert_id}",
+        now=now,
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -185,8 +257,18 @@ def _iso(value: datetime | None) -> str | None:
 
 def alert_view(row: MilestoneAlertRow) -> dict[str, Any]:
     """The public form of an alert (``GET /v1/alerts`` items, webhook bodies)."""
-    return {"alert_id": row.alert_id, "kind": row.kind, "state": row.state, "order_id": row.order_id,
-            "site_id": row.site_id, "manufacturer_id": row.manufacturer_id, "product_code": row.product_code,
-            "raised_at": _iso(row.raised_at), "acknowledged_at": _iso(row.acknowledged_at),
-            "acknowledged_by": row.acknowledged_by, "note": row.note, "resolved_at": _iso(row.resolved_at),
-            "detail": row.detail}
+    return {
+        "alert_id": row.alert_id,
+        "kind": row.kind,
+        "state": row.state,
+        "order_id": row.order_id,
+        "site_id": row.site_id,
+        "manufacturer_id": row.manufacturer_id,
+        "product_code": row.product_code,
+        "raised_at": _iso(row.raised_at),
+        "acknowledged_at": _iso(row.acknowledged_at),
+        "acknowledged_by": row.acknowledged_by,
+        "note": row.note,
+        "resolved_at": _iso(row.resolved_at),
+        "detail": row.detail,
+    }

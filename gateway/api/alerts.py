@@ -5,7 +5,7 @@
                                              filters ``state``, ``kind``, ``order_id``
 ``POST /v1/alerts/{alert_id}/acknowledge``   ``{note}``: open -> acknowledged (idempotent; 409 once resolved)
 ``POST /v1/admin/certifications``            record a site's certification for a product (admin)
-``GET  /v1/certifications``                  certifications (manufacturer: its products; site: its own; admin: all)
+``GET  /v1/certifications``                  certifications (manufacturer: its products; site: its own)
 
 Scopes (OAuth): ``orders.read`` for the three caller routes (a site holds no ``orders.write`` and may
 acknowledge its alerts), ``admin`` for recording a certification.
@@ -74,8 +74,10 @@ def _decode(cursor: str) -> int:
             raise ValueError("not a cursor of ours")
         return pk
     except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidParameter("The cursor is not one this API returned.",
-                               errors=[FieldError("/query/cursor", "not a valid cursor")]) from None
+        raise InvalidParameter(
+            "The cursor is not one this API returned.",
+            errors=[FieldError("/query/cursor", "not a valid cursor")],
+        ) from None
 
 
 def _visible(principal: Principal) -> list[Any]:
@@ -87,8 +89,11 @@ def _visible(principal: Principal) -> list[Any]:
     return [MilestoneAlertRow.site_id == principal.subject]
 
 
-@router.get("/alerts", summary="Milestone alerts of the caller's orders, oldest first, keyset-paged",
-            dependencies=[needs("orders.read")])
+@router.get(
+    "/alerts",
+    summary="Milestone alerts of the caller's orders, oldest first, keyset-paged",
+    dependencies=[needs("orders.read")],
+)
 def get_alerts(
     request: Request,
     principal: PrincipalDep,
@@ -99,8 +104,10 @@ def get_alerts(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     if kind is not None and kind not in ALERT_KINDS:
-        raise InvalidParameter(f"Unknown alert kind {kind[:40]!r}.",
-                               errors=[FieldError("/query/kind", f"one of {', '.join(ALERT_KINDS)}")])
+        raise InvalidParameter(
+            f"Unknown alert kind {kind[:40]!r}.",
+            errors=[FieldError("/query/kind", f"one of {', '.join(ALERT_KINDS)}")],
+        )
     where = _visible(principal)
     if state is not None:
         where.append(MilestoneAlertRow.state == state)
@@ -115,23 +122,33 @@ def get_alerts(
         rows = list(session.execute(query).scalars().all())
     more = len(rows) > limit
     rows = rows[:limit]
-    return {"items": [alert_view(r) for r in rows], "next_cursor": _encode(rows[-1].id or 0) if more else None}
+    return {
+        "items": [alert_view(r) for r in rows],
+        "next_cursor": _encode(rows[-1].id or 0) if more else None,
+    }
 
 
 def _acknowledge(context: Context, principal: Principal, alert_id: str, note: str | None) -> dict[str, Any]:
     now = context.now()
     with write_session(context.engine) as session:
-        row = session.execute(sa.select(MilestoneAlertRow).where(
-            MilestoneAlertRow.alert_id == alert_id, *_visible(principal))  # type: ignore[arg-type]
-            .with_for_update()).scalars().first()
+        row = (
+            session.execute(
+                sa.select(MilestoneAlertRow)
+                .where(MilestoneAlertRow.alert_id == alert_id, *_visible(principal))  # type: ignore[arg-type]
+                .with_for_update()
+            )
+            .scalars()
+            .first()
+        )
         if row is None:
             raise NotFound(f"No alert {alert_id} visible to this client.")
         if row.state == "resolved":
             raise Conflict(f"Alert {alert_id} is already resolved.", code="alert-resolved")
         if row.state == "open":
             row.state, row.acknowledged_at = "acknowledged", now
-            row.acknowledged_by = principal.client_id or (f"{principal.role}:{principal.subject}"
-                                                          if principal.subject else principal.role)
+            row.acknowledged_by = principal.client_id or (
+                f"{principal.role}:{principal.subject}" if principal.subject else principal.role
+            )
             row.note = note
             session.add(row)
             session.flush()
@@ -139,8 +156,11 @@ def _acknowledge(context: Context, principal: Principal, alert_id: str, note: st
         return alert_view(row)
 
 
-@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert (with a note)",
-             dependencies=[needs("orders.read")])
+@router.post(
+    "/alerts/{alert_id}/acknowledge",
+    summary="Acknowledge an alert (with a note)",
+    dependencies=[needs("orders.read")],
+)
 async def acknowledge_alert(
     request: Request,
     principal: PrincipalDep,
@@ -159,29 +179,43 @@ def _record(context: Context, principal: Principal, body: CertificationIn) -> di
         errors.append(FieldError("/site_id", f"unknown site {body.site_id!r}", "unknown-site"))
     owner = settings.product_owner(body.product_code)
     if owner is None:
-        errors.append(FieldError("/product_code", f"unknown product {body.product_code!r}", "unknown-product"))
+        errors.append(
+            FieldError("/product_code", f"unknown product {body.product_code!r}", "unknown-product")
+        )
     if errors:
         raise ValidationFailed("The certification names an unknown site or product.", errors=errors)
     assert owner is not None
     now = context.now()
     with write_session(context.engine) as session:
         cert = certs.record_certification(
-            session, site_id=body.site_id, product_code=body.product_code, manufacturer_id=owner,
-            status=body.status, valid_until=body.valid_until, training_completed_at=body.training_completed_at,
-            note=body.note, by=principal.client_id or "admin", now=now)
+            session,
+            site_id=body.site_id,
+            product_code=body.product_code,
+            manufacturer_id=owner,
+            status=body.status,
+            valid_until=body.valid_until,
+            training_completed_at=body.training_completed_at,
+            note=body.note,
+            by=principal.client_id or "admin",
+            now=now,
+        )
     return certs.certification_view(cert)
 
 
-@router.post("/admin/certifications", summary="Record a site's certification for a product (admin only)",
-             dependencies=[needs("admin")])
-async def post_certification(request: Request, principal: PrincipalDep, body: CertificationIn) -> dict[str, Any]:
+@router.post(
+    "/admin/certifications",
+    summary="Record a site's certification for a product (admin only)",
+    dependencies=[needs("admin")],
+)
+async def post_certification(
+    request: Request, principal: PrincipalDep, body: CertificationIn
+) -> dict[str, Any]:
     require_admin(principal)
     context = request_context(request)
     return await run_write(context.engine, _record, context, principal, body)
 
 
-@router.get("/certifications", summary="Site certifications per product",
-            dependencies=[needs("orders.read")])
+@router.get("/certifications", summary="Site certifications per product", dependencies=[needs("orders.read")])
 def get_certifications(request: Request, principal: PrincipalDep) -> dict[str, Any]:
     context = request_context(request)
     with read_session(context.engine) as session:

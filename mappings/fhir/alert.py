@@ -22,8 +22,15 @@ from typing import Any, Final
 from mappings.fhir.model import fhir_instant, validated
 from mappings.ids import GATEWAY_BASE, order_system, reference, resource_id
 
-__all__ = ["ALERT_SYSTEM", "ALERT_KIND_SYSTEM", "ALERT_ORDER_EXTENSION", "FLAG_CATEGORY_SYSTEM",
-           "ALERT_KIND_DISPLAY", "flag_id", "build_alert_flag"]
+__all__ = [
+    "ALERT_SYSTEM",
+    "ALERT_KIND_SYSTEM",
+    "ALERT_ORDER_EXTENSION",
+    "FLAG_CATEGORY_SYSTEM",
+    "ALERT_KIND_DISPLAY",
+    "flag_id",
+    "build_alert_flag",
+]
 
 ALERT_SYSTEM: Final = f"{GATEWAY_BASE}/sid/alert"
 ALERT_KIND_SYSTEM: Final = f"{GATEWAY_BASE}/CodeSystem/alert-kind"
@@ -42,8 +49,17 @@ def flag_id(alert_id: str) -> str:
     return resource_id("Flag", ALERT_SYSTEM, alert_id)
 
 
-def build_alert_flag(*, alert_id: str, kind: str, state: str, manufacturer_id: str, order_id: str,
-                     patient_id: str, raised_at: datetime, resolved_at: datetime | None) -> dict[str, Any]:
+def build_alert_flag(
+    *,
+    alert_id: str,
+    kind: str,
+    state: str,
+    manufacturer_id: str,
+    order_id: str,
+    patient_id: str,
+    raised_at: datetime,
+    resolved_at: datetime | None,
+) -> dict[str, Any]:
     """The validated ``Flag`` of an order's alert in ``state`` (``open``, ``acknowledged``, ``resolved``)."""
     if kind not in ALERT_KIND_DISPLAY:
         raise ValueError(f"unknown alert kind {kind!r}")
@@ -53,14 +69,21 @@ def build_alert_flag(*, alert_id: str, kind: str, state: str, manufacturer_id: s
     flag: dict[str, Any] = {
         "resourceType": "Flag",
         "id": flag_id(alert_id),
-        "extension": [{"url": ALERT_ORDER_EXTENSION,
-                       "valueIdentifier": {"system": order_system(manufacturer_id), "value": order_id}}],
+        "extension": [
+            {
+                "url": ALERT_ORDER_EXTENSION,
+                "valueIdentifier": {"system": order_system(manufacturer_id), "value": order_id},
+            }
+        ],
         "identifier": [{"system": ALERT_SYSTEM, "value": alert_id}],
         "status": "inactive" if state == "resolved" else "active",
-        "category": [{"coding": [{"system": FLAG_CATEGORY_SYSTEM, "code": "admin",
-                                  "display": "Administrative"}]}],
-        "code": {"coding": [{"system": ALERT_KIND_SYSTEM, "code": kind, "display": ALERT_KIND_DISPLAY[kind]}],
-                 "text": ALERT_KIND_DISPLAY[kind]},
+        "category": [
+            {"coding": [{"system": FLAG_CATEGORY_SYSTEM, "code": "admin", "display": "Administrative"}]}
+        ],
+        "code": {
+            "coding": [{"system": ALERT_KIND_SYSTEM, "code": kind, "display": ALERT_KIND_DISPLAY[kind]}],
+            "text": ALERT_KIND_DISPLAY[kind],
+        },
         "subject": reference("Patient", patient_id),
         "period": period,
     }

@@ -167,13 +167,15 @@ class BusinessStatusSettings(ProfileModel):
     overrides: dict[BusinessStatusKey, StatusCoding] = Field(default_factory=dict)
 
 
+NotificationChannel = Literal["webhook", "hl7v2", "subscription"]
+
+
 class NotificationSettings(ProfileModel):
     """How the site is told of alerts on its orders (issue 16, docs/alerts.md): ``webhook`` (the
     manufacturer's webhook carries ``alert.raised``), ``hl7v2`` (not rendered yet: documented),
     ``subscription`` (the alert's FHIR Flag, for the ``order-alert`` subscription topic)."""
 
-    release_failed: list[Literal["webhook", "hl7v2", "subscription"]] = Field(
-        default_factory=lambda: ["webhook", "subscription"], max_length=3)
+    release_failed: Annotated[list[NotificationChannel], Field(max_length=3)] = ["webhook", "subscription"]
 
 
 class SiteProfile(ProfileModel):

@@ -22,7 +22,9 @@ from gateway.delivery.outbox import OutboxMessage
 from mappings.fhir.alert import flag_id
 from tests.conftest import ACME, ADMIN, NOVA, SITE_A, SITE_B, FakeClock, TestClient
 
-JOURNEY = json.loads((Path(__file__).resolve().parents[2] / "fixtures/events/journey-autologous.json").read_text())
+JOURNEY = json.loads(
+    (Path(__file__).resolve().parents[2] / "fixtures/events/journey-autologous.json").read_text()
+)
 ORDER_ID = JOURNEY["order"]["order_id"]
 
 
@@ -101,7 +103,9 @@ def validate_flag(gw: Gateway, alert_id: str, headers: dict[str, str] = SITE_A) 
     flag = response.json()
     model = get_fhir_model_class("Flag").model_validate(flag)
     get_fhir_model_class("Flag").model_validate(model.model_dump(mode="json"))
-    assert flag["identifier"] == [{"system": "https://cgt-gateway.example.org/fhir/sid/alert", "value": alert_id}]
+    assert flag["identifier"] == [
+        {"system": "https://cgt-gateway.example.org/fhir/sid/alert", "value": alert_id}
+    ]
     assert flag["subject"]["reference"].startswith("Patient/")
     assert "Rivera" not in json.dumps(flag) and "MRN-448812" not in json.dumps(flag)
     return flag  # type: ignore[no-any-return]
@@ -126,8 +130,13 @@ def test_collected_material_overdue_raised_by_the_scheduler_once_and_resolved_by
     validate_flag(gw, overdue[0]["alert_id"])
     # the receipt at manufacturing resolves it in the event's transaction (no scheduler pass)
     gw.clock.set(_at("2026-03-14T18:00:00Z"))
-    gw.post_event(event("evt-006", occurred_at="2026-03-14T17:55:00Z",
-                        data={**event("evt-006")["data"], "at": "2026-03-14T17:55:00Z"}))
+    gw.post_event(
+        event(
+            "evt-006",
+            occurred_at="2026-03-14T17:55:00Z",
+            data={**event("evt-006")["data"], "at": "2026-03-14T17:55:00Z"},
+        )
+    )
     [resolved] = by_kind(gw.alerts(), "shipment-overdue")
     assert resolved["state"] == "resolved" and resolved["resolved_at"] == "2026-03-14T18:00:00Z"
     flag = validate_flag(gw, resolved["alert_id"])
@@ -147,9 +156,15 @@ def test_temperature_excursion_is_raised_in_the_events_transaction(gateway: Gate
     assert gw.scheduler.passes == 0
     [alert] = by_kind(gw.alerts(SITE_A), "temperature-excursion")
     assert alert["state"] == "open" and alert["raised_at"] == "2026-03-12T18:01:00Z"
-    assert alert["detail"] == {"event_id": "evt-005", "event_type": "custody.transferred",
-                               "phase": "collected_material", "temperature_c": 15.5, "min_c": 1.0, "max_c": 10.0,
-                               "at": "2026-03-12T18:00:00Z"}
+    assert alert["detail"] == {
+        "event_id": "evt-005",
+        "event_type": "custody.transferred",
+        "phase": "collected_material",
+        "temperature_c": 15.5,
+        "min_c": 1.0,
+        "max_c": 10.0,
+        "at": "2026-03-12T18:00:00Z",
+    }
     gw.post_event(warm)  # an identical replay changes nothing
     gw.restart()
     gw.scheduler.tick()
@@ -157,8 +172,19 @@ def test_temperature_excursion_is_raised_in_the_events_transaction(gateway: Gate
     flag = validate_flag(gw, alert["alert_id"])
     assert flag["status"] == "active" and flag["code"]["coding"][0]["code"] == "temperature-excursion"
     # the final product has its own range: -150 after manufacturing is fine, -100 is not
-    play(gw, "evt-006", "evt-007", "evt-008", "evt-009", "evt-010", "evt-011", "evt-012", "evt-013", "evt-014",
-         "evt-015")
+    play(
+        gw,
+        "evt-006",
+        "evt-007",
+        "evt-008",
+        "evt-009",
+        "evt-010",
+        "evt-011",
+        "evt-012",
+        "evt-013",
+        "evt-014",
+        "evt-015",
+    )
     gw.clock.set(_at("2026-04-17T09:06:00Z"))
     gw.post_event(event("evt-016", data={**event("evt-016")["data"], "temperature_c": -100}))
     excursions = by_kind(gw.alerts(), "temperature-excursion")
@@ -170,7 +196,9 @@ def test_temperature_excursion_is_raised_in_the_events_transaction(gateway: Gate
 
 def test_release_failed_expiry_and_shipment_overdue_through_the_journey(gateway: Gateway):
     gw = gateway
-    play(gw, "evt-001", "evt-002", "evt-003", "evt-004", "evt-005", "evt-006", "evt-007", "evt-008", "evt-009")
+    play(
+        gw, "evt-001", "evt-002", "evt-003", "evt-004", "evt-005", "evt-006", "evt-007", "evt-008", "evt-009"
+    )
     [failed] = by_kind(gw.alerts(), "release-failed")  # in the event's transaction
     assert failed["detail"]["disposition"] == "remanufacture" and failed["state"] == "open"
     play(gw, "evt-010", "evt-011", "evt-012")
@@ -183,8 +211,13 @@ def test_release_failed_expiry_and_shipment_overdue_through_the_journey(gateway:
     assert overdue["detail"]["leg"] == "shipment" and overdue["detail"]["event_id"] == "evt-015"
     gw.restart()
     gw.clock.set(_at("2026-04-20T09:31:00Z"))
-    gw.post_event(event("evt-018", occurred_at="2026-04-20T09:30:00Z",
-                        data={"received_at": "2026-04-20T09:30:00Z", "temperature_c": -182.0}))
+    gw.post_event(
+        event(
+            "evt-018",
+            occurred_at="2026-04-20T09:30:00Z",
+            data={"received_at": "2026-04-20T09:30:00Z", "temperature_c": -182.0},
+        )
+    )
     assert by_kind(gw.alerts(), "shipment-overdue")[0]["state"] == "resolved"
     gw.clock.set(_at("2026-09-22T23:59:00Z"))
     gw.scheduler.tick()
@@ -195,7 +228,9 @@ def test_release_failed_expiry_and_shipment_overdue_through_the_journey(gateway:
     gw.scheduler.tick()
     [expiring] = by_kind(gw.alerts(), "expiry-approaching")
     assert expiring["state"] == "open" and expiring["detail"]["expires_at"] == "2026-10-07T00:00:00Z"
-    gw.post_event(event("evt-019", occurred_at="2026-09-23T00:00:00Z", data={"start": "2026-09-30T09:00:00Z"}))
+    gw.post_event(
+        event("evt-019", occurred_at="2026-09-23T00:00:00Z", data={"start": "2026-09-30T09:00:00Z"})
+    )
     assert by_kind(gw.alerts(), "expiry-approaching")[0]["state"] == "resolved"
     assert len(gw.rows()) == 3  # release-failed, shipment-overdue, expiry-approaching, no more
 
@@ -223,15 +258,35 @@ def test_visibility_filters_paging_and_acknowledgement(gateway: Gateway):
     alert_id = gw.alerts(kind="temperature-excursion")[0]["alert_id"]
     # another tenant's alert is not found
     assert gw.http.post(f"/v1/alerts/{alert_id}/acknowledge", json={}, headers=SITE_B).status_code == 404
-    done = gw.http.post(f"/v1/alerts/{alert_id}/acknowledge", json={"note": "shipper replaced"}, headers=SITE_A)
+    done = gw.http.post(
+        f"/v1/alerts/{alert_id}/acknowledge", json={"note": "shipper replaced"}, headers=SITE_A
+    )
     assert done.status_code == 200, done.text
     assert done.json()["state"] == "acknowledged" and done.json()["note"] == "shipper replaced"
     again = gw.http.post(f"/v1/alerts/{alert_id}/acknowledge", json={"note": "other"}, headers=ACME)
     assert again.json()["note"] == "shipper replaced"  # idempotent
-    assert gw.http.post(f"/v1/alerts/{alert_id}/acknowledge", json={"note": ""}, headers=ACME).status_code == 422
+    assert (
+        gw.http.post(f"/v1/alerts/{alert_id}/acknowledge", json={"note": ""}, headers=ACME).status_code == 422
+    )
     assert validate_flag(gw, alert_id)["status"] == "active"
-    play(gw, "evt-006", "evt-007", "evt-008", "evt-009", "evt-010", "evt-011", "evt-012", "evt-013", "evt-014",
-         "evt-015", "evt-016", "evt-017", "evt-018", "evt-019", "evt-020")
+    play(
+        gw,
+        "evt-006",
+        "evt-007",
+        "evt-008",
+        "evt-009",
+        "evt-010",
+        "evt-011",
+        "evt-012",
+        "evt-013",
+        "evt-014",
+        "evt-015",
+        "evt-016",
+        "evt-017",
+        "evt-018",
+        "evt-019",
+        "evt-020",
+    )
     assert gw.alerts(kind="temperature-excursion")[0]["state"] == "resolved"
     gone = gw.http.post(f"/v1/alerts/{alert_id}/acknowledge", json={}, headers=ACME)
     assert gone.status_code == 409 and gone.json()["code"] == "alert-resolved"
@@ -242,7 +297,9 @@ def test_visibility_filters_paging_and_acknowledgement(gateway: Gateway):
 def test_webhook_alert_raised_and_resolved_through_the_outbox(settings: Settings, engine: sa.Engine):
     acme = settings.manufacturer("acme-bio")
     assert acme is not None
-    hooked = acme.model_copy(update={"webhook": {"url": "http://127.0.0.1:9/hook", "secret_env": "ACME_SECRET"}})
+    hooked = acme.model_copy(
+        update={"webhook": {"url": "http://127.0.0.1:9/hook", "secret_env": "ACME_SECRET"}}
+    )
     webhook_settings = settings.model_copy(update={"manufacturers": [hooked, *settings.manufacturers[1:]]})
     clock = FakeClock(_at(JOURNEY["placed_at"]))
     gw = Gateway(webhook_settings, engine, clock)
@@ -252,8 +309,11 @@ def test_webhook_alert_raised_and_resolved_through_the_outbox(settings: Settings
         clock.set(_at("2026-03-12T18:01:00Z"))
         gw.post_event(event("evt-005", data={**event("evt-005")["data"], "temperature_c": 0.5}))
         with engine.connect() as conn:
-            rows = conn.execute(sa.select(OutboxMessage.__table__).where(  # type: ignore[attr-defined]
-                OutboxMessage.__table__.c.destination == "acme-bio/webhook")).all()  # type: ignore[attr-defined]
+            rows = conn.execute(
+                sa.select(OutboxMessage.__table__).where(  # type: ignore[attr-defined]
+                    OutboxMessage.__table__.c.destination == "acme-bio/webhook"
+                )
+            ).all()  # type: ignore[attr-defined]
         bodies = [json.loads(r.payload) for r in rows if r.message_type.startswith("alert.")]
         assert [b["type"] for b in bodies] == ["alert.raised"]
         assert bodies[0]["kind"] == "temperature-excursion" and bodies[0]["order_id"] == ORDER_ID
@@ -266,8 +326,14 @@ def test_certification_expiring_raised_30_days_before_and_resolved_by_renewal(ga
     gw = gateway
     start = _at("2026-03-02T14:00:00Z")
     valid_until = (start + timedelta(days=40)).date().isoformat()
-    body = {"site_id": "site-b", "product_code": "GT-HEM-01", "status": "certified", "valid_until": valid_until,
-            "training_completed_at": "2026-01-15T10:00:00Z", "note": "annual"}
+    body = {
+        "site_id": "site-b",
+        "product_code": "GT-HEM-01",
+        "status": "certified",
+        "valid_until": valid_until,
+        "training_completed_at": "2026-01-15T10:00:00Z",
+        "note": "annual",
+    }
     assert gw.http.post("/v1/admin/certifications", json=body, headers=ADMIN).status_code == 200
     gw.scheduler.tick()
     assert gw.alerts(ADMIN, kind="certification-expiring") == []

@@ -69,6 +69,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("site_certification")
-    for name in ("ix_milestone_alert_subject_state", "ix_milestone_alert_site", "ix_milestone_alert_manufacturer"):
+    for name in (
+        "ix_milestone_alert_subject_state",
+        "ix_milestone_alert_site",
+        "ix_milestone_alert_manufacturer",
+    ):
         op.drop_index(name, table_name="milestone_alert")
     op.drop_table("milestone_alert")
