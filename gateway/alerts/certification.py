@@ -68,7 +68,9 @@ def _from_row(row: SiteCertificationRow) -> Certification:
 def _configured(context: Context) -> dict[tuple[str, str], Certification]:
     found: dict[tuple[str, str], Certification] = {}
     for c in context.settings.certifications:
-        owner = context.settings.product_owner(c.product_code) or ""
+        owner = context.settings.product_owner(c.product_code)
+        if owner is None or context.settings.site(c.site_id) is None:
+            continue  # names a product or site not (or no longer) configured
         found[(c.site_id, c.product_code)] = Certification(
             c.site_id,
             c.product_code,

@@ -209,7 +209,8 @@ def test_capability_statement_matches_the_implementation(client, orders):
     assert cs["fhirVersion"] == "4.0.1" and set(cs["format"]) == {"json", "application/fhir+json"}
     resources = {r["type"]: r for r in cs["rest"][0]["resource"]}
     assert set(resources) == {"Task", "ServiceRequest", "Observation", "Provenance", "Patient",
-                              "BiologicallyDerivedProduct", "Organization", "Practitioner", "CodeSystem"}
+                              "BiologicallyDerivedProduct", "Organization", "Practitioner", "CodeSystem",
+                              "Flag"}  # Flag: issue 16 alerts
     for rtype, resource in resources.items():
         assert {i["code"] for i in resource["interaction"]} == {"read", "vread", "history-instance",
                                                                "history-type", "search-type"}
