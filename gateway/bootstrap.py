@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from gateway import fhir_api
-from gateway.api import admin, health, orders, retraction, site_requests
+from gateway.api import admin, alerts, health, orders, retraction, site_requests
 from gateway.api import outbox as outbox_api
 from gateway.api import preview as preview_api
 from gateway.api.limits import BodyLimitMiddleware
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(fhir_api.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(alerts.router)  # issue 16: /v1/alerts, /v1/certifications, /v1/admin/certifications
     app.include_router(preview_api.router)
     app.include_router(outbox_api.router)
     app.include_router(outbox_api.metrics_router)

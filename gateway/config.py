@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mappings.milestones import Milestones
 
 __all__ = [
     "DEMO_CONFIG",
@@ -31,6 +34,7 @@ __all__ = [
     "SiteConfig",
     "ApiClientConfig",
     "OAuthClientConfig",
+    "CertificationConfig",
     "Settings",
     "load_settings",
     "hash_token",
@@ -142,6 +146,8 @@ class ProductConfig(_Config):
     coi_pattern: str | None = None
     shelf_life_days: int = Field(gt=0)
     site_requests: SiteRequestPolicy = Field(default_factory=SiteRequestPolicy)
+    # Milestone alerts (issue 16, docs/alerts.md): absent, the product raises no milestone alert.
+    milestones: Milestones | None = None
 
     @model_validator(mode="after")
     def _pattern_for_manufacturer_format(self) -> ProductConfig:
@@ -215,6 +221,18 @@ class OAuthClientConfig(_Config):
         if (self.jwks is None) == (self.jwks_file is None):
             raise ValueError(f"oauth client {self.client_id!r}: give exactly one of jwks and jwks_file")
         return self
+
+
+class CertificationConfig(_Config):
+    """A site's certification for a product from the configuration file (issue 16).  A certification
+    recorded at run time (``POST /v1/admin/certifications``) for the same site and product replaces it."""
+
+    site_id: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$", max_length=64)
+    product_code: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$", max_length=64)
+    status: Literal["certified", "suspended", "withdrawn"] = "certified"
+    valid_until: date
+    training_completed_at: datetime | None = None
+    note: str | None = Field(default=None, max_length=1000)
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
@@ -426,6 +444,25 @@ class Settings(BaseSettings):
     # --- issue 16 / subscriptions: settings of this part go below
 
     # --- issue 16 / milestone alerts and certification: settings of this part go below
+    # A new order needs a site certification for its product valid on the order's day (certifications
+    # below, or POST /v1/admin/certifications); else 422 site-not-certified.  Off by default (a
+    # configuration without certifications keeps working); on in the demo.
+    require_certification: bool = False
+    # Site certifications per product (docs/alerts.md).
+    certifications: list[CertificationConfig] = Field(default_factory=list)
+    # The alert scheduler (inside serve and worker) evaluates every open order this often.
+    alerts_enabled: bool = True
+    alerts_interval_s: float = Field(default=60.0, gt=0, le=86_400)
+    # Orders evaluated per database transaction by the scheduler.
+    alerts_batch_size: int = Field(default=200, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _certifications(self) -> Settings:
+        _unique("certifications site_id/product_code",
+                [f"{c.site_id}/{c.product_code}" for c in self.certifications])
+        # A certification naming a site or product not configured (e.g. a manufacturer removed from a copy
+        # of the demo) is kept but matches no order and is not listed (gateway.alerts.certification).
+        return self
 
     # --- issue 15 / demo peer and metrics: settings of this part go below
     # `cgt-gateway demo-peer` / `serve --with-demo-peer` (make run): the demo site engine's MLLP port on

@@ -46,6 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.alerts.counts import AlertCollector
 from gateway.delivery.outbox import DeliveryAttempt, MessageState, OutboxMessage, queue_stats
 from gateway.store.site_request_tables import SiteRequestRow
 
@@ -143,6 +144,7 @@ class GatewayMetrics:
     def __init__(self, engine: Engine, clock: Callable[[], datetime] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_DatabaseCollector(engine, clock or (lambda: datetime.now(UTC))))
+        self.registry.register(AlertCollector(engine))  # issue 16: cgt_alerts{kind,state}
         self.http = Histogram("cgt_http_request_duration_seconds",
                               "HTTP requests by method, route template and status",
                               ["method", "route", "status"], registry=self.registry, buckets=HTTP_BUCKETS)

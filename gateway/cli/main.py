@@ -80,6 +80,7 @@ def serve(
     configure_logging(settings.log_level)
     demo_peer = start_demo_peer_thread(settings) if with_demo_peer else None
     stop_worker = _start_worker(settings, engine, application) if worker else None
+    stop_alerts = _start_alert_scheduler(application)  # issue 16: milestone alerts (alerts_enabled)
     try:
         uvicorn.run(
             application,
@@ -94,6 +95,16 @@ def serve(
             stop_worker()
         if demo_peer is not None:
             demo_peer.stop()
+        if stop_alerts is not None:
+            stop_alerts()
+
+
+def _start_alert_scheduler(application):  # type: ignore[no-untyped-def]
+    """The milestone alert scheduler on its own thread (None when ``alerts_enabled`` is false)."""
+    from gateway.alerts.scheduler import AlertScheduler
+
+    context = application.state.context
+    return AlertScheduler(context).run_in_thread() if context.settings.alerts_enabled else None
 
 
 def _start_worker(settings, engine, application):  # type: ignore[no-untyped-def]

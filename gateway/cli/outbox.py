@@ -177,8 +177,8 @@ def worker_command(config: ConfigOption = None,
                                                        jitter_s=retry_jitter),
                                      db_error_pause_s=max(poll_interval, 0.05))
     try:
-        worker = build_delivery_worker(settings, make_engine(settings.database_url),
-                                       worker_settings=worker_settings)
+        worker_engine = make_engine(settings.database_url)
+        worker = build_delivery_worker(settings, worker_engine, worker_settings=worker_settings)
     except DeliveryConfigError as exc:
         raise _fail(exc) from None
 
@@ -187,7 +187,14 @@ def worker_command(config: ConfigOption = None,
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await worker.run(stop)
+        if not settings.alerts_enabled:
+            await worker.run(stop)
+            return
+        from gateway.alerts.scheduler import AlertScheduler  # issue 16: milestone alerts
+        from gateway.context import build_context
+
+        scheduler = AlertScheduler(build_context(settings, worker_engine))
+        await asyncio.gather(worker.run(stop), scheduler.run(stop))
 
     asyncio.run(main())
 

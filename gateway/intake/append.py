@@ -17,6 +17,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from gateway.alerts.evaluate import evaluate_order_in_transaction
 from gateway.config import ProductConfig
 from gateway.context import Context
 from gateway.intake import pipeline
@@ -88,4 +89,8 @@ def append_event(session: Session, context: Context, order: LockedOrder, product
     history = history.appended(record)
     snapshot = build_snapshot(context.settings, order, history, status)
     pipeline.process_event(session, snapshot, record, context, now)
+    evaluate_order_in_transaction(  # issue 16: alerts shown by this event, raised (or resolved) with it
+        session, context, order_pk=order.pk, manufacturer_id=order.manufacturer_id, order_id=order.order_id,
+        site_id=order.site_id, product_code=order.product_code, status=status, mrn=history.order.patient.mrn,
+        events=history.events, now=now)
     return Appended(row, record, history, snapshot, decision)

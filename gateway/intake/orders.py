@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from gateway.alerts.certification import check_certified
 from gateway.audit import Actor
 from gateway.config import ProductConfig, Settings
 from gateway.context import Context
@@ -138,6 +139,7 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn,
                     code="duplicate-order",
                     errors=[FieldError("/order_id", "already used for a different order")],
                 )
+            check_certified(context, conn, manufacturer_id, order.site_id, product.code, now)  # issue 16
             _claim_coi(conn, manufacturer_id, order, coi, now)
             state = initial_state(now)
             status = state.status.value

@@ -282,7 +282,7 @@ _PROCEDURE = (
 
 RESOURCE_TYPES: tuple[str, ...] = (
     "Task", "ServiceRequest", "Observation", "Provenance", "BiologicallyDerivedProduct",
-    "Patient", "Organization", "Practitioner", "CodeSystem", "Procedure",
+    "Patient", "Organization", "Practitioner", "CodeSystem", "Procedure", "Flag",  # Flag: issue 16 alerts
 )
 _SPECIFIC: dict[str, tuple[SearchParam, ...]] = {
     "Task": _TASK, "ServiceRequest": _SERVICE_REQUEST, "Observation": _OBSERVATION,

@@ -167,6 +167,17 @@ class BusinessStatusSettings(ProfileModel):
     overrides: dict[BusinessStatusKey, StatusCoding] = Field(default_factory=dict)
 
 
+NotificationChannel = Literal["webhook", "hl7v2", "subscription"]
+
+
+class NotificationSettings(ProfileModel):
+    """How the site is told of alerts on its orders (issue 16, docs/alerts.md): ``webhook`` (the
+    manufacturer's webhook carries ``alert.raised``), ``hl7v2`` (not rendered yet: documented),
+    ``subscription`` (the alert's FHIR Flag, for the ``order-alert`` subscription topic)."""
+
+    release_failed: Annotated[list[NotificationChannel], Field(max_length=3)] = ["webhook", "subscription"]
+
+
 class SiteProfile(ProfileModel):
     site_id: Annotated[str, Field(max_length=64)]
     name: Text
@@ -181,6 +192,7 @@ class SiteProfile(ProfileModel):
     hl7v2: Hl7v2Settings = Hl7v2Settings()
     delivery: DeliverySettings = DeliverySettings()
     inbound: InboundSettings = InboundSettings()  # where the gateway listens for the site
+    notifications: NotificationSettings = NotificationSettings()  # issue 16: alert delivery preferences
     # Content hash of the YAML file, set by the loader; recorded with every output.
     version: str = ""
 
