@@ -162,6 +162,10 @@ DESCRIPTIONS: dict[str, str] = {
     "inbound.mllp.tls_cert_file": "PEM certificate (chain).",
     "inbound.mllp.tls_key_file": "PEM private key.",
     "inbound.mllp.allowed_peers": "IP addresses or CIDR networks allowed to connect; empty: any peer.",
+    "notifications": "How the site hears of notable order events beyond its normal messages (issue 16).",
+    "notifications.release_failed": ("Channels for a failed release: `webhook` (the manufacturer's), "
+                                     "`subscription` (an `order-alert` Flag), `hl7v2` (accepted, renders "
+                                     "nothing yet: see docs/alerts.md)."),
     "version": "Set by the loader: the hash of the file's bytes, recorded on every output. Do not write it.",
 }
 
