@@ -29,6 +29,7 @@ from mappings.er7.charsets import charset_label, encodable, python_codec
 from mappings.profile.delivery import DeliverySettings
 from mappings.profile.hl7v2 import Hl7v2Settings
 from mappings.profile.inbound import InboundSettings
+from mappings.profile.subscriptions import SubscriptionSettings
 from mappings.profile.templates import check_template
 from terminology import load_terminology
 
@@ -181,6 +182,7 @@ class SiteProfile(ProfileModel):
     hl7v2: Hl7v2Settings = Hl7v2Settings()
     delivery: DeliverySettings = DeliverySettings()
     inbound: InboundSettings = InboundSettings()  # where the gateway listens for the site
+    subscriptions: SubscriptionSettings = SubscriptionSettings()  # FHIR Subscriptions' allowed endpoints
     # Content hash of the YAML file, set by the loader; recorded with every output.
     version: str = ""
 
