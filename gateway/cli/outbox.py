@@ -187,7 +187,11 @@ def worker_command(config: ConfigOption = None,
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        from gateway.subscriptions.heartbeat import HeartbeatScheduler  # issue 16: subscription heartbeats
+
+        heartbeats = asyncio.ensure_future(HeartbeatScheduler(worker.engine, settings).run(stop))
         await worker.run(stop)
+        await heartbeats
 
     asyncio.run(main())
 

@@ -11,6 +11,7 @@ from gateway.fhir_api.search_limits import SearchLimits
 from gateway.oauth.discovery import capability_security
 from gateway.store.fhir_read import PUBLIC_TYPES
 from gateway.store.search_params import INCLUDES, RESOURCE_TYPES, SEARCH_PARAMS
+from mappings.fhir.subscription import capability_resources
 
 __all__ = ["INTERACTIONS", "FORMATS", "capability_statement"]
 
@@ -71,6 +72,6 @@ def capability_statement(base_url: str, limits: SearchLimits = SearchLimits()) -
                 "unless 'Prefer: handling=lenient'. History: _since, _count. JSON only (XML gets 406)."),
             # the OAuth token endpoint lives at the server's root; base_url is ``{public_base_url}/fhir``
             "security": capability_security(base_url.removesuffix("/fhir") + "/oauth/token"),
-            "resource": [_resource(rtype) for rtype in RESOURCE_TYPES],
+            "resource": [*(_resource(rtype) for rtype in RESOURCE_TYPES), *capability_resources()],  # issue 16
         }],
     }

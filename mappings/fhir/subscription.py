@@ -54,6 +54,7 @@ __all__ = [
     "status_parameters",
     "notification_bundle",
     "notification_id",
+    "capability_resources",
 ]
 
 BACKPORT: Final = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
@@ -306,7 +307,7 @@ def notification_bundle(*, bundle_id: str, timestamp: str, status: dict[str, Any
         "fullUrl": f"urn:uuid:{status['id']}", "resource": status,
         "request": {"method": "GET", "url": status_url}, "response": {"status": "200"}}]
     for url, resource in focus:
-        relative = "/".join(url.rstrip("/").split("/")[-2:])
+        relative = "/".join(url.rsplit("/fhir/", 1)[-1].split("/")[:2])  # Type/id (also of a /_history URL)
         entry: dict[str, Any] = {"fullUrl": url, "request": {"method": "PUT", "url": relative},
                                  "response": {"status": "200"}}
         if resource is not None:
@@ -314,3 +315,25 @@ def notification_bundle(*, bundle_id: str, timestamp: str, status: dict[str, Any
         entries.append(entry)
     return validated({"resourceType": "Bundle", "id": bundle_id, "meta": {"profile": [NOTIFICATION_PROFILE]},
                       "type": "history", "timestamp": timestamp, "entry": entries})
+
+
+def capability_resources() -> list[dict[str, Any]]:
+    """The CapabilityStatement ``rest.resource`` entries of Subscription (topics advertised with the
+    backport extension) and Basic (the topics themselves)."""
+    return [
+        {"extension": [{"url": TOPIC_CANONICAL_EXTENSION, "valueCanonical": topic_url(code)} for code in TOPICS],
+         "type": "Subscription", "supportedProfile": [SUBSCRIPTION_PROFILE],
+         "documentation": "Topic-based subscriptions (R5 Backport IG, R4): rest-hook only, created by a site "
+                          "for its own orders (admin: naming the site). Topics: " + ", ".join(TOPICS) + ".",
+         "interaction": [{"code": c} for c in ("create", "read", "delete", "search-type")],
+         "searchParam": [{"name": "status", "type": "token"}],
+         "operation": [{"name": "status", "definition":
+                        "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"},
+                       {"name": "events", "definition":
+                        "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"}]},
+        {"type": "Basic", "supportedProfile": [_TOPIC_PROFILE],
+         "documentation": "The subscription topics (SubscriptionTopic on Basic, as the IG does for R4); "
+                          "GET [base]/SubscriptionTopic/[code] resolves a topic's canonical path too.",
+         "interaction": [{"code": "read"}, {"code": "search-type"}],
+         "searchParam": [{"name": "code", "type": "token"}]},
+    ]
