@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(site_requests.router)
     install_oauth(app)  # POST /oauth/token, smart-configuration (also under /fhir: before the FHIR router)
     app.include_router(fhir_inbound.router)  # POST /fhir/Task and /Procedure, before the read-only catch-all
-    app.include_router(subscription_routes.router)  # issue 16: /fhir/Subscription, topics (before the catch-all)
+    app.include_router(subscription_routes.router)  # issue 16: Subscription, topics (before the catch-all)
     subscription_trigger.install(engine, settings)  # issue 16: stored Task/Flag versions -> notifications
     app.include_router(fhir_api.router)
     app.include_router(health.router)

@@ -25,9 +25,16 @@ logger = logging.getLogger(__name__)
 
 
 class RestHookSender:
-    def __init__(self, url: str, client: httpx.AsyncClient, *, timeout_s: float, content_type: str = FHIR_JSON,
-                 headers: Sequence[tuple[str, str]] = (),
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        url: str,
+        client: httpx.AsyncClient,
+        *,
+        timeout_s: float,
+        content_type: str = FHIR_JSON,
+        headers: Sequence[tuple[str, str]] = (),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.url = url
         self._client = client
         self._timeout = httpx.Timeout(timeout_s)
@@ -39,13 +46,20 @@ class RestHookSender:
     async def send(self, body: bytes, *, notification_id: str | None = None) -> DeliveryOutcome:
         started = time.perf_counter()
         try:
-            response = await self._client.post(self.url, content=body, headers=self._headers,
-                                               timeout=self._timeout)
+            response = await self._client.post(
+                self.url, content=body, headers=self._headers, timeout=self._timeout
+            )
             latency_ms = round((time.perf_counter() - started) * 1000, 3)
             outcome = classify_response(response, now=self._now(), latency_ms=latency_ms)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             latency_ms = round((time.perf_counter() - started) * 1000, 3)
             outcome = classify_exception(exc, latency_ms=latency_ms)
-        logger.info("rest-hook %s notification=%s status=%s http=%s latency_ms=%s", self.destination,
-                    notification_id, outcome.status, outcome.http_status, latency_ms)
+        logger.info(
+            "rest-hook %s notification=%s status=%s http=%s latency_ms=%s",
+            self.destination,
+            notification_id,
+            outcome.status,
+            outcome.http_status,
+            latency_ms,
+        )
         return outcome

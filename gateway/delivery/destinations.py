@@ -1,7 +1,8 @@
 """Destination names: one FIFO outbox queue per (site or manufacturer, channel).
 
 ``<site>/mllp`` (the site's HL7v2 engine), ``<site>/fhir`` (the site's FHIR server, push),
-``<manufacturer>/webhook`` and ``<subscription id>/subscription`` (a FHIR Subscription's rest-hook).  Intake names the queues it writes to (:mod:`gateway.intake.pipeline`);
+``<manufacturer>/webhook`` and ``<subscription id>/subscription`` (a FHIR Subscription's rest-hook).
+Intake names the queues it writes to (:mod:`gateway.intake.pipeline`);
 the worker builds a sender per name (:mod:`gateway.delivery.senders`).
 """
 

@@ -31,8 +31,8 @@ from adapters.http.rest_hook import RestHookSender
 from adapters.http.webhook import WebhookSender
 from adapters.mllp.client import ConnectionFactory, MllpEndpoint, MllpSender
 from gateway.config import Settings
-from gateway.delivery.destinations import fhir_destination, mllp_destination, webhook_destination
 from gateway.delivery import subscription_channel
+from gateway.delivery.destinations import fhir_destination, mllp_destination, webhook_destination
 from gateway.delivery.outbox import NewMessage, OutboxMessage, enqueue
 from gateway.delivery.worker import DeliveryWorker, Sender, WorkerSettings
 from mappings.er7.charsets import python_codec
@@ -143,7 +143,8 @@ class _SubscriptionDestination:
         sender = RestHookSender(target.endpoint, self._client(), timeout_s=target.timeout_s,
                                 content_type=target.payload, headers=target.headers)
         outcome = await sender.send(message.payload.encode("utf-8"), notification_id=message.control_id)
-        await asyncio.to_thread(subscription_channel.record_outcome, self.engine, self.subscription_id, outcome,
+        await asyncio.to_thread(subscription_channel.record_outcome, self.engine, self.subscription_id,
+                                outcome,
                                 max_failures=self.max_failures, now=self.clock())
         return outcome
 
@@ -241,8 +242,8 @@ class DestinationSenders:
             subscription_id = subscription_channel.subscription_of(destination)
             if builder is None and subscription_id is not None and self._engine is not None:
                 engine = self._engine
-                builder = functools.partial(_SubscriptionDestination, engine, subscription_id, self._http_client,
-                                            self._subscription_max_failures, self._clock)
+                builder = functools.partial(_SubscriptionDestination, engine, subscription_id,
+                                            self._http_client, self._subscription_max_failures, self._clock)
             if builder is None:
                 return None
             sender = self._senders[destination] = builder()
@@ -294,7 +295,8 @@ def dead_letter_notifier(manufacturers_with_webhook: set[str]) -> Callable[
     """
 
     def notify(session: Session, message: OutboxMessage, outcome: DeliveryOutcome, now: datetime) -> None:
-        if message.channel in ("webhook", "subscription") or message.manufacturer_id not in manufacturers_with_webhook:
+        if (message.channel in ("webhook", "subscription")
+                or message.manufacturer_id not in manufacturers_with_webhook):
             return
         delivery_id = str(uuid.uuid5(_WEBHOOK_NAMESPACE, f"dead-letter|{message.id}|{message.attempts + 1}"))
         body = {"type": "delivery.dead_lettered", "delivery_id": delivery_id, "at": now.isoformat(),

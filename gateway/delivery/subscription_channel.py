@@ -45,8 +45,11 @@ def subscription_of(destination: str) -> str | None:
 
 def target(engine: Engine, subscription_id: str) -> SubscriptionTarget | None:
     with engine.connect() as conn:
-        row = conn.execute(sa.select(_S.c.status, _S.c.endpoint, _S.c.timeout_s, _S.c.payload, _S.c.headers)
-                           .where(_S.c.id == subscription_id)).first()
+        row = conn.execute(
+            sa.select(_S.c.status, _S.c.endpoint, _S.c.timeout_s, _S.c.payload, _S.c.headers).where(
+                _S.c.id == subscription_id
+            )
+        ).first()
     if row is None or row.status not in ("requested", "active"):
         return None
     headers = tuple((h.split(":", 1)[0].strip(), h.split(":", 1)[1].strip()) for h in row.headers or ())
@@ -55,8 +58,11 @@ def target(engine: Engine, subscription_id: str) -> SubscriptionTarget | None:
 
 def skip_pending(conn: sa.Connection, destination: str, reason: str, now: datetime) -> None:
     """Take every pending notification of ``destination`` out of the queue (with the reason)."""
-    conn.execute(_O.update().where(_O.c.destination == destination, _O.c.state == MessageState.pending.value)
-                 .values(state=MessageState.skipped.value, skip_reason=reason, finished_at=now))
+    conn.execute(
+        _O.update()
+        .where(_O.c.destination == destination, _O.c.state == MessageState.pending.value)
+        .values(state=MessageState.skipped.value, skip_reason=reason, finished_at=now)
+    )
 
 
 def _why(outcome: DeliveryOutcome) -> str:
@@ -65,12 +71,16 @@ def _why(outcome: DeliveryOutcome) -> str:
     return (outcome.detail or outcome.status)[:200]
 
 
-def record_outcome(engine: Engine, subscription_id: str, outcome: DeliveryOutcome, *, max_failures: int,
-                   now: datetime) -> None:
+def record_outcome(
+    engine: Engine, subscription_id: str, outcome: DeliveryOutcome, *, max_failures: int, now: datetime
+) -> None:
     with write_session(engine) as session:
         conn = session.connection()
-        row = conn.execute(sa.select(_S.c.status, _S.c.consecutive_failures, _S.c.version_id)
-                           .where(_S.c.id == subscription_id).with_for_update()).first()
+        row = conn.execute(
+            sa.select(_S.c.status, _S.c.consecutive_failures, _S.c.version_id)
+            .where(_S.c.id == subscription_id)
+            .with_for_update()
+        ).first()
         if row is None or row.status not in ("requested", "active"):
             return
         values: dict[str, object]
@@ -82,10 +92,18 @@ def record_outcome(engine: Engine, subscription_id: str, outcome: DeliveryOutcom
             failures = row.consecutive_failures + 1
             refused = row.status == "requested" and outcome.status == "dead"
             if refused or failures >= max_failures:
-                reason = (f"handshake refused ({_why(outcome)})" if refused else
-                          f"{failures} deliveries in a row failed; the last: {_why(outcome)}")
-                values = {"consecutive_failures": failures, "status": "error", "error": reason,
-                          "version_id": row.version_id + 1, "updated_at": now}
+                reason = (
+                    f"handshake refused ({_why(outcome)})"
+                    if refused
+                    else f"{failures} deliveries in a row failed; the last: {_why(outcome)}"
+                )
+                values = {
+                    "consecutive_failures": failures,
+                    "status": "error",
+                    "error": reason,
+                    "version_id": row.version_id + 1,
+                    "updated_at": now,
+                }
                 skip_pending(conn, subscription_id + SUFFIX, f"subscription in error: {reason}", now)
             else:
                 values = {"consecutive_failures": failures}

@@ -72,6 +72,7 @@ def capability_statement(base_url: str, limits: SearchLimits = SearchLimits()) -
                 "unless 'Prefer: handling=lenient'. History: _since, _count. JSON only (XML gets 406)."),
             # the OAuth token endpoint lives at the server's root; base_url is ``{public_base_url}/fhir``
             "security": capability_security(base_url.removesuffix("/fhir") + "/oauth/token"),
-            "resource": [*(_resource(rtype) for rtype in RESOURCE_TYPES), *capability_resources()],  # issue 16
+            # issue 16: Subscription (topics advertised) and Basic (the topics)
+            "resource": [*(_resource(rtype) for rtype in RESOURCE_TYPES), *capability_resources()],
         }],
     }

@@ -34,8 +34,10 @@ def _ts(**kw: Any) -> Any:
 
 class SubscriptionRow(SQLModel, table=True):
     __tablename__ = "fhir_subscription"
-    __table_args__ = (sa.Index("ix_fhir_subscription_site_status", "site_id", "status"),
-                      sa.Index("ix_fhir_subscription_heartbeat", "status", "next_heartbeat_at"))
+    __table_args__ = (
+        sa.Index("ix_fhir_subscription_site_status", "site_id", "status"),
+        sa.Index("ix_fhir_subscription_heartbeat", "status", "next_heartbeat_at"),
+    )
 
     id: str = Field(sa_type=sa.String(64), primary_key=True)
     site_id: str = Field(sa_type=sa.String(64))

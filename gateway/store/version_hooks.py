@@ -42,7 +42,7 @@ def _database(bind: Engine | Connection) -> str:
 
 
 def register(engine: Engine, name: str, hook: VersionHook) -> None:
-    """Run ``hook`` after every write to ``engine``'s database (one hook per name: a later one replaces it)."""
+    """Run ``hook`` after every write to ``engine``'s database (one per name: a later one replaces it)."""
     with _lock:
         _hooks[(_database(engine), name)] = hook
 

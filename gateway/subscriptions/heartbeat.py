@@ -53,14 +53,19 @@ class HeartbeatScheduler:
         queued = 0
         with write_session(self.engine) as session:
             conn = session.connection()
-            due = conn.execute(sa.select(_S).where(_S.c.status == "active", _S.c.heartbeat_s.is_not(None),
-                                                   _S.c.next_heartbeat_at <= now)
-                               .order_by(_S.c.next_heartbeat_at).limit(self.batch)).all()
+            due = conn.execute(
+                sa.select(_S)
+                .where(_S.c.status == "active", _S.c.heartbeat_s.is_not(None), _S.c.next_heartbeat_at <= now)
+                .order_by(_S.c.next_heartbeat_at)
+                .limit(self.batch)
+            ).all()
             for row in due:
                 following = now + timedelta(seconds=int(row.heartbeat_s))
-                moved = conn.execute(_S.update().where(_S.c.id == row.id,
-                                                       _S.c.next_heartbeat_at == row.next_heartbeat_at)
-                                     .values(next_heartbeat_at=following))
+                moved = conn.execute(
+                    _S.update()
+                    .where(_S.c.id == row.id, _S.c.next_heartbeat_at == row.next_heartbeat_at)
+                    .values(next_heartbeat_at=following)
+                )
                 if not moved.rowcount or has_pending(session, subscription_destination(row.id)):
                     continue
                 # the heartbeat's number (its Bundle id) is its time: unique across restarts and schedulers
@@ -69,7 +74,7 @@ class HeartbeatScheduler:
         return queued
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Tick every ``subscription_heartbeat_poll_s`` until ``stop`` is set; database errors wait and retry."""
+        """Tick every ``subscription_heartbeat_poll_s`` until ``stop`` is set (database errors: retried)."""
         while not stop.is_set():
             try:
                 await asyncio.to_thread(self.tick)
@@ -82,8 +87,11 @@ class HeartbeatScheduler:
         """Run on an event loop of its own in a daemon thread; returns the stop function."""
         loop = asyncio.new_event_loop()
         stop = asyncio.Event()
-        thread = threading.Thread(target=lambda: loop.run_until_complete(self.run(stop)),
-                                  name="cgt-subscription-heartbeat", daemon=True)
+        thread = threading.Thread(
+            target=lambda: loop.run_until_complete(self.run(stop)),
+            name="cgt-subscription-heartbeat",
+            daemon=True,
+        )
         thread.start()
 
         def stop_scheduler() -> None:

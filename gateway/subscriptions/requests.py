@@ -37,8 +37,20 @@ PAYLOADS = ("application/fhir+json", "application/json")
 _URL_CHARS = re.compile(r"^[A-Za-z0-9._~:/?#\[\]!$&'()*+,;=%-]+$")
 _HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
-_FORBIDDEN_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection",
-                                "te", "upgrade", "expect", "proxy-authorization", "keep-alive"})
+_FORBIDDEN_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+        "expect",
+        "proxy-authorization",
+        "keep-alive",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,9 @@ class SubscriptionRequest:
         return f"SubscriptionRequest(topic={self.topic!r}, site_id={self.site_id!r})"
 
 
-def endpoint_problem(endpoint: str, prefixes: tuple[str, ...], site_id: str, max_chars: int = 2048) -> str | None:
+def endpoint_problem(
+    endpoint: str, prefixes: tuple[str, ...], site_id: str, max_chars: int = 2048
+) -> str | None:
     """Why ``endpoint`` may not be notified for ``site_id`` (None: it may)."""
     if len(endpoint) > max_chars or not _URL_CHARS.match(endpoint):
         return f"must be an absolute http(s) URL of at most {max_chars} URL characters"
@@ -84,8 +98,10 @@ def endpoint_problem(endpoint: str, prefixes: tuple[str, ...], site_id: str, max
     if parts.fragment or "#" in endpoint:
         return "must not have a fragment"
     if not endpoint_allowed(endpoint, prefixes):
-        return (f"is not under an endpoint allowed for site {site_id} (its profile's "
-                "subscriptions.allowed_endpoints)")
+        return (
+            f"is not under an endpoint allowed for site {site_id} (its profile's "
+            "subscriptions.allowed_endpoints)"
+        )
     return None
 
 
@@ -95,8 +111,9 @@ def _extensions(element: Any, url: str) -> list[dict[str, Any]]:
     return [e for e in element["extension"] if isinstance(e, dict) and e.get("url") == url]
 
 
-def _one_int(element: Any, url: str, key: str, where: str, low: int, high: int,
-             problems: list[Problem]) -> int | None:
+def _one_int(
+    element: Any, url: str, key: str, where: str, low: int, high: int, problems: list[Problem]
+) -> int | None:
     found = _extensions(element, url)
     if not found:
         return None
@@ -116,8 +133,11 @@ def read_subscription(body: Any, settings: Settings) -> SubscriptionRequest | li
     if status not in ("requested", "active"):
         problems.append(Problem("Subscription.status", "a new subscription is requested (or active)"))
     if "end" in body:
-        problems.append(Problem("Subscription.end", "an end time is not supported: DELETE the subscription",
-                                "not-supported"))
+        problems.append(
+            Problem(
+                "Subscription.end", "an end time is not supported: DELETE the subscription", "not-supported"
+            )
+        )
     reason = body.get("reason", "Topic-based subscription")
     if not isinstance(reason, str) or not 1 <= len(reason) <= 1000:
         problems.append(Problem("Subscription.reason", "a string of 1 to 1000 characters"))
@@ -131,32 +151,47 @@ def read_subscription(body: Any, settings: Settings) -> SubscriptionRequest | li
     topic = topic_code(criteria) if isinstance(criteria, str) and len(criteria) <= 500 else None
     filters: list[Filter] = []
     if topic is None:
-        problems.append(Problem("Subscription.criteria", "the canonical URL of a topic served here: "
-                                + ", ".join(topic_url(code) for code in TOPICS), "not-supported"))
+        problems.append(
+            Problem(
+                "Subscription.criteria",
+                "the canonical URL of a topic served here: " + ", ".join(topic_url(code) for code in TOPICS),
+                "not-supported",
+            )
+        )
     else:
         texts = [e.get("valueString") for e in _extensions(body.get("_criteria"), FILTER_EXTENSION)]
         if len(texts) > settings.subscription_max_filters:
-            problems.append(Problem("Subscription.criteria.extension",
-                                    f"at most {settings.subscription_max_filters} filters", "too-costly"))
+            problems.append(
+                Problem(
+                    "Subscription.criteria.extension",
+                    f"at most {settings.subscription_max_filters} filters",
+                    "too-costly",
+                )
+            )
             texts = []
         for n, text in enumerate(texts):
-            parsed = parse_filter(text, TOPICS[topic]) if isinstance(text, str) and len(text) <= 1500 else \
-                "a filter is a string of at most 1500 characters"
+            parsed = (
+                parse_filter(text, TOPICS[topic])
+                if isinstance(text, str) and len(text) <= 1500
+                else "a filter is a string of at most 1500 characters"
+            )
             if isinstance(parsed, str):
                 problems.append(Problem(f"Subscription.criteria.extension[{n}]", parsed))
             else:
                 filters.append(parsed)
     channel = body.get("channel")
     if not isinstance(channel, dict):
-        problems.append(Problem("Subscription.channel", "a channel with type rest-hook and an endpoint",
-                                "required"))
+        problems.append(
+            Problem("Subscription.channel", "a channel with type rest-hook and an endpoint", "required")
+        )
         channel = {}
     elif channel.get("type") != "rest-hook":
         problems.append(Problem("Subscription.channel.type", "only rest-hook is supported", "not-supported"))
     endpoint = channel.get("endpoint")
     if not isinstance(endpoint, str):
-        problems.append(Problem("Subscription.channel.endpoint", "an absolute http(s) URL is required",
-                                "required"))
+        problems.append(
+            Problem("Subscription.channel.endpoint", "an absolute http(s) URL is required", "required")
+        )
         endpoint = ""
     payload = channel.get("payload", "application/fhir+json")
     if payload not in PAYLOADS:
@@ -164,29 +199,69 @@ def read_subscription(body: Any, settings: Settings) -> SubscriptionRequest | li
     content_ext = _extensions(channel.get("_payload"), CONTENT_EXTENSION)
     content = content_ext[0].get("valueCode") if content_ext else "id-only"
     if content not in CONTENTS or len(content_ext) > 1:
-        problems.append(Problem("Subscription.channel.payload.extension", f"content is one of {', '.join(CONTENTS)}"))
-    heartbeat = _one_int(channel, HEARTBEAT_EXTENSION, "valueUnsignedInt", "Subscription.channel.extension",
-                         settings.subscription_min_heartbeat_s, settings.subscription_max_heartbeat_s, problems)
-    timeout = _one_int(channel, TIMEOUT_EXTENSION, "valueUnsignedInt", "Subscription.channel.extension",
-                       1, settings.subscription_max_timeout_s, problems)
-    max_count = _one_int(channel, MAX_COUNT_EXTENSION, "valuePositiveInt", "Subscription.channel.extension",
-                         1, 1000, problems)
+        problems.append(
+            Problem("Subscription.channel.payload.extension", f"content is one of {', '.join(CONTENTS)}")
+        )
+    heartbeat = _one_int(
+        channel,
+        HEARTBEAT_EXTENSION,
+        "valueUnsignedInt",
+        "Subscription.channel.extension",
+        settings.subscription_min_heartbeat_s,
+        settings.subscription_max_heartbeat_s,
+        problems,
+    )
+    timeout = _one_int(
+        channel,
+        TIMEOUT_EXTENSION,
+        "valueUnsignedInt",
+        "Subscription.channel.extension",
+        1,
+        settings.subscription_max_timeout_s,
+        problems,
+    )
+    max_count = _one_int(
+        channel, MAX_COUNT_EXTENSION, "valuePositiveInt", "Subscription.channel.extension", 1, 1000, problems
+    )
     headers = channel.get("header", [])
     if not isinstance(headers, list) or len(headers) > settings.subscription_max_headers:
-        problems.append(Problem("Subscription.channel.header",
-                                f"at most {settings.subscription_max_headers} headers", "too-costly"))
+        problems.append(
+            Problem(
+                "Subscription.channel.header",
+                f"at most {settings.subscription_max_headers} headers",
+                "too-costly",
+            )
+        )
         headers = []
     for n, header in enumerate(headers):
         name, colon, value = header.partition(":") if isinstance(header, str) else ("", "", "")
-        if (not colon or not _HEADER_NAME.match(name.strip()) or name.strip().lower() in _FORBIDDEN_HEADERS
-                or len(header) > 1024 or not value.strip().isprintable()):
-            problems.append(Problem(f"Subscription.channel.header[{n}]", "'Name: value' (a token name, not a "
-                                    "hop-by-hop or content header; printable value; at most 1024 characters)"))
+        if (
+            not colon
+            or not _HEADER_NAME.match(name.strip())
+            or name.strip().lower() in _FORBIDDEN_HEADERS
+            or len(header) > 1024
+            or not value.strip().isprintable()
+        ):
+            problems.append(
+                Problem(
+                    f"Subscription.channel.header[{n}]",
+                    "'Name: value' (a token name, not a "
+                    "hop-by-hop or content header; printable value; at most 1024 characters)",
+                )
+            )
     if problems:
         return problems
     assert topic is not None and isinstance(content, str)
     return SubscriptionRequest(
-        site_id=site_id, topic=topic, filters=tuple(filters), endpoint=endpoint, payload=payload,
-        content=content, heartbeat_s=heartbeat,
+        site_id=site_id,
+        topic=topic,
+        filters=tuple(filters),
+        endpoint=endpoint,
+        payload=payload,
+        content=content,
+        heartbeat_s=heartbeat,
         timeout_s=timeout if timeout is not None else settings.subscription_default_timeout_s,
-        max_count=max_count, headers=tuple(h.strip() for h in headers), reason=reason)
+        max_count=max_count,
+        headers=tuple(h.strip() for h in headers),
+        reason=reason,
+    )

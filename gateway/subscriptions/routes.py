@@ -4,7 +4,8 @@
   ``.../StructureDefinition/subscription-site`` extension): ``201`` with the Subscription
   (``requested``; its handshake is queued), ``422`` OperationOutcome naming the element otherwise.
 * ``GET /fhir/Subscription`` (``status=`` optional; a site's own, admin all), ``GET /fhir/Subscription/{id}``,
-  ``GET /fhir/Subscription/{id}/$status``, ``GET /fhir/Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=``,
+  ``GET /fhir/Subscription/{id}/$status``,
+  ``GET /fhir/Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=``,
   ``DELETE /fhir/Subscription/{id}`` (status ``off``).  Another site's id answers 404.
 * Topics: ``GET /fhir/Basic`` and ``GET /fhir/Basic/{code}`` (the IG's R4 form: ``Basic`` with the
   SubscriptionTopic cross-version profile); ``GET /fhir/SubscriptionTopic/{code}`` answers the same
@@ -50,11 +51,22 @@ def _owner(principal: Principal) -> store.Owner:
 
 def _invalid(problems: list[Problem], limit: int) -> Response:
     issues: list[dict[str, Any]] = [
-        {"severity": "error", "code": p.code, "diagnostics": f"{p.expression}: {p.message}",
-         "expression": [p.expression]} for p in problems[:limit]]
+        {
+            "severity": "error",
+            "code": p.code,
+            "diagnostics": f"{p.expression}: {p.message}",
+            "expression": [p.expression],
+        }
+        for p in problems[:limit]
+    ]
     if len(problems) > limit:
-        issues.append({"severity": "information", "code": "too-costly",
-                       "diagnostics": f"{len(problems) - limit} more problems not listed"})
+        issues.append(
+            {
+                "severity": "information",
+                "code": "too-costly",
+                "diagnostics": f"{len(problems) - limit} more problems not listed",
+            }
+        )
     return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, 422)
 
 
@@ -62,9 +74,15 @@ def _resource(row: Any) -> dict[str, Any]:
     return build_subscription(store.view_of(row))
 
 
-@router.post("/Subscription", name="fhir_create_subscription", status_code=201,
-             dependencies=[needs("system/Subscription.c")])
-async def create_subscription(request: Request, principal: Principal = Depends(current_principal)) -> Response:
+@router.post(
+    "/Subscription",
+    name="fhir_create_subscription",
+    status_code=201,
+    dependencies=[needs("system/Subscription.c")],
+)
+async def create_subscription(
+    request: Request, principal: Principal = Depends(current_principal)
+) -> Response:
     check_format(request)
     owner = _owner(principal)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -81,24 +99,43 @@ async def create_subscription(request: Request, principal: Principal = Depends(c
         return _invalid(read, settings.max_error_entries)
     site_id = owner.site_id or read.site_id
     if site_id is None:
-        return _invalid([Problem("Subscription.extension", "an admin names the site the subscription is for "
-                                 "(extension subscription-site, valueString the site id)", "required")],
-                        settings.max_error_entries)
+        return _invalid(
+            [
+                Problem(
+                    "Subscription.extension",
+                    "an admin names the site the subscription is for "
+                    "(extension subscription-site, valueString the site id)",
+                    "required",
+                )
+            ],
+            settings.max_error_entries,
+        )
     if owner.site_id is not None and read.site_id not in (None, owner.site_id):
-        return _invalid([Problem("Subscription.extension", "a site subscribes for itself only", "forbidden")],
-                        settings.max_error_entries)
+        return _invalid(
+            [Problem("Subscription.extension", "a site subscribes for itself only", "forbidden")],
+            settings.max_error_entries,
+        )
     profile = context.profiles.get(site_id)
     if profile is None:
-        return _invalid([Problem("Subscription.extension", "no such site", "not-found")],
-                        settings.max_error_entries)
+        return _invalid(
+            [Problem("Subscription.extension", "no such site", "not-found")], settings.max_error_entries
+        )
     problem = endpoint_problem(read.endpoint, profile.subscriptions.allowed_endpoints, site_id)
     if problem is not None:
-        return _invalid([Problem("Subscription.channel.endpoint", problem, "value")], settings.max_error_entries)
-    view = await run_in_threadpool(store.create, context, site_id, read,
-                                   principal.client_id or f"{principal.role}:{principal.subject or ''}")
+        return _invalid(
+            [Problem("Subscription.channel.endpoint", problem, "value")], settings.max_error_entries
+        )
+    view = await run_in_threadpool(
+        store.create,
+        context,
+        site_id,
+        read,
+        principal.client_id or f"{principal.role}:{principal.subject or ''}",
+    )
     location = f"{settings.base_url()}/fhir/Subscription/{view.id}"
-    return fhir_response(build_subscription(view), 201, headers={"Location": location,
-                                                                 "ETag": f'W/"{view.version_id}"'})
+    return fhir_response(
+        build_subscription(view), 201, headers={"Location": location, "ETag": f'W/"{view.version_id}"'}
+    )
 
 
 @router.get("/Subscription", name="fhir_search_subscription", dependencies=[needs("system/Subscription.s")])
@@ -110,31 +147,55 @@ def search_subscriptions(request: Request, principal: Principal = Depends(curren
         if key == "status" and status is None and value in _STATES:
             status = value
         elif key != "_format":
-            raise FhirError(400, "invalid", f"Subscription search takes status ({', '.join(_STATES)}) only, once",
-                            expression=key[:64])
+            raise FhirError(
+                400,
+                "invalid",
+                f"Subscription search takes status ({', '.join(_STATES)}) only, once",
+                expression=key[:64],
+            )
     context = _context(request)
     limit = context.settings.subscription_max_per_site * 5
     rows = store.search(context.engine, owner, status, limit)
     base = context.settings.base_url()
-    return fhir_response({"resourceType": "Bundle", "type": "searchset", "total": len(rows),
-                          "link": [{"relation": "self", "url": f"{base}/fhir/Subscription"}],
-                          "entry": [{"fullUrl": f"{base}/fhir/Subscription/{row.id}", "resource": _resource(row),
-                                     "search": {"mode": "match"}} for row in rows]})
+    return fhir_response(
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(rows),
+            "link": [{"relation": "self", "url": f"{base}/fhir/Subscription"}],
+            "entry": [
+                {
+                    "fullUrl": f"{base}/fhir/Subscription/{row.id}",
+                    "resource": _resource(row),
+                    "search": {"mode": "match"},
+                }
+                for row in rows
+            ],
+        }
+    )
 
 
-@router.get("/Subscription/{subscription_id}", name="fhir_read_subscription",
-            dependencies=[needs("system/Subscription.r")])
-def read_subscription_route(subscription_id: str, request: Request,
-                            principal: Principal = Depends(current_principal)) -> Response:
+@router.get(
+    "/Subscription/{subscription_id}",
+    name="fhir_read_subscription",
+    dependencies=[needs("system/Subscription.r")],
+)
+def read_subscription_route(
+    subscription_id: str, request: Request, principal: Principal = Depends(current_principal)
+) -> Response:
     check_format(request)
     row = store.find(_context(request).engine, _owner(principal), subscription_id)
     return fhir_response(_resource(row), headers={"ETag": f'W/"{row.version_id}"'})
 
 
-@router.get("/Subscription/{subscription_id}/$status", name="fhir_subscription_status",
-            dependencies=[needs("system/Subscription.r")])
-def subscription_status(subscription_id: str, request: Request,
-                        principal: Principal = Depends(current_principal)) -> Response:
+@router.get(
+    "/Subscription/{subscription_id}/$status",
+    name="fhir_subscription_status",
+    dependencies=[needs("system/Subscription.r")],
+)
+def subscription_status(
+    subscription_id: str, request: Request, principal: Principal = Depends(current_principal)
+) -> Response:
     check_format(request)
     context = _context(request)
     row = store.find(context.engine, _owner(principal), subscription_id)
@@ -146,34 +207,48 @@ def _number(request: Request, name: str) -> int | None:
     if not values:
         return None
     value = values[0]
-    if len(values) > 1 or not (value.isascii() and value.isdigit()) or len(value) > 16 or \
-            not 1 <= int(value) <= _MAX_NUMBER:
+    if (
+        len(values) > 1
+        or not (value.isascii() and value.isdigit())
+        or len(value) > 16
+        or not 1 <= int(value) <= _MAX_NUMBER
+    ):
         raise FhirError(400, "invalid", f"{name} is one positive integer", expression=name)
     return int(value)
 
 
-@router.get("/Subscription/{subscription_id}/$events", name="fhir_subscription_events",
-            dependencies=[needs("system/Subscription.r")])
-def subscription_events(subscription_id: str, request: Request,
-                        principal: Principal = Depends(current_principal)) -> Response:
+@router.get(
+    "/Subscription/{subscription_id}/$events",
+    name="fhir_subscription_events",
+    dependencies=[needs("system/Subscription.r")],
+)
+def subscription_events(
+    subscription_id: str, request: Request, principal: Principal = Depends(current_principal)
+) -> Response:
     check_format(request)
     for key in request.query_params:
         if key not in ("eventsSinceNumber", "eventsUntilNumber", "_format"):
-            raise FhirError(400, "invalid", "$events takes eventsSinceNumber and eventsUntilNumber",
-                            expression=key[:64])
+            raise FhirError(
+                400, "invalid", "$events takes eventsSinceNumber and eventsUntilNumber", expression=key[:64]
+            )
     since, until = _number(request, "eventsSinceNumber"), _number(request, "eventsUntilNumber")
     if since is not None and until is not None and until < since:
-        raise FhirError(400, "invalid", "eventsUntilNumber is before eventsSinceNumber",
-                        expression="eventsUntilNumber")
+        raise FhirError(
+            400, "invalid", "eventsUntilNumber is before eventsSinceNumber", expression="eventsUntilNumber"
+        )
     context = _context(request)
     row = store.find(context.engine, _owner(principal), subscription_id)
     return fhir_response(store.events_bundle(context, row, since, until))
 
 
-@router.delete("/Subscription/{subscription_id}", name="fhir_delete_subscription",
-               dependencies=[needs("system/Subscription.d")])
-async def delete_subscription(subscription_id: str, request: Request,
-                              principal: Principal = Depends(current_principal)) -> Response:
+@router.delete(
+    "/Subscription/{subscription_id}",
+    name="fhir_delete_subscription",
+    dependencies=[needs("system/Subscription.d")],
+)
+async def delete_subscription(
+    subscription_id: str, request: Request, principal: Principal = Depends(current_principal)
+) -> Response:
     owner = _owner(principal)
     await run_in_threadpool(store.delete, _context(request), owner, subscription_id)
     return Response(status_code=204)
@@ -189,13 +264,31 @@ def _topic(code: str) -> dict[str, Any]:
 def search_topics(request: Request, principal: Principal = Depends(current_principal)) -> Response:
     check_format(request)
     for key, value in request.query_params.multi_items():
-        if key not in ("_format", "code") or (key == "code" and value.rsplit("|", 1)[-1] != "SubscriptionTopic"):
-            raise FhirError(400, "invalid", "Basic holds the subscription topics: search takes code=SubscriptionTopic "
-                            "only", expression=key[:64])
+        if key not in ("_format", "code") or (
+            key == "code" and value.rsplit("|", 1)[-1] != "SubscriptionTopic"
+        ):
+            raise FhirError(
+                400,
+                "invalid",
+                "Basic holds the subscription topics: search takes code=SubscriptionTopic only",
+                expression=key[:64],
+            )
     base = _context(request).settings.base_url()
-    return fhir_response({"resourceType": "Bundle", "type": "searchset", "total": len(TOPICS),
-                          "entry": [{"fullUrl": f"{base}/fhir/Basic/{code}", "resource": topic_basic(code),
-                                     "search": {"mode": "match"}} for code in TOPICS]})
+    return fhir_response(
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(TOPICS),
+            "entry": [
+                {
+                    "fullUrl": f"{base}/fhir/Basic/{code}",
+                    "resource": topic_basic(code),
+                    "search": {"mode": "match"},
+                }
+                for code in TOPICS
+            ],
+        }
+    )
 
 
 @router.get("/Basic/{code}", name="fhir_read_topic", dependencies=[needs("system/Basic.r")])

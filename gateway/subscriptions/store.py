@@ -33,7 +33,12 @@ from gateway.store.tables import as_utc
 from gateway.subscriptions import notify
 from gateway.subscriptions.requests import SubscriptionRequest
 from mappings.fhir.model import fhir_instant
-from mappings.fhir.subscription import NotificationEvent, SubscriptionView, notification_bundle, status_parameters
+from mappings.fhir.subscription import (
+    NotificationEvent,
+    SubscriptionView,
+    notification_bundle,
+    status_parameters,
+)
 
 __all__ = ["Owner", "view_of", "create", "find", "search", "delete", "status_bundle", "events_bundle"]
 
@@ -50,11 +55,23 @@ class Owner:
 
 def view_of(row: Any) -> SubscriptionView:
     return SubscriptionView(
-        id=row.id, site_id=row.site_id, status=row.status, topic=row.topic, filters=tuple(row.filters or ()),
-        endpoint=row.endpoint, payload=row.payload, content=row.content, heartbeat_s=row.heartbeat_s,
-        timeout_s=row.timeout_s, max_count=row.max_count, reason=row.reason, error=row.error,
-        version_id=row.version_id, last_updated=fhir_instant(as_utc(row.updated_at)),
-        header_names=tuple(h.split(":", 1)[0].strip() for h in row.headers or ()))
+        id=row.id,
+        site_id=row.site_id,
+        status=row.status,
+        topic=row.topic,
+        filters=tuple(row.filters or ()),
+        endpoint=row.endpoint,
+        payload=row.payload,
+        content=row.content,
+        heartbeat_s=row.heartbeat_s,
+        timeout_s=row.timeout_s,
+        max_count=row.max_count,
+        reason=row.reason,
+        error=row.error,
+        version_id=row.version_id,
+        last_updated=fhir_instant(as_utc(row.updated_at)),
+        header_names=tuple(h.split(":", 1)[0].strip() for h in row.headers or ()),
+    )
 
 
 def create(context: Context, site_id: str, request: SubscriptionRequest, created_by: str) -> SubscriptionView:
@@ -62,18 +79,38 @@ def create(context: Context, site_id: str, request: SubscriptionRequest, created
     now = context.now()
     settings = context.settings
     with write_session(context.engine) as session:
-        live = session.execute(sa.select(sa.func.count()).select_from(_S).where(
-            _S.c.site_id == site_id, _S.c.status.in_(LIVE_STATES))).scalar_one()
+        live = session.execute(
+            sa.select(sa.func.count())
+            .select_from(_S)
+            .where(_S.c.site_id == site_id, _S.c.status.in_(LIVE_STATES))
+        ).scalar_one()
         if live >= settings.subscription_max_per_site:
-            raise FhirError(422, "too-costly", f"site {site_id} has {live} live subscriptions, the most allowed "
-                            "(subscription_max_per_site): delete one first", expression="Subscription")
+            raise FhirError(
+                422,
+                "too-costly",
+                f"site {site_id} has {live} live subscriptions, the most allowed "
+                "(subscription_max_per_site): delete one first",
+                expression="Subscription",
+            )
         row = SubscriptionRow(
-            id=str(uuid.uuid4()), site_id=site_id, status="requested", topic=request.topic,
-            filters=[f.text() for f in request.filters], endpoint=request.endpoint, payload=request.payload,
-            content=request.content, heartbeat_s=request.heartbeat_s, timeout_s=request.timeout_s,
-            max_count=request.max_count, headers=list(request.headers), reason=request.reason,
-            created_by=created_by[:200], created_at=now, updated_at=now,
-            next_heartbeat_at=(now + timedelta(seconds=request.heartbeat_s)) if request.heartbeat_s else None)
+            id=str(uuid.uuid4()),
+            site_id=site_id,
+            status="requested",
+            topic=request.topic,
+            filters=[f.text() for f in request.filters],
+            endpoint=request.endpoint,
+            payload=request.payload,
+            content=request.content,
+            heartbeat_s=request.heartbeat_s,
+            timeout_s=request.timeout_s,
+            max_count=request.max_count,
+            headers=list(request.headers),
+            reason=request.reason,
+            created_by=created_by[:200],
+            created_at=now,
+            updated_at=now,
+            next_heartbeat_at=(now + timedelta(seconds=request.heartbeat_s)) if request.heartbeat_s else None,
+        )
         session.add(row)
         session.flush()
         notify.handshake(session, row, settings.base_url(), now)
@@ -110,22 +147,37 @@ def delete(context: Context, owner: Owner, subscription_id: str) -> None:
     find(context.engine, owner, subscription_id)
     with write_session(context.engine) as session:
         conn = session.connection()
-        done = conn.execute(_S.update().where(_S.c.id == subscription_id, _S.c.status != "off").values(
-            status="off", version_id=_S.c.version_id + 1, updated_at=now, next_heartbeat_at=None))
+        done = conn.execute(
+            _S.update()
+            .where(_S.c.id == subscription_id, _S.c.status != "off")
+            .values(status="off", version_id=_S.c.version_id + 1, updated_at=now, next_heartbeat_at=None)
+        )
         if done.rowcount:
-            skip_pending(conn, subscription_destination(subscription_id), "subscription deleted (status off)", now)
+            skip_pending(
+                conn, subscription_destination(subscription_id), "subscription deleted (status off)", now
+            )
 
 
 def status_bundle(context: Context, row: Any) -> dict[str, Any]:
     """``$status``: a searchset Bundle holding the SubscriptionStatus (type ``query-status``)."""
     base = context.settings.base_url()
     url = notify.subscription_url(base, row.id)
-    params = status_parameters(parameters_id=str(uuid.uuid4()), subscription_url=url, topic=row.topic,
-                               status=row.status, notification_type="query-status",
-                               events_since_start=row.events_since_start, error=row.error)
-    return {"resourceType": "Bundle", "type": "searchset", "total": 1, "timestamp": fhir_instant(context.now()),
-            "entry": [{"fullUrl": f"urn:uuid:{params['id']}", "resource": params,
-                       "search": {"mode": "match"}}]}
+    params = status_parameters(
+        parameters_id=str(uuid.uuid4()),
+        subscription_url=url,
+        topic=row.topic,
+        status=row.status,
+        notification_type="query-status",
+        events_since_start=row.events_since_start,
+        error=row.error,
+    )
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 1,
+        "timestamp": fhir_instant(context.now()),
+        "entry": [{"fullUrl": f"urn:uuid:{params['id']}", "resource": params, "search": {"mode": "match"}}],
+    }
 
 
 def events_bundle(context: Context, row: Any, since: int | None, until: int | None) -> dict[str, Any]:
@@ -139,14 +191,21 @@ def events_bundle(context: Context, row: Any, since: int | None, until: int | No
     until = min(until, since + page - 1)
     base = context.settings.base_url()
     with context.engine.connect() as conn:
-        events = conn.execute(sa.select(_E).where(_E.c.subscription_id == row.id, _E.c.event_number >= since,
-                                                  _E.c.event_number <= until).order_by(_E.c.event_number)).all()
+        events = conn.execute(
+            sa.select(_E)
+            .where(_E.c.subscription_id == row.id, _E.c.event_number >= since, _E.c.event_number <= until)
+            .order_by(_E.c.event_number)
+        ).all()
         bodies: dict[tuple[str, str, int], dict[str, Any]] = {}
         if row.content == "full-resource":
             for e in events:
-                body = conn.execute(sa.select(_V.c.body).where(
-                    _V.c.resource_type == e.focus_type, _V.c.resource_id == e.focus_id,
-                    _V.c.version_id == e.focus_version)).scalar()
+                body = conn.execute(
+                    sa.select(_V.c.body).where(
+                        _V.c.resource_type == e.focus_type,
+                        _V.c.resource_id == e.focus_id,
+                        _V.c.version_id == e.focus_version,
+                    )
+                ).scalar()
                 if body is not None:
                     bodies[(e.focus_type, e.focus_id, e.focus_version)] = orjson.loads(body)
     url = notify.subscription_url(base, row.id)
@@ -154,15 +213,36 @@ def events_bundle(context: Context, row: Any, since: int | None, until: int | No
     focus: list[tuple[str, dict[str, Any] | None]] = []
     for e in events:
         focus_url = f"{base}/fhir/{e.focus_type}/{e.focus_id}"
-        listed.append(NotificationEvent(int(e.event_number), fhir_instant(as_utc(e.occurred_at)),
-                                        None if row.content == "empty" else focus_url))
+        listed.append(
+            NotificationEvent(
+                int(e.event_number),
+                fhir_instant(as_utc(e.occurred_at)),
+                None if row.content == "empty" else focus_url,
+            )
+        )
         if row.content != "empty":
-            focus.append((f"{focus_url}/_history/{e.focus_version}" if row.content == "full-resource" else focus_url,
-                          bodies.get((e.focus_type, e.focus_id, e.focus_version))))
-    params = status_parameters(parameters_id=str(uuid.uuid4()), subscription_url=url, topic=row.topic,
-                               status=row.status, notification_type="query-event",
-                               events_since_start=last, events=listed, with_topic=row.content != "empty")
-    return notification_bundle(bundle_id=str(uuid.uuid4()), timestamp=fhir_instant(context.now()),
-                               status=params, status_url=f"{url}/$events", focus=focus)
-
-
+            focus.append(
+                (
+                    f"{focus_url}/_history/{e.focus_version}"
+                    if row.content == "full-resource"
+                    else focus_url,
+                    bodies.get((e.focus_type, e.focus_id, e.focus_version)),
+                )
+            )
+    params = status_parameters(
+        parameters_id=str(uuid.uuid4()),
+        subscription_url=url,
+        topic=row.topic,
+        status=row.status,
+        notification_type="query-event",
+        events_since_start=last,
+        events=listed,
+        with_topic=row.content != "empty",
+    )
+    return notification_bundle(
+        bundle_id=str(uuid.uuid4()),
+        timestamp=fhir_instant(context.now()),
+        status=params,
+        status_url=f"{url}/$events",
+        focus=focus,
+    )

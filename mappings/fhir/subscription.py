@@ -87,17 +87,27 @@ class Topic:
 
 TOPICS: Final[dict[str, Topic]] = {
     "task-status": Topic(
-        "task-status", "Order Task status", "Task",
+        "task-status",
+        "Order Task status",
+        "Task",
         "A fulfilment Task of one of the site's orders is created or changes status or businessStatus.",
-        ("status", "business-status")),
+        ("status", "business-status"),
+    ),
     "site-request": Topic(
-        "site-request", "Site request state", "Task",
+        "site-request",
+        "Site request state",
+        "Task",
         "A request Task the site sent (cancel, hold, release, change) is created or changes status or "
-        "businessStatus.", ("status", "business-status", "code")),
+        "businessStatus.",
+        ("status", "business-status", "code"),
+    ),
     "order-alert": Topic(
-        "order-alert", "Order alert", "Flag",
+        "order-alert",
+        "Order alert",
+        "Flag",
         "A Flag (an alert) about one of the site's orders is created or changes status.",
-        ("status", "code")),
+        ("status", "code"),
+    ),
 }
 
 
@@ -116,38 +126,60 @@ def topic_code(url: str) -> str | None:
 def topic_basic(code: str) -> dict[str, Any]:
     """The topic as an R4 ``Basic`` with the cross-version SubscriptionTopic extensions (IG, R4)."""
     topic = TOPICS[code]
-    can_filter = [{"url": f"{_XV}.canFilterBy", "extension": [
-        {"url": "resource", "valueUri": topic.resource}, {"url": "filterParameter", "valueString": name}]}
-        for name in topic.filters]
-    return validated({
-        "resourceType": "Basic", "id": code,
-        "meta": {"profile": [_TOPIC_PROFILE]},
-        "extension": [
-            {"url": "http://hl7.org/fhir/StructureDefinition/artifact-url", "valueUri": topic_url(code)},
-            {"url": f"{_XV}.name", "valueString": code},
-            {"url": f"{_XV}.title", "valueString": topic.title},
-            {"url": f"{_XV}.status", "valueCode": "active"},
-            {"url": f"{_XV}.description", "valueMarkdown": topic.description},
-            {"url": f"{_XV}.resourceTrigger", "extension": [
-                {"url": "description", "valueMarkdown": topic.description},
-                {"url": "resource", "valueUri": f"http://hl7.org/fhir/StructureDefinition/{topic.resource}"},
-                {"url": "supportedInteraction", "valueCode": "create"},
-                {"url": "supportedInteraction", "valueCode": "update"}]},
-            *can_filter,
-        ],
-        "code": {"coding": [{"system": "http://hl7.org/fhir/fhir-types", "code": "SubscriptionTopic"}]},
-    })
+    can_filter = [
+        {
+            "url": f"{_XV}.canFilterBy",
+            "extension": [
+                {"url": "resource", "valueUri": topic.resource},
+                {"url": "filterParameter", "valueString": name},
+            ],
+        }
+        for name in topic.filters
+    ]
+    return validated(
+        {
+            "resourceType": "Basic",
+            "id": code,
+            "meta": {"profile": [_TOPIC_PROFILE]},
+            "extension": [
+                {"url": "http://hl7.org/fhir/StructureDefinition/artifact-url", "valueUri": topic_url(code)},
+                {"url": f"{_XV}.name", "valueString": code},
+                {"url": f"{_XV}.title", "valueString": topic.title},
+                {"url": f"{_XV}.status", "valueCode": "active"},
+                {"url": f"{_XV}.description", "valueMarkdown": topic.description},
+                {
+                    "url": f"{_XV}.resourceTrigger",
+                    "extension": [
+                        {"url": "description", "valueMarkdown": topic.description},
+                        {
+                            "url": "resource",
+                            "valueUri": f"http://hl7.org/fhir/StructureDefinition/{topic.resource}",
+                        },
+                        {"url": "supportedInteraction", "valueCode": "create"},
+                        {"url": "supportedInteraction", "valueCode": "update"},
+                    ],
+                },
+                *can_filter,
+            ],
+            "code": {"coding": [{"system": "http://hl7.org/fhir/fhir-types", "code": "SubscriptionTopic"}]},
+        }
+    )
 
 
 def _is_request_task(task: Mapping[str, Any]) -> bool:
-    return any(isinstance(i, dict) and i.get("system") == SITE_REQUEST_SYSTEM
-               for i in task.get("identifier") or ())
+    return any(
+        isinstance(i, dict) and i.get("system") == SITE_REQUEST_SYSTEM for i in task.get("identifier") or ()
+    )
 
 
 def _codes(concept: Any) -> list[str]:
     if not isinstance(concept, dict):
         return []
-    return [c["code"] for c in concept.get("coding") or () if isinstance(c, dict) and isinstance(c.get("code"), str)]
+    return [
+        c["code"]
+        for c in concept.get("coding") or ()
+        if isinstance(c, dict) and isinstance(c.get("code"), str)
+    ]
 
 
 def topic_of_change(current: Mapping[str, Any], previous: Mapping[str, Any] | None) -> str | None:
@@ -161,7 +193,8 @@ def topic_of_change(current: Mapping[str, Any], previous: Mapping[str, Any] | No
     if rtype == "Task":
         changed = previous is None or (
             current.get("status") != previous.get("status")
-            or _codes(current.get("businessStatus")) != _codes(previous.get("businessStatus")))
+            or _codes(current.get("businessStatus")) != _codes(previous.get("businessStatus"))
+        )
         if not changed:
             return None
         return "site-request" if _is_request_task(current) else "task-status"
@@ -245,21 +278,32 @@ def build_subscription(view: SubscriptionView) -> dict[str, Any]:
     if view.max_count is not None:
         channel_ext.append({"url": MAX_COUNT_EXTENSION, "valuePositiveInt": view.max_count})
     channel: dict[str, Any] = {
-        "extension": channel_ext, "type": "rest-hook", "endpoint": view.endpoint, "payload": view.payload,
+        "extension": channel_ext,
+        "type": "rest-hook",
+        "endpoint": view.endpoint,
+        "payload": view.payload,
         "_payload": {"extension": [{"url": CONTENT_EXTENSION, "valueCode": view.content}]},
     }
     if view.header_names:
         channel["header"] = [f"{name}: ***" for name in view.header_names]
     resource: dict[str, Any] = {
-        "resourceType": "Subscription", "id": view.id,
-        "meta": {"versionId": str(view.version_id), "lastUpdated": view.last_updated,
-                 "profile": [SUBSCRIPTION_PROFILE]},
+        "resourceType": "Subscription",
+        "id": view.id,
+        "meta": {
+            "versionId": str(view.version_id),
+            "lastUpdated": view.last_updated,
+            "profile": [SUBSCRIPTION_PROFILE],
+        },
         "extension": [{"url": SITE_EXTENSION, "valueString": view.site_id}],
-        "status": view.status, "reason": view.reason, "criteria": topic_url(view.topic),
+        "status": view.status,
+        "reason": view.reason,
+        "criteria": topic_url(view.topic),
         "channel": channel,
     }
     if view.filters:
-        resource["_criteria"] = {"extension": [{"url": FILTER_EXTENSION, "valueString": f} for f in view.filters]}
+        resource["_criteria"] = {
+            "extension": [{"url": FILTER_EXTENSION, "valueString": f} for f in view.filters]
+        }
     if view.error:
         resource["error"] = view.error
     return validated(resource)
@@ -277,63 +321,119 @@ def notification_id(subscription_id: str, kind: str, number: int) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{subscription_id}|{kind}|{number}"))
 
 
-def status_parameters(*, parameters_id: str, subscription_url: str, topic: str, status: str,
-                      notification_type: str, events_since_start: int,
-                      events: Sequence[NotificationEvent] = (), with_topic: bool = True,
-                      error: str | None = None) -> dict[str, Any]:
+def status_parameters(
+    *,
+    parameters_id: str,
+    subscription_url: str,
+    topic: str,
+    status: str,
+    notification_type: str,
+    events_since_start: int,
+    events: Sequence[NotificationEvent] = (),
+    with_topic: bool = True,
+    error: str | None = None,
+) -> dict[str, Any]:
     """The backport ``SubscriptionStatus`` as R4 Parameters (profile backport-subscription-status-r4)."""
-    parameter: list[dict[str, Any]] = [{"name": "subscription", "valueReference": {"reference": subscription_url}}]
+    parameter: list[dict[str, Any]] = [
+        {"name": "subscription", "valueReference": {"reference": subscription_url}}
+    ]
     if with_topic:
         parameter.append({"name": "topic", "valueCanonical": topic_url(topic)})
-    parameter += [{"name": "status", "valueCode": status}, {"name": "type", "valueCode": notification_type},
-                  {"name": "events-since-subscription-start", "valueString": str(events_since_start)}]
+    parameter += [
+        {"name": "status", "valueCode": status},
+        {"name": "type", "valueCode": notification_type},
+        {"name": "events-since-subscription-start", "valueString": str(events_since_start)},
+    ]
     for event in events:
-        part: list[dict[str, Any]] = [{"name": "event-number", "valueString": str(event.number)},
-                                      {"name": "timestamp", "valueInstant": event.timestamp}]
+        part: list[dict[str, Any]] = [
+            {"name": "event-number", "valueString": str(event.number)},
+            {"name": "timestamp", "valueInstant": event.timestamp},
+        ]
         if event.focus is not None:
             part.append({"name": "focus", "valueReference": {"reference": event.focus}})
         parameter.append({"name": "notification-event", "part": part})
     if error:
         parameter.append({"name": "error", "valueCodeableConcept": {"text": error}})
-    return {"resourceType": "Parameters", "id": parameters_id, "meta": {"profile": [STATUS_PROFILE]},
-            "parameter": parameter}
+    return {
+        "resourceType": "Parameters",
+        "id": parameters_id,
+        "meta": {"profile": [STATUS_PROFILE]},
+        "parameter": parameter,
+    }
 
 
-def notification_bundle(*, bundle_id: str, timestamp: str, status: dict[str, Any], status_url: str,
-                        focus: Sequence[tuple[str, dict[str, Any] | None]] = ()) -> dict[str, Any]:
+def notification_bundle(
+    *,
+    bundle_id: str,
+    timestamp: str,
+    status: dict[str, Any],
+    status_url: str,
+    focus: Sequence[tuple[str, dict[str, Any] | None]] = (),
+) -> dict[str, Any]:
     """The ``history`` Bundle: first the status Parameters, then one entry per focus resource
     (``(absolute URL, resource or None)``: None for id-only, which lists the URL alone)."""
-    entries: list[dict[str, Any]] = [{
-        "fullUrl": f"urn:uuid:{status['id']}", "resource": status,
-        "request": {"method": "GET", "url": status_url}, "response": {"status": "200"}}]
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": f"urn:uuid:{status['id']}",
+            "resource": status,
+            "request": {"method": "GET", "url": status_url},
+            "response": {"status": "200"},
+        }
+    ]
     for url, resource in focus:
         relative = "/".join(url.rsplit("/fhir/", 1)[-1].split("/")[:2])  # Type/id (also of a /_history URL)
-        entry: dict[str, Any] = {"fullUrl": url, "request": {"method": "PUT", "url": relative},
-                                 "response": {"status": "200"}}
+        entry: dict[str, Any] = {
+            "fullUrl": url,
+            "request": {"method": "PUT", "url": relative},
+            "response": {"status": "200"},
+        }
         if resource is not None:
             entry["resource"] = resource
         entries.append(entry)
-    return validated({"resourceType": "Bundle", "id": bundle_id, "meta": {"profile": [NOTIFICATION_PROFILE]},
-                      "type": "history", "timestamp": timestamp, "entry": entries})
+    return validated(
+        {
+            "resourceType": "Bundle",
+            "id": bundle_id,
+            "meta": {"profile": [NOTIFICATION_PROFILE]},
+            "type": "history",
+            "timestamp": timestamp,
+            "entry": entries,
+        }
+    )
 
 
 def capability_resources() -> list[dict[str, Any]]:
     """The CapabilityStatement ``rest.resource`` entries of Subscription (topics advertised with the
     backport extension) and Basic (the topics themselves)."""
     return [
-        {"extension": [{"url": TOPIC_CANONICAL_EXTENSION, "valueCanonical": topic_url(code)} for code in TOPICS],
-         "type": "Subscription", "supportedProfile": [SUBSCRIPTION_PROFILE],
-         "documentation": "Topic-based subscriptions (R5 Backport IG, R4): rest-hook only, created by a site "
-                          "for its own orders (admin: naming the site). Topics: " + ", ".join(TOPICS) + ".",
-         "interaction": [{"code": c} for c in ("create", "read", "delete", "search-type")],
-         "searchParam": [{"name": "status", "type": "token"}],
-         "operation": [{"name": "status", "definition":
-                        "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"},
-                       {"name": "events", "definition":
-                        "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"}]},
-        {"type": "Basic", "supportedProfile": [_TOPIC_PROFILE],
-         "documentation": "The subscription topics (SubscriptionTopic on Basic, as the IG does for R4); "
-                          "GET [base]/SubscriptionTopic/[code] resolves a topic's canonical path too.",
-         "interaction": [{"code": "read"}, {"code": "search-type"}],
-         "searchParam": [{"name": "code", "type": "token"}]},
+        {
+            "extension": [
+                {"url": TOPIC_CANONICAL_EXTENSION, "valueCanonical": topic_url(code)} for code in TOPICS
+            ],
+            "type": "Subscription",
+            "supportedProfile": [SUBSCRIPTION_PROFILE],
+            "documentation": "Topic-based subscriptions (R5 Backport IG, R4): rest-hook only, "
+            "created by a site "
+            "for its own orders (admin: naming the site). Topics: " + ", ".join(TOPICS) + ".",
+            "interaction": [{"code": c} for c in ("create", "read", "delete", "search-type")],
+            "searchParam": [{"name": "status", "type": "token"}],
+            "operation": [
+                {
+                    "name": "status",
+                    "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status",
+                },
+                {
+                    "name": "events",
+                    "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events",
+                },
+            ],
+        },
+        {
+            "type": "Basic",
+            "supportedProfile": [_TOPIC_PROFILE],
+            "documentation": "The subscription topics (SubscriptionTopic on Basic, as the IG does for R4); "
+            "GET [base]/SubscriptionTopic/[code] resolves a topic's canonical path too.",
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [{"name": "code", "type": "token"}],
+        },
     ]

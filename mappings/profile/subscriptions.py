@@ -35,8 +35,10 @@ class SubscriptionSettings(BaseModel):
     def _prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for prefix in value:
             if len(prefix) > 500 or not _PREFIX.match(prefix):
-                raise ValueError(f"{prefix[:100]!r} is not an http(s) URL prefix with a host (and no user "
-                                 "info, query or fragment)")
+                raise ValueError(
+                    f"{prefix[:100]!r} is not an http(s) URL prefix with a host (and no user "
+                    "info, query or fragment)"
+                )
         return value
 
 
@@ -46,7 +48,7 @@ def endpoint_allowed(endpoint: str, prefixes: tuple[str, ...]) -> bool:
         if not endpoint.startswith(prefix):
             continue
         authority_ends = "/" in prefix.split("//", 1)[1]
-        rest = endpoint[len(prefix):]
+        rest = endpoint[len(prefix) :]
         if authority_ends or prefix.endswith(":") or not rest or rest[0] in "/:?#":
             if not prefix.endswith(":") or authority_ends or rest[:1].isdigit():
                 return True

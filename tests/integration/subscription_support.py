@@ -61,18 +61,40 @@ class Receiver:
         self.server.server_close()
 
 
-def subscription_body(endpoint: str, topic: str = "task-status", content: str = "id-only",
-                      heartbeat_s: int | None = None, filters: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
-    channel: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
-                               "_payload": {"extension": [{"url": CONTENT_EXTENSION, "valueCode": content}]}}
+def subscription_body(
+    endpoint: str,
+    topic: str = "task-status",
+    content: str = "id-only",
+    heartbeat_s: int | None = None,
+    filters: tuple[str, ...] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    channel: dict[str, Any] = {
+        "type": "rest-hook",
+        "endpoint": endpoint,
+        "payload": "application/fhir+json",
+        "_payload": {"extension": [{"url": CONTENT_EXTENSION, "valueCode": content}]},
+    }
     if heartbeat_s is not None:
         channel["extension"] = [{"url": HEARTBEAT_EXTENSION, "valueUnsignedInt": heartbeat_s}]
-    body: dict[str, Any] = {"resourceType": "Subscription", "status": "requested", "reason": "EHR inbox",
-                            "criteria": topic_url(topic), "channel": channel, **extra}
+    body: dict[str, Any] = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "EHR inbox",
+        "criteria": topic_url(topic),
+        "channel": channel,
+        **extra,
+    }
     if filters:
-        body["_criteria"] = {"extension": [
-            {"url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria",
-             "valueString": f} for f in filters]}
+        body["_criteria"] = {
+            "extension": [
+                {
+                    "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria",
+                    "valueString": f,
+                }
+                for f in filters
+            ]
+        }
     return body
 
 
@@ -80,7 +102,8 @@ def _status(bundle: dict[str, Any]) -> dict[str, Any]:
     first = bundle["entry"][0]["resource"]
     assert first["resourceType"] == "Parameters"
     return {p["name"]: p for p in first["parameter"] if p["name"] != "notification-event"} | {
-        "events": [p for p in first["parameter"] if p["name"] == "notification-event"]}
+        "events": [p for p in first["parameter"] if p["name"] == "notification-event"]
+    }
 
 
 def notification_type(bundle: dict[str, Any]) -> str:
@@ -88,8 +111,10 @@ def notification_type(bundle: dict[str, Any]) -> str:
 
 
 def event_numbers(bundle: dict[str, Any]) -> list[int]:
-    return [int(next(part["valueString"] for part in e["part"] if part["name"] == "event-number"))
-            for e in _status(bundle)["events"]]
+    return [
+        int(next(part["valueString"] for part in e["part"] if part["name"] == "event-number"))
+        for e in _status(bundle)["events"]
+    ]
 
 
 def validate_r4b(resource: dict[str, Any]) -> None:
