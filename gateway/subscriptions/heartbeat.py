@@ -51,6 +51,10 @@ class HeartbeatScheduler:
         """Queue the heartbeats due now; returns how many were queued."""
         now = self.clock()
         queued = 0
+        due_now = sa.select(_S.c.id).where(_S.c.status == "active", _S.c.next_heartbeat_at <= now).limit(1)
+        with self.engine.connect() as conn:  # a read first: no write lock taken when nothing is due
+            if conn.execute(due_now).first() is None:
+                return 0
         with write_session(self.engine) as session:
             conn = session.connection()
             due = conn.execute(
