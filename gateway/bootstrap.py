@@ -26,6 +26,8 @@ from gateway.inbound.mllp import inbound_lifespan
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.oauth.routes import install as install_oauth
 from gateway.store.db import make_engine
+from gateway.subscriptions import notify as subscription_trigger
+from gateway.subscriptions import routes as subscription_routes
 
 __all__ = ["create_app"]
 
@@ -78,6 +80,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_oauth(app)  # POST /oauth/token, smart-configuration (also under /fhir: before the FHIR router)
     app.include_router(fhir_inbound.router)  # POST /fhir/Task and /Procedure, before the read-only catch-all
     app.include_router(audit_events.router)  # /fhir/AuditEvent, before /fhir/{resource_type}
+    app.include_router(subscription_routes.router)  # issue 16: Subscription, topics (before the catch-all)
+    subscription_trigger.install(engine, settings)  # issue 16: stored Task/Flag versions -> notifications
     app.include_router(fhir_api.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -442,6 +442,24 @@ class Settings(BaseSettings):
     audit_search_max_count: int = Field(default=200, ge=1, le=1000)
 
     # --- issue 16 / subscriptions: settings of this part go below
+    # Subscriptions (R4 backport; docs/subscriptions.md). Live (requested/active) subscriptions per site.
+    subscription_max_per_site: int = Field(default=20, ge=1, le=1000)
+    # After this many failed deliveries in a row (handshake included) a subscription goes to error.
+    subscription_max_failures: int = Field(default=5, ge=1, le=1000)
+    # Channel timeout (backport-timeout): default and the most a subscriber may ask for (seconds).
+    subscription_default_timeout_s: int = Field(default=10, ge=1, le=300)
+    subscription_max_timeout_s: int = Field(default=30, ge=1, le=300)
+    # Heartbeat period (backport-heartbeat-period) a subscriber may ask for, in seconds.
+    subscription_min_heartbeat_s: int = Field(default=10, ge=1, le=86_400)
+    subscription_max_heartbeat_s: int = Field(default=86_400, ge=1, le=7 * 86_400)
+    # How often the heartbeat scheduler (inside serve and worker) looks for heartbeats due.
+    subscription_heartbeat_poll_s: float = Field(default=1.0, gt=0, le=60)
+    # $events returns at most this many events per call (eventsUntilNumber is clipped to it).
+    subscription_events_page_max: int = Field(default=100, ge=1, le=1000)
+    # Filters (backport-filter-criteria) and channel headers per subscription.
+    subscription_max_filters: int = Field(default=10, ge=0, le=100)
+    subscription_max_headers: int = Field(default=4, ge=0, le=20)
+
 
     # --- issue 16 / milestone alerts and certification: settings of this part go below
     # A new order needs a site certification for its product valid on the order's day (certifications

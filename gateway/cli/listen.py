@@ -46,6 +46,9 @@ def listen_command(config: ConfigOption = None) -> None:
         typer.echo(f"cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
     configure_logging(settings.log_level)
+    from gateway.subscriptions.notify import install as install_subscriptions
+
+    install_subscriptions(engine, settings)  # issue 16: site requests stored here notify subscriptions too
     listeners = InboundListeners(context)
     if not listeners.sites:
         typer.echo("cannot start: no site listens (no profile has an enabled inbound.mllp, or "

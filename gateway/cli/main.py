@@ -116,7 +116,11 @@ def _start_worker(settings, engine, application):  # type: ignore[no-untyped-def
     except DeliveryConfigError as exc:
         typer.echo(f"cannot start the delivery worker: {exc}", err=True)
         raise typer.Exit(1) from None
-    return delivery.run_in_thread()
+    stop_delivery = delivery.run_in_thread()
+    from gateway.subscriptions.heartbeat import HeartbeatScheduler  # issue 16: subscription heartbeats
+
+    stop_heartbeats = HeartbeatScheduler(engine, settings).run_in_thread()
+    return lambda: (stop_heartbeats(), stop_delivery())
 
 
 @app.command()

@@ -187,14 +187,15 @@ def worker_command(config: ConfigOption = None,
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        if not settings.alerts_enabled:
-            await worker.run(stop)
-            return
-        from gateway.alerts.scheduler import AlertScheduler  # issue 16: milestone alerts
-        from gateway.context import build_context
+        from gateway.subscriptions.heartbeat import HeartbeatScheduler  # issue 16: subscription heartbeats
 
-        scheduler = AlertScheduler(build_context(settings, worker_engine))
-        await asyncio.gather(worker.run(stop), scheduler.run(stop))
+        tasks = [worker.run(stop), HeartbeatScheduler(worker.engine, settings).run(stop)]
+        if settings.alerts_enabled:
+            from gateway.alerts.scheduler import AlertScheduler  # issue 16: milestone alerts
+            from gateway.context import build_context
+
+            tasks.append(AlertScheduler(build_context(settings, worker_engine)).run(stop))
+        await asyncio.gather(*tasks)
 
     asyncio.run(main())
 

@@ -166,6 +166,9 @@ DESCRIPTIONS: dict[str, str] = {
     "notifications.release_failed": ("Channels for a failed release: `webhook` (the manufacturer's), "
                                      "`subscription` (an `order-alert` Flag), `hl7v2` (accepted, renders "
                                      "nothing yet: see docs/alerts.md)."),
+    "subscriptions": "FHIR Subscriptions (R4 backport) this site's EHR may create (docs/subscriptions.md).",
+    "subscriptions.allowed_endpoints": ("URL prefixes a Subscription's `channel.endpoint` must start with "
+                                        "(no SSRF); empty: the site may not subscribe."),
     "version": "Set by the loader: the hash of the file's bytes, recorded on every output. Do not write it.",
 }
 

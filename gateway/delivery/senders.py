@@ -10,13 +10,15 @@ variable, never a value.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import os
 import ssl
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy.engine import Engine
@@ -25,10 +27,12 @@ from sqlmodel import Session
 from adapters.delivery_result import DeliveryOutcome
 from adapters.http.auth import BearerToken, ClientCredentials, ClientCredentialsAuth
 from adapters.http.fhir_push import FhirPushSender
+from adapters.http.rest_hook import RestHookSender
 from adapters.http.webhook import WebhookSender
 from adapters.mllp.client import ConnectionFactory, MllpEndpoint, MllpSender
 from gateway.audit.delivery import delivery_recorder
 from gateway.config import Settings
+from gateway.delivery import subscription_channel
 from gateway.delivery.destinations import fhir_destination, mllp_destination, webhook_destination
 from gateway.delivery.outbox import NewMessage, OutboxMessage, enqueue
 from gateway.delivery.worker import DeliveryWorker, Sender, WorkerSettings
@@ -124,6 +128,28 @@ class _WebhookDestination:
         return await self.sender.send(message.payload.encode("utf-8"), delivery_id=message.control_id)
 
 
+class _SubscriptionDestination:
+    """A FHIR Subscription's rest-hook: endpoint read before each send, state kept after it
+    (:mod:`gateway.delivery.subscription_channel`)."""
+
+    def __init__(self, engine: Engine, subscription_id: str, client: Callable[[], httpx.AsyncClient],
+                 max_failures: int, clock: Callable[[], datetime]) -> None:
+        self.engine, self.subscription_id, self._client = engine, subscription_id, client
+        self.max_failures, self.clock = max_failures, clock
+
+    async def send(self, message: OutboxMessage) -> DeliveryOutcome:
+        target = await asyncio.to_thread(subscription_channel.target, self.engine, self.subscription_id)
+        if target is None:
+            return DeliveryOutcome("dead", detail="the subscription is off or in error: not sent")
+        sender = RestHookSender(target.endpoint, self._client(), timeout_s=target.timeout_s,
+                                content_type=target.payload, headers=target.headers)
+        outcome = await sender.send(message.payload.encode("utf-8"), notification_id=message.control_id)
+        await asyncio.to_thread(subscription_channel.record_outcome, self.engine, self.subscription_id,
+                                outcome,
+                                max_failures=self.max_failures, now=self.clock())
+        return outcome
+
+
 class DestinationSenders:
     """Callable ``destination -> Sender | None`` for :class:`~gateway.delivery.worker.DeliveryWorker`.
 
@@ -135,8 +161,13 @@ class DestinationSenders:
                  webhooks: Mapping[str, WebhookTarget] | None = None, *,
                  environ: Mapping[str, str] | None = None,
                  http_transport: httpx.AsyncBaseTransport | None = None,
-                 mllp_connection_factory: Callable[[MllpEndpoint], ConnectionFactory] | None = None) -> None:
+                 mllp_connection_factory: Callable[[MllpEndpoint], ConnectionFactory] | None = None,
+                 engine: Engine | None = None, subscription_max_failures: int = 5,
+                 clock: Callable[[], datetime] | None = None) -> None:
         env = os.environ if environ is None else environ
+        self._engine = engine  # FHIR Subscriptions' queues (<id>/subscription) need it; None: not served
+        self._subscription_max_failures = subscription_max_failures
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._http_transport = http_transport
         self._mllp_factory = mllp_connection_factory
         self._client: httpx.AsyncClient | None = None
@@ -209,6 +240,11 @@ class DestinationSenders:
         sender = self._senders.get(destination)
         if sender is None:
             builder = self._builders.get(destination)
+            subscription_id = subscription_channel.subscription_of(destination)
+            if builder is None and subscription_id is not None and self._engine is not None:
+                engine = self._engine
+                builder = functools.partial(_SubscriptionDestination, engine, subscription_id,
+                                            self._http_client, self._subscription_max_failures, self._clock)
             if builder is None:
                 return None
             sender = self._senders[destination] = builder()
@@ -243,7 +279,8 @@ def build_delivery_worker(settings: Settings, engine: Engine,
 
         profiles = load_site_profiles(settings)
     senders = DestinationSenders(profiles, webhook_targets(settings, environ), environ=environ,
-                                 http_transport=http_transport)
+                                 http_transport=http_transport, engine=engine,
+                                 subscription_max_failures=settings.subscription_max_failures)
     return DeliveryWorker(engine=engine, sender_for=senders, settings=worker_settings or WorkerSettings(),
                           on_outcome=on_outcome, close_senders=senders.aclose,
                           alert_after=senders.alert_after,
@@ -260,7 +297,8 @@ def dead_letter_notifier(manufacturers_with_webhook: set[str]) -> Callable[
     """
 
     def notify(session: Session, message: OutboxMessage, outcome: DeliveryOutcome, now: datetime) -> None:
-        if message.channel == "webhook" or message.manufacturer_id not in manufacturers_with_webhook:
+        if (message.channel in ("webhook", "subscription")
+                or message.manufacturer_id not in manufacturers_with_webhook):
             return
         delivery_id = str(uuid.uuid5(_WEBHOOK_NAMESPACE, f"dead-letter|{message.id}|{message.attempts + 1}"))
         body = {"type": "delivery.dead_lettered", "delivery_id": delivery_id, "at": now.isoformat(),

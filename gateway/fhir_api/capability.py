@@ -14,6 +14,7 @@ from gateway.oauth.discovery import capability_security
 from gateway.oauth.scopes import CREATE_TYPES
 from gateway.store.fhir_read import PUBLIC_TYPES
 from gateway.store.search_params import INCLUDES, RESOURCE_TYPES, SEARCH_PARAMS
+from mappings.fhir.subscription import capability_resources
 
 __all__ = ["INTERACTIONS", "CREATE_TYPES", "FORMATS", "capability_statement", "interactions"]
 
@@ -94,6 +95,7 @@ def capability_statement(base_url: str, limits: SearchLimits = SearchLimits()) -
                 "unless 'Prefer: handling=lenient'. History: _since, _count. JSON only (XML gets 406)."),
             # the OAuth token endpoint lives at the server's root; base_url is ``{public_base_url}/fhir``
             "security": capability_security(base_url.removesuffix("/fhir") + "/oauth/token"),
-            "resource": [_resource(rtype) for rtype in RESOURCE_TYPES],
+            # issue 16: Subscription (topics advertised) and Basic (the topics)
+            "resource": [*(_resource(rtype) for rtype in RESOURCE_TYPES), *capability_resources()],
         }],
     }

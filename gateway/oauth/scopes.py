@@ -10,12 +10,13 @@ What a role may hold (:func:`role_allows`), whatever a client is registered with
 
 ==============  ===========================================================================
 manufacturer    ``orders.read``, ``orders.write``, ``system/<T>.r``/``.s``
-site            ``orders.read``, ``system/<T>.r``/``.s``, ``system/Task.c``, ``system/Procedure.c``
-admin           ``admin``, ``orders.read``, ``system/<T>.r``/``.s``
+site            ``orders.read``, ``system/<T>.r``/``.s``, ``system/Task.c``, ``system/Procedure.c``,
+                ``system/Subscription.c``/``.d``
+admin           ``admin``, ``orders.read``, ``system/<T>.r``/``.s``, ``system/Subscription.c``/``.d``
 ==============  ===========================================================================
 
-``u`` and ``d`` are never granted (there are no such interactions).  Static tokens keep every scope
-their role allows (their principal carries no scope set).
+``u`` is never granted, ``d`` only on Subscription (no other such interaction).  Static tokens keep
+every scope their role allows (their principal carries no scope set).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ __all__ = [
 
 API_SCOPES = ("orders.read", "orders.write", "admin")
 CREATE_TYPES = ("Task", "Procedure")  # sites' change requests (issue 13): system/Task.c, system/Procedure.c
-FHIR_TYPES = frozenset(RESOURCE_TYPES) | frozenset(CREATE_TYPES)
+# issue 16: a site (or admin) creates and deletes its Subscriptions; the topics are Basic resources
+SUBSCRIPTION_TYPES = ("Subscription", "Basic")
+FHIR_TYPES = frozenset(RESOURCE_TYPES) | frozenset(CREATE_TYPES) | frozenset(SUBSCRIPTION_TYPES)
 MAX_SCOPES = 50  # scopes in one request or registration
 _LETTERS = "cruds"
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
@@ -115,6 +118,8 @@ def role_allows(kind: str, atom: str) -> bool:
     rtype, letter = atom.removeprefix("system/").rsplit(".", 1)
     if letter in "rs":
         return True
+    if rtype == "Subscription" and letter in "cd":
+        return kind in ("site", "admin")
     return letter == "c" and kind == "site" and rtype in CREATE_TYPES
 
 
@@ -130,7 +135,8 @@ def check_role_allows(kind: str, scopes: Iterable[str]) -> None:
 def scopes_supported() -> list[str]:
     """The scopes listed in the discovery document (wildcards and the concrete create scopes)."""
     return [*API_SCOPES, "system/*.rs", "system/*.r", "system/*.s",
-            *(f"system/{t}.c" for t in CREATE_TYPES), *(f"system/{t}.rs" for t in RESOURCE_TYPES)]
+            *(f"system/{t}.c" for t in CREATE_TYPES), *(f"system/{t}.rs" for t in RESOURCE_TYPES),
+            "system/Subscription.crds", "system/Basic.rs"]
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Modules whose SQLModel tables belong to the schema (imported when present).
 TABLE_MODULES = ("gateway.store.tables", "gateway.store.fhir", "gateway.delivery.outbox",
                  "gateway.oauth.tables", "gateway.store.site_request_tables", "gateway.console.tables",
-                 "gateway.audit.tables", "gateway.alerts.tables")
+                 "gateway.audit.tables", "gateway.alerts.tables", "gateway.store.subscription_tables")
 _WRITE = "cgt_write"
 _WRITE_ENGINE = "_cgt_write_engine"
 _SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()

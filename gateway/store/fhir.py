@@ -54,6 +54,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from gateway.errors import Conflict
+from gateway.store import version_hooks
 from gateway.store.fhir_read import PUBLIC_TYPES
 from gateway.store.fhir_tables import (
     FhirClock,
@@ -136,7 +137,9 @@ def save_translation(session: Session | Connection, *, site_id: str, manufacture
     site and manufacturer can already see, writes nothing.
     """
     tenants = (("site", site_id), ("manufacturer", manufacturer_id))
-    return _save(_conn(session), resources, now, tenants, (site_id, manufacturer_id, order_id))
+    written = _save(_conn(session), resources, now, tenants, (site_id, manufacturer_id, order_id))
+    version_hooks.run(version_hooks.StoredVersions(session, site_id, manufacturer_id, order_id, written, now))
+    return written
 
 
 def publish_shared(session: Session | Connection, *, resources: Sequence[dict[str, Any]],

@@ -29,6 +29,7 @@ from mappings.er7.charsets import charset_label, encodable, python_codec
 from mappings.profile.delivery import DeliverySettings
 from mappings.profile.hl7v2 import Hl7v2Settings
 from mappings.profile.inbound import InboundSettings
+from mappings.profile.subscriptions import SubscriptionSettings
 from mappings.profile.templates import check_template
 from terminology import load_terminology
 
@@ -193,6 +194,7 @@ class SiteProfile(ProfileModel):
     delivery: DeliverySettings = DeliverySettings()
     inbound: InboundSettings = InboundSettings()  # where the gateway listens for the site
     notifications: NotificationSettings = NotificationSettings()  # issue 16: alert delivery preferences
+    subscriptions: SubscriptionSettings = SubscriptionSettings()  # FHIR Subscriptions' allowed endpoints
     # Content hash of the YAML file, set by the loader; recorded with every output.
     version: str = ""
 
