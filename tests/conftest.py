@@ -23,6 +23,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
+from gateway.audit.trail import stop_all_threads
 from gateway.bootstrap import create_app
 from gateway.config import DEMO_CONFIG, Settings, load_settings
 from gateway.store.db import make_engine, metadata, migrate
@@ -106,6 +107,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         engine = make_engine(url)
         _reset_postgres(engine)
     yield engine
+    stop_all_threads()  # an app built on this engine without its lifespan left its audit thread running
     engine.dispose()
 
 

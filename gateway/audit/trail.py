@@ -33,9 +33,28 @@ from gateway.context import utc_now
 from gateway.store.db import write_session
 from gateway.store.search_params import to_us
 
-__all__ = ["AuditTrail", "PendingRead"]
+__all__ = ["AuditTrail", "PendingRead", "stop_all_threads"]
 
 log = logging.getLogger("cgt_gateway.audit")
+
+# Trails whose thread runs, by id: an app whose lifespan never runs (a test's uvicorn with lifespan off,
+# a TestClient used without ``with``) starts its thread lazily on the first read and never closes it.
+_RUNNING: dict[int, AuditTrail] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_all_threads(timeout_s: float = 10.0) -> None:
+    """Stop every running trail's thread without appending what waits (reads of an app that is going
+    away with its engine).  For whoever disposes an engine an app was built on (the test fixtures);
+    a served app's lifespan calls :meth:`AuditTrail.close` instead."""
+    with _RUNNING_LOCK:
+        trails = list(_RUNNING.values())
+        _RUNNING.clear()
+    for trail in trails:
+        trail._stop.set()
+    for trail in trails:
+        if trail._thread is not None:
+            trail._thread.join(timeout=timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +158,8 @@ class AuditTrail:
             if self._thread is not None or self._stop.is_set():
                 return
             self._thread = threading.Thread(target=self._run, name="cgt-audit", daemon=True)
+        with _RUNNING_LOCK:
+            _RUNNING[id(self)] = self
         self._thread.start()
 
     def _run(self) -> None:
@@ -157,6 +178,8 @@ class AuditTrail:
     def close(self) -> None:
         """Stop the thread, append what waits, log the head (the app's lifespan ends)."""
         self._stop.set()
+        with _RUNNING_LOCK:
+            _RUNNING.pop(id(self), None)
         thread = self._thread
         if thread is not None:
             thread.join(timeout=30)

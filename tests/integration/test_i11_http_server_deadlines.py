@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
+from gateway.audit.trail import stop_all_threads
 from gateway.bootstrap import create_app
 from gateway.cli.http_server import uvicorn_options
 from gateway.config import DEMO_CONFIG, load_settings
@@ -51,6 +52,7 @@ def server(request, tmp_path) -> Iterator[tuple[str, int]]:
     yield "127.0.0.1", port
     server.should_exit = True
     thread.join(timeout=10)
+    stop_all_threads()  # lifespan off: the app's audit thread started lazily
     engine.dispose()
 
 
