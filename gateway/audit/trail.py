@@ -40,6 +40,8 @@ log = logging.getLogger("cgt_gateway.audit")
 # Trails whose thread runs, by id: an app whose lifespan never runs (a test's uvicorn with lifespan off,
 # a TestClient used without ``with``) starts its thread lazily on the first read and never closes it.
 _RUNNING: dict[int, AuditTrail] = {}
+#: A thread started by a read (no lifespan ran) ends after this many turns with nothing to append.
+LAZY_IDLE_TURNS = 10
 _RUNNING_LOCK = threading.Lock()
 
 
@@ -104,8 +106,9 @@ class AuditTrail:
         with self._lock:
             self._pending.append(pending)
             full = len(self._pending) >= self.max_pending
-        if self._thread is None:
-            self.start()
+            idle = self._thread is None
+        if idle:
+            self.start(lazy=True)
         if full:
             self._append_reads()
 
@@ -153,27 +156,44 @@ class AuditTrail:
 
     # ------------------------------------------------------------------ the thread
 
-    def start(self) -> None:
+    def start(self, *, lazy: bool = False) -> None:
+        """Run the thread (the app's lifespan calls this).  ``lazy``: started by a read because no
+        lifespan ran (a test's app, an embedded one): such a thread ends after
+        :data:`LAZY_IDLE_TURNS` turns with nothing to append, and the next read starts it again, so an
+        app that is dropped without :meth:`close` leaves no thread behind for long."""
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
-            self._thread = threading.Thread(target=self._run, name="cgt-audit", daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(lazy,), name="cgt-audit", daemon=True)
         with _RUNNING_LOCK:
             _RUNNING[id(self)] = self
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, lazy: bool = False) -> None:
         import time
 
         self._last_head_log = time.monotonic()
+        idle_turns = 0
         while not self._stop.wait(self.flush_s):
             try:
-                self.flush()
+                idle_turns = 0 if self.flush() else idle_turns + 1
+                if lazy and idle_turns >= LAZY_IDLE_TURNS and self._end_if_idle():
+                    return
                 if self.head_log_s and time.monotonic() - self._last_head_log >= self.head_log_s:
                     self._last_head_log = time.monotonic()
                     self.log_head()
             except Exception as exc:  # a bug must not end the thread: the reads stay queued  # noqa: BLE001
                 log.error("audit thread failed a turn", extra={"error": type(exc).__name__})
+
+    def _end_if_idle(self) -> bool:
+        """End a lazily started thread when no read waits (under the lock ``note_read`` takes)."""
+        with self._lock:
+            if self._pending:
+                return False
+            self._thread = None
+        with _RUNNING_LOCK:
+            _RUNNING.pop(id(self), None)
+        return True
 
     def close(self) -> None:
         """Stop the thread, append what waits, log the head (the app's lifespan ends)."""
