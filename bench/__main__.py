@@ -3,6 +3,7 @@
 
 Modes: default (about five minutes on 2 cores: 10k and 100k Tasks), ``--full`` (adds the 1 million
 Task tier and longer runs), ``--tiny`` (seconds; the smoke test uses it, its figures mean nothing).
+The scale part (``serve --processes 1`` vs ``2``) runs on PostgreSQL only.
 PostgreSQL figures use ``--pg-url`` (default ``postgresql://postgres@127.0.0.1:5432/bench``, a
 database the benchmark owns: its schema is dropped and recreated) and are skipped when it does not
 answer or with ``--no-pg``.
@@ -23,7 +24,7 @@ from typing import Any
 
 from bench.report import machine, markdown
 
-PARTS = ("translation", "ingest", "polling", "delivery", "audit")
+PARTS = ("translation", "ingest", "polling", "delivery", "audit", "scale")
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/bench"
 HERE = Path(__file__).resolve().parent
 
@@ -41,6 +42,9 @@ MODES: dict[str, dict[str, Any]] = {
         "journeys": 1,
         "audit_s": 1,
         "audit_rounds": 1,
+        "scale_s": 1,
+        "scale_concurrency": 2,
+        "scale_settle_s": 0.2,
     },
     "default": {
         "orders": 200,
@@ -55,6 +59,9 @@ MODES: dict[str, dict[str, Any]] = {
         "journeys": 2,
         "audit_s": 8,
         "audit_rounds": 3,
+        "scale_s": 10,
+        "scale_concurrency": 8,
+        "scale_settle_s": 2,
     },
     "full": {
         "orders": 400,
@@ -69,6 +76,9 @@ MODES: dict[str, dict[str, Any]] = {
         "journeys": 4,
         "audit_s": 15,
         "audit_rounds": 4,
+        "scale_s": 20,
+        "scale_concurrency": 8,
+        "scale_settle_s": 2,
     },
 }
 
@@ -147,7 +157,12 @@ def run(mode: str, parts: list[str], pg_url: str | None, workdir: Path) -> dict[
             from bench.audit import run_audit
 
             result[part] = run_audit(workdir, usable_pg, seconds=cfg["audit_s"], rounds=cfg["audit_rounds"])
-        if part in ("ingest", "polling", "audit") and not usable_pg:
+        elif part == "scale":
+            from bench.scale import run_scale
+
+            result[part] = run_scale(workdir, usable_pg, seconds=cfg["scale_s"],
+                                     concurrency=cfg["scale_concurrency"], settle_s=cfg["scale_settle_s"])
+        if part in ("ingest", "polling", "audit", "scale") and not usable_pg:
             result[part]["postgresql"] = {"skipped": pg_skip}
         result["durations_s"][part] = round(time.perf_counter() - started, 1)
         result["load_average_1m"][part] = [load_before, round(os.getloadavg()[0], 2)]

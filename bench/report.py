@@ -250,6 +250,37 @@ def markdown(result: dict[str, Any]) -> str:
                     _met(e.get("met_in_process")),
                 )
             )
+    for db, e in (result.get("scale") or {}).items():
+        if "skipped" in e:
+            rows.append((f"Scale ({db})", "skipped", e["skipped"], "—", "—", "—"))
+            continue
+        one, two = e["runs"]["1"], e["runs"]["2"]
+        errors = e.get("non_2xx") or {}
+        shared = e.get("shared_cores", "")
+        rows.append(
+            (
+                f"Scale ({db}): ingest events/s, {e['concurrency']} concurrent clients, "
+                f"`serve --processes 2` vs `--processes 1` ({shared})",
+                _f(two["saturation"]["per_s"]) + (f" (non-2xx: {errors})" if errors else ""),
+                f"{_f(one['saturation']['per_s'])} (`--processes 1`, fresh database, same workload)",
+                _f(e["ratio_events_per_s"]),
+                ">= 1.6",
+                _met(e["met"]),
+            )
+        )
+        rows.append(
+            (
+                f"Scale ({db}): p50 / p99, `--processes 2` vs `--processes 1`; 1-minute load average "
+                f"before -> after: {one['load_average_1m'][0]} -> {one['load_average_1m'][1]} (1), "
+                f"{two['load_average_1m'][0]} -> {two['load_average_1m'][1]} (2)",
+                _lat(two["saturation"]),
+                _lat(one["saturation"]),
+                _f(e["ratio_p99"]),
+                "—",
+                "—",
+            )
+        )
+        rss += [x for x in (one.get("peak_rss_mb"), two.get("peak_rss_mb")) if x]
     if rss:
         peak = max(rss)
         rows.append(

@@ -1,0 +1,160 @@
+"""Part 6: scale-out on PostgreSQL: ingest through ``cgt-gateway serve --processes 1`` and ``--processes 2``.
+
+The same workload and load generator as the ingest part (:mod:`bench.ingest`, :mod:`bench.loadgen`):
+``concurrency`` manufacturers posting whole journeys back to back, closed loop, for ``seconds``; each
+server on a fresh database (schema ``public`` dropped and recreated), warmed up first on other
+orders.  Recorded for each process count: events/s, p50/p99, the HTTP statuses (every one must be
+2xx), the peak RSS of each server process and the 1-minute load average before and after.  The ratio
+is the 2-process rate over the 1-process rate of the same run; the target (issue 17) is >= 1.6.
+
+Honesty about the machine: the load generator, PostgreSQL and the server processes all run on the
+same host, so on a 2-core machine two server processes do not get two cores to themselves; the
+result records ``nproc`` beside the figure.  PostgreSQL only: ``serve --processes N`` refuses N > 1
+on SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.ingest import ACME, run_loadgen
+from bench.servers import SERVER_HTTP, SERVER_LOOP, Server, _running, free_port, peak_rss_mb, reset_postgres
+from bench.stats import ratio
+from bench.workload import journey_bodies
+
+__all__ = ["run_scale", "TARGET_RATIO", "PROCESS_COUNTS"]
+
+TARGET_RATIO = 1.6
+PROCESS_COUNTS = (1, 2)
+
+
+def _journeys(first: int, count: int, prefix: str) -> list[dict[str, Any]]:
+    out = []
+    for n in range(first, first + count):
+        bodies = journey_bodies(n, "site-a" if n % 2 == 0 else "site-b", prefix)
+        out.append({"order_id": bodies.order_id, "order": bodies.order, "events": list(bodies.events)})
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from ``/proc/<pid>/task/*/children``)."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                text = Path(f"/proc/{current}/task/{task}/children").read_text()
+            except OSError:
+                continue
+            for child in text.split():
+                found.append(int(child))
+                stack.append(int(child))
+    return found
+
+
+@contextmanager
+def _serve(database_url: str, workdir: Path, processes: int) -> Iterator[Server]:
+    """``cgt-gateway serve --processes N --no-worker`` (the delivery worker is not what is measured;
+    the demo configuration delivers site-b's messages to a peer that is not running) on a free port."""
+    port = free_port()
+    script = Path(sys.executable).parent / "cgt-gateway"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from gateway.cli.main import app; app()"]
+    env = {
+        "CGT_GATEWAY_DATABASE_URL": database_url,
+        "CGT_GATEWAY_LOG_LEVEL": "WARNING",
+        "CGT_GATEWAY_PORT": str(port),
+        "CGT_GATEWAY_SERVER_LOOP": SERVER_LOOP,
+        "CGT_GATEWAY_SERVER_HTTP": SERVER_HTTP,
+        "CGT_GATEWAY_INBOUND_MLLP_ENABLED": "false",  # the demo's site-a would bind 2575
+    }
+    args = [*cmd, "serve", "--processes", str(processes), "--no-worker"]
+    with _running(f"gateway-{processes}p", args, env, port, workdir, "/readyz") as server:
+        yield server
+
+
+def _server_processes(server: Server, expected: int, timeout_s: float = 60.0) -> list[int]:
+    """The pids serving requests: the parent alone for one process, else its descendants once
+    ``expected`` of them run (the parent of ``--processes N`` supervises N serving children)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        children = _descendants(server.process.pid)
+        if expected == 1 or len(children) >= expected or time.monotonic() > deadline:
+            return [server.process.pid, *children]
+        time.sleep(0.1)
+
+
+def _measure(server: Server, processes: int, *, seconds: float, concurrency: int, settle_s: float,
+             first: int) -> dict[str, Any]:
+    pids = _server_processes(server, processes)
+    time.sleep(settle_s)  # every process has imported the app and opened its pool before the clock runs
+    per_journey = len(_journeys(0, 1, "X")[0]["events"]) + 1
+    run_loadgen({
+        "scenario": "journeys",
+        "port": server.port,
+        "headers": ACME,
+        "concurrency": concurrency,  # warm-up: reaches every process, fills their caches
+        "max_seconds": max(1.0, seconds / 5),
+        "max_requests": 4 * concurrency * per_journey,
+        "journeys": _journeys(900_000 + first, 4 * concurrency, "WARM"),
+    })
+    load_before = round(os.getloadavg()[0], 2)
+    saturation = run_loadgen({
+        "scenario": "journeys",
+        "port": server.port,
+        "headers": ACME,
+        "concurrency": concurrency,
+        "max_seconds": seconds,
+        "max_requests": 10**9,
+        # enough distinct journeys for the time budget at up to 2,000 events/s
+        "journeys": _journeys(first, int(seconds * 2000 / per_journey) + concurrency, "SCALE"),
+    })
+    load_after = round(os.getloadavg()[0], 2)
+    rss = [x for x in (peak_rss_mb(pid) for pid in pids) if x]
+    return {
+        "processes": processes,
+        "server_pids": len(pids),
+        "saturation": saturation,
+        "peak_rss_mb": max(rss) if rss else None,
+        "load_average_1m": [load_before, load_after],
+    }
+
+
+def run_scale(workdir: Path, pg_url: str | None, *, seconds: float, concurrency: int,
+              settle_s: float = 2.0) -> dict[str, Any]:
+    """``{"postgresql": {...}}``: the figures of ``--processes 1`` and ``2``, their ratio and the target
+    (the caller marks the part skipped when PostgreSQL is not available)."""
+    if not pg_url:
+        return {}
+    runs: dict[str, Any] = {}
+    for n, processes in enumerate(PROCESS_COUNTS):
+        reset_postgres(pg_url)
+        with _serve(pg_url, workdir, processes) as server:
+            runs[str(processes)] = _measure(server, processes, seconds=seconds, concurrency=concurrency,
+                                            settle_s=settle_s, first=n * 100_000)
+    one, two = runs["1"]["saturation"], runs["2"]["saturation"]
+    rate_ratio = ratio(two["per_s"], one["per_s"])
+    errors = {k: v for run in runs.values() for k, v in run["saturation"]["statuses"].items()
+              if k.isdigit() and not k.startswith("2")}
+    return {"postgresql": {
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "runs": runs,
+        "ratio_events_per_s": rate_ratio,
+        "ratio_p99": ratio(two["p99_ms"], one["p99_ms"]),
+        "target": {"ratio_events_per_s": TARGET_RATIO},
+        "met": bool(rate_ratio is not None and rate_ratio >= TARGET_RATIO and not errors),
+        "non_2xx": errors,
+        "shared_cores": (f"the load generator, PostgreSQL and the server processes share this machine's "
+                         f"{os.cpu_count()} CPUs"),
+    }}
