@@ -280,6 +280,16 @@ def markdown(result: dict[str, Any]) -> str:
                 "—",
             )
         )
+        rows.append(
+            (
+                f"Scale ({db}): database growth per accepted event (both runs)",
+                _f(e.get("bytes_per_event"), " bytes"),
+                "—",
+                "—",
+                "—",
+                "—",
+            )
+        )
         rss += [x for x in (one.get("peak_rss_mb"), two.get("peak_rss_mb")) if x]
     if rss:
         peak = max(rss)

@@ -4,7 +4,9 @@ The same workload and load generator as the ingest part (:mod:`bench.ingest`, :m
 ``concurrency`` manufacturers posting whole journeys back to back, closed loop, for ``seconds``; each
 server on a fresh database (schema ``public`` dropped and recreated), warmed up first on other
 orders.  Recorded for each process count: events/s, p50/p99, the HTTP statuses (every one must be
-2xx), the peak RSS of each server process and the 1-minute load average before and after.  The ratio
+2xx), the peak RSS of each server process, the 1-minute load average before and after, and the
+database's size before and after with the events stored (``bytes_per_event``: its growth over the
+events accepted, for sizing storage).  The ratio
 is the 2-process rate over the 1-process rate of the same run; the target (issue 17) is >= 1.6.
 
 Honesty about the machine: the load generator, PostgreSQL and the server processes all run on the
@@ -69,7 +71,8 @@ def _serve(database_url: str, workdir: Path, processes: int) -> Iterator[Server]
     the demo configuration delivers site-b's messages to a peer that is not running) on a free port."""
     port = free_port()
     script = Path(sys.executable).parent / "cgt-gateway"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from gateway.cli.main import app; app()"]
+    fallback = [sys.executable, "-c", "from gateway.cli.main import app; app()"]
+    cmd = [str(script)] if script.exists() else fallback
     env = {
         "CGT_GATEWAY_DATABASE_URL": database_url,
         "CGT_GATEWAY_LOG_LEVEL": "WARNING",
@@ -94,10 +97,27 @@ def _server_processes(server: Server, expected: int, timeout_s: float = 60.0) ->
         time.sleep(0.1)
 
 
-def _measure(server: Server, processes: int, *, seconds: float, concurrency: int, settle_s: float,
-             first: int) -> dict[str, Any]:
+def _size_and_events(database_url: str) -> tuple[int, int]:
+    """(``pg_database_size`` in bytes, accepted events) of the benchmark database."""
+    import sqlalchemy as sa
+
+    from gateway.store.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            size = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
+            events = conn.execute(sa.text("SELECT count(*) FROM order_event")).scalar_one()
+    finally:
+        engine.dispose()
+    return int(size), int(events)
+
+
+def _measure(server: Server, database_url: str, processes: int, *, seconds: float, concurrency: int,
+             settle_s: float, first: int) -> dict[str, Any]:
     pids = _server_processes(server, processes)
     time.sleep(settle_s)  # every process has imported the app and opened its pool before the clock runs
+    size_empty, _ = _size_and_events(database_url)
     per_journey = len(_journeys(0, 1, "X")[0]["events"]) + 1
     run_loadgen({
         "scenario": "journeys",
@@ -121,13 +141,22 @@ def _measure(server: Server, processes: int, *, seconds: float, concurrency: int
     })
     load_after = round(os.getloadavg()[0], 2)
     rss = [x for x in (peak_rss_mb(pid) for pid in pids) if x]
+    size, events = _size_and_events(database_url)
     return {
+        "database_bytes": [size_empty, size],
+        "events_stored": events,
         "processes": processes,
         "server_pids": len(pids),
         "saturation": saturation,
         "peak_rss_mb": max(rss) if rss else None,
         "load_average_1m": [load_before, load_after],
     }
+
+
+def _bytes_per_event(runs: dict[str, Any]) -> int | None:
+    grown = sum(r["database_bytes"][1] - r["database_bytes"][0] for r in runs.values())
+    events = sum(r["events_stored"] for r in runs.values())
+    return round(grown / events) if events else None
 
 
 def run_scale(workdir: Path, pg_url: str | None, *, seconds: float, concurrency: int,
@@ -140,8 +169,8 @@ def run_scale(workdir: Path, pg_url: str | None, *, seconds: float, concurrency:
     for n, processes in enumerate(PROCESS_COUNTS):
         reset_postgres(pg_url)
         with _serve(pg_url, workdir, processes) as server:
-            runs[str(processes)] = _measure(server, processes, seconds=seconds, concurrency=concurrency,
-                                            settle_s=settle_s, first=n * 100_000)
+            runs[str(processes)] = _measure(server, pg_url, processes, seconds=seconds,
+                                            concurrency=concurrency, settle_s=settle_s, first=n * 100_000)
     one, two = runs["1"]["saturation"], runs["2"]["saturation"]
     rate_ratio = ratio(two["per_s"], one["per_s"])
     errors = {k: v for run in runs.values() for k, v in run["saturation"]["statuses"].items()
@@ -152,6 +181,8 @@ def run_scale(workdir: Path, pg_url: str | None, *, seconds: float, concurrency:
         "runs": runs,
         "ratio_events_per_s": rate_ratio,
         "ratio_p99": ratio(two["p99_ms"], one["p99_ms"]),
+        # storage: the database's growth (tables and indexes; WAL not counted) over the events accepted
+        "bytes_per_event": _bytes_per_event(runs),
         "target": {"ratio_events_per_s": TARGET_RATIO},
         "met": bool(rate_ratio is not None and rate_ratio >= TARGET_RATIO and not errors),
         "non_2xx": errors,
