@@ -497,6 +497,25 @@ class Settings(BaseSettings):
     # A console session ends this long after sign-in (sign in again then).
     console_session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 86400)
 
+    # --- issue 17 / processes: settings of this part go below
+    # `cgt-gateway serve`: HTTP server processes on one port (uvicorn's workers; --processes N).  More
+    # than 1 needs PostgreSQL.  Each process runs the API, the sites' MLLP listeners (SO_REUSEPORT),
+    # the delivery worker (unless serve_delivery_worker is false: --no-worker), the subscription
+    # heartbeats, the alert scheduler and the audit trail thread.
+    serve_processes: int = Field(default=1, ge=1, le=256)
+    serve_delivery_worker: bool = True
+    # The parent pings each process this often at most before it counts it hung, kills and replaces
+    # it (uvicorn's worker healthcheck); also how long a new process may take to import and answer.
+    serve_process_healthcheck_s: int = Field(default=30, ge=1, le=600)
+    # Connections each process's database pool keeps open, and the extra ones it may open under load
+    # (PostgreSQL): a host opens up to processes x (pool_size + max_overflow + 2) connections.
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    database_max_overflow: int = Field(default=20, ge=0, le=1000)
+    # TEST ONLY: every HTTP response carries X-Cgt-Process (the serving process's id), so tests can see
+    # that several processes answer.  Off in any deployment (a process id tells an outsider nothing
+    # useful, but it is not theirs to know).
+    serve_process_header: bool = False
+
     manufacturers: list[ManufacturerConfig] = Field(default_factory=list)
     sites: list[SiteConfig] = Field(default_factory=list)
     api_clients: list[ApiClientConfig] = Field(default_factory=list)

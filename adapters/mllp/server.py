@@ -138,8 +138,11 @@ class MllpListener:
 
     def __init__(self, handler: Handler, reject: Reject, *, host: str = "127.0.0.1", port: int = 0,
                  limits: ListenerLimits | None = None, ssl: ssl_module.SSLContext | None = None,
-                 allowed_peers: Iterable[str] = ()) -> None:
+                 allowed_peers: Iterable[str] = (), reuse_port: bool = False) -> None:
         self.handler = handler
+        # SO_REUSEPORT: several processes (``serve --processes N``) each listen on the port and the
+        # kernel spreads connections among them; a holder without the option still makes the bind fail.
+        self.reuse_port = reuse_port
         self.reject = reject
         self.host = host
         self.requested_port = port
@@ -179,6 +182,7 @@ class MllpListener:
         self._stopping = False
         self._server = await asyncio.start_server(
             self._serve, self.host, self.requested_port, limit=_READ_CHUNK, ssl=self.ssl,
+            reuse_port=self.reuse_port or None,
             ssl_handshake_timeout=self.limits.tls_handshake_timeout_s if self.ssl is not None else None)
         logger.info("mllp listener on %s:%s%s (max %d connections)", self.host, self.port,
                     " with TLS" if self.ssl is not None else "", self.limits.max_connections)

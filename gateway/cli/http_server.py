@@ -4,8 +4,8 @@ uvicorn bounds idle keep-alive connections (``timeout_keep_alive``), connections
 flight (``limit_concurrency``: 503 beyond it) and, with h11 only, the size of a request head
 (``h11_max_incomplete_event_size``).  It has no deadline for a client that connects and sends half
 a request head, or a head and then part of its body, and stalls (slowloris): such a connection is
-held forever.  :func:`protocol_class` subclasses uvicorn's own HTTP protocol (httptools or h11, as
-``server_http`` chooses) with two per-connection deadlines, checked by one timer:
+held forever.  :func:`protocol_class` gives uvicorn's own HTTP protocol (httptools or h11, as
+``server_http`` chooses) subclassed with two per-connection deadlines, checked by one timer:
 
 * **headers**: a request's head must be complete within ``server_header_timeout_s`` of its first
   byte (of the connection, for the first request), and within ``server_max_header_bytes``;
@@ -14,18 +14,41 @@ held forever.  :func:`protocol_class` subclasses uvicorn's own HTTP protocol (ht
 A connection past a deadline is answered ``408 Request Timeout`` (unless its response has started)
 and closed; a head too large is answered ``431``.  Other connections are unaffected: the timer is the
 connection's own, on the event loop, with no task or thread per connection.
+
+The protocol classes are module-level (importable by name) and their deadlines are keyword arguments
+bound by :func:`functools.partial`: so what :func:`protocol_class` returns pickles, and ``serve
+--processes N`` hands it to the child processes uvicorn spawns inside its configuration.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from dataclasses import dataclass
 from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gateway.config import Settings
 
-__all__ = ["protocol_class", "uvicorn_options"]
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed (uvicorn without [standard])
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+__all__ = ["ReadDeadlines", "GatewayH11Protocol", "GatewayHttpToolsProtocol", "protocol_class",
+           "uvicorn_options"]
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+@dataclass(frozen=True)
+class ReadDeadlines:
+    """``server_header_timeout_s``, ``server_body_timeout_s`` and ``server_max_header_bytes``."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_header_bytes: int = 16 * 1024
 
 
 class _ReadDeadlines:
@@ -39,6 +62,13 @@ class _ReadDeadlines:
     transport: asyncio.Transport
     cycle: Any
     loop: asyncio.AbstractEventLoop
+
+    def __init__(self, *args: Any, read_deadlines: ReadDeadlines | None = None, **kwargs: Any) -> None:
+        if read_deadlines is not None:
+            self.header_timeout_s = read_deadlines.header_timeout_s
+            self.body_timeout_s = read_deadlines.body_timeout_s
+            self.max_header_bytes = read_deadlines.max_header_bytes
+        super().__init__(*args, **kwargs)
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self._deadline: asyncio.TimerHandle | None = None
@@ -111,28 +141,31 @@ class _ReadDeadlines:
         self.transport.close()
 
 
+class GatewayH11Protocol(_ReadDeadlines, H11Protocol):
+    """uvicorn's h11 protocol with the read deadlines."""
+
+
+class GatewayHttpToolsProtocol(_ReadDeadlines, HttpToolsProtocol or H11Protocol):  # type: ignore[misc]
+    """uvicorn's httptools protocol with the read deadlines (not used when httptools is missing)."""
+
+
 def _base_protocol(http: str) -> type[asyncio.Protocol]:
     if http in ("auto", "httptools"):
-        try:
-            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-        except ImportError:  # httptools is not installed
-            if http == "httptools":
-                raise
-        else:
-            return HttpToolsProtocol
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    return H11Protocol
+        if HttpToolsProtocol is not None:
+            return GatewayHttpToolsProtocol
+        if http == "httptools":
+            raise ImportError("server_http is httptools but httptools is not installed")
+    return GatewayH11Protocol
 
 
-def protocol_class(settings: Settings) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol chosen by ``server_http``, with the read deadlines of ``settings``."""
-    base = _base_protocol(settings.server_http)
-    return type(f"Gateway{base.__name__}", (_ReadDeadlines, base), {
-        "header_timeout_s": settings.server_header_timeout_s,
-        "body_timeout_s": settings.server_body_timeout_s,
-        "max_header_bytes": settings.server_max_header_bytes,
-    })
+def protocol_class(settings: Settings) -> Any:
+    """uvicorn's HTTP protocol chosen by ``server_http``, with the read deadlines of ``settings``: a
+    picklable callable taking uvicorn's protocol arguments (uvicorn calls ``http(config=..., ...)``)."""
+    return functools.partial(_base_protocol(settings.server_http), read_deadlines=ReadDeadlines(
+        header_timeout_s=settings.server_header_timeout_s,
+        body_timeout_s=settings.server_body_timeout_s,
+        max_header_bytes=settings.server_max_header_bytes,
+    ))
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

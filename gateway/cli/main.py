@@ -56,21 +56,38 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default 8080)")] = None,
-    worker: Annotated[bool, typer.Option("--worker/--no-worker",
-                                         help="Run the delivery worker in this process (default on)")] = True,
+    worker: Annotated[bool | None, typer.Option(
+        "--worker/--no-worker",
+        help="Run the delivery worker in each server process (default on: serve_delivery_worker)")] = None,
     with_demo_peer: Annotated[bool, typer.Option(
         "--with-demo-peer", help="Also run the demo site engine (demo-peer) on 127.0.0.1")] = False,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", help="Server processes on the one port (default 1: serve_processes); more than "
+                            "1 needs PostgreSQL")] = None,
 ) -> None:
     """Migrate the database, load every site profile, and serve the API (with a delivery worker)."""
+    from gateway.cli.serve_processes import engine_for, refusal
+
+    if processes is not None and processes < 1:
+        typer.echo(f"cannot serve: --processes must be at least 1, not {processes}", err=True)
+        raise typer.Exit(2)
+    overrides = {"host": host, "port": port, "serve_delivery_worker": worker, "serve_processes": processes}
+    settings = _settings(config, **overrides)
+    problem = refusal(settings, settings.serve_processes)
+    if problem is not None:  # before anything starts (no migration, no socket)
+        typer.echo(f"cannot serve: {problem}", err=True)
+        raise typer.Exit(2)
+    if settings.serve_processes > 1:
+        _serve_processes(settings, overrides, with_demo_peer)
+        return
     import uvicorn
 
     from gateway.bootstrap import create_app
     from gateway.cli.http_server import uvicorn_options
     from gateway.logging_config import configure_logging
-    from gateway.store.db import make_engine, migrate
+    from gateway.store.db import migrate
 
-    settings = _settings(config, host=host, port=port)
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings)
     migrate(engine)
     try:
         application = create_app(settings, engine=engine, listen=True)  # + the sites' MLLP listeners
@@ -79,7 +96,7 @@ def serve(
         raise typer.Exit(1) from None
     configure_logging(settings.log_level)
     demo_peer = start_demo_peer_thread(settings) if with_demo_peer else None
-    stop_worker = _start_worker(settings, engine, application) if worker else None
+    stop_worker = _start_worker(settings, engine, application) if settings.serve_delivery_worker else None
     stop_alerts = _start_alert_scheduler(application)  # issue 16: milestone alerts (alerts_enabled)
     try:
         uvicorn.run(
@@ -97,6 +114,54 @@ def serve(
             demo_peer.stop()
         if stop_alerts is not None:
             stop_alerts()
+
+
+def _serve_processes(settings, overrides, with_demo_peer: bool) -> None:  # type: ignore[no-untyped-def]
+    """``serve --processes N`` (N > 1, PostgreSQL): migrate and validate once here, then run the
+    children (:mod:`gateway.cli.serve_processes`); the demo peer stays in this process."""
+    from gateway.bootstrap import create_app
+    from gateway.cli.serve_processes import (
+        apply_environment,
+        child_environment,
+        engine_for,
+        mllp_bind_problem,
+        run_processes,
+    )
+    from gateway.delivery.senders import DeliveryConfigError, build_delivery_worker
+    from gateway.logging_config import configure_logging
+    from gateway.store.db import migrate
+
+    engine = engine_for(settings)
+    try:
+        migrate(engine)
+        try:  # the checks each child would make, once, before any starts
+            application = create_app(settings, engine=engine)
+        except ValueError as exc:  # ProfileInvalid lists every problem as file:line: field: reason
+            typer.echo(f"cannot start: {exc}", err=True)
+            raise typer.Exit(1) from None
+        if settings.serve_delivery_worker:
+            try:
+                build_delivery_worker(settings, engine, application.state.context.profiles)
+            except DeliveryConfigError as exc:
+                typer.echo(f"cannot start the delivery worker: {exc}", err=True)
+                raise typer.Exit(1) from None
+        problem = mllp_bind_problem(application) if settings.inbound_mllp_enabled else None
+        if problem is not None:
+            typer.echo(f"cannot start: {problem}", err=True)
+            raise typer.Exit(1)
+    finally:
+        engine.dispose()  # the children open their own connections
+    apply_environment(child_environment(settings, overrides))
+    configure_logging(settings.log_level)
+    demo_peer = start_demo_peer_thread(settings) if with_demo_peer else None
+    try:
+        status = run_processes(settings, settings.serve_processes)
+    finally:
+        if demo_peer is not None:
+            demo_peer.stop()
+    if status:
+        typer.echo("cannot start: a server process failed to start (its log says why)", err=True)
+        raise typer.Exit(status)
 
 
 def _start_alert_scheduler(application):  # type: ignore[no-untyped-def]

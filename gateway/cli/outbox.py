@@ -165,10 +165,10 @@ def worker_command(config: ConfigOption = None,
                    retry_jitter: Annotated[float, _seconds(0.0, "Random extra backoff (s)")] = 1.0) -> None:
     """Run a standalone delivery worker until SIGTERM or SIGINT."""
     from adapters.retry import RetryPolicy
+    from gateway.cli.serve_processes import engine_for
     from gateway.delivery.senders import DeliveryConfigError, build_delivery_worker
     from gateway.delivery.worker import WorkerSettings
     from gateway.logging_config import configure_logging
-    from gateway.store.db import make_engine
 
     settings = _settings(config)
     configure_logging(settings.log_level)
@@ -177,7 +177,7 @@ def worker_command(config: ConfigOption = None,
                                                        jitter_s=retry_jitter),
                                      db_error_pause_s=max(poll_interval, 0.05))
     try:
-        worker_engine = make_engine(settings.database_url)
+        worker_engine = engine_for(settings)  # its pool: database_pool_size, database_max_overflow
         worker = build_delivery_worker(settings, worker_engine, worker_settings=worker_settings)
     except DeliveryConfigError as exc:
         raise _fail(exc) from None

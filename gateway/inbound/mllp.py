@@ -278,10 +278,14 @@ class _Site:
 
 
 class InboundListeners:
-    """Every enabled site listener of ``context`` (none when ``inbound_mllp_enabled`` is off)."""
+    """Every enabled site listener of ``context`` (none when ``inbound_mllp_enabled`` is off).
+    ``reuse_port``: the listeners bind with SO_REUSEPORT, as every process of ``serve --processes N``
+    listens on each site's port (a connection is one process's, so a site's messages on one
+    connection keep their order)."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, *, reuse_port: bool = False) -> None:
         self.context = context
+        self.reuse_port = reuse_port
         settings = context.settings
         self.limiter = asyncio.Semaphore(settings.inbound_mllp_max_concurrency)
         self.sites: list[_Site] = []
@@ -313,7 +317,7 @@ class InboundListeners:
         )
         return MllpListener(handler.handle, handler.reject, host=site.listen.host, port=site.listen.port,
                             limits=limits, ssl=_ssl_context(site.listen, base),
-                            allowed_peers=site.listen.allowed_peers)
+                            allowed_peers=site.listen.allowed_peers, reuse_port=self.reuse_port)
 
     async def start(self) -> None:
         """Start every listener, or none: a failure closes those started and raises ListenerStartError."""
@@ -341,7 +345,7 @@ class InboundListeners:
 @contextlib.asynccontextmanager
 async def inbound_lifespan(app: Any) -> AsyncIterator[None]:
     """The app's lifespan under ``cgt-gateway serve``: the site listeners run in the server's loop."""
-    listeners = InboundListeners(app.state.context)
+    listeners = InboundListeners(app.state.context, reuse_port=getattr(app.state, "reuse_port", False))
     try:
         await listeners.start()
     except ListenerStartError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 
 import pytest
 import uvicorn
@@ -37,7 +38,9 @@ def test_serve_defaults_to_uvicorn_auto_loop_and_parser(captured_run):
     assert len(captured_run) == 1
     # "auto": httptools when it imports (it is installed here), wrapped with the read deadlines
     assert captured_run[0]["loop"] == "auto"
-    assert issubclass(captured_run[0]["http"], HttpToolsProtocol)
+    # a partial of a module-level class (picklable: serve --processes hands it to its children)
+    assert issubclass(captured_run[0]["http"].func, HttpToolsProtocol)
+    assert pickle.loads(pickle.dumps(captured_run[0]["http"])).keywords == captured_run[0]["http"].keywords
     assert captured_run[0]["limit_concurrency"] == 256 and captured_run[0]["timeout_keep_alive"] == 5
 
 
@@ -46,7 +49,7 @@ def test_serve_takes_the_loop_and_parser_from_the_environment(captured_run, monk
     monkeypatch.setenv("CGT_GATEWAY_SERVER_HTTP", "h11")
     result = CliRunner().invoke(app, ["serve", "--no-worker"])
     assert result.exit_code == 0, result.output
-    assert captured_run[0]["loop"] == "asyncio" and issubclass(captured_run[0]["http"], H11Protocol)
+    assert captured_run[0]["loop"] == "asyncio" and issubclass(captured_run[0]["http"].func, H11Protocol)
 
 
 def test_an_unknown_loop_or_parser_is_refused():
