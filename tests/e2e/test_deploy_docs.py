@@ -397,6 +397,14 @@ def test_server_unit_runs_as_written(pg_url: str, tmp_path: Path) -> None:
 
         status = _stop(process, unit.stop_timeout_s, group=True)
     _assert_clean_stop(status, log)
+    assert log.read_text().count("delivery worker stopped") == 2  # each child's worker gave its leases back
+
+
+def test_several_processes_are_refused_on_sqlite(tmp_path: Path) -> None:
+    done = bash("cgt-gateway serve --processes 2",
+                tool_env(CGT_GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path / 'gateway.db'}"), tmp_path)
+    assert done.returncode == 2 and "needs PostgreSQL" in done.stderr, done.stderr
+    assert not (tmp_path / "gateway.db").exists()  # refused before anything started
 
 
 def test_worker_unit_runs_as_written(pg_url: str, tmp_path: Path) -> None:
@@ -455,6 +463,7 @@ def test_entrypoint_migrates_then_becomes_the_server(pg_url: str, tmp_path: Path
         assert "database is at the newest migration" in log.read_text()
         status = _stop(process, 30, group=False)  # docker stop: SIGTERM to the main process only
     _assert_clean_stop(status, log)
+    assert log.read_text().count("delivery worker stopped") == 2  # the parent stopped each child
 
 
 def test_entrypoint_runs_a_worker(pg_url: str, tmp_path: Path) -> None:
@@ -483,6 +492,8 @@ def test_entrypoint_without_arguments_serves_on_sqlite(tmp_path: Path) -> None:
         assert b"serve" in argv and not any(b"entrypoint.sh" in a for a in argv), argv
         status = _stop(process, 30, group=False)
     _assert_clean_stop(status, log)
+    # as docs/deploy.md says: one uvicorn process re-raises the SIGTERM before its worker is stopped
+    assert "delivery worker started" in log.read_text() and "delivery worker stopped" not in log.read_text()
 
 
 # ---------------------------------------------------------------------------------------------- backups
@@ -606,6 +617,29 @@ def test_readiness_fails_while_the_database_is_unreachable(pg_url: str, tmp_path
         proxy.wait()
         if proxy.stdout is not None:
             proxy.stdout.close()
+
+
+def test_readiness_fails_while_the_schema_is_behind(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    from gateway.store.db import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_revision(script.get_current_head())
+    assert isinstance(head.down_revision, str)
+    with serve(tmp_path) as served:
+        engine = make_engine(served.env["CGT_GATEWAY_DATABASE_URL"])
+        try:
+            set_version = sa.text("UPDATE alembic_version SET version_num = :v")
+            with engine.begin() as conn:
+                conn.execute(set_version, {"v": head.down_revision})
+            behind = httpx.get(served.base + "/readyz", timeout=10)
+            assert behind.status_code == 503 and "behind" in behind.json()["detail"], behind.text
+            with engine.begin() as conn:
+                conn.execute(set_version, {"v": head.revision})
+            assert httpx.get(served.base + "/readyz", timeout=10).status_code == 200
+        finally:
+            engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------------- make bench
