@@ -178,7 +178,7 @@ def test_a_watermark_poller_sees_exactly_the_task_versions_that_exist(scale: Sca
 
     def writer() -> None:
         try:
-            posted.update(_post_journeys(scale, "POLL-", 100, 6, events=7))
+            posted.update(_post_journeys(scale, "POLL-", 100, 4, events=6))
         finally:
             done.set()
 
@@ -215,7 +215,7 @@ def test_a_watermark_poller_sees_exactly_the_task_versions_that_exist(scale: Sca
         received, history = asyncio.run(poll())
     finally:
         thread.join()
-    assert len(posted) == 6
+    assert len(posted) == 4
     with scale.engine.connect() as conn:
         versions = {(r, str(v)) for r, v in conn.execute(
             sa.select(_V.c.resource_id, _V.c.version_id).where(_V.c.resource_type == "Task",
@@ -292,7 +292,8 @@ def test_c_each_destination_gets_its_messages_in_order_with_many_processes_and_w
     destination exactly once, in outbox order, and so each order's messages in its events' order;
     never two at once on one destination."""
     before = {site: len(peer.received) for site, peer in scale.peers.items()}
-    posted = _post_journeys(scale, "FIFO-", 300, 6, site_of=lambda k: ("site-a", "site-b")[k % 2])
+    posted = _post_journeys(scale, "FIFO-", 300, 4, site_of=lambda k: ("site-a", "site-b")[k % 2],
+                            events=6)
     deadline = time.monotonic() + 60
     while not _all_delivered(scale.engine, list(posted)):
         assert time.monotonic() < deadline, "not delivered within 60 s"
@@ -323,7 +324,7 @@ def test_c_each_destination_gets_its_messages_in_order_with_many_processes_and_w
 
 
 def test_d_a_server_process_killed_mid_request_loses_nothing_it_accepted(scale: Scale) -> None:
-    """Four journeys are posted, each on a kept-alive connection of its own to the three-process port;
+    """Three journeys are posted, each on a kept-alive connection of its own to the three-process port;
     the process answering the first one is SIGKILLed while requests are in flight.  Every event
     answered 2xx is stored with its FHIR versions and outbox rows; an unanswered one was either stored
     whole or not at all, and posting it again is answered 200 (it was stored) or 201 (it was not);
@@ -351,7 +352,7 @@ def test_d_a_server_process_killed_mid_request_loses_nothing_it_accepted(scale: 
 
     def one(k: int) -> None:
         order_id = f"KILL-{k}"
-        order, bodies = journey(order_id, 400 + k, events=12)
+        order, bodies = journey(order_id, 400 + k, events=10)
         with httpx.Client(base_url=multi.base, headers=ACME, timeout=30) as client:
             answer = send(client, order_id, "/v1/orders", order, f"{order_id}:placed")
             if k == 0:
@@ -365,12 +366,12 @@ def test_d_a_server_process_killed_mid_request_loses_nothing_it_accepted(scale: 
         time.sleep(0.3)  # the journeys are under way
         os.kill(int(victim[0]), signal.SIGKILL)
 
-    run_threads([*(lambda k=k: one(k) for k in range(4)), killer])
+    run_threads([*(lambda k=k: one(k) for k in range(3)), killer])
     unanswered = {e: o for e, o in outcomes.items() if o[1] is None}
     assert all(o[1] == 201 for e, o in outcomes.items() if e not in unanswered), outcomes
     assert unanswered, "the kill interrupted no request"  # it did hit requests in flight
     assert all(o[2] in (200, 201) for o in unanswered.values()), unanswered
-    control, control_bodies = journey("KILL-CONTROL", 499, events=12)  # the same, never interrupted
+    control, control_bodies = journey("KILL-CONTROL", 499, events=10)  # the same, never interrupted
     assert post(multi.base, "/v1/orders", control).status_code == 201
     for body in control_bodies:
         assert post(multi.base, "/v1/orders/KILL-CONTROL/events", body).status_code == 201
@@ -385,16 +386,16 @@ def test_d_a_server_process_killed_mid_request_loses_nothing_it_accepted(scale: 
         versions = Counter(conn.execute(sa.select(_V.c.order_id)
                                         .where(_V.c.order_id.like("KILL-%"))).scalars())
     assert set(outcomes) <= set(stored)  # answered 2xx, or posted again: stored
-    assert len(stored) == 5 * 13  # and once: four journeys and the control, 13 writes each
+    assert len(stored) == 4 * 11  # and once: three journeys and the control, 11 writes each
     for order_id, last_sequence in last.items():  # no gap
         sequences = sorted(s for o, s in stored.values() if o == order_id)
-        assert sequences == list(range(13)) and last_sequence == 12, order_id
+        assert sequences == list(range(11)) and last_sequence == 10, order_id
 
     def messages_of(order_id: str) -> Counter[tuple[str, str]]:
         return Counter(((e or "").removeprefix(order_id), t) for o, e, t in outbox if o == order_id)
 
     # nothing half-written, nothing twice: each journey has exactly the control's messages and versions
-    for k in range(4):
+    for k in range(3):
         assert messages_of(f"KILL-{k}") == messages_of("KILL-CONTROL"), k
         assert versions[f"KILL-{k}"] == versions["KILL-CONTROL"] > 0, k
     # the parent replaced the killed process: three answer again, the victim not among them

@@ -139,8 +139,10 @@ def cluster(config: Path, directory: Path, *, workers: int = 2,
     ``multi_env``: more environment for the three-process server."""
     multi = start_serve(config, directory / "multi.log", "--processes", "3", env_extra=multi_env)
     single = start_serve(config, directory / "single.log")
+    # the standalone workers poll once a second: work committed by a server process reaches them
+    # sooner only through PostgreSQL NOTIFY
     started = [start_worker_process(config, directory / "workers.log", lease_seconds=5.0,
-                                    poll_interval_s=0.05) for _ in range(workers)]
+                                    poll_interval_s=1.0) for _ in range(workers)]
     group = Cluster(multi, single, started)
     try:
         wait_ready(multi)
