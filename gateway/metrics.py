@@ -23,11 +23,18 @@ Counted in this process by :class:`MetricsMiddleware` (since the process started
   retraction), ``replayed`` (200: the identical order or event again), ``rejected`` (4xx) or
   ``error`` (5xx); ``code`` the problem+json ``code`` of a refusal (``coi-mismatch``,
   ``validation-failed``, ...; one of the gateway's own fixed codes, else ``other``), empty otherwise.
+
+Under ``serve --processes N`` (issue 17) a scrape reaches whichever process accepts it, so the
+counted metrics are kept in prometheus_client's multiprocess mode: the parent names a directory in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's own variable, read by it when it is imported), each
+process writes its counts there, and :meth:`GatewayMetrics.render` sums every process's (a process
+that stopped keeps its counts until the server restarts, so counters never go back).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -143,8 +150,11 @@ class GatewayMetrics:
 
     def __init__(self, engine: Engine, clock: Callable[[], datetime] | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_DatabaseCollector(engine, clock or (lambda: datetime.now(UTC))))
-        self.registry.register(AlertCollector(engine))  # issue 16: cgt_alerts{kind,state}
+        self._database = [_DatabaseCollector(engine, clock or (lambda: datetime.now(UTC))),
+                          AlertCollector(engine)]  # issue 16: cgt_alerts{kind,state}
+        for collector in self._database:
+            self.registry.register(collector)
+        self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # issue 17: serve --processes
         self.http = Histogram("cgt_http_request_duration_seconds",
                               "HTTP requests by method, route template and status",
                               ["method", "route", "status"], registry=self.registry, buckets=HTTP_BUCKETS)
@@ -185,7 +195,15 @@ class GatewayMetrics:
         return code
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self._multiprocess_dir:
+            return generate_latest(self.registry)
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()  # every process's counts (this one's included), and the database's
+        MultiProcessCollector(registry, path=self._multiprocess_dir)
+        for collector in self._database:
+            registry.register(collector)
+        return generate_latest(registry)
 
 
 class MetricsMiddleware:

@@ -124,6 +124,7 @@ def _serve_processes(settings, overrides, with_demo_peer: bool) -> None:  # type
         apply_environment,
         child_environment,
         engine_for,
+        metrics_directory,
         mllp_bind_problem,
         run_processes,
     )
@@ -151,11 +152,12 @@ def _serve_processes(settings, overrides, with_demo_peer: bool) -> None:  # type
             raise typer.Exit(1)
     finally:
         engine.dispose()  # the children open their own connections
-    apply_environment(child_environment(settings, overrides))
     configure_logging(settings.log_level)
     demo_peer = start_demo_peer_thread(settings) if with_demo_peer else None
     try:
-        status = run_processes(settings, settings.serve_processes)
+        with metrics_directory() as metrics_env:  # /metrics sums the counts of every process
+            apply_environment({**child_environment(settings, overrides), **metrics_env})
+            status = run_processes(settings, settings.serve_processes)
     finally:
         if demo_peer is not None:
             demo_peer.stop()

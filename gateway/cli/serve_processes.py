@@ -32,10 +32,13 @@ closed, the audit trail flushed), and waits for them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import socket
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -43,8 +46,8 @@ from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
 
-__all__ = ["refusal", "child_environment", "mllp_bind_problem", "create_process_app", "process_services",
-           "run_processes", "engine_for"]
+__all__ = ["refusal", "child_environment", "metrics_directory", "apply_environment", "mllp_bind_problem",
+           "create_process_app", "process_services", "run_processes", "engine_for"]
 
 #: The factory each child imports (``uvicorn.Config(factory=True)``).
 APP_FACTORY = "gateway.cli.serve_processes:create_process_app"
@@ -83,6 +86,17 @@ def child_environment(settings: Settings, overrides: Mapping[str, object]) -> di
     if not settings.console_session_key:  # one key for every process (drawn per process otherwise)
         env["CGT_GATEWAY_CONSOLE_SESSION_KEY"] = secrets.token_urlsafe(48)
     return env
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[dict[str, str]]:
+    """A fresh directory for prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``: each
+    process writes its counts there and ``/metrics`` sums them), removed when the server stops."""
+    directory = tempfile.mkdtemp(prefix="cgt-gateway-metrics-")
+    try:
+        yield {"PROMETHEUS_MULTIPROC_DIR": directory}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def mllp_bind_problem(application: FastAPI) -> str | None:

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,7 +30,9 @@ from gateway.store.db import make_engine
 from gateway.store.fhir_tables import FhirResourceCurrent, FhirResourceVersion
 from gateway.store.tables import EventRow, OrderRow
 from tests.conftest import ACME, _reset_postgres
+from tests.e2e.serving import free_port
 from tests.integration.test_delivery_support import Peer, PeerLoop, write_config
+from tests.integration.test_inbound_mllp_support import Site, ack_code, message
 from tests.integration.test_scale_support import Cluster, cluster, journey, pg_url, post, run_threads
 
 pytestmark = pytest.mark.postgres
@@ -46,6 +49,7 @@ class Scale:
     engine: Engine
     cluster: Cluster
     peers: dict[str, Peer]
+    inbound: dict[str, int]  # site -> its inbound MLLP port
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +63,14 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
         peers = {site: Peer(loop, delay_s=0.001).start() for site in ("site-a", "site-b")}
         config = write_config(directory, url, {site: peer.port for site, peer in peers.items()},
                               demo_clients=True)
-        with cluster(config, directory) as group:
-            yield Scale(engine, group, peers)
+        inbound = {}
+        for site in peers:  # each site listens for HL7v2 on a port of its own (the three processes only)
+            profile = directory / f"{site}.yaml"
+            inbound[site] = free_port()
+            text = profile.read_text().replace("    port: 2575\n", f"    port: {inbound[site]}\n")
+            profile.write_text(text)
+        with cluster(config, directory, multi_env={"CGT_GATEWAY_INBOUND_MLLP_ENABLED": "true"}) as group:
+            yield Scale(engine, group, peers, inbound)
     finally:
         loop.close()
         engine.dispose()
@@ -109,6 +119,52 @@ def test_three_processes_and_a_second_host_answer(scale: Scale) -> None:
         assert httpx.get(base + "/readyz").json() == {"status": "ready", "database": "ok"}
 
 
+def test_every_process_accepts_on_the_sites_mllp_port(scale: Scale) -> None:
+    """Each of the three processes listens on each site's MLLP port (SO_REUSEPORT); a site's messages,
+    on connections of their own, are all answered."""
+    log = scale.cluster.multi.log.read_text()
+    for site, port in scale.inbound.items():
+        assert log.count(f"inbound mllp listener for site {site} on 127.0.0.1:{port}") == 3, log[-3000:]
+    codes = []
+    for n in range(6):
+        with Site(scale.inbound["site-a"]) as site:
+            acks = site.send(message("oml-o21-cancel", "NO-SUCH-ORDER", f"SCALE-IN-{n}"), answers=2)
+        codes.append([ack_code(a) for a in acks])
+    assert codes == [codes[0]] * 6 and codes[0][0] == "CA", codes  # all answered alike (commit ACK first)
+
+
+def _intake_accepted(text: str) -> float:
+    """``cgt_intake_requests_total{kind="order",outcome="accepted"}`` in a /metrics text (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith("cgt_intake_requests_total{") and 'kind="order"' in line and \
+                'outcome="accepted"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_the_requests_of_every_process(scale: Scale) -> None:
+    """A scrape reaches one process, yet counts what all three answered (prometheus_client's
+    multiprocess mode): after five orders created through the three-process port, every process's
+    /metrics shows the same count, five more than before."""
+    multi = scale.cluster.multi
+
+    def scrape_each() -> dict[str, float]:
+        by_process: dict[str, float] = {}
+        deadline = time.monotonic() + 60
+        while len(by_process) < 3:
+            assert time.monotonic() < deadline, by_process
+            answer = httpx.get(multi.base + "/metrics", headers={"Connection": "close"}, timeout=10)
+            by_process[answer.headers["x-cgt-process"]] = _intake_accepted(answer.text)
+        return by_process
+
+    before = set(scrape_each().values())
+    assert len(before) == 1
+    for n in range(5):
+        order, _ = journey(f"METRICS-{n}", 600 + n)
+        assert post(multi.base, "/v1/orders", order).status_code == 201
+    assert set(scrape_each().values()) == {before.pop() + 5}
+
+
 # ----------------------------------------------------------------------------- a. the watermark poller
 
 
@@ -122,7 +178,7 @@ def test_a_watermark_poller_sees_exactly_the_task_versions_that_exist(scale: Sca
 
     def writer() -> None:
         try:
-            posted.update(_post_journeys(scale, "POLL-", 100, 6, events=7))
+            posted.update(_post_journeys(scale, "POLL-", 100, 4, events=6))
         finally:
             done.set()
 
@@ -159,7 +215,7 @@ def test_a_watermark_poller_sees_exactly_the_task_versions_that_exist(scale: Sca
         received, history = asyncio.run(poll())
     finally:
         thread.join()
-    assert len(posted) == 6
+    assert len(posted) == 4
     with scale.engine.connect() as conn:
         versions = {(r, str(v)) for r, v in conn.execute(
             sa.select(_V.c.resource_id, _V.c.version_id).where(_V.c.resource_type == "Task",
@@ -236,7 +292,8 @@ def test_c_each_destination_gets_its_messages_in_order_with_many_processes_and_w
     destination exactly once, in outbox order, and so each order's messages in its events' order;
     never two at once on one destination."""
     before = {site: len(peer.received) for site, peer in scale.peers.items()}
-    posted = _post_journeys(scale, "FIFO-", 300, 6, site_of=lambda k: ("site-a", "site-b")[k % 2])
+    posted = _post_journeys(scale, "FIFO-", 300, 4, site_of=lambda k: ("site-a", "site-b")[k % 2],
+                            events=6)
     deadline = time.monotonic() + 60
     while not _all_delivered(scale.engine, list(posted)):
         assert time.monotonic() < deadline, "not delivered within 60 s"
@@ -267,7 +324,7 @@ def test_c_each_destination_gets_its_messages_in_order_with_many_processes_and_w
 
 
 def test_d_a_server_process_killed_mid_request_loses_nothing_it_accepted(scale: Scale) -> None:
-    """Four journeys are posted, each on a kept-alive connection of its own to the three-process port;
+    """Three journeys are posted, each on a kept-alive connection of its own to the three-process port;
     the process answering the first one is SIGKILLed while requests are in flight.  Every event
     answered 2xx is stored with its FHIR versions and outbox rows; an unanswered one was either stored
     whole or not at all, and posting it again is answered 200 (it was stored) or 201 (it was not);
@@ -278,52 +335,93 @@ def test_d_a_server_process_killed_mid_request_loses_nothing_it_accepted(scale: 
     outcomes: dict[str, tuple[str, int | None, int | None]] = {}  # event_id -> (order, first, re-post)
     lock = threading.Lock()
 
+    def send(client: httpx.Client, order_id: str, path: str, body: dict, key: str) -> httpx.Response:
+        try:
+            answer: httpx.Response | None = client.post(path, json=body)
+        except httpx.TransportError:
+            answer = None
+        again = None
+        if answer is None:  # unanswered: post it again (a new connection, most likely another process)
+            again = post(multi.base, path, body)
+        with lock:
+            outcomes[key] = (order_id, None if answer is None else answer.status_code,
+                             None if again is None else again.status_code)
+        result = answer if answer is not None else again
+        assert result is not None and result.status_code in (200, 201), result.text if result else None
+        return result
+
     def one(k: int) -> None:
         order_id = f"KILL-{k}"
-        order, bodies = journey(order_id, 400 + k, events=12)
+        order, bodies = journey(order_id, 400 + k, events=10)
         with httpx.Client(base_url=multi.base, headers=ACME, timeout=30) as client:
-            answer = client.post("/v1/orders", json=order)
-            assert answer.status_code == 201, answer.text
+            answer = send(client, order_id, "/v1/orders", order, f"{order_id}:placed")
             if k == 0:
                 victim.append(answer.headers["x-cgt-process"])
                 chosen.set()
             for body in bodies:
-                try:
-                    status: int | None = client.post(f"/v1/orders/{order_id}/events", json=body).status_code
-                except httpx.TransportError:
-                    status = None
-                again = None
-                if status is None:  # unanswered: post it again (a new connection, another process)
-                    again = post(multi.base, f"/v1/orders/{order_id}/events", body).status_code
-                with lock:
-                    outcomes[body["event_id"]] = (order_id, status, again)
+                send(client, order_id, f"/v1/orders/{order_id}/events", body, body["event_id"])
 
     def killer() -> None:
         assert chosen.wait(60)
         time.sleep(0.3)  # the journeys are under way
         os.kill(int(victim[0]), signal.SIGKILL)
 
-    run_threads([*(lambda k=k: one(k) for k in range(4)), killer])
+    run_threads([*(lambda k=k: one(k) for k in range(3)), killer])
     unanswered = {e: o for e, o in outcomes.items() if o[1] is None}
     assert all(o[1] == 201 for e, o in outcomes.items() if e not in unanswered), outcomes
     assert unanswered, "the kill interrupted no request"  # it did hit requests in flight
     assert all(o[2] in (200, 201) for o in unanswered.values()), unanswered
+    control, control_bodies = journey("KILL-CONTROL", 499, events=10)  # the same, never interrupted
+    assert post(multi.base, "/v1/orders", control).status_code == 201
+    for body in control_bodies:
+        assert post(multi.base, "/v1/orders/KILL-CONTROL/events", body).status_code == 201
     with scale.engine.connect() as conn:
         stored = {e: (o, s) for e, o, s in conn.execute(
             sa.select(_E.c.event_id, _O.c.order_id, _E.c.sequence).join(_O, _O.c.id == _E.c.order_pk)
             .where(_O.c.order_id.like("KILL-%")))}
         last = dict(conn.execute(sa.select(_O.c.order_id, _O.c.last_sequence)
                                  .where(_O.c.order_id.like("KILL-%"))).all())
-        outbox = Counter(conn.execute(sa.select(_M.c.event_id).where(_M.c.order_id.like("KILL-%"))).scalars())
+        outbox = conn.execute(sa.select(_M.c.order_id, _M.c.event_id, _M.c.message_type)
+                              .where(_M.c.order_id.like("KILL-%"))).all()
         versions = Counter(conn.execute(sa.select(_V.c.order_id)
                                         .where(_V.c.order_id.like("KILL-%"))).scalars())
-    assert set(outcomes) <= set(stored)  # answered 2xx, or posted again: stored, exactly once
-    for order_id, last_sequence in last.items():  # no gap, no half-written event
+    assert set(outcomes) <= set(stored)  # answered 2xx, or posted again: stored
+    assert len(stored) == 4 * 11  # and once: three journeys and the control, 11 writes each
+    for order_id, last_sequence in last.items():  # no gap
         sequences = sorted(s for o, s in stored.values() if o == order_id)
-        assert sequences == list(range(len(sequences))) and sequences[-1] == last_sequence, order_id
-    assert all(outbox[e] >= 1 for e in stored if e in outcomes), outbox  # each event's messages stored
-    assert all(versions[f"KILL-{k}"] >= 1 for k in range(4))
-    assert all(len(o) == 2 for o in stored.values())
+        assert sequences == list(range(11)) and last_sequence == 10, order_id
+
+    def messages_of(order_id: str) -> Counter[tuple[str, str]]:
+        return Counter(((e or "").removeprefix(order_id), t) for o, e, t in outbox if o == order_id)
+
+    # nothing half-written, nothing twice: each journey has exactly the control's messages and versions
+    for k in range(3):
+        assert messages_of(f"KILL-{k}") == messages_of("KILL-CONTROL"), k
+        assert versions[f"KILL-{k}"] == versions["KILL-CONTROL"] > 0, k
     # the parent replaced the killed process: three answer again, the victim not among them
     multi.seen.clear()
     assert victim[0] not in multi.processes_answering(3)
+
+
+# ----------------------------------------------------------------------------- graceful stop (last)
+
+
+def test_z_sigterm_to_the_parent_stops_every_process_gracefully(scale: Scale) -> None:
+    """SIGTERM to ``serve --processes 3``: each child finishes (its delivery worker stops and gives its
+    leases back, its MLLP listeners close, its audit trail is flushed and the chain head logged), then
+    the parent exits 0."""
+    multi = scale.cluster.multi
+    pids = multi.processes_answering(3)
+    assert multi.stop(signal.SIGTERM) == 0
+    log = multi.log.read_text()
+    after = log[log.rindex("Received SIGTERM"):]
+    for pid in pids:
+        assert f"Finished server process [{pid}]" in after, after[-3000:]
+        assert any("delivery worker stopped" in line and f":{pid}:" in line for line in after.splitlines())
+        assert not Path(f"/proc/{pid}").exists()
+    assert after.count('"msg":"delivery worker stopped"') == 3
+    assert after.count('"msg":"audit chain head"') == 3
+    assert after.count('"msg":"mllp listener stopped"') == 3 * len(scale.inbound)
+    with scale.engine.connect() as conn:
+        owners = conn.execute(sa.text("SELECT owner FROM destination_lease")).scalars().all()
+    assert not [o for o in owners if o.split(":")[1] in pids]  # no lease left by a stopped process

@@ -79,7 +79,7 @@ class Server:
             raise AssertionError(f"serve did not stop within {timeout} s:\n{self.log.read_text()[-3000:]}") \
                 from None
 
-    def processes_answering(self, want: int, timeout_s: float = 90.0) -> set[str]:
+    def processes_answering(self, want: int, timeout_s: float = 240.0) -> set[str]:
         """Ask ``/healthz`` on fresh connections until ``want`` distinct processes answered."""
         deadline = time.monotonic() + timeout_s
         while len(self.seen) < want:
@@ -105,7 +105,7 @@ def start_serve(config: Path, log: Path, *args: str, env_extra: dict[str, str] |
     return Server(f"http://127.0.0.1:{port}", process, log)
 
 
-def wait_ready(server: Server, timeout_s: float = 90.0) -> None:
+def wait_ready(server: Server, timeout_s: float = 240.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -133,12 +133,16 @@ class Cluster:
 
 
 @contextmanager
-def cluster(config: Path, directory: Path, *, workers: int = 2) -> Iterator[Cluster]:
-    """Start everything at once (the imports take most of the time), ready when every process answers."""
-    multi = start_serve(config, directory / "multi.log", "--processes", "3")
+def cluster(config: Path, directory: Path, *, workers: int = 2,
+            multi_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """Start everything at once (the imports take most of the time), ready when every process answers.
+    ``multi_env``: more environment for the three-process server."""
+    multi = start_serve(config, directory / "multi.log", "--processes", "3", env_extra=multi_env)
     single = start_serve(config, directory / "single.log")
+    # the standalone workers poll once a second: work committed by a server process reaches them
+    # sooner only through PostgreSQL NOTIFY
     started = [start_worker_process(config, directory / "workers.log", lease_seconds=5.0,
-                                    poll_interval_s=0.05) for _ in range(workers)]
+                                    poll_interval_s=1.0) for _ in range(workers)]
     group = Cluster(multi, single, started)
     try:
         wait_ready(multi)
