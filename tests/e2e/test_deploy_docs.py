@@ -362,6 +362,9 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_server_unit_runs_as_written(pg_url: str, tmp_path: Path) -> None:
+    for tool in ("curl", "psql"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
     unit = InstalledUnit("cgt-gateway.service", tmp_path)
     assert unit.command == doc_command("cgt-gateway serve --processes 2")
     port = free_port()
