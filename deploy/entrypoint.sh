@@ -7,7 +7,9 @@
 #
 # `exec` replaces this shell with the gateway, so the gateway is the container's main process and
 # gets the SIGTERM of `docker stop` or Kubernetes itself: it stops accepting, finishes the requests
-# in flight and exits 0.  Configuration comes from the environment (CGT_GATEWAY_DATABASE_URL, ...).
+# in flight and exits (0 from `serve --processes N` and `worker`; a single `serve` process ends by the
+# SIGTERM uvicorn re-raises after shutting down, 143).  Configuration comes from the environment
+# (CGT_GATEWAY_DATABASE_URL, ...).
 set -eu
 if [ "$#" -eq 0 ]; then
     set -- serve
