@@ -22,8 +22,12 @@ def test_tiny_translation_run_writes_results(tmp_path: Path) -> None:
     assert translation["events"] > 0 and translation["events_per_s"] > 0
     assert translation["baseline"]["events_per_s"] > 0
     assert translation["baseline"]["hl7apy_byte_mismatches"] == 0  # hl7apy built the very same bytes
-    expected = translation["events_per_s"] / translation["baseline"]["events_per_s"]
-    assert abs(translation["ratio"] - expected) < 0.01 * expected  # the ratio of the unrounded rates
+    # the ratio is of the unrounded rates; the rates are stored rounded to 0.1, so the ratio lies within
+    # what those roundings allow (at a baseline of a few events/s on a loaded machine that is wide)
+    gateway_rate, baseline_rate = translation["events_per_s"], translation["baseline"]["events_per_s"]
+    low = (gateway_rate - 0.05) / (baseline_rate + 0.05)
+    high = (gateway_rate + 0.05) / max(baseline_rate - 0.05, 1e-9)
+    assert low - 0.0005 <= translation["ratio"] <= high + 0.0005  # the ratio itself is rounded to 0.001
     assert translation["target"] == {"events_per_s": 1000}
     assert isinstance(translation["met"], bool)
     table = (tmp_path / "latest.md").read_text()
