@@ -97,11 +97,28 @@ def _insert_ignoring_duplicates(session: Session, values: dict[str, Any]) -> int
     return conn.execute(statement).scalar()
 
 
+# What the common case needs: the subject's conditions and states, a Core statement on the session's
+# connection (no ORM objects, no autoflush of the caller's pending rows).
+_SUBJECT_STATES = sa.select(ALERTS.c.kind, ALERTS.c.condition_key, ALERTS.c.state).where(
+    ALERTS.c.subject == sa.bindparam("subject"))
+
+
+def _unchanged(session: Session, subject: Subject, holding: dict[tuple[str, str], Condition]) -> bool:
+    """True when every holding condition is raised already and every raised one still holds (or is
+    resolved): :func:`sync_alerts` would then change nothing.  Most events of an order are like that."""
+    rows = session.connection().execute(_SUBJECT_STATES, {"subject": subject.key}).all()
+    known = {(row.kind, row.condition_key) for row in rows}
+    return holding.keys() <= known and all(
+        row.state == "resolved" or (row.kind, row.condition_key) in holding for row in rows)
+
+
 def sync_alerts(
     session: Session, context: Context, subject: Subject, conditions: Sequence[Condition], now: datetime
 ) -> list[MilestoneAlertRow]:
     """Raise the new conditions and resolve the cleared ones; returns the rows that changed."""
     holding = {(c.kind, c.key): c for c in conditions}
+    if _unchanged(session, subject, holding):
+        return []
     existing = (
         session.execute(
             sa.select(MilestoneAlertRow).where(MilestoneAlertRow.subject == subject.key)  # type: ignore[arg-type]
