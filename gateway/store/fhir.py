@@ -64,7 +64,7 @@ from gateway.store.fhir_tables import (
     FhirSearchDate,
     FhirSearchToken,
 )
-from gateway.store.prepared_sql import executemany, fetch_rows
+from gateway.store.prepared_sql import executemany_all, fetch_rows
 from gateway.store.search_params import format_instant, index_values, to_us
 
 __all__ = [
@@ -270,13 +270,9 @@ def _save(conn: Connection, resources: Sequence[dict[str, Any]], now: datetime,
     # only resources with an earlier version can have access rows or index rows to bring up to date
     changed = [{"k_type": rtype, "k_id": rid, "k_updated": stamp}
                for (rtype, rid), _, _, old_version, _ in plan if old_version is not None]
-    executemany(conn, _INSERT_VERSION, versions)  # each a no-op when given no rows
-    executemany(conn, _INSERT_CURRENT, inserts)
-    executemany(conn, _UPDATE_CURRENT, updates)
-    executemany(conn, _UPDATE_ACCESS, changed)
-    executemany(conn, _DELETE_TOKENS, changed)  # their search index is rebuilt below
-    executemany(conn, _DELETE_DATES, changed)
-    executemany(conn, _INSERT_ACCESS, grants)
-    executemany(conn, _INSERT_TOKEN, tokens)
-    executemany(conn, _INSERT_DATE, dates)
+    executemany_all(conn, [  # in this order; on PostgreSQL in one round trip
+        (_INSERT_VERSION, versions), (_INSERT_CURRENT, inserts), (_UPDATE_CURRENT, updates),
+        (_UPDATE_ACCESS, changed),
+        (_DELETE_TOKENS, changed), (_DELETE_DATES, changed),  # their search index is rebuilt below
+        (_INSERT_ACCESS, grants), (_INSERT_TOKEN, tokens), (_INSERT_DATE, dates)])
     return written
