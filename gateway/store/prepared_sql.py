@@ -62,7 +62,7 @@ from sqlalchemy.engine import Connection, Dialect
 from gateway.store.statement_cache import BoundedCache
 
 __all__ = ["fetch_all", "compiled_for", "prepared_for", "execute", "executemany", "executemany_all",
-           "fetch_rows", "PREPARED_CACHE"]
+           "fetch_rows", "fetch_rows_all", "PREPARED_CACHE"]
 
 
 def compiled_for(dialect: Dialect, statement: Any, keys: tuple[str, ...] = ()) -> Prepared | None:
@@ -302,6 +302,36 @@ def executemany_all(conn: Connection, batches: Sequence[tuple[Any, Sequence[dict
                 cursor = proxied.cursor()
                 cursors.append(cursor)
                 cursor.executemany(prepared.sql, [_params(prepared, row) for row in rows])
+    finally:
+        for cursor in cursors:
+            try:
+                cursor.close()
+            except conn.dialect.loaded_dbapi.Error as exc:
+                conn.invalidate(exc)
+
+
+def fetch_rows_all(conn: Connection, queries: Sequence[tuple[Any, dict[str, Any]]]) -> list[list[Any]]:
+    """:func:`fetch_rows` of each ``(statement, binds)`` in turn, in ``conn``'s open transaction; the
+    rows of each.  On psycopg they are sent in ONE pipeline (one round trip for all of them), each still
+    run after the one before it, so a later statement sees what an earlier one wrote or locked."""
+    plans = [(_in_transaction(conn, statement, binds), binds) for statement, binds in queries] \
+        if conn.dialect.driver == "psycopg" and len(queries) > 1 else []
+    if not plans or any(prepared is None or prepared.row_type is None for prepared, _ in plans):
+        return [fetch_rows(conn, statement, binds) for statement, binds in queries]
+    proxied = conn.connection
+    dbapi_connection: Any = proxied.dbapi_connection
+    cursors: list[Any] = []
+    sql = "; ".join(prepared.sql for prepared, _ in plans if prepared is not None)
+    try:
+        with _driver_errors(conn, sql, None), dbapi_connection.pipeline():
+            for prepared, binds in plans:
+                assert prepared is not None
+                cursor = proxied.cursor()
+                cursors.append(cursor)
+                cursor.execute(prepared.sql, _params(prepared, binds))
+            raws = [cursor.fetchall() for cursor in cursors]
+        return [_rows(prepared, raw) for (prepared, _), raw in zip(plans, raws, strict=True)
+                if prepared is not None]
     finally:
         for cursor in cursors:
             try:
