@@ -42,7 +42,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +74,7 @@ __all__ = [
     "FHIR_TABLES",
     "CrossTenantWrite",
     "save_translation",
+    "deferred_writes",
     "publish_shared",
     "content_hash",
 ]
@@ -138,10 +142,75 @@ def save_translation(session: Session | Connection, *, site_id: str, manufacture
     ``resourceType`` and ``id``; a resource whose content equals its latest version, and which the
     site and manufacturer can already see, writes nothing.
     """
+    deferred = _DEFERRED.get()
+    if deferred is not None and deferred.conn is _conn(session):
+        deferred.add(session, site_id, manufacturer_id, order_id, resources, now)
+        return []
+    return _save_and_hook(session, site_id, manufacturer_id, order_id, resources, now)
+
+
+def _save_and_hook(session: Session | Connection, site_id: str, manufacturer_id: str, order_id: str,
+                   resources: Sequence[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     tenants = (("site", site_id), ("manufacturer", manufacturer_id))
     written = _save(_conn(session), resources, now, tenants, (site_id, manufacturer_id, order_id))
     version_hooks.run(version_hooks.StoredVersions(session, site_id, manufacturer_id, order_id, written, now))
     return written
+
+
+@dataclass
+class _Batch:
+    """Resources of consecutive deferred calls for the same order and time, no resource twice."""
+
+    session: Session | Connection
+    origin: tuple[str, str, str, datetime]  # site, manufacturer, order, now
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    keys: set[tuple[Any, Any]] = field(default_factory=set)
+
+
+@dataclass
+class _Deferred:
+    conn: Connection
+    batches: list[_Batch] = field(default_factory=list)
+
+    def add(self, session: Session | Connection, site_id: str, manufacturer_id: str, order_id: str,
+            resources: Sequence[dict[str, Any]], now: datetime) -> None:
+        keys = {(r.get("resourceType"), r.get("id")) for r in resources}
+        last = self.batches[-1] if self.batches else None
+        if last is None or last.origin != (site_id, manufacturer_id, order_id, now) or keys & last.keys:
+            last = _Batch(session, (site_id, manufacturer_id, order_id, now))
+            self.batches.append(last)
+        last.resources.extend(resources)
+        last.keys |= keys
+
+
+_DEFERRED: ContextVar[_Deferred | None] = ContextVar("cgt_fhir_deferred_writes", default=None)
+
+
+@contextmanager
+def deferred_writes(session: Session) -> Iterator[None]:
+    """Within the block, :func:`save_translation` on ``session``'s transaction only queues its
+    resources (and returns ``[]``); they are written when the block ends normally, exactly as the
+    calls would have written them one after the other (consecutive calls for the same order and time,
+    naming no resource twice, in one write: one clock stamp, one read, one batch of writes, the
+    version hooks once).  Pending ORM rows are flushed first.
+
+    Why: the clock row (see the module) is locked from the stamp to the commit and serialises every
+    FHIR-writing transaction of every process.  Writing at the end of the transaction keeps out of that
+    window what the caller does after translating (outbox rows, alerts, identity claims).  Use it only
+    around code that does not read back the versions it saves, and end it before the transaction's
+    last statements (the audit append) and its commit.  If the block raises, nothing queued is written
+    (the caller's transaction rolls back)."""
+    deferred = _Deferred(session.connection())
+    token = _DEFERRED.set(deferred)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+    if deferred.batches:
+        session.flush()  # the ORM's pending rows, before the clock is locked
+    for batch in deferred.batches:
+        site_id, manufacturer_id, order_id, now = batch.origin
+        _save_and_hook(batch.session, site_id, manufacturer_id, order_id, batch.resources, now)
 
 
 def publish_shared(session: Session | Connection, *, resources: Sequence[dict[str, Any]],
