@@ -97,18 +97,20 @@ def _insert_ignoring_duplicates(session: Session, values: dict[str, Any]) -> int
     return conn.execute(statement).scalar()
 
 
+# The subject's alerts, as a Core statement on the session's connection: no ORM objects (most events
+# change no alert), no autoflush of the caller's pending rows.  A resolve is one UPDATE.
+_SUBJECT_ALERTS = sa.select(ALERTS).where(ALERTS.c.subject == sa.bindparam("subject")).order_by(ALERTS.c.id)
+_RESOLVE = ALERTS.update().where(ALERTS.c.id == sa.bindparam("pk")).values(
+    state="resolved", resolved_at=sa.bindparam("resolved_at", type_=ALERTS.c.resolved_at.type))
+
+
 def sync_alerts(
     session: Session, context: Context, subject: Subject, conditions: Sequence[Condition], now: datetime
 ) -> list[MilestoneAlertRow]:
     """Raise the new conditions and resolve the cleared ones; returns the rows that changed."""
     holding = {(c.kind, c.key): c for c in conditions}
-    existing = (
-        session.execute(
-            sa.select(MilestoneAlertRow).where(MilestoneAlertRow.subject == subject.key)  # type: ignore[arg-type]
-        )
-        .scalars()
-        .all()
-    )
+    conn = session.connection()
+    existing = conn.execute(_SUBJECT_ALERTS, {"subject": subject.key}).all()
     known = {(row.kind, row.condition_key) for row in existing}
     changed: list[MilestoneAlertRow] = []
     for (kind, key), condition in holding.items():
@@ -143,11 +145,12 @@ def sync_alerts(
                 "site_id": subject.site_id,
             },
         )
-    for row in existing:
-        if row.state == "resolved" or (row.kind, row.condition_key) in holding:
+    for stored in existing:
+        if stored.state == "resolved" or (stored.kind, stored.condition_key) in holding:
             continue
-        row.state, row.resolved_at = "resolved", now
-        session.add(row)
+        conn.execute(_RESOLVE, {"pk": stored.id, "resolved_at": now})
+        resolved: dict[str, Any] = {**stored._asdict(), "state": "resolved", "resolved_at": now}
+        row = MilestoneAlertRow(**resolved)
         changed.append(row)
         _notify(session, context, subject, row, "alert.resolved", now)
         log.info(

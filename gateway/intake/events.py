@@ -46,6 +46,7 @@ from gateway.intake.order_history import (
 )
 from gateway.intake.plausibility import check_event_times
 from gateway.store.db import write_session
+from gateway.store.fhir import deferred_writes
 from gateway.store.prepared_sql import fetch_rows
 from gateway.store.tables import SafetyLogRow, StoredEvent
 from mappings.domain import StrictModel
@@ -159,10 +160,11 @@ def accept_event(context: Context, manufacturer_id: str, order_id: str, event: E
             claims = identity_claims.check(conn, order, product, event.event_id, event.type.value, data, now)
             check_event_times(context.settings, event, typed, now)
             _check_shelf_life(product, event, typed)
-            appended = append_event(session, context, order, product, event_id=event.event_id,
-                                    event_type=event.type, occurred_at=event.occurred_at, typed=typed,
-                                    data=data, body_sha256=body_sha256, now=now)
-            identity_claims.record(conn, claims, order.pk, appended.row.id, now)
+            with deferred_writes(session):  # FHIR versions written last, before the audit append
+                appended = append_event(session, context, order, product, event_id=event.event_id,
+                                        event_type=event.type, occurred_at=event.occurred_at, typed=typed,
+                                        data=data, body_sha256=body_sha256, now=now)
+                identity_claims.record(conn, claims, order.pk, appended.row.id, now)
             row, history, decision = appended.row, appended.history, appended.decision
             status = decision.state.status.value
             log.info(

@@ -48,6 +48,7 @@ from gateway.intake.order_history import (
 )
 from gateway.intake.plausibility import check_order_times
 from gateway.store.db import write_session
+from gateway.store.fhir import deferred_writes
 from gateway.store.tables import SafetyLogRow, StoredEvent, as_utc
 from mappings.domain import EventType
 from mappings.orders import OrderIn
@@ -160,7 +161,8 @@ def accept_order(context: Context, manufacturer_id: str, order: OrderIn,
             history = History(order_pk, manufacturer_id, order.order_id, body_sha256,
                               OrderIn.model_validate(body), (record,))
             snapshot = build_snapshot(context.settings, locked, history, status)
-            pipeline.process_event(session, snapshot, record, context, now)
+            with deferred_writes(session):  # FHIR versions written after the outbox rows
+                pipeline.process_event(session, snapshot, record, context, now)
             log.info(
                 "order accepted",
                 extra={

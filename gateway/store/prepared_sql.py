@@ -61,8 +61,8 @@ from sqlalchemy.engine import Connection, Dialect
 
 from gateway.store.statement_cache import BoundedCache
 
-__all__ = ["fetch_all", "compiled_for", "prepared_for", "execute", "executemany", "fetch_rows",
-           "PREPARED_CACHE"]
+__all__ = ["fetch_all", "compiled_for", "prepared_for", "execute", "executemany", "executemany_all",
+           "fetch_rows", "fetch_rows_all", "PREPARED_CACHE"]
 
 
 def compiled_for(dialect: Dialect, statement: Any, keys: tuple[str, ...] = ()) -> Prepared | None:
@@ -196,22 +196,30 @@ def _params(prepared: Prepared, binds: dict[str, Any]) -> Any:
 def _cursor(conn: Connection, sql: str, params: Any) -> Iterator[Any]:
     """A cursor of ``conn``'s DB-API connection; driver errors come out as SQLAlchemy's."""
     proxied = conn.connection
-    dbapi_connection: Any = proxied.dbapi_connection
     error = conn.dialect.loaded_dbapi.Error
     cursor = proxied.cursor()
     try:
-        yield cursor
-    except error as exc:
-        lost = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
-        if lost:
-            conn.invalidate(exc)
-        raise sa.exc.DBAPIError.instance(sql, params, exc, error,
-                                          connection_invalidated=lost, dialect=conn.dialect) from exc
+        with _driver_errors(conn, sql, params, cursor):
+            yield cursor
     finally:
         try:
             cursor.close()
         except error as exc:  # the connection broke under us: never hand it back to the pool
             conn.invalidate(exc)
+
+
+@contextmanager
+def _driver_errors(conn: Connection, sql: str, params: Any, cursor: Any = None) -> Iterator[None]:
+    """Driver errors raised in the block come out as SQLAlchemy's (a lost connection is invalidated)."""
+    error = conn.dialect.loaded_dbapi.Error
+    try:
+        yield
+    except error as exc:
+        lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(sql, params, exc, error,
+                                          connection_invalidated=lost, dialect=conn.dialect) from exc
 
 
 def _in_transaction(conn: Connection, statement: Any, binds: dict[str, Any],
@@ -268,3 +276,65 @@ def executemany(conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]
     params = [_params(prepared, row) for row in rows]
     with _cursor(conn, prepared.sql, params) as cursor:
         cursor.executemany(prepared.sql, params)
+
+
+def executemany_all(conn: Connection, batches: Sequence[tuple[Any, Sequence[dict[str, Any]]]]) -> None:
+    """:func:`executemany` of each ``(statement, rows)`` in turn (batches without rows are skipped), in
+    ``conn``'s open transaction.  On psycopg they are sent in ONE pipeline: one round trip for all of
+    them instead of one per statement; an error of any of them is raised (as SQLAlchemy's) when the
+    pipeline ends, and the transaction is then aborted as after any failed statement."""
+    batches = [(statement, rows) for statement, rows in batches if rows]
+    pipelined = conn.dialect.driver == "psycopg" and len(batches) > 1
+    plans = [(_in_transaction(conn, statement, rows[0], many=len(rows) > 1), rows)
+             for statement, rows in batches] if pipelined else []
+    if not plans or any(prepared is None or prepared.row_type is not None for prepared, _ in plans):
+        for statement, rows in batches:
+            executemany(conn, statement, rows)
+        return
+    proxied = conn.connection
+    dbapi_connection: Any = proxied.dbapi_connection
+    cursors: list[Any] = []
+    sql = "; ".join(prepared.sql for prepared, _ in plans if prepared is not None)
+    try:
+        with _driver_errors(conn, sql, None), dbapi_connection.pipeline():
+            for prepared, rows in plans:
+                assert prepared is not None
+                cursor = proxied.cursor()
+                cursors.append(cursor)
+                cursor.executemany(prepared.sql, [_params(prepared, row) for row in rows])
+    finally:
+        for cursor in cursors:
+            try:
+                cursor.close()
+            except conn.dialect.loaded_dbapi.Error as exc:
+                conn.invalidate(exc)
+
+
+def fetch_rows_all(conn: Connection, queries: Sequence[tuple[Any, dict[str, Any]]]) -> list[list[Any]]:
+    """:func:`fetch_rows` of each ``(statement, binds)`` in turn, in ``conn``'s open transaction; the
+    rows of each.  On psycopg they are sent in ONE pipeline (one round trip for all of them), each still
+    run after the one before it, so a later statement sees what an earlier one wrote or locked."""
+    plans = [(_in_transaction(conn, statement, binds), binds) for statement, binds in queries] \
+        if conn.dialect.driver == "psycopg" and len(queries) > 1 else []
+    if not plans or any(prepared is None or prepared.row_type is None for prepared, _ in plans):
+        return [fetch_rows(conn, statement, binds) for statement, binds in queries]
+    proxied = conn.connection
+    dbapi_connection: Any = proxied.dbapi_connection
+    cursors: list[Any] = []
+    sql = "; ".join(prepared.sql for prepared, _ in plans if prepared is not None)
+    try:
+        with _driver_errors(conn, sql, None), dbapi_connection.pipeline():
+            for prepared, binds in plans:
+                assert prepared is not None
+                cursor = proxied.cursor()
+                cursors.append(cursor)
+                cursor.execute(prepared.sql, _params(prepared, binds))
+            raws = [cursor.fetchall() for cursor in cursors]
+        return [_rows(prepared, raw) for (prepared, _), raw in zip(plans, raws, strict=True)
+                if prepared is not None]
+    finally:
+        for cursor in cursors:
+            try:
+                cursor.close()
+            except conn.dialect.loaded_dbapi.Error as exc:
+                conn.invalidate(exc)

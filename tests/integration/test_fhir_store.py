@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.store.db import write_session
-from gateway.store.fhir import CrossTenantWrite, publish_shared, save_translation
+from gateway.store.fhir import CrossTenantWrite, deferred_writes, publish_shared, save_translation
 from gateway.store.fhir_read import Scope, read_current, read_many, read_version
 from gateway.store.fhir_tables import FhirResourceAccess, FhirResourceVersion, FhirSearchDate, FhirSearchToken
-from gateway.store.search_params import date_range, format_instant, to_us
+from gateway.store.search_params import date_range, format_instant, index_values, to_us
 from tests.integration.test_fhir_store_support import T0, order_resources, seed_order
 
 SITE_A = Scope("site", "site-a")
@@ -273,3 +273,57 @@ def test_concurrent_orders_sharing_resources_never_collide(engine):
             for scope in (SITE_A, SITE_B, ACME, NOVA):
                 visible = read_current(conn, scope, "Practitioner", practitioner_id) is not None
                 assert visible == (scope in scopes[tenant]), (tenant, scope)
+
+
+def _index_rows(engine, resource_id: str) -> tuple[set, set]:
+    with engine.connect() as conn:
+        tokens = conn.execute(sa.select(FhirSearchToken.param, FhirSearchToken.system, FhirSearchToken.value)
+                              .where(FhirSearchToken.resource_id == resource_id)).all()
+        dates = conn.execute(sa.select(FhirSearchDate.param, FhirSearchDate.start_us, FhirSearchDate.end_us)
+                             .where(FhirSearchDate.resource_id == resource_id)).all()
+    return {tuple(t) for t in tokens}, {tuple(d) for d in dates}
+
+
+def test_an_updated_resources_index_equals_the_index_of_its_current_version(engine):
+    """Only changed index rows are written: after several updates the rows are exactly those of the
+    current version (none stale, none missing, no duplicate)."""
+    seed_order(engine, "o1", now=T0)
+    steps = [("in-progress", "manufacturing", T0 + timedelta(days=1)),
+             ("in-progress", "shipped", T0 + timedelta(days=1)),  # the date row is kept as it was
+             ("completed", "infused", T0 + timedelta(days=3))]
+    for n, (status, business, modified) in enumerate(steps, start=1):
+        written = seed_order(engine, "o1", now=T0 + timedelta(seconds=n), task_status=status,
+                             business_status=business, modified=modified)
+        task = _task(written)
+        token_values, date_values = index_values(task)
+        assert _index_rows(engine, task["id"]) == ({(p, s[:255], v[:255]) for p, s, v in token_values},
+                                                   set(date_values))
+
+
+def test_deferred_writes_are_written_when_the_block_ends_as_the_calls_would_have_written_them(engine):
+    first, second = order_resources("o1"), order_resources("o2")
+    with write_session(engine) as session:
+        with deferred_writes(session):
+            assert save_translation(session, site_id="site-a", manufacturer_id="acme-bio", order_id="o1",
+                                    resources=first, now=T0) == []
+            # queued, not written: not even this transaction sees it yet
+            assert read_current(session.connection(), SITE_A, "Task", _task(first)["id"]) is None
+            save_translation(session, site_id="site-a", manufacturer_id="acme-bio", order_id="o2",
+                             resources=second, now=T0)
+        inside = read_current(session.connection(), SITE_A, "Task", _task(second)["id"])
+        assert inside is not None and inside.version_id == 1  # written when the block ended
+    with engine.connect() as conn:
+        v1 = read_current(conn, SITE_A, "Task", _task(first)["id"])
+        v2 = read_current(conn, SITE_A, "Task", _task(second)["id"])
+    # one stamp each, in call order, as two save_translation calls give
+    assert v1 is not None and v2 is not None and v1.last_updated_us < v2.last_updated_us
+
+
+def test_deferred_writes_are_dropped_when_the_block_raises(engine):
+    with pytest.raises(RuntimeError), write_session(engine) as session:
+        with deferred_writes(session):
+            save_translation(session, site_id="site-a", manufacturer_id="acme-bio", order_id="o1",
+                             resources=order_resources("o1"), now=T0)
+            raise RuntimeError("refused")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(FhirResourceVersion)).scalar_one() == 0

@@ -86,3 +86,26 @@ def test_without_a_transaction_writes_go_through_sqlalchemy_and_are_not_committe
         conn.rollback()
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(_O)).scalar() == 0
+
+
+def test_several_statements_at_once_write_in_order_and_conflicts_are_integrity_errors(engine, monkeypatch):
+    bump = {"k_pk": 0, "k_seq": 7, "k_state": {"y": 2}}
+    with write_session(engine) as session:
+        conn = session.connection()
+        pk = prepared_sql.fetch_rows(conn, _INSERT, _order("first"))[0].id
+        calls: list[str] = []
+        if engine.dialect.name == "postgresql":  # one pipeline: executemany is not called per statement
+            monkeypatch.setattr(prepared_sql, "executemany", lambda *a: calls.append("executemany"))
+        prepared_sql.executemany_all(conn, [(_O.insert(), [_order("p1"), _order("p2")]), (_BUMP, []),
+                                            (_BUMP, [{**bump, "k_pk": pk}])])
+        monkeypatch.undo()
+        assert calls == []
+        rows = {r.id: r for r in (prepared_sql.fetch_rows(conn, _SELECT, {"o": o})[0] for o in ("p1", "p2"))}
+        assert len(rows) == 2
+    assert (_read_back(engine, "first").last_sequence, _read_back(engine, "first").state) == (7, {"y": 2})
+    with pytest.raises(sa.exc.IntegrityError), write_session(engine) as session:
+        prepared_sql.executemany_all(session.connection(), [(_BUMP, [{**bump, "k_pk": pk}]),
+                                                            (_O.insert(), [_order("p1")])])
+    with engine.connect() as conn:  # the failed transaction left nothing behind
+        assert conn.execute(sa.select(sa.func.count()).select_from(_O)).scalar() == 3
+        assert _read_back(engine, "first").last_sequence == 7
