@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mappings.fhir.codes import TASK_CODE_SYSTEM, TASK_INPUT_SYSTEM
+from mappings.fhir.codes import TASK_CODE_SYSTEM
 from mappings.fhir.model import profile_meta, validated
+from mappings.fhir.order import build_task_input
 from mappings.ids import GATEWAY_BASE, order_system, resource_id
 from mappings.site_request import SiteRequestState
 
@@ -74,15 +75,8 @@ class RequestInput:
     string: str | None = None
 
     def as_fhir(self) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "type": {"coding": [{"system": TASK_INPUT_SYSTEM, "code": self.code, "display": self.text}],
-                     "text": self.text}
-        }
-        if self.date_time is not None:
-            item["valueDateTime"] = self.date_time
-        else:
-            item["valueString"] = self.string or ""
-        return item
+        return build_task_input(self.code, self.text, text=self.text, date_time=self.date_time,
+                                string=self.string)
 
 
 def build_request_task(
