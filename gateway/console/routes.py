@@ -135,10 +135,23 @@ def _one(form: dict[str, list[str]], name: str) -> str | None:
 
 
 Handler = Callable[[Request, ConsoleSession, dict[str, list[str]]], Awaitable[Response]]
+#: Who may use a page: None lets the session in, else the refusal (a 403 page).
+Gate = Callable[[Request, ConsoleSession], Response | None]
 
 
-async def _post(request: Request, handler: Handler) -> Response:
-    """A signed-in POST: the form must parse and carry the session's CSRF token (else 403)."""
+async def _signed_in(request: Request, gate: Gate | None = None) -> ConsoleSession | Response:
+    """A page's session, or the response that turns the visitor away: without a (still valid) session
+    the sign-in page, with one that ``gate`` refuses its 403 page."""
+    session = await _session(request)
+    if session is None:
+        return _to_sign_in()
+    refused = gate(request, session) if gate is not None else None
+    return session if refused is None else refused
+
+
+async def _post(request: Request, handler: Handler, gate: Gate | None = None) -> Response:
+    """A signed-in POST: the form must parse and carry the session's CSRF token (else 403), then ``gate``
+    must let the session in; ``handler`` answers."""
     session = await _session(request)
     form = await _form(request)  # None: not an urlencoded UTF-8 form, so it carries no CSRF token either
     expected = _keys(request).csrf_token(session) if session else None
@@ -147,6 +160,9 @@ async def _post(request: Request, handler: Handler) -> Response:
         return _error(request, session, 403, "Forbidden",
                       "The form's security token is missing, wrong or from an ended session: "
                       "reload the page (sign in again if asked) and retry.")
+    refused = gate(request, session) if gate is not None else None
+    if refused is not None:
+        return refused
     return await handler(request, session, form)
 
 
@@ -259,12 +275,9 @@ def _recent_orders(engine: Any, principal: Principal,
 
 @router.get("")
 async def home(request: Request) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_sign_in()
-    refused = _may_read_orders(request, session)
-    if refused is not None:
-        return refused
+    session = await _signed_in(request, _may_read_orders)
+    if isinstance(session, Response):
+        return session
     raw = request.query_params.get("before")
     match = _CURSOR.match(raw) if raw is not None else None
     if raw is not None and match is None:
@@ -277,9 +290,6 @@ async def home(request: Request) -> Response:
 
 
 async def _search(request: Request, session: ConsoleSession, form: dict[str, list[str]]) -> Response:
-    refused = _may_read_orders(request, session)
-    if refused is not None:
-        return refused
     query = _one(form, "q")
     if query is None or not query.strip():
         return _page(request, session, "search.html", 400, query="", result=None,
@@ -298,17 +308,14 @@ async def _search(request: Request, session: ConsoleSession, form: dict[str, lis
 
 @router.post("/search")
 async def search(request: Request) -> Response:
-    return await _post(request, _search)
+    return await _post(request, _search, _may_read_orders)
 
 
 @router.get("/orders/{order_id}")
 async def order_timeline(request: Request, order_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_sign_in()
-    refused = _may_read_orders(request, session)
-    if refused is not None:
-        return refused
+    session = await _signed_in(request, _may_read_orders)
+    if isinstance(session, Response):
+        return session
     manufacturer_id = request.query_params.get("manufacturer_id")
     try:
         order_id = _IDENTIFIER.validate_python(order_id)
@@ -356,12 +363,9 @@ def _queues_page(request: Request, session: ConsoleSession, status: int = 200,
 
 @router.get("/outbox")
 async def outbox(request: Request) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_sign_in()
-    refused = _admin_only(request, session)
-    if refused is not None:
-        return refused
+    session = await _signed_in(request, _admin_only)
+    if isinstance(session, Response):
+        return session
     destination = request.query_params.get("destination") or None
     if destination is not None and (len(destination) > 200 or "\x00" in destination):
         return _error(request, session, 400, "Bad request", "destination: at most 200 characters, no NUL.")
@@ -404,38 +408,38 @@ def _act(request: Request, session: ConsoleSession, ids: list[int], action: str,
     return _queues_page(request, session, 200, notices)
 
 
-async def _retry(request: Request, session: ConsoleSession, form: dict[str, list[str]]) -> Response:
-    refused = _admin_only(request, session)
-    if refused is not None:
-        return refused
+async def _dead_letter_form(request: Request, session: ConsoleSession, form: dict[str, list[str]],
+                            action: str) -> Response:
+    """A dead-letter form (``action``: retry or skip): the selected messages (else the queues page with
+    why, 400); a skip also needs a reason."""
     ids = _selected(form)
     if isinstance(ids, str):
         return await run_in_threadpool(_queues_page, request, session, 400, [ids])
-    return await run_in_threadpool(_act, request, session, ids, "retry", None)
+    reason = None
+    if action == "skip":
+        reason = (_one(form, "reason") or "").strip()
+        if not reason or len(reason) > MAX_REASON:
+            return await run_in_threadpool(_queues_page, request, session, 400,
+                                           [f"Skipping needs a reason (1 to {MAX_REASON} characters)."])
+    return await run_in_threadpool(_act, request, session, ids, action, reason)
+
+
+async def _retry(request: Request, session: ConsoleSession, form: dict[str, list[str]]) -> Response:
+    return await _dead_letter_form(request, session, form, "retry")
 
 
 async def _skip(request: Request, session: ConsoleSession, form: dict[str, list[str]]) -> Response:
-    refused = _admin_only(request, session)
-    if refused is not None:
-        return refused
-    ids = _selected(form)
-    reason = (_one(form, "reason") or "").strip()
-    if isinstance(ids, str):
-        return await run_in_threadpool(_queues_page, request, session, 400, [ids])
-    if not reason or len(reason) > MAX_REASON:
-        return await run_in_threadpool(_queues_page, request, session, 400,
-                                       [f"Skipping needs a reason (1 to {MAX_REASON} characters)."])
-    return await run_in_threadpool(_act, request, session, ids, "skip", reason)
+    return await _dead_letter_form(request, session, form, "skip")
 
 
 @router.post("/outbox/retry")
 async def outbox_retry(request: Request) -> Response:
-    return await _post(request, _retry)
+    return await _post(request, _retry, _admin_only)
 
 
 @router.post("/outbox/skip")
 async def outbox_skip(request: Request) -> Response:
-    return await _post(request, _skip)
+    return await _post(request, _skip, _admin_only)
 
 
 # ----------------------------------------------------------------------------- alerts (admin)
@@ -450,19 +454,13 @@ def _alerts_page(request: Request, session: ConsoleSession, status: int = 200,
 
 @router.get("/alerts")
 async def alerts(request: Request) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_sign_in()
-    refused = _admin_only(request, session)
-    if refused is not None:
-        return refused
+    session = await _signed_in(request, _admin_only)
+    if isinstance(session, Response):
+        return session
     return await run_in_threadpool(_alerts_page, request, session)
 
 
 async def _acknowledge(request: Request, session: ConsoleSession, form: dict[str, list[str]]) -> Response:
-    refused = _admin_only(request, session)
-    if refused is not None:
-        return refused
     alert_id = _int_param(request.path_params["alert_id"], 2**31 - 1)
     note = (_one(form, "note") or "").strip()
     if alert_id is None:
@@ -479,7 +477,7 @@ async def _acknowledge(request: Request, session: ConsoleSession, form: dict[str
 
 @router.post("/alerts/{alert_id}/ack")
 async def alert_ack(request: Request, alert_id: str) -> Response:
-    return await _post(request, _acknowledge)
+    return await _post(request, _acknowledge, _admin_only)
 
 
 # ----------------------------------------------------------------------------- profile dry-run
@@ -493,9 +491,9 @@ def _may_dry_run(principal: Principal, site_id: str) -> bool:
 
 @router.get("/sites/{site_id}/dry-run")
 async def dry_run_page(request: Request, site_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_sign_in()
+    session = await _signed_in(request)
+    if isinstance(session, Response):
+        return session
     context = _context(request)
     if not _may_dry_run(session.principal, site_id) or site_id not in context.profiles:
         return _not_found(request, session, "No such site.")

@@ -211,39 +211,48 @@ def get_message(session: Session, message_id: int) -> OutboxMessage:
     return message
 
 
+def _message_in(session: Session, message_id: int, states: tuple[MessageState, MessageState], *, verb: str,
+                code: str) -> OutboxMessage:
+    """Message ``message_id`` if it is in one of ``states``, else ``409 code`` ("only <states> messages
+    can be <verb>"): what an operator may act on."""
+    message = get_message(session, message_id)
+    if message.state not in states:
+        raise Conflict(f"message {message_id} is {message.state}; "
+                       f"only {states[0]} or {states[1]} messages can be {verb}", code=code)
+    return message
+
+
+def _committed(session: Session, message: OutboxMessage) -> OutboxMessage:
+    """Commit an operator's change to ``message`` and return it as stored."""
+    session.add(message)
+    session.commit()
+    session.refresh(message)
+    return message
+
+
 def replay(session: Session, message_id: int, *, now: datetime) -> OutboxMessage:
     """Put a dead-lettered or skipped message back at its place in the queue (same control id).
 
     It keeps its id, so it is delivered before anything queued after it: FIFO holds for replays.
     """
-    message = get_message(session, message_id)
-    if message.state not in (MessageState.dead, MessageState.skipped):
-        raise Conflict(f"message {message_id} is {message.state}; "
-                       "only dead or skipped messages can be replayed", code="not-replayable")
+    message = _message_in(session, message_id, (MessageState.dead, MessageState.skipped), verb="replayed",
+                          code="not-replayable")
     message.state = MessageState.pending
     message.next_attempt_at = now
     message.finished_at = None
-    session.add(message)
-    session.commit()
-    session.refresh(message)
-    return message
+    return _committed(session, message)
 
 
 def skip(session: Session, message_id: int, *, reason: str, now: datetime) -> OutboxMessage:
     """Take a pending or dead message out of the queue for good, recording who-knows-why."""
     if not reason.strip():
         raise Conflict("a reason is required to skip a message", code="reason-required")
-    message = get_message(session, message_id)
-    if message.state not in (MessageState.pending, MessageState.dead):
-        raise Conflict(f"message {message_id} is {message.state}; "
-                       "only pending or dead messages can be skipped", code="not-skippable")
+    message = _message_in(session, message_id, (MessageState.pending, MessageState.dead), verb="skipped",
+                          code="not-skippable")
     message.state = MessageState.skipped
     message.skip_reason = reason
     message.finished_at = now
-    session.add(message)
-    session.commit()
-    session.refresh(message)
-    return message
+    return _committed(session, message)
 
 
 def iso_utc(value: datetime) -> str:

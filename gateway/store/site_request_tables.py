@@ -12,7 +12,9 @@ when two copies arrive at once; NULL for FHIR requests, which are never deduplic
 received) may hold patient data: it is stored, never logged and never listed.
 
 The index ``ix_cgt_order_site_order`` on ``cgt_order (site_id, order_id)`` serves the look-up of an
-order among one site's orders (a site names the order by the id the gateway sent it).
+order among one site's orders (a site names the order by the id the gateway sent it);
+``ix_cgt_order_site_order_number`` on ``cgt_order (site_id, site_order_number)`` the same look-up by the
+site's own order number (migration ``0012``).
 """
 
 from __future__ import annotations
@@ -95,3 +97,5 @@ SITE_REQUEST_TRANSITIONS: sa.Table = SiteRequestTransitionRow.__table__  # type:
 _ORDERS: sa.Table = OrderRow.__table__  # type: ignore[attr-defined]
 if "ix_cgt_order_site_order" not in {index.name for index in _ORDERS.indexes}:
     sa.Index("ix_cgt_order_site_order", _ORDERS.c.site_id, _ORDERS.c.order_id)
+if "ix_cgt_order_site_order_number" not in {index.name for index in _ORDERS.indexes}:
+    sa.Index("ix_cgt_order_site_order_number", _ORDERS.c.site_id, _ORDERS.c.site_order_number)

@@ -16,7 +16,7 @@ Scopes: ``system/Subscription.c`` / ``.r`` / ``.s`` / ``.d``, ``system/Basic.r``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
@@ -175,16 +175,24 @@ def search_subscriptions(request: Request, principal: Principal = Depends(curren
     )
 
 
+def _own_subscription(
+    subscription_id: str, request: Request, principal: Principal = Depends(current_principal)
+) -> Any:
+    """A route dependency: the caller's Subscription ``subscription_id`` (another site's: 404), once the
+    response format is checked; what the reads that take no parameters but ``_format`` answer from."""
+    check_format(request)
+    return store.find(_context(request).engine, _owner(principal), subscription_id)
+
+
+_OwnSubscription = Annotated[Any, Depends(_own_subscription)]
+
+
 @router.get(
     "/Subscription/{subscription_id}",
     name="fhir_read_subscription",
     dependencies=[needs("system/Subscription.r")],
 )
-def read_subscription_route(
-    subscription_id: str, request: Request, principal: Principal = Depends(current_principal)
-) -> Response:
-    check_format(request)
-    row = store.find(_context(request).engine, _owner(principal), subscription_id)
+def read_subscription_route(row: _OwnSubscription) -> Response:
     return fhir_response(_resource(row), headers={"ETag": f'W/"{row.version_id}"'})
 
 
@@ -193,13 +201,8 @@ def read_subscription_route(
     name="fhir_subscription_status",
     dependencies=[needs("system/Subscription.r")],
 )
-def subscription_status(
-    subscription_id: str, request: Request, principal: Principal = Depends(current_principal)
-) -> Response:
-    check_format(request)
-    context = _context(request)
-    row = store.find(context.engine, _owner(principal), subscription_id)
-    return fhir_response(store.status_bundle(context, row))
+def subscription_status(request: Request, row: _OwnSubscription) -> Response:
+    return fhir_response(store.status_bundle(_context(request), row))
 
 
 def _number(request: Request, name: str) -> int | None:

@@ -12,8 +12,8 @@ from mappings.fhir.parties import identifier
 from mappings.ids import SITE_SYSTEM
 from mappings.profile.schema import SiteProfile
 
-__all__ = ["Period", "TaskInput", "build_service_request", "build_task", "site_order_system",
-           "site_order_identifier"]
+__all__ = ["Period", "TaskInput", "build_task_input", "build_service_request", "build_task",
+           "site_order_system", "site_order_identifier"]
 
 
 def site_order_system(profile: SiteProfile) -> str:
@@ -54,16 +54,26 @@ class TaskInput:
     reference: dict[str, str] | None = None
 
     def as_fhir(self) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "type": {"coding": [{"system": TASK_INPUT_SYSTEM, "code": self.code, "display": self.display}]}
-        }
-        if self.date_time is not None:
-            item["valueDateTime"] = self.date_time
-        elif self.reference is not None:
-            item["valueReference"] = self.reference
-        else:
-            item["valueString"] = self.string or ""
-        return item
+        return build_task_input(self.code, self.display, date_time=self.date_time, reference=self.reference,
+                                string=self.string)
+
+
+def build_task_input(code: str, display: str, *, text: str | None = None, date_time: str | None = None,
+                     reference: dict[str, str] | None = None, string: str | None = None) -> dict[str, Any]:
+    """One ``Task.input`` (or ``output``): its type ``code`` in our cgt-task-input CodeSystem (with
+    ``text`` when given), and one value: ``valueDateTime`` if ``date_time``, else ``valueReference`` if
+    ``reference``, else ``valueString`` (empty when ``string`` is None)."""
+    kind: dict[str, Any] = {"coding": [{"system": TASK_INPUT_SYSTEM, "code": code, "display": display}]}
+    if text is not None:
+        kind["text"] = text
+    item: dict[str, Any] = {"type": kind}
+    if date_time is not None:
+        item["valueDateTime"] = date_time
+    elif reference is not None:
+        item["valueReference"] = reference
+    else:
+        item["valueString"] = string or ""
+    return item
 
 
 def build_service_request(

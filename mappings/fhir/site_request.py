@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mappings.fhir.codes import TASK_CODE_SYSTEM, TASK_INPUT_SYSTEM
+from mappings.fhir.codes import TASK_CODE_SYSTEM
 from mappings.fhir.model import profile_meta, validated
+from mappings.fhir.order import TaskInput, build_task_input
 from mappings.ids import GATEWAY_BASE, order_system, resource_id
 from mappings.site_request import SiteRequestState
 
@@ -65,24 +66,12 @@ def request_task_id(manufacturer_id: str, order_id: str, request_id: str) -> str
 
 
 @dataclass(frozen=True)
-class RequestInput:
-    """One ``Task.input``: a code in our cgt-task-input CodeSystem, its text, and one value."""
-
-    code: str
-    text: str
-    date_time: str | None = None
-    string: str | None = None
+class RequestInput(TaskInput):
+    """One ``Task.input`` of a request Task: a :class:`TaskInput` whose display is also the type's text."""
 
     def as_fhir(self) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "type": {"coding": [{"system": TASK_INPUT_SYSTEM, "code": self.code, "display": self.text}],
-                     "text": self.text}
-        }
-        if self.date_time is not None:
-            item["valueDateTime"] = self.date_time
-        else:
-            item["valueString"] = self.string or ""
-        return item
+        return build_task_input(self.code, self.display, text=self.display, date_time=self.date_time,
+                                reference=self.reference, string=self.string)
 
 
 def build_request_task(

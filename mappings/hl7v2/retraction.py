@@ -28,7 +28,7 @@ from mappings.events import EventRecord
 from mappings.hl7v2 import segments as seg
 from mappings.hl7v2.event_map import ORDER_STATUS_BY_STATUS, Appointment
 from mappings.hl7v2.fields import Segment
-from mappings.hl7v2.render import _common, _Draft, _results_message, finish_drafts
+from mappings.hl7v2.render import Draft, _common, _results_message, finish_drafts
 from mappings.hl7v2.scheduling import pending_appointments, render_siu
 from mappings.hl7v2.segments import COI_CODE
 from mappings.profile.schema import SiteProfile
@@ -89,9 +89,9 @@ def _booked(order: OrderSnapshot) -> dict[Appointment, _Booking]:
 
 
 def _scheduling_corrections(common: seg.Common, before: OrderSnapshot, after: OrderSnapshot,
-                            note: str) -> list[_Draft]:
+                            note: str) -> list[Draft]:
     was, now = _booked(before), _booked(after)
-    drafts: list[_Draft] = []
+    drafts: list[Draft] = []
     kinds: tuple[Appointment, ...] = ("apheresis", "infusion")
     for kind in kinds:
         old, new = was.get(kind), now.get(kind)
@@ -103,7 +103,7 @@ def _scheduling_corrections(common: seg.Common, before: OrderSnapshot, after: Or
         else:
             trigger, (start, end) = ("S12" if old is None else "S13"), new
         segments = render_siu(common, kind, trigger, start=start, end=end, reason=note)
-        drafts.append(_Draft(f"SIU^{trigger}", "SIU_S12", segments))
+        drafts.append(Draft(f"SIU^{trigger}", "SIU_S12", segments))
     return drafts
 
 
@@ -141,7 +141,7 @@ def render_retraction_messages(
     segments.append(seg.build_nte(common, 1, note, "L", "1R"))
     if settings.coi_location == "OBX":
         segments.append(seg.build_coi_obx(common, 1))
-    drafts = [_Draft(settings.order_message, "OML_O21" if oml else "ORM_O01", segments)]
+    drafts = [Draft(settings.order_message, "OML_O21" if oml else "ORM_O01", segments)]
     data = typed_data(retracted)
     if settings.results and data is not None:
         # The results as first sent (their observation times), with the order's recomputed status.
