@@ -4,7 +4,9 @@
 subject (an order, or a site certification), it inserts an ``open`` row for each new condition (the
 unique constraint ``(subject, kind, condition_key)`` makes a concurrent or repeated raise a no-op),
 and resolves the ``open``/``acknowledged`` rows whose condition no longer holds.  A resolved alert
-stays resolved (one alert per condition, never two).
+stays resolved (one alert per condition, never two), so an evaluation whose clock is earlier than an
+alert's ``raised_at`` (a host behind the one that raised it) never resolves it: it waits for a pass at or
+after that time.
 
 Each raise and resolve, in the same transaction:
 
@@ -147,6 +149,12 @@ def sync_alerts(
         )
     for stored in existing:
         if stored.state == "resolved" or (stored.kind, stored.condition_key) in holding:
+            continue
+        if as_utc(stored.raised_at) > as_utc(now):
+            # Raised by a host whose clock is ahead of this one: by this clock a time-driven condition
+            # (overdue, expiring) may not hold *yet*, which is not its clearing.  Resolving it here would
+            # close it for good (one alert per condition), so it waits for a pass at or after its raise
+            # time, when the conditions computed are no earlier than the ones that raised it.
             continue
         conn.execute(_RESOLVE, {"pk": stored.id, "resolved_at": now})
         resolved: dict[str, Any] = {**stored._asdict(), "state": "resolved", "resolved_at": now}

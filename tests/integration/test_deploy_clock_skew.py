@@ -1,7 +1,8 @@
 """What ``docs/deploy.md`` ("Clocks: what needs them synchronized") says about hosts whose clocks differ,
 each shown on a real database with two clocks: a lease is taken over by a host more than half a lease
 ahead; ``meta.lastUpdated`` stays monotonic when a host is behind; an alert raised by a host ahead is
-resolved by a host behind and not raised again; an access token ends early on a host ahead."""
+left open by a host behind (it never resolves an alert raised after its own clock); an access token
+ends early on a host ahead."""
 
 from __future__ import annotations
 
@@ -69,20 +70,40 @@ def two_hosts(settings: Settings, engine: sa.Engine) -> Iterator[tuple[Gateway, 
     behind.close()
 
 
-def test_an_alert_raised_by_a_host_ahead_is_resolved_by_one_behind_and_not_raised_again(
+def test_an_alert_raised_by_a_host_ahead_is_not_resolved_by_one_behind(
     two_hosts: tuple[Gateway, Gateway],
 ) -> None:
     ahead, behind = two_hosts
     play(ahead, "evt-001", "evt-002", "evt-003", "evt-004", "evt-005")  # collected 17:10Z, then in transit
     ahead.clock.set(_at("2026-03-14T17:20:00Z"))  # 48 h 10 min after collection: overdue by this clock
     behind.clock.set(_at("2026-03-14T17:00:00Z"))  # 20 minutes behind: not yet overdue by this one
-    assert len(ahead.scheduler.tick().changed) == 1
-    assert len(behind.scheduler.tick().changed) == 1  # resolved
+    assert len(ahead.scheduler.tick().changed) == 1  # raised
+    assert behind.scheduler.tick().changed == []  # not overdue by its clock, but raised after it: left open
+    [alert] = by_kind(behind.alerts(), "shipment-overdue")
+    assert alert["state"] == "open" and alert["resolved_at"] is None
     ahead.clock.advance(minutes=5)
     behind.clock.advance(minutes=25)  # both clocks now past the deadline
     assert ahead.scheduler.tick().changed == [] and behind.scheduler.tick().changed == []
     [alert] = by_kind(ahead.alerts(), "shipment-overdue")
-    assert alert["state"] == "resolved"  # although the material is still overdue
+    assert alert["state"] == "open"  # the material is still overdue, and the alert says so
+
+
+def test_a_host_behind_resolves_a_cleared_alert_once_its_clock_passes_the_raise_time(
+    two_hosts: tuple[Gateway, Gateway],
+) -> None:
+    ahead, behind = two_hosts
+    play(ahead, "evt-001", "evt-002", "evt-003", "evt-004", "evt-005")
+    ahead.clock.set(_at("2026-03-14T17:20:00Z"))
+    behind.clock.set(_at("2026-03-14T17:00:00Z"))
+    assert len(ahead.scheduler.tick().changed) == 1  # raised at 17:20 by the host ahead
+    play(behind, "evt-006")  # received at manufacturing, accepted by the host behind (its clock at 17:00)
+    [alert] = by_kind(behind.alerts(), "shipment-overdue")
+    assert alert["state"] == "open"  # not resolved by a clock earlier than its raise time
+    behind.clock.set(_at("2026-03-14T17:21:00Z"))  # its clock passes the raise time
+    assert len(behind.scheduler.tick().changed) == 1  # now the cleared condition resolves it
+    [alert] = by_kind(ahead.alerts(), "shipment-overdue")
+    assert alert["state"] == "resolved" and alert["resolved_at"] == "2026-03-14T17:21:00Z"
+    assert behind.scheduler.tick().changed == [] and ahead.scheduler.tick().changed == []
 
 
 def test_an_access_token_ends_early_on_a_host_ahead(engine: sa.Engine, settings: Settings) -> None:
