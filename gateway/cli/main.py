@@ -66,7 +66,7 @@ def serve(
                             "1 needs PostgreSQL")] = None,
 ) -> None:
     """Migrate the database, load every site profile, and serve the API (with a delivery worker)."""
-    from gateway.cli.serve_processes import engine_for, refusal
+    from gateway.cli.serve_processes import engine_for, process_services, refusal
 
     if processes is not None and processes < 1:
         typer.echo(f"cannot serve: --processes must be at least 1, not {processes}", err=True)
@@ -89,15 +89,16 @@ def serve(
 
     engine = engine_for(settings)
     migrate(engine)
-    try:
-        application = create_app(settings, engine=engine, listen=True)  # + the sites' MLLP listeners
+    try:  # + the sites' MLLP listeners; the worker, heartbeats and alert scheduler run in its lifespan,
+        # so a SIGTERM (uvicorn's graceful shutdown) stops them and gives the worker's leases back
+        application = create_app(settings, engine=engine, listen=True, services=process_services(settings))
     except ValueError as exc:  # ProfileInvalid lists every problem as file:line: field: reason
         typer.echo(f"cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
+    if settings.serve_delivery_worker:
+        _check_delivery(settings, engine, application)
     configure_logging(settings.log_level)
     demo_peer = start_demo_peer_thread(settings) if with_demo_peer else None
-    stop_worker = _start_worker(settings, engine, application) if settings.serve_delivery_worker else None
-    stop_alerts = _start_alert_scheduler(application)  # issue 16: milestone alerts (alerts_enabled)
     try:
         uvicorn.run(
             application,
@@ -108,12 +109,8 @@ def serve(
             **uvicorn_options(settings),  # loop, HTTP parser with read deadlines, concurrency limit
         )
     finally:
-        if stop_worker is not None:
-            stop_worker()
         if demo_peer is not None:
             demo_peer.stop()
-        if stop_alerts is not None:
-            stop_alerts()
 
 
 def _serve_processes(settings, overrides, with_demo_peer: bool) -> None:  # type: ignore[no-untyped-def]
@@ -128,7 +125,6 @@ def _serve_processes(settings, overrides, with_demo_peer: bool) -> None:  # type
         mllp_bind_problem,
         run_processes,
     )
-    from gateway.delivery.senders import DeliveryConfigError, build_delivery_worker
     from gateway.logging_config import configure_logging
     from gateway.store.db import migrate
 
@@ -141,11 +137,7 @@ def _serve_processes(settings, overrides, with_demo_peer: bool) -> None:  # type
             typer.echo(f"cannot start: {exc}", err=True)
             raise typer.Exit(1) from None
         if settings.serve_delivery_worker:
-            try:
-                build_delivery_worker(settings, engine, application.state.context.profiles)
-            except DeliveryConfigError as exc:
-                typer.echo(f"cannot start the delivery worker: {exc}", err=True)
-                raise typer.Exit(1) from None
+            _check_delivery(settings, engine, application)
         problem = mllp_bind_problem(application) if settings.inbound_mllp_enabled else None
         if problem is not None:
             typer.echo(f"cannot start: {problem}", err=True)
@@ -166,28 +158,16 @@ def _serve_processes(settings, overrides, with_demo_peer: bool) -> None:  # type
         raise typer.Exit(status)
 
 
-def _start_alert_scheduler(application):  # type: ignore[no-untyped-def]
-    """The milestone alert scheduler on its own thread (None when ``alerts_enabled`` is false)."""
-    from gateway.alerts.scheduler import AlertScheduler
-
-    context = application.state.context
-    return AlertScheduler(context).run_in_thread() if context.settings.alerts_enabled else None
-
-
-def _start_worker(settings, engine, application):  # type: ignore[no-untyped-def]
-    """The in-process delivery worker on its own thread and event loop; returns its stop function."""
+def _check_delivery(settings, engine, application) -> None:  # type: ignore[no-untyped-def]
+    """Build the delivery worker once, so that a bad delivery configuration stops ``serve`` before it
+    listens (exit 1, naming the problem) rather than in the app's lifespan."""
     from gateway.delivery.senders import DeliveryConfigError, build_delivery_worker
 
     try:
-        delivery = build_delivery_worker(settings, engine, application.state.context.profiles)
+        build_delivery_worker(settings, engine, application.state.context.profiles)
     except DeliveryConfigError as exc:
         typer.echo(f"cannot start the delivery worker: {exc}", err=True)
         raise typer.Exit(1) from None
-    stop_delivery = delivery.run_in_thread()
-    from gateway.subscriptions.heartbeat import HeartbeatScheduler  # issue 16: subscription heartbeats
-
-    stop_heartbeats = HeartbeatScheduler(engine, settings).run_in_thread()
-    return lambda: (stop_heartbeats(), stop_delivery())
 
 
 @app.command()
