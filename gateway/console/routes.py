@@ -34,6 +34,7 @@ from gateway.console.session import (
     ConsoleSession,
     SessionKeys,
     allows,
+    end_session,
     role_of,
     still_valid,
     token_kind,
@@ -238,7 +239,8 @@ async def sign_in(request: Request) -> Response:
 
 
 async def _sign_out(request: Request, session: ConsoleSession, form: dict[str, list[str]]) -> Response:
-    _keys(request).end(session, _context(request).now())
+    context = _context(request)
+    await run_in_threadpool(end_session, session, context.engine, context.now())
     response = _redirect(f"{PATH}/sign-in")
     response.delete_cookie(SESSION_COOKIE, path=PATH, httponly=True, samesite="strict",
                            secure=_secure(request))

@@ -8,13 +8,14 @@ matching API routes need (:func:`allows`: ``orders.read`` to read orders, ``admi
 and alerts); a static token holds every scope its role allows.  The cookie is ``HttpOnly``,
 ``SameSite=Strict``, ``Path=/console`` and ``Secure`` when ``public_base_url`` is https.
 
-Signing out deletes the cookie and remembers the session's nonce in this process until the session
-would have expired, so a copy of the cookie is refused too (until a restart).  Every request
-re-checks the signature and the expiry, and (in the thread pool, see
-:func:`still_valid`) that a configured token is still configured with the same role and that an
-``api_client`` token is not revoked (and static tokens are still on): revoking a token ends its
-console sessions at their next request.  An OAuth access token is checked at sign-in only; its session
-lasts at most ``oauth_access_token_lifetime_s`` (the token's own lifetime).
+Signing out deletes the cookie and stores the session's nonce (``console_signed_out``, until the
+session would have expired: :func:`end_session`), so a copy of the cookie is refused too, by every
+process and host (``serve --processes N``).  Every request re-checks the signature and the expiry, and
+(in the thread pool, see :func:`still_valid`) that the session was not signed out, that a configured
+token is still configured with the same role and that an ``api_client`` token is not revoked (and
+static tokens are still on): revoking a token ends its console sessions at their next request.  An
+OAuth access token is checked at sign-in only; its session lasts at most
+``oauth_access_token_lifetime_s`` (the token's own lifetime).
 
 CSRF: every form carries ``csrf``, the HMAC of the session's nonce (synchroniser token, derived, so
 nothing is stored); the sign-in form, before any session exists, carries the HMAC of a random
@@ -28,9 +29,8 @@ import base64
 import hashlib
 import hmac
 import secrets
-import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 import orjson
@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 
 from gateway.auth import Principal
 from gateway.config import Settings
+from gateway.console.tables import SignedOutRow
 from gateway.store.tables import ApiClientRow
 
 __all__ = [
@@ -50,13 +51,13 @@ __all__ = [
     "scopes_of",
     "allows",
     "still_valid",
+    "end_session",
     "token_kind",
 ]
 
 SESSION_COOKIE = "cgt_console"
 SIGNIN_COOKIE = "cgt_console_signin"
 TokenKind = Literal["configured", "client", "other"]
-MAX_ENDED = 10_000  # signed-out sessions remembered per process
 # a cookie of ours is a few hundred bytes (more with many OAuth scopes); browsers keep 4096
 _MAX_COOKIE = 3800
 
@@ -106,8 +107,6 @@ class SessionKeys:
             raise ValueError("the console session key must be at least 32 bytes")
         self._key = key
         self.ttl_s = ttl_s
-        self._ended: dict[str, int] = {}  # nonce -> expiry of sessions signed out here (this process)
-        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionKeys:
@@ -153,20 +152,9 @@ class SessionKeys:
             return None
         if session.token_kind not in ("configured", "client", "other"):
             return None
-        if session.expires_at <= now.timestamp() or session.nonce in self._ended:
+        if session.expires_at <= now.timestamp():
             return None
         return session
-
-    def end(self, session: ConsoleSession, now: datetime) -> None:
-        """Sign-out: refuse this session's cookie from now on, even if a copy of it is presented
-        (held in memory until the session would have expired; at most MAX_ENDED at once)."""
-        with self._lock:
-            if len(self._ended) >= MAX_ENDED:
-                clock = now.timestamp()
-                self._ended = {n: e for n, e in self._ended.items() if e > clock}
-                while len(self._ended) >= MAX_ENDED:  # still full: forget the soonest to expire
-                    del self._ended[min(self._ended, key=self._ended.__getitem__)]
-            self._ended[session.nonce] = session.expires_at
 
     # ---------------------------------------------------------------- CSRF
 
@@ -195,10 +183,27 @@ def token_kind(token_sha256: str, settings: Settings, engine: Engine) -> TokenKi
         return "client" if conn.execute(_ACTIVE, {"digest": token_sha256}).first() is not None else "other"
 
 
+_S = SignedOutRow.__table__  # type: ignore[attr-defined]
+_SIGNED_OUT = sa.select(sa.literal(1)).select_from(_S).where(_S.c.nonce == sa.bindparam("nonce"))
+
+
+def end_session(session: ConsoleSession, engine: Engine, now: datetime) -> None:
+    """Sign-out (blocking: run it in the thread pool): every process refuses this session's cookie from
+    now on, even a copy of it, until it would have expired; sessions past their expiry are forgotten."""
+    expires_at = datetime.fromtimestamp(session.expires_at, UTC)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(_S).where(_S.c.expires_at <= now))
+        if conn.execute(_SIGNED_OUT, {"nonce": session.nonce}).first() is None:
+            conn.execute(sa.insert(_S).values(nonce=session.nonce, expires_at=expires_at))
+
+
 def still_valid(session: ConsoleSession, settings: Settings, engine: Engine) -> bool:
-    """The token behind ``session`` still grants the same role (blocking: run it in the thread pool).
-    Tokens of kind ``other`` (OAuth access tokens) were checked at sign-in; their sessions last at most
-    ``oauth_access_token_lifetime_s`` (see the sign-in route)."""
+    """The session was not signed out, and the token behind it still grants the same role (blocking:
+    run it in the thread pool).  Tokens of kind ``other`` (OAuth access tokens) were checked at sign-in;
+    their sessions last at most ``oauth_access_token_lifetime_s`` (see the sign-in route)."""
+    with engine.connect() as conn:
+        if conn.execute(_SIGNED_OUT, {"nonce": session.nonce}).first() is not None:
+            return False
     role = role_of(session.principal)
     if session.token_kind in ("configured", "client") and not getattr(settings, "static_tokens", True):
         return False  # static tokens switched off (issue 14): their sessions end too

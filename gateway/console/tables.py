@@ -1,5 +1,6 @@
-"""The console's schema (migration ``0009_console``): an operator's acknowledgement of a delivery alert,
-and the indexes its search needs on other parts' tables.
+"""The console's schema (migrations ``0009_console``, ``0013_console_signed_out``): an operator's
+acknowledgement of a delivery alert, the sessions signed out, and the indexes its search needs on other
+parts' tables.
 
 An alert (``delivery_alert``, written by the delivery worker) is *open* until a row here names it;
 the row keeps who acknowledged it, when, and their note.  One acknowledgement per alert (primary key).
@@ -19,7 +20,7 @@ from sqlmodel import Field, SQLModel
 from gateway.delivery.outbox import OutboxMessage
 from gateway.store.tables import OrderRow, PatientCoiRow
 
-__all__ = ["AlertAckRow", "SEARCH_INDEXES"]
+__all__ = ["AlertAckRow", "SignedOutRow", "SEARCH_INDEXES"]
 
 
 class AlertAckRow(SQLModel, table=True):
@@ -30,6 +31,17 @@ class AlertAckRow(SQLModel, table=True):
     acknowledged_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
     acknowledged_by: str = Field(sa_type=sa.String(200))  # the signed-in client's name (no token)
     note: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+
+
+class SignedOutRow(SQLModel, table=True):
+    """A console session signed out (migration ``0013_console_signed_out``): its cookie's nonce, refused
+    by every process and host until the session would have expired (then the row may go)."""
+
+    __tablename__ = "console_signed_out"
+
+    nonce: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    expires_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False,
+                                                     index=True))
 
 
 SEARCH_INDEXES = (

@@ -8,7 +8,7 @@ import base64
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,8 +20,9 @@ from gateway.auth import Principal, create_token
 from gateway.bootstrap import create_app
 from gateway.config import Settings, load_settings, parse_role
 from gateway.console.session import SESSION_COOKIE
+from gateway.console.tables import SignedOutRow
 from gateway.delivery.outbox import MessageState
-from gateway.store.tables import ApiClientRow
+from gateway.store.tables import ApiClientRow, as_utc
 from tests.conftest import ACME, ACME_COI, NOVA, TestClient, nova_order_body, order_body
 from tests.console_support import csrf_of, post_form, sign_in
 from tests.integration.test_delivery_support import messages, write_config
@@ -117,6 +118,29 @@ def test_sign_out_ends_the_session_even_for_a_copied_cookie(app_client: TestClie
     assert 'max-age=0' in _set_cookie(response).lower()
     app_client.cookies.set(SESSION_COOKIE, copy, path="/console")
     assert app_client.get("/console", follow_redirects=False).status_code == 303
+
+
+def test_a_sign_out_on_one_process_ends_the_session_on_every_other(queued: Settings, engine: Engine) -> None:
+    """Two apps on one database with one session key stand for two ``serve`` processes (or hosts): a
+    cookie signed out on one is refused by the other; the rows of expired sessions are forgotten."""
+    shared = queued.model_copy(update={"console_session_key": "k" * 40})
+    with TestClient(create_app(shared, engine=engine), raise_server_exceptions=False) as one, \
+            TestClient(create_app(shared, engine=engine), raise_server_exceptions=False) as other:
+        _signed_in(one, "demo-site-a-token")
+        copy = one.cookies[SESSION_COOKIE]
+        other.cookies.set(SESSION_COOKIE, copy, path="/console")
+        assert other.get("/console", follow_redirects=False).status_code == 200  # the same session
+        assert post_form(one, "/console/sign-out", {}).status_code == 303
+        assert other.get("/console", follow_redirects=False).headers["location"] == "/console/sign-in"
+        signed_out = SignedOutRow.__table__  # type: ignore[attr-defined]
+        with engine.begin() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(signed_out)).scalar_one() == 1
+            conn.execute(sa.update(signed_out).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        _signed_in(other, "demo-site-a-token")
+        assert post_form(other, "/console/sign-out", {}).status_code == 303
+        with engine.connect() as conn:  # the expired one is gone, the new one is kept
+            rows = conn.execute(sa.select(signed_out.c.expires_at)).all()
+        assert len(rows) == 1 and as_utc(rows[0].expires_at) > datetime.now(UTC)
 
 
 def test_revoking_a_token_ends_its_console_sessions(app_client: TestClient, queued: Settings,
