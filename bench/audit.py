@@ -26,8 +26,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.ingest import ACME, _journeys, run_loadgen
+from bench.ingest import ACME, run_loadgen
 from bench.servers import database_urls, gateway_server, reset_postgres
+from bench.workload import loadgen_journeys
 
 __all__ = ["run_audit", "TARGET_RATIO"]
 
@@ -35,12 +36,13 @@ TARGET_RATIO = 1.10
 
 
 def _one_client(port: int, seconds: float, first: int, prefix: str) -> dict[str, Any]:
-    per_journey = len(_journeys(0, 1, "X")[0]["events"]) + 1
+    per_journey = len(loadgen_journeys(0, 1, "X")[0]["events"]) + 1
     run_loadgen({"scenario": "journeys", "port": port, "headers": ACME, "concurrency": 1, "max_seconds": 2,
-                 "max_requests": 2 * per_journey, "journeys": _journeys(first + 90_000, 2, prefix + "W")})
+                 "max_requests": 2 * per_journey,
+                 "journeys": loadgen_journeys(first + 90_000, 2, prefix + "W")})
     return run_loadgen({"scenario": "journeys", "port": port, "headers": ACME, "concurrency": 1,
                         "max_seconds": seconds, "max_requests": 10**9,
-                        "journeys": _journeys(first, int(seconds * 1000 / per_journey) + 1, prefix)})
+                        "journeys": loadgen_journeys(first, int(seconds * 1000 / per_journey) + 1, prefix)})
 
 
 def _in_process(url: str, seconds: float) -> dict[str, Any]:

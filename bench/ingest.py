@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.servers import Server, baseline_server, database_urls, gateway_server, reset_postgres
 from bench.stats import ratio
-from bench.workload import journey_bodies
+from bench.workload import loadgen_journeys
 
 __all__ = ["run_ingest", "run_loadgen"]
 
@@ -40,16 +40,8 @@ def run_loadgen(spec: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
     return result
 
 
-def _journeys(first: int, count: int, prefix: str) -> list[dict[str, Any]]:
-    out = []
-    for n in range(first, first + count):
-        bodies = journey_bodies(n, "site-a" if n % 2 == 0 else "site-b", prefix)
-        out.append({"order_id": bodies.order_id, "order": bodies.order, "events": list(bodies.events)})
-    return out
-
-
 def _drive(server: Server, *, seconds: float, concurrency: int, rate_seconds: float) -> dict[str, Any]:
-    per_journey = len(_journeys(0, 1, "X")[0]["events"]) + 1
+    per_journey = len(loadgen_journeys(0, 1, "X")[0]["events"]) + 1
     run_loadgen(
         {
             "scenario": "journeys",
@@ -58,7 +50,7 @@ def _drive(server: Server, *, seconds: float, concurrency: int, rate_seconds: fl
             "concurrency": 1,  # warm-up
             "max_seconds": 2,
             "max_requests": 2 * per_journey,
-            "journeys": _journeys(900_000, 2, "WARM"),
+            "journeys": loadgen_journeys(900_000, 2, "WARM"),
         }
     )
     one_client = run_loadgen(
@@ -69,7 +61,7 @@ def _drive(server: Server, *, seconds: float, concurrency: int, rate_seconds: fl
             "concurrency": 1,
             "max_seconds": seconds / 2,
             "max_requests": 10**9,
-            "journeys": _journeys(400_000, int(seconds * 1000 / per_journey) + 1, "ONE"),
+            "journeys": loadgen_journeys(400_000, int(seconds * 1000 / per_journey) + 1, "ONE"),
         }
     )
     # enough distinct journeys for the time budget at up to 2,000 events/s
@@ -81,7 +73,7 @@ def _drive(server: Server, *, seconds: float, concurrency: int, rate_seconds: fl
             "concurrency": concurrency,
             "max_seconds": seconds,
             "max_requests": 10**9,
-            "journeys": _journeys(0, int(seconds * 2000 / per_journey) + concurrency, "SAT"),
+            "journeys": loadgen_journeys(0, int(seconds * 2000 / per_journey) + concurrency, "SAT"),
         }
     )
     fixed = run_loadgen(
@@ -91,7 +83,7 @@ def _drive(server: Server, *, seconds: float, concurrency: int, rate_seconds: fl
             "headers": ACME,
             "rate": TARGET_RATE,
             "max_seconds": rate_seconds,
-            "journeys": _journeys(500_000, int(rate_seconds * TARGET_RATE / per_journey) + 50, "RATE"),
+            "journeys": loadgen_journeys(500_000, int(rate_seconds * TARGET_RATE / per_journey) + 50, "RATE"),
         }
     )
     return {

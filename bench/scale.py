@@ -30,44 +30,24 @@ from typing import Any
 import httpx
 
 from bench.ingest import ACME, run_loadgen
-from bench.servers import ROOT, SERVER_HTTP, SERVER_LOOP, Server, free_port, peak_rss_mb, reset_postgres
+from bench.servers import (
+    ROOT,
+    SERVER_HTTP,
+    SERVER_LOOP,
+    Server,
+    descendants,
+    free_port,
+    peak_rss_mb,
+    reset_postgres,
+)
 from bench.stats import ratio
-from bench.workload import journey_bodies
+from bench.workload import loadgen_journeys
 
 __all__ = ["run_scale", "TARGET_RATIO", "PROCESS_COUNTS"]
 
 TARGET_RATIO = 1.6
 STARTUP_S = 300.0
 PROCESS_COUNTS = (1, 2)
-
-
-def _journeys(first: int, count: int, prefix: str) -> list[dict[str, Any]]:
-    out = []
-    for n in range(first, first + count):
-        bodies = journey_bodies(n, "site-a" if n % 2 == 0 else "site-b", prefix)
-        out.append({"order_id": bodies.order_id, "order": bodies.order, "events": list(bodies.events)})
-    return out
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (from ``/proc/<pid>/task/*/children``)."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                text = Path(f"/proc/{current}/task/{task}/children").read_text()
-            except OSError:
-                continue
-            for child in text.split():
-                found.append(int(child))
-                stack.append(int(child))
-    return found
 
 
 @contextmanager
@@ -123,7 +103,7 @@ def _server_processes(server: Server, expected: int, timeout_s: float = 60.0) ->
     ``expected`` of them run (the parent of ``--processes N`` supervises N serving children)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        children = _descendants(server.process.pid)
+        children = descendants(server.process.pid)
         if expected == 1 or len(children) >= expected or time.monotonic() > deadline:
             return [server.process.pid, *children]
         time.sleep(0.1)
@@ -150,7 +130,7 @@ def _measure(server: Server, database_url: str, processes: int, *, seconds: floa
     pids = _server_processes(server, processes)
     time.sleep(settle_s)  # every process has imported the app and opened its pool before the clock runs
     size_empty, _ = _size_and_events(database_url)
-    per_journey = len(_journeys(0, 1, "X")[0]["events"]) + 1
+    per_journey = len(loadgen_journeys(0, 1, "X")[0]["events"]) + 1
     run_loadgen({
         "scenario": "journeys",
         "port": server.port,
@@ -158,7 +138,7 @@ def _measure(server: Server, database_url: str, processes: int, *, seconds: floa
         "concurrency": concurrency,  # warm-up: reaches every process, fills their caches
         "max_seconds": max(1.0, seconds / 5),
         "max_requests": 4 * concurrency * per_journey,
-        "journeys": _journeys(900_000 + first, 4 * concurrency, "WARM"),
+        "journeys": loadgen_journeys(900_000 + first, 4 * concurrency, "WARM"),
     })
     load_before = round(os.getloadavg()[0], 2)
     saturation = run_loadgen({
@@ -169,7 +149,7 @@ def _measure(server: Server, database_url: str, processes: int, *, seconds: floa
         "max_seconds": seconds,
         "max_requests": 10**9,
         # enough distinct journeys for the time budget at up to 2,000 events/s
-        "journeys": _journeys(first, int(seconds * 2000 / per_journey) + concurrency, "SCALE"),
+        "journeys": loadgen_journeys(first, int(seconds * 2000 / per_journey) + concurrency, "SCALE"),
     })
     load_after = round(os.getloadavg()[0], 2)
     rss = [x for x in (peak_rss_mb(pid) for pid in pids) if x]

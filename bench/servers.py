@@ -24,6 +24,7 @@ __all__ = [
     "gateway_server",
     "baseline_server",
     "peak_rss_mb",
+    "descendants",
     "database_urls",
     "reset_postgres",
     "pg_available",
@@ -60,6 +61,27 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from ``/proc/<pid>/task/*/children``)."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                text = Path(f"/proc/{current}/task/{task}/children").read_text()
+            except OSError:
+                continue
+            for child in text.split():
+                found.append(int(child))
+                stack.append(int(child))
+    return found
 
 
 @dataclass

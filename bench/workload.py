@@ -16,7 +16,8 @@ from typing import Any
 
 from terminology.isbt128 import check_character
 
-__all__ = ["FIXTURES", "JourneyBodies", "coi", "din", "journey", "journey_bodies", "translation_steps"]
+__all__ = ["FIXTURES", "JourneyBodies", "coi", "din", "journey", "journey_bodies", "loadgen_journeys",
+           "translation_steps"]
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CASES = ("journey-autologous", "journey-cancelled")
@@ -101,3 +102,13 @@ def translation_steps(orders: int, start: int = 0) -> list[tuple[Any, Any, str]]
             if step.snapshot is not None:
                 steps.append((step.snapshot, step.record, site_id))
     return steps
+
+
+def loadgen_journeys(first: int, count: int, prefix: str) -> list[dict[str, Any]]:
+    """``count`` journeys numbered from ``first``, alternating site-a and site-b, as the load generator's
+    ``journeys`` specs take them (the order and its events, per journey)."""
+    out = []
+    for n in range(first, first + count):
+        bodies = journey_bodies(n, "site-a" if n % 2 == 0 else "site-b", prefix)
+        out.append({"order_id": bodies.order_id, "order": bodies.order, "events": list(bodies.events)})
+    return out

@@ -34,6 +34,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from bench.servers import descendants
 from gateway.store.db import make_engine
 from tests.conftest import ACME, PG_URL_VAR, order_body
 from tests.e2e.serving import free_port, serve
@@ -158,25 +159,6 @@ def pg_url() -> str:
     return url
 
 
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
-            except OSError:
-                continue
-            found += [int(c) for c in children]
-            stack += [int(c) for c in children]
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -233,7 +215,7 @@ def _running(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> Itera
 def _stop(process: subprocess.Popen[bytes], timeout_s: float, *, group: bool) -> int:
     """SIGTERM (to the whole process group when ``group``, as systemd's KillMode=control-group; else to
     the main process alone, as ``docker stop``); the exit status, every descendant gone."""
-    children = _descendants(process.pid)
+    children = descendants(process.pid)
     if group:
         os.killpg(process.pid, signal.SIGTERM)
     else:
