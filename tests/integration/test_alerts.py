@@ -373,3 +373,38 @@ def test_the_scheduler_loop_runs_passes_until_stopped(settings: Settings, engine
     assert scheduler.passes >= 3
     stop_thread = AlertScheduler(app.state.context, now=clock, interval_s=0.01).run_in_thread()
     stop_thread()  # stops promptly
+
+
+def test_one_alert_pass_at_a_time_across_processes(settings: Settings, engine: sa.Engine):
+    """PostgreSQL: while another process's pass holds the advisory lock, a scheduler skips its turn (and
+    does nothing); once it is free, the pass runs.  SQLite (one process) always runs the pass."""
+    from gateway.alerts.scheduler import PASS_LOCK_KEY
+
+    clock = FakeClock(datetime(2026, 3, 2, tzinfo=UTC))
+    app = create_app(settings, engine=engine, now=clock)
+    scheduler = AlertScheduler(app.state.context, now=clock)
+    if engine.dialect.name != "postgresql":
+        assert scheduler.tick_if_free() is not None and scheduler.passes == 1
+        return
+    with engine.connect() as other:  # another process's pass, running
+        assert other.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": PASS_LOCK_KEY}).scalar_one()
+        assert _pass_locks_held(engine) == 1
+        assert scheduler.tick_if_free() is None
+        assert (scheduler.passes, scheduler.skipped) == (0, 1)
+        other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PASS_LOCK_KEY})
+        other.commit()
+    assert scheduler.tick_if_free() is not None
+    assert (scheduler.passes, scheduler.skipped) == (1, 1)
+    assert scheduler.tick_if_free() is not None  # the lock was given back after the pass
+    assert _pass_locks_held(engine) == 0  # and nothing holds it now
+
+
+def _pass_locks_held(engine: sa.Engine) -> int:
+    """How many sessions hold the alert pass's advisory lock in this database."""
+    from gateway.alerts.scheduler import PASS_LOCK_KEY
+
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :high AND objid = :low"
+            " AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+            {"high": PASS_LOCK_KEY >> 32, "low": PASS_LOCK_KEY & 0xFFFFFFFF}).scalar_one())
