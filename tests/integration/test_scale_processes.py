@@ -289,7 +289,7 @@ def _all_delivered(engine: Engine, orders: list[str]) -> bool:
 def test_c_each_destination_gets_its_messages_in_order_with_many_processes_and_workers(scale: Scale) -> None:
     """Journeys for site-a and site-b posted across the processes; six delivery workers (one per
     server process, two standalone) share the queues.  Each peer receives every message of its
-    destination exactly once, in outbox order, and so each order's messages in its events' order;
+    destination exactly once, each order's messages in outbox order and so in its events' order;
     never two at once on one destination."""
     before = {site: len(peer.received) for site, peer in scale.peers.items()}
     posted = _post_journeys(scale, "FIFO-", 300, 4, site_of=lambda k: ("site-a", "site-b")[k % 2],
@@ -308,7 +308,16 @@ def test_c_each_destination_gets_its_messages_in_order_with_many_processes_and_w
     for site, peer in scale.peers.items():
         queued = [row.control_id for row in rows if row.destination == f"{site}/mllp"]
         arrived = peer.received[before[site]:]
-        assert peer.received == queued, site  # every message once, in FIFO order (earlier tests' too)
+        # every message once (earlier tests' too).  Across orders the arrival order is the commit order,
+        # which outbox ids do not follow when transactions in several processes overlap (an id is taken
+        # at the insert, before the commit); within an order, which its row lock serialises, it is the
+        # outbox order: FIFO where it means something, checked below
+        assert len(set(peer.received)) == len(peer.received), site
+        assert sorted(peer.received) == sorted(queued), site
+        position = {control_id: k for k, control_id in enumerate(queued)}
+        for order_id in {event_of[c][0] for c in peer.received}:
+            mine = [c for c in peer.received if event_of[c][0] == order_id]
+            assert mine == sorted(mine, key=position.__getitem__), (site, order_id)
         assert peer.overlaps == 0, site
         for order_id, event_ids in posted.items():
             in_arrival = [event_of[c][1] for c in arrived if event_of[c][0] == order_id]
